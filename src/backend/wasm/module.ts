@@ -1,0 +1,141 @@
+// Loads the WebAssembly kernel module (embedded in the bundle as base64, so it loads the same way
+// in Node and browsers) over a linear memory owned by the TS side, and hands out blocks of that
+// memory. Views are re-created on every access: memory.grow() detaches old TypedArray views.
+import { KERNEL_WASM_BASE64 } from '../../generated/kernels-wasm.ts';
+import { WebqloraError } from '../../errors.ts';
+
+export interface KernelExports {
+  heap_base(): number;
+  quantize_4bit(x: number, n: number, blocksize: number, qtype: number, packed: number, absmax: number): void;
+  dequantize_4bit(packed: number, n: number, blocksize: number, quantMap: number, absmax: number, out: number): void;
+  quantize_blockwise_8bit(x: number, n: number, blocksize: number, bounds: number, q: number, absmax: number): void;
+  dequantize_blockwise_8bit(q: number, n: number, blocksize: number, code: number, absmax: number, out: number): void;
+  dq_recover_absmax(q: number, nb: number, nestedBlocksize: number, code: number, nestedAbsmax: number, offset: number, out: number): void;
+  [name: string]: (...args: number[]) => number | void;
+}
+
+const PAGE = 65536;
+const ALIGN = 64; // one cache line; also keeps every f32 block v128-aligned
+const MAX_PAGES = 65536; // 4 GiB, the wasm32 limit
+
+function decodeBase64(b64: string): Uint8Array {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
+function compileVariant(variant: string): Promise<WebAssembly.Module> {
+  let p = compiled.get(variant);
+  if (!p) {
+    const b64 = KERNEL_WASM_BASE64[variant];
+    if (!b64) throw new Error(`kernel variant ${variant} was not built`);
+    p = WebAssembly.compile(decodeBase64(b64) as BufferSource);
+    compiled.set(variant, p);
+  }
+  return p;
+}
+
+/**
+ * One kernel instance with its memory and a first-fit allocator. Allocation happens when a
+ * model or trainer is set up, never inside a step (STYLE.md §9), so a simple free list is enough.
+ */
+export class WasmKernels {
+  readonly memory: WebAssembly.Memory;
+  readonly k: KernelExports;
+  private top: number;
+  private readonly free: Array<{ ptr: number; size: number }> = [];
+  private readonly sizes = new Map<number, number>();
+  private _live = 0;
+  private _peak = 0;
+
+  private constructor(memory: WebAssembly.Memory, exports: KernelExports) {
+    this.memory = memory;
+    this.k = exports;
+    this.top = alignUp(exports.heap_base(), ALIGN);
+  }
+
+  static async create(variant = 'simd'): Promise<WasmKernels> {
+    const module = await compileVariant(variant);
+    const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES });
+    const inst = await WebAssembly.instantiate(module, { env: { memory, abort: wasmAbort } });
+    return new WasmKernels(memory, inst.exports as unknown as KernelExports);
+  }
+
+  /** Bytes currently allocated, and the most ever allocated at once. */
+  get liveBytes(): number { return this._live; }
+  get peakBytes(): number { return this._peak; }
+
+  alloc(bytes: number): number {
+    const size = alignUp(Math.max(bytes, 1), ALIGN);
+    for (let i = 0; i < this.free.length; i++) {
+      const f = this.free[i]!;
+      if (f.size >= size) {
+        const ptr = f.ptr;
+        if (f.size === size) this.free.splice(i, 1);
+        else { f.ptr += size; f.size -= size; }
+        return this.track(ptr, size);
+      }
+    }
+    const ptr = this.top;
+    const end = ptr + size;
+    if (end > MAX_PAGES * PAGE) {
+      throw new WebqloraError(`WebAssembly memory is full: ${fmtBytes(end)} needed, the limit of one wasm32 memory is 4 GiB (page base layers or use a smaller model).`);
+    }
+    const have = this.memory.buffer.byteLength;
+    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    this.top = end;
+    return this.track(ptr, size);
+  }
+
+  release(ptr: number): void {
+    const size = this.sizes.get(ptr);
+    if (size === undefined) throw new Error(`wasm release of unknown pointer ${ptr}`);
+    this.sizes.delete(ptr);
+    this._live -= size;
+    // Insert sorted and coalesce neighbours so long runs of alloc/free do not fragment.
+    let i = 0;
+    while (i < this.free.length && this.free[i]!.ptr < ptr) i++;
+    this.free.splice(i, 0, { ptr, size });
+    const next = this.free[i + 1];
+    if (next && ptr + size === next.ptr) { this.free[i]!.size += next.size; this.free.splice(i + 1, 1); }
+    const prev = this.free[i - 1];
+    if (prev && prev.ptr + prev.size === ptr) { prev.size += this.free[i]!.size; this.free.splice(i, 1); i--; }
+    const last = this.free[this.free.length - 1];
+    if (last && last.ptr + last.size === this.top) { this.top = last.ptr; this.free.pop(); }
+  }
+
+  private track(ptr: number, size: number): number {
+    this.sizes.set(ptr, size);
+    this._live += size;
+    if (this._live > this._peak) this._peak = this._live;
+    return ptr;
+  }
+
+  f32(ptr: number, n: number): Float32Array { return new Float32Array(this.memory.buffer, ptr, n); }
+  u8(ptr: number, n: number): Uint8Array { return new Uint8Array(this.memory.buffer, ptr, n); }
+  i32(ptr: number, n: number): Int32Array { return new Int32Array(this.memory.buffer, ptr, n); }
+}
+
+function wasmAbort(): never {
+  throw new Error('wasm kernel aborted');
+}
+
+export function alignUp(x: number, a: number): number {
+  return Math.ceil(x / a) * a;
+}
+
+export function fmtBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
+}
+
+let shared: Promise<WasmKernels> | null = null;
+/** The process-wide kernel instance used by quantization helpers outside a backend. */
+export function sharedKernels(): Promise<WasmKernels> {
+  shared ??= WasmKernels.create();
+  return shared;
+}

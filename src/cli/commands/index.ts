@@ -1,0 +1,14 @@
+// The command table. Each command module exports `run(argv): Promise<number>` (exit code).
+export interface Command {
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
+export const COMMANDS: Record<string, Command> = {};
+
+export function usage(): string {
+  let s = 'usage: webqlora <command> [flags]\n\ncommands:\n';
+  for (const [name, c] of Object.entries(COMMANDS)) s += `  ${name.padEnd(10)} ${c.summary}\n`;
+  s += '\nSee docs/ARCHITECTURE.md and README.md for every flag.\n';
+  return s;
+}

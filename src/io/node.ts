@@ -1,0 +1,126 @@
+// Node-only file access (STYLE.md §11: Node modules are imported only here, in src/cli/ and in
+// the Dawn loader). Everything else sees ByteSource / DirSource / OutDir.
+import { open, stat, readdir, mkdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { WebqloraError } from '../errors.ts';
+import { outOfRange, type ByteSink, type ByteSource, type DirSource, type OutDir } from './source.ts';
+
+export class FileSource implements ByteSource {
+  private constructor(readonly name: string, readonly size: number, private readonly fh: FileHandle) {}
+  static async open(path: string): Promise<FileSource> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      throw new WebqloraError(`${path}: ${fsReason(e)}.`);
+    }
+    const st = await fh.stat();
+    if (st.isDirectory()) {
+      await fh.close();
+      throw new WebqloraError(`${path}: is a directory, expected a file.`);
+    }
+    return new FileSource(path, st.size, fh);
+  }
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= this.size)) {
+      throw outOfRange(this, offset, length);
+    }
+    const buf = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh.read(buf, done, Math.min(length - done, 1 << 30), offset + done);
+      if (bytesRead === 0) throw outOfRange(this, offset, length);
+      done += bytesRead;
+    }
+    return buf;
+  }
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+export class NodeDirSource implements DirSource {
+  private readonly opened: FileSource[] = [];
+  constructor(readonly name: string) {}
+  async open(rel: string): Promise<ByteSource | null> {
+    const p = join(this.name, rel);
+    try {
+      const st = await stat(p);
+      if (!st.isFile()) return null;
+    } catch {
+      return null;
+    }
+    const f = await FileSource.open(p);
+    this.opened.push(f);
+    return f;
+  }
+  async list(): Promise<string[]> {
+    return (await readdir(this.name, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name);
+  }
+  async close(): Promise<void> {
+    await Promise.all(this.opened.splice(0).map((f) => f.close()));
+  }
+}
+
+let tmpCounter = 0;
+
+/** Writes `<dir>/.<name>.tmp-<pid>-<n>`, fsyncs, then renames over the final name. */
+class AtomicFileSink implements ByteSink {
+  private constructor(private readonly finalPath: string, private readonly tmpPath: string, private fh: FileHandle | null) {}
+  static async create(path: string): Promise<AtomicFileSink> {
+    const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${tmpCounter++}`);
+    try {
+      await mkdir(dirname(path), { recursive: true });
+      return new AtomicFileSink(path, tmp, await open(tmp, 'w'));
+    } catch (e) {
+      throw new WebqloraError(`${path}: cannot write (${fsReason(e)}).`);
+    }
+  }
+  async write(chunk: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < chunk.length) {
+      const { bytesWritten } = await this.fh!.write(chunk, done, chunk.length - done);
+      done += bytesWritten;
+    }
+  }
+  async commit(): Promise<void> {
+    await this.fh!.sync();
+    await this.fh!.close();
+    this.fh = null;
+    await rename(this.tmpPath, this.finalPath);
+  }
+  async abort(): Promise<void> {
+    if (this.fh) await this.fh.close().catch(() => {});
+    this.fh = null;
+    await rm(this.tmpPath, { force: true });
+  }
+}
+
+export class NodeOutDir implements OutDir {
+  constructor(readonly name: string) {}
+  async create(rel: string): Promise<ByteSink> {
+    return AtomicFileSink.create(join(this.name, rel));
+  }
+  async sub(rel: string): Promise<OutDir> {
+    await mkdir(join(this.name, rel), { recursive: true });
+    return new NodeOutDir(join(this.name, rel));
+  }
+}
+
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+export function fsReason(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  if (code === 'ENOENT') return 'no such file or directory';
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory';
+  if (code === 'ENOTDIR') return 'a parent is not a directory';
+  if (code === 'ENOSPC') return 'no space left on the device';
+  return (e as Error).message ?? String(e);
+}

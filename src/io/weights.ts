@@ -1,0 +1,51 @@
+// WeightSource: a model file of any supported format seen one tensor at a time, with HF names
+// and HF layouts. Loaders in this folder produce it; src/model/ consumes it and never needs to
+// know which format a tensor came from.
+import type { ModelConfig } from '../model/config.ts';
+import type { Quant4Tensor } from '../quant/types.ts';
+import type { DType } from './dtype.ts';
+
+export interface TensorRef {
+  /** HF name, e.g. model.layers.0.self_attn.q_proj.weight */
+  name: string;
+  /** dtype as stored (GGUF quantized types are reported as their dequantized float type F32). */
+  dtype: DType;
+  shape: number[];
+}
+
+export type WeightFormat = 'hf' | 'bnb-4bit' | 'gguf' | 'llama2c' | 'synthetic';
+
+/** Vocabulary carried inside a model file (GGUF tokenizer.ggml.*, llama2.c has none). */
+export interface EmbeddedVocab {
+  model: 'llama' | 'gpt2' | string;
+  tokens: string[];
+  scores: Float32Array | null;
+  /** GGUF token types (1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte). */
+  tokenTypes: Int32Array | null;
+  merges: string[] | null;
+  bosId: number | null;
+  eosId: number | null;
+  unkId: number | null;
+  padId: number | null;
+  addBos: boolean;
+  addEos: boolean;
+}
+
+export interface WeightSource {
+  readonly format: WeightFormat;
+  /** Path or name, for messages. */
+  readonly name: string;
+  readonly config: ModelConfig;
+  /** Every tensor, by HF name. For bnb checkpoints: one entry per quantized weight (not its parts). */
+  readonly tensors: TensorRef[];
+  /** Vocabulary stored in the model file itself, if any. */
+  readonly vocab: EmbeddedVocab | null;
+  /**
+   * Float32 values of one tensor in HF layout: rotate-half order of q/k rows (GGUF and llama2.c
+   * store them interleaved and are permuted here), dequantized if stored quantized.
+   */
+  readFloat(name: string): Promise<Float32Array>;
+  /** A bnb 4-bit weight exactly as stored (never re-quantized), or null if the tensor is not 4-bit. */
+  readQuant(name: string): Promise<Quant4Tensor | null>;
+  close(): Promise<void>;
+}

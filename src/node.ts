@@ -1,0 +1,3 @@
+// Node entry point: the isomorphic API plus file-system sources.
+export * from './index.ts';
+export { FileSource, NodeDirSource, NodeOutDir } from './io/node.ts';
