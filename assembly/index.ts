@@ -7,3 +7,15 @@ export * from './quant';
 export function heap_base(): usize {
   return __heap_base;
 }
+
+/** Plain copy of n bytes with v128 loads/stores: the bandwidth baseline for bench/quant. */
+export function copy_bytes(src: usize, dst: usize, n: i32): void {
+  let i: i32 = 0;
+  for (; i + 64 <= n; i += 64) {
+    v128.store(dst + <usize>i, v128.load(src + <usize>i));
+    v128.store(dst + <usize>i, v128.load(src + <usize>i, 16), 16);
+    v128.store(dst + <usize>i, v128.load(src + <usize>i, 32), 32);
+    v128.store(dst + <usize>i, v128.load(src + <usize>i, 48), 48);
+  }
+  for (; i < n; i++) store<u8>(dst + <usize>i, load<u8>(src + <usize>i));
+}

@@ -7,6 +7,7 @@
 // 4-bit codes are packed two per byte, the even element in the HIGH nibble.
 // Pointers are byte offsets into the (imported) linear memory; the TS side owns allocation.
 import { NF4_BOUNDS, FP4_BOUNDS, FP4_ORDER, INT4_BOUNDS, DYNAMIC_SIGNED_BOUNDS } from './tables';
+import { lutPlane, decode16 } from './lut16';
 
 export const QTYPE_NF4: i32 = 0;
 export const QTYPE_FP4: i32 = 1;
@@ -65,6 +66,7 @@ const TINY: f32 = 1e-38; // bnb clamps the divisor (backends/default/ops.py)
  */
 export function quantize_4bit(x: usize, n: i32, blocksize: i32, qtype: i32, packed: usize, absmax: usize): void {
   const nb = (n + blocksize - 1) / blocksize;
+  const bounds = qtype == QTYPE_NF4 ? NF4_BOUNDS : qtype == QTYPE_FP4 ? FP4_BOUNDS : INT4_BOUNDS;
   for (let b: i32 = 0; b < nb; b++) {
     const start = b * blocksize;
     const len = min(blocksize, n - start);
@@ -74,6 +76,11 @@ export function quantize_4bit(x: usize, n: i32, blocksize: i32, qtype: i32, pack
     const full = len == blocksize;
     const r: f32 = 1.0 / a;
     store<f32>(absmax + (<usize>b << 2), full ? am : a);
+    if (full) {
+      // every allowed blocksize is a multiple of 16
+      quantizeBlockSimd(xb, blocksize, r, bounds, qtype == QTYPE_FP4, packed + <usize>(start >> 1));
+      continue;
+    }
     // blocksize is even, so a block starts on a byte boundary.
     for (let i: i32 = 0; i < len; i += 2) {
       const x0 = load<f32>(xb + (<usize>i << 2));
@@ -92,12 +99,46 @@ export function quantize_4bit(x: usize, n: i32, blocksize: i32, qtype: i32, pack
 }
 
 /**
+ * One full block, 16 elements per step: s = clamp(x * r) in f32 lanes (the same IEEE products as
+ * the scalar path), code = number of bounds below s (15 lane compares), FP4 codes mapped through
+ * FP4_ORDER with a byte swizzle, then even elements to the high nibble.
+ */
+@inline function quantizeBlockSimd(xb: usize, len: i32, r: f32, bounds: usize, fp4: bool, out: usize): void {
+  const rv = f32x4.splat(r);
+  const one = f32x4.splat(1.0), neg = f32x4.splat(-1.0);
+  const order = v128.load(FP4_ORDER);
+  for (let i: i32 = 0; i < len; i += 16) {
+    const p = xb + (<usize>i << 2);
+    const s0 = f32x4.max(neg, f32x4.min(one, f32x4.mul(v128.load(p), rv)));
+    const s1 = f32x4.max(neg, f32x4.min(one, f32x4.mul(v128.load(p, 16), rv)));
+    const s2 = f32x4.max(neg, f32x4.min(one, f32x4.mul(v128.load(p, 32), rv)));
+    const s3 = f32x4.max(neg, f32x4.min(one, f32x4.mul(v128.load(p, 48), rv)));
+    let q0 = i32x4.splat(0), q1 = i32x4.splat(0), q2 = i32x4.splat(0), q3 = i32x4.splat(0);
+    for (let j: i32 = 0; j < 15; j++) {
+      const t = v128.load32_splat(bounds + (<usize>j << 2));
+      // lt gives all-ones (-1) where bound < s: subtracting counts it
+      q0 = i32x4.sub(q0, f32x4.lt(t, s0));
+      q1 = i32x4.sub(q1, f32x4.lt(t, s1));
+      q2 = i32x4.sub(q2, f32x4.lt(t, s2));
+      q3 = i32x4.sub(q3, f32x4.lt(t, s3));
+    }
+    let codes = i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(q0, q1), i16x8.narrow_i32x4_u(q2, q3));
+    if (fp4) codes = i8x16.swizzle(order, codes);
+    const even = i8x16.shuffle(codes, codes, 0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    const odd = i8x16.shuffle(codes, codes, 1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    const bytes = v128.or(i8x16.shl(even, 4), odd);
+    v128.store64_lane(out + <usize>(i >> 1), bytes, 0);
+  }
+}
+
+/**
  * 4-bit dequantization: out_i = f32(quant_map[code_i] * absmax[i / blocksize]).
  * packed: u8 [ceil(n/2)]; quant_map: f32 [16] (always the map stored with the tensor);
  * absmax: f32 [ceil(n/blocksize)] (already recovered from double quantization); out: f32 [n].
  */
 export function dequantize_4bit(packed: usize, n: i32, blocksize: i32, quant_map: usize, absmax: usize, out: usize): void {
   const nb = (n + blocksize - 1) / blocksize;
+  const p0 = lutPlane(quant_map, 0), p1 = lutPlane(quant_map, 1), p2 = lutPlane(quant_map, 2), p3 = lutPlane(quant_map, 3);
   for (let b: i32 = 0; b < nb; b++) {
     const start = b * blocksize;
     const len = min(blocksize, n - start);
@@ -105,6 +146,8 @@ export function dequantize_4bit(packed: usize, n: i32, blocksize: i32, quant_map
     const ob = out + (<usize>start << 2);
     const pb = packed + <usize>(start >> 1);
     let i: i32 = 0;
+    const av = f32x4.splat(a);
+    for (; i + 16 <= len; i += 16) decode16(pb + <usize>(i >> 1), p0, p1, p2, p3, av, ob + (<usize>i << 2));
     for (; i + 1 < len; i += 2) {
       const byte = <u32>load<u8>(pb + <usize>(i >> 1));
       store<f32>(ob + (<usize>i << 2), load<f32>(quant_map + (<usize>(byte >> 4) << 2)) * a);
@@ -162,3 +205,4 @@ export function dq_recover_absmax(q: usize, nb: i32, nested_blocksize: i32, code
     store<f32>(out + (<usize>i << 2), v + offset);
   }
 }
+

@@ -1,0 +1,229 @@
+// The Backend: buffers it owns and the coarse kernels the model is written against.
+//
+// Three implementations: `reference` (plain TS, the oracle), `wasm` (assembly/ → SIMD128),
+// `webgpu` (wgsl/). The model and trainer call only what is declared here.
+//
+// Execution model (fits WebGPU without rework): every kernel call *enqueues* work and returns
+// nothing; calls execute in order; `read()` is the only way data comes back and is async.
+// The reference and wasm backends simply run each call at once. No kernel allocates: buffers
+// are created with `alloc` when a model or trainer is set up (STYLE.md §9), and a kernel's
+// shape arguments are validated by the caller (the model computes them from the config once).
+//
+// Dimension legend (STYLE.md §4): R rows (= B·T tokens), C hidden, H heads, KVH kv heads,
+// D head dim, F ffn dim, V vocab, r LoRA rank, S kv length (cache positions), N/K the out/in
+// features of a linear layer, bs the quantization block size.
+//
+// Naming: Backend.fooBar ↔ AssemblyScript export foo_bar ↔ WGSL entry point foo_bar ↔
+// test/kernels/<family>.test.ts (STYLE.md §2).
+
+import type { QuantType } from '../quant/types.ts';
+
+export type BufferType = 'f32' | 'i32' | 'u8';
+
+/** A buffer owned by a backend. Opaque outside it; `length` counts elements of `type`. */
+export interface Tensor {
+  readonly type: BufferType;
+  readonly length: number;
+  readonly label: string;
+}
+
+/**
+ * A frozen 4-bit weight W [N, K] (out, in) resident in the backend, stored exactly as
+ * bitsandbytes stores it: packed codes u8 [ceil(N·K/2)] (element 2j in the high nibble), the
+ * 16-entry quant map, and either f32 absmax [nb] or double-quantized absmax (u8 codes [nb],
+ * nested absmax f32 [ceil(nb/256)], nested 256-entry map, offset). nb = ceil(N·K / bs).
+ * Kernels dequantize inside their tiles; W is never materialised in f32.
+ */
+export interface QuantWeight {
+  readonly N: number;
+  readonly K: number;
+  readonly blocksize: number;
+  readonly quantType: QuantType;
+  readonly doubleQuant: boolean;
+  readonly label: string;
+}
+
+export interface GemmOptions {
+  /** op(A) = Aᵀ: A is stored [K, M] instead of [M, K]. */
+  transA?: boolean;
+  /** op(B) = Bᵀ: B is stored [N, K] instead of [K, N] (the nn.Linear layout). */
+  transB?: boolean;
+  /** Multiplies op(A)·op(B). Default 1. */
+  alpha?: number;
+  /** Add to out instead of overwriting it. */
+  accumulate?: boolean;
+  /** f32 [N] added to every row (only with accumulate false). */
+  bias?: Tensor;
+}
+
+/** RoPE angle tables built once by the model: cos/sin f32 [maxPositions, D/2]. */
+export interface RopeTables {
+  cos: Tensor;
+  sin: Tensor;
+}
+
+export interface AttentionShape {
+  /** sequences in the batch */
+  B: number;
+  /** query positions per sequence */
+  T: number;
+  /** key/value positions per sequence (T for training; pos0 + T with a KV cache) */
+  S: number;
+  H: number;
+  KVH: number;
+  D: number;
+  /** absolute position of query row 0: query t attends to keys 0 .. pos0 + t (causal) */
+  pos0: number;
+  /** key/value rows allocated per sequence in k and v (>= S; the cache capacity) */
+  kvStride: number;
+}
+
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction */
+  step: number;
+  /** every gradient is multiplied by this first (global-norm clipping and loss scaling) */
+  gradScale: number;
+}
+
+export interface MemoryStats {
+  /** bytes held in backend buffers now, and the most at once */
+  liveBytes: number;
+  peakBytes: number;
+}
+
+export interface Backend {
+  readonly name: 'reference' | 'wasm' | 'webgpu';
+
+  // ---- buffers -------------------------------------------------------------------------
+  alloc(type: BufferType, length: number, label: string): Tensor;
+  free(t: Tensor): void;
+  /** Host → backend copy of `data` into t at element offset `offset`. */
+  write(t: Tensor, data: Float32Array | Int32Array | Uint8Array, offset?: number): void;
+  /** Backend → host copy (waits for all enqueued work that writes t). */
+  read(t: Tensor, offset?: number, length?: number): Promise<Float32Array | Int32Array | Uint8Array>;
+  /** dst[dstOffset .. +n] = src[srcOffset .. +n] (same type). */
+  copy(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void;
+  /** t[offset .. offset+n] = value */
+  fill(t: Tensor, value: number, offset?: number, n?: number): void;
+  /** Makes a 4-bit weight resident. `absmax` (f32 [nb]) xor `dq` must be given. */
+  uploadQuant(w: QuantUpload): QuantWeight;
+  freeQuant(w: QuantWeight): void;
+  /** Resolves when every enqueued kernel has finished. */
+  flush(): Promise<void>;
+  memory(): MemoryStats;
+  /** Releases everything (device, workers). */
+  destroy(): Promise<void>;
+
+  // ---- forward kernels (each has a backward below where training needs it) -------------
+
+  /** out[R, C] = table[ids[r], :]; ids i32 [R], table f32 [V, C]. */
+  embedding(out: Tensor, table: Tensor, ids: Tensor, R: number, C: number): void;
+
+  /**
+   * out[R, C] = x · rstd · w with rstd[r] = 1/sqrt(mean_c(x[r,c]²) + eps). Writes rstd f32 [R]
+   * for the backward. out may not alias x.
+   */
+  rmsNorm(out: Tensor, rstd: Tensor, x: Tensor, w: Tensor, R: number, C: number, eps: number): void;
+
+  /**
+   * f32 GEMM: out[M, N] (=|+=) alpha · op(A)[M, K] · op(B)[K, N] (+ bias). The three layouts
+   * training needs: forward x·Wᵀ (transB), input gradient dY·W (none), weight gradient dYᵀ·X (transA).
+   */
+  matmul(out: Tensor, a: Tensor, b: Tensor, M: number, N: number, K: number, opts?: GemmOptions): void;
+
+  /** Fused 4-bit GEMM: out[M, N] (=|+=) alpha · x[M, K] · deq(W)ᵀ, W [N, K]. */
+  qMatmul(out: Tensor, x: Tensor, w: QuantWeight, M: number, opts?: { alpha?: number; accumulate?: boolean; bias?: Tensor }): void;
+
+  /**
+   * Rotate-half RoPE in place on x [R, nh, D] where row r is position pos0 + (r mod T):
+   * for i < D/2, (x_i, x_{i+D/2}) ← (x_i·cos − x_{i+D/2}·sin, x_{i+D/2}·cos + x_i·sin) with
+   * cos/sin = tables[pos, i]. R = B·T.
+   */
+  rope(x: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void;
+
+  /**
+   * Causal grouped-query attention. q [B·T, H, D]; k, v [B, kvStride, KVH, D] (rows 0..S-1 of
+   * each sequence are valid); out [B·T, H, D]; lse f32 [B, H, T] (log-sum-exp of the scaled
+   * scores, kept for the backward). Query head h reads kv head floor(h / (H / KVH)). Scale 1/√D.
+   */
+  attention(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): void;
+
+  /** out[n] = silu(gate[n]) · up[n], silu(g) = g / (1 + e^−g). */
+  swiglu(out: Tensor, gate: Tensor, up: Tensor, n: number): void;
+
+  /** out[i] += alpha · x[i] for i < n. */
+  add(out: Tensor, x: Tensor, n: number, alpha?: number): void;
+
+  /**
+   * Inverted dropout with a counter-based RNG, identical on every backend:
+   * keep_i = hash(seed, i) ≥ p·2³², out_i = keep_i ? x_i / (1 − p) : 0. Applying it to the
+   * upstream gradient with the same seed is its backward.
+   */
+  dropout(out: Tensor, x: Tensor, n: number, p: number, seed: number): void;
+
+  /**
+   * Cross-entropy over rows of logits [R, V] against targets i32 [R] (−100 = ignored):
+   * losses[r] = logsumexp(logits[r]) − logits[r, t] (0 for ignored rows). If `gradScale` is
+   * given, logits is overwritten with its gradient: (softmax − onehot) · gradScale (0 rows for
+   * ignored targets) — the caller passes 1 / (scored tokens in the batch).
+   */
+  crossEntropy(losses: Tensor, logits: Tensor, targets: Tensor, R: number, V: number, gradScale?: number): void;
+
+  // ---- backward kernels ---------------------------------------------------------------
+
+  /** dx[M, K] (=|+=) alpha · dy[M, N] · deq(W), W [N, K]. (The frozen W gets no gradient.) */
+  qMatmulBackwardInput(dx: Tensor, dy: Tensor, w: QuantWeight, M: number, opts?: { alpha?: number; accumulate?: boolean }): void;
+
+  /**
+   * RMSNorm input gradient with the saved rstd: dx[r] (=|+=) rstd·(w⊙dy − x̂·mean_c(x̂⊙w⊙dy)),
+   * x̂ = x·rstd. (Norm weights are frozen: no dw.)
+   */
+  rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, R: number, C: number, accumulate?: boolean): void;
+
+  /** Inverse rotation in place (the transpose of rope): turns d(rotated) into d(unrotated). */
+  ropeBackward(dx: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void;
+
+  /**
+   * Attention gradients from dout [B·T, H, D] using the forward's out and lse:
+   * dq [B·T, H, D] overwritten; dk, dv [B, kvStride, KVH, D] overwritten (sums over the query
+   * heads of each group). pos0 must be 0 (training has no cache).
+   */
+  attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, s: AttentionShape): void;
+
+  /** dgate, dup (overwritten) from dout and the forward inputs gate, up. */
+  swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, n: number): void;
+
+  // ---- optimizer ----------------------------------------------------------------------
+
+  /** out[0] (=|+=) Σ x[i]² over i < n (global gradient norm, accumulated across tensors). */
+  sumSquares(out: Tensor, x: Tensor, n: number, accumulate?: boolean): void;
+
+  /**
+   * AdamW on n elements (bnb kOptimizer32bit2State / torch AdamW semantics, QLORA_SPEC §6.3):
+   * g = grad·gradScale; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+   * p ← p·(1 − lr·wd) (decoupled, before the update, as torch and bnb's default backend);
+   * p ← p − lr·(m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + eps).
+   */
+  adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, n: number, p: AdamWParams): void;
+
+  /** p ← p − lr·grad·gradScale (plain SGD, used to check gradients end to end). */
+  sgdStep(param: Tensor, grad: Tensor, n: number, lr: number, gradScale: number): void;
+}
+
+/** What uploadQuant takes: the fields of a Quant4Tensor for one [N, K] weight. */
+export interface QuantUpload {
+  N: number;
+  K: number;
+  blocksize: number;
+  quantType: QuantType;
+  packed: Uint8Array;
+  quantMap: Float32Array;
+  absmax: Float32Array | null;
+  dq: { codes: Uint8Array; nestedAbsmax: Float32Array; nestedQuantMap: Float32Array; offset: number; nestedBlocksize: number } | null;
+  label: string;
+}

@@ -1,0 +1,33 @@
+// Which backends the kernel tests run against the reference. The reference is the oracle;
+// every other backend that can start here is tested. With CI=true a backend that cannot start
+// is a failure, not a skip (the WebGPU tests must run for real in CI).
+import type { Backend } from '../../src/backend/backend.ts';
+
+export interface NamedBackend { name: string; backend: Backend }
+
+let cached: Promise<NamedBackend[]> | null = null;
+
+/** Backends under test (not including the reference). Created once per test process. */
+export function backendsUnderTest(): Promise<NamedBackend[]> {
+  cached ??= (async () => {
+    const out: NamedBackend[] = [];
+    const only = process.env.WEBQLORA_TEST_BACKENDS?.split(',');
+    const want = (n: string) => !only || only.includes(n);
+    if (want('wasm')) {
+      const { createWasmBackend } = await import('../../src/backend/wasm/index.ts');
+      out.push({ name: 'wasm', backend: await createWasmBackend() });
+    }
+    if (want('webgpu')) {
+      try {
+        const mod = await import('../../src/backend/webgpu/index.ts');
+        const be = await mod.createWebGpuBackend();
+        out.push({ name: 'webgpu', backend: be });
+      } catch (e) {
+        if (process.env.CI === 'true') throw e;
+        // outside CI a machine without WebGPU simply tests fewer backends
+      }
+    }
+    return out;
+  })();
+  return cached;
+}
