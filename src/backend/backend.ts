@@ -18,7 +18,12 @@
 
 import type { QuantType } from '../quant/types.ts';
 
-export type BufferType = 'f32' | 'i32' | 'u8';
+/**
+ * Element types. 'f16' and 'bf16' hold the embedding / lm_head tables of half-precision
+ * checkpoints (kept in the checkpoint's precision, as transformers + bitsandbytes do); they are
+ * accepted only where a kernel says so and are widened to f32 exactly before any arithmetic.
+ */
+export type BufferType = 'f32' | 'i32' | 'u8' | 'f16' | 'bf16';
 
 /** A buffer owned by a backend. Opaque outside it; `length` counts elements of `type`. */
 export interface Tensor {
@@ -52,7 +57,7 @@ export interface GemmOptions {
   alpha?: number;
   /** Add to out instead of overwriting it. */
   accumulate?: boolean;
-  /** f32 [N] added to every row (only with accumulate false). */
+  /** f32 [N] added to every row (also with accumulate: out += op(A)·op(B) + bias). */
   bias?: Tensor;
 }
 
@@ -100,12 +105,16 @@ export interface Backend {
   readonly name: 'reference' | 'wasm' | 'webgpu';
 
   // ---- buffers -------------------------------------------------------------------------
+  /** A new buffer (contents undefined). length may be 0: a placeholder no kernel touches. */
   alloc(type: BufferType, length: number, label: string): Tensor;
   free(t: Tensor): void;
-  /** Host → backend copy of `data` into t at element offset `offset`. */
-  write(t: Tensor, data: Float32Array | Int32Array | Uint8Array, offset?: number): void;
+  /**
+   * Host → backend copy of `data` into t at element offset `offset`. f16/bf16 tensors take a
+   * Uint16Array of raw half bits.
+   */
+  write(t: Tensor, data: Float32Array | Int32Array | Uint8Array | Uint16Array, offset?: number): void;
   /** Backend → host copy (waits for all enqueued work that writes t). */
-  read(t: Tensor, offset?: number, length?: number): Promise<Float32Array | Int32Array | Uint8Array>;
+  read(t: Tensor, offset?: number, length?: number): Promise<Float32Array | Int32Array | Uint8Array | Uint16Array>;
   /** dst[dstOffset .. +n] = src[srcOffset .. +n] (same type). */
   copy(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void;
   /** t[offset .. offset+n] = value */
@@ -121,7 +130,7 @@ export interface Backend {
 
   // ---- forward kernels (each has a backward below where training needs it) -------------
 
-  /** out[R, C] = table[ids[r], :]; ids i32 [R], table f32 [V, C]. */
+  /** out[R, C] = table[ids[r], :]; ids i32 [R], table f32, f16 or bf16 [V, C], out f32. */
   embedding(out: Tensor, table: Tensor, ids: Tensor, R: number, C: number): void;
 
   /**
@@ -133,6 +142,8 @@ export interface Backend {
   /**
    * f32 GEMM: out[M, N] (=|+=) alpha · op(A)[M, K] · op(B)[K, N] (+ bias). The three layouts
    * training needs: forward x·Wᵀ (transB), input gradient dY·W (none), weight gradient dYᵀ·X (transA).
+   * b may be f16 or bf16 (a half-precision lm_head / tied embedding) when transA is false;
+   * everything else is f32.
    */
   matmul(out: Tensor, a: Tensor, b: Tensor, M: number, N: number, K: number, opts?: GemmOptions): void;
 

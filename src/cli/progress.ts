@@ -1,0 +1,57 @@
+// Human progress output on stderr: one updating line on a terminal, occasional plain lines
+// otherwise (CI logs). --json output goes to stdout as one object per line instead.
+export class Progress {
+  private last = 0;
+  private width = 0;
+  private readonly tty: boolean;
+  private readonly t0 = performance.now();
+
+  constructor(private readonly out: NodeJS.WriteStream = process.stderr, private readonly quiet = false) {
+    this.tty = Boolean(out.isTTY);
+  }
+
+  /** Shows `text` (replacing the previous line on a terminal; at most every 5 s otherwise). */
+  update(text: string, force = false): void {
+    if (this.quiet) return;
+    const now = performance.now();
+    if (this.tty) {
+      if (!force && now - this.last < 100) return;
+      const pad = Math.max(0, this.width - text.length);
+      this.out.write(`\r${text}${' '.repeat(pad)}`);
+      this.width = text.length;
+    } else {
+      if (!force && now - this.last < 5000) return;
+      this.out.write(text + '\n');
+    }
+    this.last = now;
+  }
+
+  /** Ends the updating line. */
+  done(text?: string): void {
+    if (this.quiet) return;
+    if (text !== undefined) this.update(text, true);
+    if (this.tty && this.width > 0) this.out.write('\n');
+    this.width = 0;
+  }
+
+  log(text: string): void {
+    if (this.quiet) return;
+    if (this.tty && this.width > 0) { this.out.write('\n'); this.width = 0; }
+    this.out.write(text + '\n');
+  }
+
+  get elapsed(): number {
+    return (performance.now() - this.t0) / 1000;
+  }
+}
+
+export function fmtDuration(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(0)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.floor(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export function fmtMiB(bytes: number): string {
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}

@@ -1,0 +1,427 @@
+// The Llama-family decoder, forward and backward written once against the Backend (the llm.c
+// way: explicit backward, no autograd). Frozen base weights (4-bit or f32), float32 LoRA.
+//
+// Legend: B batch, T time, R = B·T rows, C hidden, H heads, KVH kv heads, D head dim,
+// HD = H·D, KVD = KVH·D, F ffn, V vocab, r LoRA rank, L layers.
+//
+// One decoder layer (x is the residual stream [R, C]):
+//   h1 = rmsnorm(x)·w_in                 (rstd1 kept)
+//   q, k, v = h1·Wqᵀ, h1·Wkᵀ, h1·Wvᵀ     (+ bias for Qwen2; + LoRA)
+//   q, k = rope(q), rope(k)
+//   att = causal_gqa_attention(q, k, v)  (lse kept)
+//   x2 = x + att·Woᵀ
+//   h2 = rmsnorm(x2)·w_post              (rstd2 kept)
+//   a = silu(h2·Wgᵀ) ⊙ (h2·Wuᵀ)
+//   x' = x2 + a·Wdᵀ
+// Head: logits = rmsnorm(x_L)·w_final·Eᵀ (E = lm_head, or the embedding when tied).
+import type { AttentionShape, Backend, QuantWeight, RopeTables, Tensor } from '../backend/backend.ts';
+import { deriveSeed } from '../backend/rng.ts';
+import { LINEAR_NAMES, type LinearName, type ModelConfig } from './config.ts';
+import type { LoraAdapters } from './lora.ts';
+
+export type LinearWeight = { kind: 'q4'; w: QuantWeight } | { kind: 'f32'; w: Tensor };
+
+/** A frozen linear layer W [N, K] with an optional bias [N]. */
+export interface LinearLayer {
+  name: LinearName;
+  N: number;
+  K: number;
+  weight: LinearWeight;
+  bias: Tensor | null;
+}
+
+export interface BlockWeights {
+  /** f32 [C] */
+  inNorm: Tensor;
+  /** f32 [C] */
+  postNorm: Tensor;
+  lin: Record<LinearName, LinearLayer>;
+}
+
+/** How the linear layers of the blocks are stored. */
+export interface QuantSettings {
+  mode: 'nf4' | 'fp4' | 'int4' | 'none';
+  doubleQuant: boolean;
+  blocksize: number;
+}
+
+export class LlamaModel {
+  readonly rope: RopeTables;
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    /** [V, C] f32/f16/bf16 */
+    readonly embed: Tensor,
+    /** [V, C]; the same tensor as embed when tied */
+    readonly lmHead: Tensor,
+    /** [C] */
+    readonly finalNorm: Tensor,
+    readonly blocks: BlockWeights[],
+    readonly quant: QuantSettings,
+    /** RoPE table rows (the longest sequence this model will run). */
+    readonly maxPositions: number,
+  ) {
+    this.rope = buildRope(backend, config, maxPositions);
+  }
+
+  /** Frees every backend buffer of the model. */
+  free(): void {
+    const be = this.backend;
+    be.free(this.embed);
+    if (this.lmHead !== this.embed) be.free(this.lmHead);
+    be.free(this.finalNorm);
+    be.free(this.rope.cos);
+    be.free(this.rope.sin);
+    for (const b of this.blocks) {
+      be.free(b.inNorm);
+      be.free(b.postNorm);
+      for (const name of LINEAR_NAMES) {
+        const lin = b.lin[name];
+        if (lin.weight.kind === 'q4') be.freeQuant(lin.weight.w);
+        else be.free(lin.weight.w);
+        if (lin.bias) be.free(lin.bias);
+      }
+    }
+  }
+
+  // ---- forward -------------------------------------------------------------------------
+
+  /**
+   * Runs the decoder over ws.ids (B sequences of T tokens, row r = b·T + t) and leaves the
+   * final hidden state in ws.layerIn(L). With a KV cache (ws.kv), B must be 1 and the tokens
+   * sit at positions pos0 .. pos0+T−1. `seed` enables LoRA dropout (training only).
+   */
+  forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null } = {}): void {
+    const c = this.config, be = this.backend, R = B * T;
+    ws.checkRows(B, T);
+    be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
+    for (let l = 0; l < c.numLayers; l++) this.layerForward(ws, l, B, T, opts.pos0 ?? 0, opts.lora ?? null, opts.seed);
+  }
+
+  /** logits [R, V] = rmsnorm(x_L)·Eᵀ for all rows (training, eval). */
+  head(ws: Workspace, R: number): void {
+    const c = this.config, be = this.backend;
+    be.rmsNorm(ws.hF, ws.rstdF, ws.layerIn(c.numLayers), this.finalNorm, R, c.hiddenSize, c.rmsNormEps);
+    be.matmul(ws.logits, ws.hF, this.lmHead, R, c.vocabSize, c.hiddenSize, { transB: true });
+  }
+
+  /** logits [V] of row `row` only (generation). */
+  headLastRow(ws: Workspace, row: number): void {
+    const c = this.config, be = this.backend, C = c.hiddenSize;
+    be.copy(ws.lastRow, 0, ws.layerIn(c.numLayers), row * C, C);
+    be.rmsNorm(ws.lastNorm, ws.lastRstd, ws.lastRow, this.finalNorm, 1, C, c.rmsNormEps);
+    be.matmul(ws.lastLogits, ws.lastNorm, this.lmHead, 1, c.vocabSize, C, { transB: true });
+  }
+
+  private layerForward(ws: Workspace, l: number, B: number, T: number, pos0: number, lora: LoraAdapters | null, seed: number | undefined): void {
+    const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
+    const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim;
+    const x = ws.layerIn(l), out = ws.layerIn(l + 1);
+    const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) =>
+      this.linearForward(ws, blk.lin[name], lora?.get(l, name) ?? null, lora, input, y, a.t[name], R, accumulate, dropSeed(seed, l, name));
+
+    be.rmsNorm(a.h1, a.rstd1, x, blk.inNorm, R, C, c.rmsNormEps);
+    lin('q_proj', a.h1, a.q, false);
+    lin('k_proj', a.h1, a.k, false);
+    lin('v_proj', a.h1, a.v, false);
+    be.rope(a.q, this.rope, R, T, c.numHeads, c.headDim, pos0);
+    be.rope(a.k, this.rope, R, T, c.numKVHeads, c.headDim, pos0);
+    if (ws.kv) {
+      // B = 1: append this chunk's keys/values to the cache and attend over positions 0..pos0+T−1
+      be.copy(ws.kv.k[l]!, pos0 * KVD, a.k, 0, T * KVD);
+      be.copy(ws.kv.v[l]!, pos0 * KVD, a.v, 0, T * KVD);
+      be.attention(a.att, a.lse, a.q, ws.kv.k[l]!, ws.kv.v[l]!, this.attnShape(1, T, pos0 + T, pos0, ws.kv.maxSeq));
+    } else {
+      be.attention(a.att, a.lse, a.q, a.k, a.v, this.attnShape(B, T, T, 0, T));
+    }
+    be.copy(a.x2, 0, x, 0, R * C);
+    lin('o_proj', a.att, a.x2, true);
+    be.rmsNorm(a.h2, a.rstd2, a.x2, blk.postNorm, R, C, c.rmsNormEps);
+    lin('gate_proj', a.h2, a.g, false);
+    lin('up_proj', a.h2, a.u, false);
+    be.swiglu(a.a, a.g, a.u, R * c.intermediateSize);
+    be.copy(out, 0, a.x2, 0, R * C);
+    lin('down_proj', a.a, out, true);
+  }
+
+  attnShape(B: number, T: number, S: number, pos0: number, kvStride: number): AttentionShape {
+    const c = this.config;
+    return { B, T, S, H: c.numHeads, KVH: c.numKVHeads, D: c.headDim, pos0, kvStride };
+  }
+
+  /**
+   * y (=|+=) x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ. x [R, K], y [R, N]; t [R, r] receives drop(x)·Aᵀ
+   * (kept for the backward).
+   */
+  private linearForward(ws: Workspace, lin: LinearLayer, pair: ReturnType<LoraAdapters['get']>, lora: LoraAdapters | null, x: Tensor, y: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
+    const be = this.backend;
+    // Only q/k/v carry a bias (Qwen2), and they never accumulate into the residual stream.
+    const bias = lin.bias ?? undefined;
+    if (lin.weight.kind === 'q4') be.qMatmul(y, x, lin.weight.w, R, { accumulate, bias });
+    else be.matmul(y, x, lin.weight.w, R, lin.N, lin.K, { transB: true, accumulate, bias });
+    if (!pair || !lora || !t) return;
+    const r = lora.config.r, p = lora.config.dropout;
+    let xin = x;
+    if (seed !== undefined && p > 0) {
+      be.dropout(ws.xd, x, R * lin.K, p, seed);
+      xin = ws.xd;
+    }
+    be.matmul(t, xin, pair.A, R, r, lin.K, { transB: true });
+    be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: lora.scaling, accumulate: true });
+  }
+
+  // ---- backward ------------------------------------------------------------------------
+
+  /**
+   * Backward of the whole model after forward() and head() of the same batch, with ws.logits
+   * already turned into d(logits) by crossEntropy. Accumulates LoRA gradients into the
+   * adapters' dA/dB. With checkpointing, each layer's forward is recomputed from its saved input.
+   */
+  backward(ws: Workspace, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
+    const c = this.config, be = this.backend, R = B * T, C = c.hiddenSize;
+    // head: d(hF) = dlogits · E ; d(x_L) = rmsnorm backward
+    be.matmul(ws.dh, ws.logits, this.lmHead, R, C, c.vocabSize);
+    be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(c.numLayers), this.finalNorm, ws.rstdF, R, C, false);
+    for (let l = c.numLayers - 1; l >= 0; l--) {
+      if (ws.checkpointing) this.layerForward(ws, l, B, T, 0, lora, seed);
+      this.layerBackward(ws, l, B, T, lora, seed);
+    }
+  }
+
+  /** ws.dres holds d(layer output) on entry and d(layer input) on exit. */
+  private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
+    const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
+    const R = B * T, C = c.hiddenSize;
+    const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) =>
+      this.linearBackward(ws, blk.lin[name], lora.get(l, name), lora, dy, dx, x, a.t[name], R, accumulate, dropSeed(seed, l, name));
+
+    // x' = x2 + a·Wdᵀ
+    back('down_proj', ws.dres, ws.da, a.a, false);
+    be.swigluBackward(ws.dg, ws.du, ws.da, a.g, a.u, R * c.intermediateSize);
+    back('gate_proj', ws.dg, ws.dh, a.h2, false);
+    back('up_proj', ws.du, ws.dh, a.h2, true);
+    be.rmsNormBackward(ws.dres, ws.dh, a.x2, blk.postNorm, a.rstd2, R, C, true);
+    // x2 = x + att·Woᵀ
+    back('o_proj', ws.dres, ws.datt, a.att, false);
+    be.attentionBackward(ws.dq, ws.dk, ws.dv, ws.datt, a.q, a.k, a.v, a.att, a.lse, this.attnShape(B, T, T, 0, T));
+    be.ropeBackward(ws.dq, this.rope, R, T, c.numHeads, c.headDim, 0);
+    be.ropeBackward(ws.dk, this.rope, R, T, c.numKVHeads, c.headDim, 0);
+    back('q_proj', ws.dq, ws.dh, a.h1, false);
+    back('k_proj', ws.dk, ws.dh, a.h1, true);
+    back('v_proj', ws.dv, ws.dh, a.h1, true);
+    be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(l), blk.inNorm, a.rstd1, R, C, true);
+  }
+
+  /**
+   * Backward of linearForward. dy [R, N]; dx [R, K] (=|+=) dy·W + LoRA path; accumulates
+   * dB += s·dyᵀ·t and dA += dtᵀ·drop(x) with dt = s·dy·B.
+   */
+  private linearBackward(ws: Workspace, lin: LinearLayer, pair: ReturnType<LoraAdapters['get']>, lora: LoraAdapters, dy: Tensor, dx: Tensor, x: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
+    const be = this.backend;
+    if (lin.weight.kind === 'q4') be.qMatmulBackwardInput(dx, dy, lin.weight.w, R, { accumulate });
+    else be.matmul(dx, dy, lin.weight.w, R, lin.K, lin.N, { accumulate });
+    if (!pair || !t) return;
+    const r = lora.config.r, p = lora.config.dropout, s = lora.scaling;
+    be.matmul(pair.dB, dy, t, lin.N, r, R, { transA: true, alpha: s, accumulate: true });
+    be.matmul(ws.dt, dy, pair.B, R, r, lin.N, { alpha: s });
+    const dropped = seed !== undefined && p > 0;
+    let xin = x;
+    if (dropped) {
+      be.dropout(ws.xd, x, R * lin.K, p, seed);
+      xin = ws.xd;
+    }
+    be.matmul(pair.dA, ws.dt, xin, r, lin.K, R, { transA: true, accumulate: true });
+    if (dropped) {
+      // d(drop(x)) = dt·A, then the same mask and scale: d(x) = drop'(d(drop(x)))
+      be.matmul(ws.xd2, ws.dt, pair.A, R, lin.K, r);
+      be.dropout(ws.xd, ws.xd2, R * lin.K, p, seed);
+      be.add(dx, ws.xd, R * lin.K);
+    } else {
+      be.matmul(dx, ws.dt, pair.A, R, lin.K, r, { accumulate: true });
+    }
+  }
+}
+
+const LIN_INDEX: Record<LinearName, number> = Object.fromEntries(LINEAR_NAMES.map((n, i) => [n, i])) as Record<LinearName, number>;
+function dropSeed(seed: number | undefined, layer: number, name: LinearName): number | undefined {
+  return seed === undefined ? undefined : deriveSeed(seed, layer, LIN_INDEX[name]);
+}
+
+/** Activations of one decoder layer that its backward needs. */
+export interface LayerActs {
+  h1: Tensor; rstd1: Tensor; q: Tensor; k: Tensor; v: Tensor; att: Tensor; lse: Tensor;
+  x2: Tensor; h2: Tensor; rstd2: Tensor; g: Tensor; u: Tensor; a: Tensor;
+  /** LoRA t = drop(x)·Aᵀ [R, r] per adapted linear layer */
+  t: Partial<Record<LinearName, Tensor>>;
+}
+
+export interface WorkspaceOptions {
+  /** Largest B and T this workspace serves. */
+  batch: number;
+  seqLen: number;
+  /** Keep per-layer activations for a backward (training). */
+  training: boolean;
+  /** Recompute each layer in the backward from its saved input instead of keeping every activation. */
+  checkpointing: boolean;
+  /** LoRA rank (0 = no adapters). */
+  loraRank: number;
+  /** KV cache capacity in positions (generation, B = 1). */
+  kvCache?: number;
+}
+
+/**
+ * Every activation buffer of a forward/backward, sized once from the config and the largest
+ * batch (STYLE.md §9: nothing is allocated inside a step).
+ */
+export class Workspace {
+  readonly R: number;
+  readonly checkpointing: boolean;
+  readonly ids: Tensor;
+  readonly targets: Tensor;
+  readonly losses: Tensor;
+  readonly hF: Tensor;
+  readonly rstdF: Tensor;
+  readonly logits: Tensor;
+  readonly lastRow: Tensor;
+  readonly lastNorm: Tensor;
+  readonly lastRstd: Tensor;
+  readonly lastLogits: Tensor;
+  readonly xd: Tensor;
+  readonly xd2: Tensor;
+  readonly kv: { k: Tensor[]; v: Tensor[]; maxSeq: number } | null;
+  // backward scratch (training only; zero-length placeholders otherwise)
+  readonly dres: Tensor; readonly dh: Tensor; readonly dq: Tensor; readonly dk: Tensor; readonly dv: Tensor;
+  readonly datt: Tensor; readonly dg: Tensor; readonly du: Tensor; readonly da: Tensor; readonly dt: Tensor;
+  private readonly xs: Tensor[];
+  private readonly layerActs: LayerActs[];
+  private readonly all: Tensor[] = [];
+
+  constructor(readonly backend: Backend, readonly config: ModelConfig, readonly opts: WorkspaceOptions) {
+    const c = config, B = opts.batch, T = opts.seqLen, R = B * T;
+    const C = c.hiddenSize, F = c.intermediateSize, HD = c.numHeads * c.headDim, KVD = c.numKVHeads * c.headDim, V = c.vocabSize;
+    const r = opts.loraRank;
+    this.R = R;
+    this.checkpointing = opts.training && opts.checkpointing;
+    const f = (n: number, label: string) => this.track(backend.alloc('f32', n, label));
+    const none = (label: string) => this.track(backend.alloc('f32', 0, label));
+    this.ids = this.track(backend.alloc('i32', R, 'ids'));
+    this.targets = this.track(backend.alloc('i32', R, 'targets'));
+    this.losses = f(R, 'losses');
+    // residual stream: every layer input is kept for training; inference ping-pongs two buffers
+    const nx = opts.training ? c.numLayers + 1 : 2;
+    this.xs = Array.from({ length: nx }, (_, i) => f(R * C, `x.${i}`));
+    const nActs = opts.training && !opts.checkpointing ? c.numLayers : 1;
+    this.layerActs = Array.from({ length: nActs }, (_, l) => {
+      const p = `acts.${nActs === 1 ? '*' : l}`;
+      const t: Partial<Record<LinearName, Tensor>> = {};
+      if (r > 0) for (const name of LINEAR_NAMES) t[name] = f(R * r, `${p}.t.${name}`);
+      return {
+        h1: f(R * C, `${p}.h1`), rstd1: f(R, `${p}.rstd1`), q: f(R * HD, `${p}.q`), k: f(R * KVD, `${p}.k`), v: f(R * KVD, `${p}.v`),
+        att: f(R * HD, `${p}.att`), lse: f(B * c.numHeads * T, `${p}.lse`), x2: f(R * C, `${p}.x2`), h2: f(R * C, `${p}.h2`),
+        rstd2: f(R, `${p}.rstd2`), g: f(R * F, `${p}.g`), u: f(R * F, `${p}.u`), a: f(R * F, `${p}.a`), t,
+      };
+    });
+    this.hF = f(R * C, 'hF');
+    this.rstdF = f(R, 'rstdF');
+    this.logits = opts.training || !opts.kvCache ? f(R * V, 'logits') : none('logits');
+    this.lastRow = f(C, 'lastRow');
+    this.lastNorm = f(C, 'lastNorm');
+    this.lastRstd = f(1, 'lastRstd');
+    this.lastLogits = f(V, 'lastLogits');
+    const maxK = Math.max(C, F, HD);
+    this.xd = r > 0 ? f(R * maxK, 'xd') : none('xd');
+    const tr = opts.training;
+    this.xd2 = r > 0 && tr ? f(R * maxK, 'xd2') : none('xd2');
+    this.dres = tr ? f(R * C, 'dres') : none('dres');
+    this.dh = tr ? f(R * C, 'dh') : none('dh');
+    this.dq = tr ? f(R * HD, 'dq') : none('dq');
+    this.dk = tr ? f(R * KVD, 'dk') : none('dk');
+    this.dv = tr ? f(R * KVD, 'dv') : none('dv');
+    this.datt = tr ? f(R * HD, 'datt') : none('datt');
+    this.dg = tr ? f(R * F, 'dg') : none('dg');
+    this.du = tr ? f(R * F, 'du') : none('du');
+    this.da = tr ? f(R * F, 'da') : none('da');
+    this.dt = tr && r > 0 ? f(R * r, 'dt') : none('dt');
+    if (opts.kvCache) {
+      const S = opts.kvCache;
+      this.kv = {
+        k: Array.from({ length: c.numLayers }, (_, l) => f(S * KVD, `kcache.${l}`)),
+        v: Array.from({ length: c.numLayers }, (_, l) => f(S * KVD, `vcache.${l}`)),
+        maxSeq: S,
+      };
+    } else {
+      this.kv = null;
+    }
+  }
+
+  private track(t: Tensor): Tensor {
+    this.all.push(t);
+    return t;
+  }
+
+  /** Input of layer l (l = L: the final residual stream). */
+  layerIn(l: number): Tensor {
+    return this.xs.length === 2 ? this.xs[l % 2]! : this.xs[l]!;
+  }
+
+  acts(l: number): LayerActs {
+    return this.layerActs.length === 1 ? this.layerActs[0]! : this.layerActs[l]!;
+  }
+
+  checkRows(B: number, T: number): void {
+    if (B < 1 || T < 1 || B > this.opts.batch || T > this.opts.seqLen) {
+      throw new Error(`workspace sized for B ≤ ${this.opts.batch}, T ≤ ${this.opts.seqLen}; got B=${B}, T=${T}`);
+    }
+  }
+
+  free(): void {
+    for (const t of this.all) this.backend.free(t);
+    this.all.length = 0;
+  }
+}
+
+/**
+ * cos/sin tables [P, D/2] of the rotate-half RoPE, computed in float64 on the host:
+ * inv_freq_i = θ^(−2i/D) (with llama3 / linear rope scaling applied), angle = pos·inv_freq_i.
+ */
+export function ropeAngles(c: ModelConfig, P: number): { cos: Float32Array; sin: Float32Array } {
+  const D = c.headDim, half = D / 2;
+  const invFreq = new Float64Array(half);
+  for (let i = 0; i < half; i++) invFreq[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / D);
+  const sc = c.ropeScaling;
+  if (sc?.ropeType === 'linear') {
+    for (let i = 0; i < half; i++) invFreq[i]! /= sc.factor;
+  } else if (sc?.ropeType === 'llama3') {
+    // transformers _compute_llama3_parameters: long wavelengths slowed by `factor`, short ones
+    // kept, a smooth ramp between low_freq_factor and high_freq_factor.
+    const lowF = sc.lowFreqFactor ?? 1, highF = sc.highFreqFactor ?? 4, orig = sc.originalMaxPositionEmbeddings ?? 8192;
+    const lowWavelen = orig / lowF, highWavelen = orig / highF;
+    for (let i = 0; i < half; i++) {
+      const wavelen = (2 * Math.PI) / invFreq[i]!;
+      if (wavelen > lowWavelen) invFreq[i] = invFreq[i]! / sc.factor;
+      else if (wavelen >= highWavelen) {
+        const smooth = (orig / wavelen - lowF) / (highF - lowF);
+        invFreq[i] = (1 - smooth) * (invFreq[i]! / sc.factor) + smooth * invFreq[i]!;
+      }
+    }
+  }
+  const cos = new Float32Array(P * half), sin = new Float32Array(P * half);
+  for (let p = 0; p < P; p++) {
+    for (let i = 0; i < half; i++) {
+      const ang = p * invFreq[i]!;
+      cos[p * half + i] = Math.cos(ang);
+      sin[p * half + i] = Math.sin(ang);
+    }
+  }
+  return { cos, sin };
+}
+
+function buildRope(be: Backend, c: ModelConfig, P: number): RopeTables {
+  const { cos, sin } = ropeAngles(c, P);
+  const half = c.headDim / 2;
+  const t = { cos: be.alloc('f32', P * half, 'rope.cos'), sin: be.alloc('f32', P * half, 'rope.sin') };
+  be.write(t.cos, cos);
+  be.write(t.sin, sin);
+  return t;
+}

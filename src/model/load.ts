@@ -1,0 +1,115 @@
+// Quantize on load, one tensor at a time: each linear weight of the blocks is read as float32,
+// quantized (NF4/FP4/Int4, optionally double-quantized), made resident in the backend, and its
+// float copy dropped before the next tensor is read. bnb 4-bit checkpoints are used as stored
+// (never re-quantized). Embeddings, norms and lm_head stay in the checkpoint's precision, as
+// transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
+import type { Backend, Tensor } from '../backend/backend.ts';
+import { WebqloraError } from '../errors.ts';
+import { f32ToBf16, f32ToF16 } from '../io/dtype.ts';
+import type { WeightSource } from '../io/weights.ts';
+import { checkBlocksize, quantize4bit } from '../quant/quantize.ts';
+import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
+import { LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
+import { LlamaModel, type BlockWeights, type LinearLayer } from './llama.ts';
+
+export interface LoadOptions {
+  /** How linear layers are held: 4-bit type, or none (f32). Default nf4. */
+  quant?: QuantMode;
+  /** Double quantization of the absmax (default true, the QLoRA setting). */
+  doubleQuant?: boolean;
+  /** Quantization block size (default 64). */
+  blocksize?: number;
+  /** Longest sequence the model will run (sizes the RoPE tables). */
+  maxPositions?: number;
+  /** Called after each tensor: done, total, tensor name. */
+  onProgress?: (done: number, total: number, name: string) => void;
+}
+
+export async function loadModel(src: WeightSource, backend: Backend, opts: LoadOptions = {}): Promise<LlamaModel> {
+  const c = src.config;
+  const mode = opts.quant ?? 'nf4';
+  const blocksize = opts.blocksize ?? 64;
+  const doubleQuant = opts.doubleQuant ?? true;
+  if (mode !== 'none') checkBlocksize(blocksize, '--blocksize');
+  const maxPositions = Math.min(opts.maxPositions ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, 1 << 16);
+  const total = 3 + c.numLayers * (2 + LINEAR_NAMES.length) + (c.tieWordEmbeddings ? 0 : 1);
+  let done = 0;
+  const progress = (name: string) => opts.onProgress?.(++done, total, name);
+
+  const allocated: Tensor[] = [];
+  const quantized: ReturnType<Backend['uploadQuant']>[] = [];
+  const f32Tensor = async (name: string, label: string): Promise<Tensor> => {
+    const v = await src.readFloat(name);
+    const t = backend.alloc('f32', v.length, label);
+    allocated.push(t);
+    backend.write(t, v);
+    progress(name);
+    return t;
+  };
+  const tableTensor = async (name: string, label: string): Promise<Tensor> => {
+    const v = await src.readFloat(name);
+    const half = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : null;
+    const t = backend.alloc(half ?? 'f32', v.length, label);
+    allocated.push(t);
+    if (!half) backend.write(t, v);
+    else {
+      const bits = new Uint16Array(v.length);
+      const cvt = half === 'f16' ? f32ToF16 : f32ToBf16;
+      for (let i = 0; i < v.length; i++) bits[i] = cvt(v[i]!);
+      backend.write(t, bits);
+    }
+    progress(name);
+    return t;
+  };
+
+  try {
+    const embed = await tableTensor('model.embed_tokens.weight', 'embed_tokens');
+    const lmHead = c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
+    const finalNorm = await f32Tensor('model.norm.weight', 'norm');
+    const blocks: BlockWeights[] = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      const inNorm = await f32Tensor(`model.layers.${l}.input_layernorm.weight`, `layers.${l}.input_layernorm`);
+      const postNorm = await f32Tensor(`model.layers.${l}.post_attention_layernorm.weight`, `layers.${l}.post_attention_layernorm`);
+      const lin = {} as Record<LinearName, LinearLayer>;
+      for (const name of LINEAR_NAMES) {
+        const wname = linearWeightName(l, name);
+        const [N, K] = linearShape(c, name);
+        const label = `layers.${l}.${name}`;
+        let layer: LinearLayer;
+        const stored = mode !== 'none' && src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
+        if (stored || mode !== 'none') {
+          const q: Quant4Tensor = stored ?? (await quantize4bit(await src.readFloat(wname), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
+          const w = backend.uploadQuant({ N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label });
+          quantized.push(w);
+          layer = { name, N, K, weight: { kind: 'q4', w }, bias: null };
+        } else {
+          const v = await src.readFloat(wname);
+          const t = backend.alloc('f32', N * K, label);
+          allocated.push(t);
+          backend.write(t, v);
+          layer = { name, N, K, weight: { kind: 'f32', w: t }, bias: null };
+        }
+        progress(wname);
+        if (c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj')) {
+          const bname = wname.replace(/weight$/, 'bias');
+          const b = await src.readFloat(bname);
+          const t = backend.alloc('f32', N, `${label}.bias`);
+          allocated.push(t);
+          backend.write(t, b);
+          layer.bias = t;
+        }
+        lin[name] = layer;
+      }
+      blocks.push({ inNorm, postNorm, lin });
+    }
+    const effective = quantized.length > 0
+      ? { mode: quantized[0]!.quantType, doubleQuant: quantized[0]!.doubleQuant, blocksize: quantized[0]!.blocksize }
+      : { mode: 'none' as const, doubleQuant: false, blocksize };
+    return new LlamaModel(backend, c, embed, lmHead, finalNorm, blocks, effective, maxPositions);
+  } catch (e) {
+    for (const t of allocated) backend.free(t);
+    for (const w of quantized) backend.freeQuant(w);
+    if (e instanceof WebqloraError) throw e;
+    throw e;
+  }
+}

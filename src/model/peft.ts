@@ -1,0 +1,142 @@
+// PEFT LoRA adapters on disk (QLORA_SPEC §5): adapter_config.json (json.dumps(indent=2,
+// sort_keys=True) as PEFT's save_pretrained writes it) + adapter_model.safetensors with HF key
+// names, lora_A [r, in], lora_B [out, r], float32, metadata {"format": "pt"}.
+import type { Backend } from '../backend/backend.ts';
+import { WebqloraError } from '../errors.ts';
+import { pythonJsonDumps } from '../io/bnb.ts';
+import { openSafetensors, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.ts';
+import { readText, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
+import { LINEAR_NAMES, linearShape, type LinearName, type ModelConfig } from './config.ts';
+import { LoraAdapters, peftKey, type LoraConfig } from './lora.ts';
+
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+
+/** adapter_config.json content for a LoRA config (PEFT LoraConfig field names). */
+export function adapterConfigJson(c: LoraConfig, baseModel: string): string {
+  const cfg = {
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: baseModel,
+    bias: 'none',
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    lora_alpha: c.alpha,
+    lora_dropout: c.dropout,
+    modules_to_save: null,
+    peft_type: 'LORA',
+    r: c.r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: [...c.targets],
+    task_type: 'CAUSAL_LM',
+    use_dora: false,
+    use_rslora: c.useRslora,
+  };
+  return pythonJsonDumps(cfg, { indent: 2, sortKeys: true });
+}
+
+/** Writes adapter_config.json and adapter_model.safetensors (each atomically). */
+export async function saveAdapter(lora: LoraAdapters, out: OutDir, baseModel: string): Promise<void> {
+  const be = lora.backend;
+  const entries: SafetensorsEntry[] = [];
+  for (const p of lora.pairs) {
+    entries.push({ name: peftKey(p.layer, p.name, 'A'), dtype: 'F32', shape: [lora.config.r, p.K], data: await bytesOf(be, p.A) });
+    entries.push({ name: peftKey(p.layer, p.name, 'B'), dtype: 'F32', shape: [p.N, lora.config.r], data: await bytesOf(be, p.B) });
+  }
+  await writeSafetensors(await out.create(ADAPTER_WEIGHTS), entries, { format: 'pt' });
+  await writeFileTo(out, ADAPTER_CONFIG, adapterConfigJson(lora.config, baseModel) + '\n');
+}
+
+async function bytesOf(be: Backend, t: Parameters<Backend['read']>[0]): Promise<Uint8Array> {
+  const v = (await be.read(t)) as Float32Array;
+  return new Uint8Array(v.buffer, v.byteOffset, v.byteLength).slice();
+}
+
+/** Reads and validates adapter_config.json into a LoraConfig. */
+export function parseAdapterConfig(text: string, file: string): LoraConfig & { baseModel: string | null } {
+  let j: Record<string, unknown>;
+  try {
+    j = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new WebqloraError(`${file}: invalid JSON (${(e as Error).message}).`);
+  }
+  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new WebqloraError(`${file}: expected a JSON object.`);
+  const peftType = j.peft_type ?? 'LORA';
+  if (peftType !== 'LORA') throw new WebqloraError(`${file}: peft_type ${String(peftType)} is not supported (only LORA adapters are).`);
+  const unsupported = (key: string, ok: (v: unknown) => boolean, why: string) => {
+    if (key in j && !ok(j[key])) throw new WebqloraError(`${file}: ${key} = ${JSON.stringify(j[key])} is not supported (${why}).`);
+  };
+  const emptyObj = (v: unknown) => v == null || (typeof v === 'object' && Object.keys(v as object).length === 0);
+  unsupported('use_dora', (v) => !v, 'DoRA adapters are not implemented');
+  unsupported('bias', (v) => v === 'none' || v == null, 'only bias "none" is');
+  unsupported('fan_in_fan_out', (v) => !v, 'Llama linear layers are [out, in]');
+  unsupported('modules_to_save', (v) => v == null || (Array.isArray(v) && v.length === 0), 'only LoRA tensors are loaded');
+  unsupported('layers_to_transform', (v) => v == null, 'adapters must cover every layer');
+  unsupported('rank_pattern', emptyObj, 'one rank for every layer');
+  unsupported('alpha_pattern', emptyObj, 'one alpha for every layer');
+  const r = j.r, alpha = j.lora_alpha ?? r;
+  if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) throw new WebqloraError(`${file}: "r" must be a positive integer.`);
+  if (typeof alpha !== 'number' || !(alpha > 0)) throw new WebqloraError(`${file}: "lora_alpha" must be a positive number.`);
+  const dropout = typeof j.lora_dropout === 'number' ? j.lora_dropout : 0;
+  let targets: LinearName[];
+  const tm = j.target_modules;
+  if (tm === 'all-linear') targets = [...LINEAR_NAMES];
+  else if (Array.isArray(tm) && tm.every((x) => typeof x === 'string')) {
+    const bad = (tm as string[]).filter((x) => !(LINEAR_NAMES as readonly string[]).includes(x));
+    if (bad.length) throw new WebqloraError(`${file}: target_modules ${bad.join(', ')} are not Llama linear layers (expected some of ${LINEAR_NAMES.join(', ')}).`);
+    targets = LINEAR_NAMES.filter((n) => (tm as string[]).includes(n));
+  } else {
+    throw new WebqloraError(`${file}: "target_modules" must be a list of module names or "all-linear".`);
+  }
+  if (targets.length === 0) throw new WebqloraError(`${file}: "target_modules" is empty.`);
+  return { r, alpha, dropout, targets, useRslora: j.use_rslora === true, baseModel: typeof j.base_model_name_or_path === 'string' ? j.base_model_name_or_path : null };
+}
+
+/**
+ * Loads a PEFT LoRA adapter directory onto the backend. Every targeted module of every layer
+ * must be present with the right shape; F32, F16 and BF16 tensors are accepted; keys saved with
+ * the adapter name (".lora_A.default.weight") are accepted too.
+ */
+export async function loadAdapter(dir: DirSource, backend: Backend, model: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+  const cfgSrc = await dir.open(ADAPTER_CONFIG);
+  if (!cfgSrc) throw new WebqloraError(`${dir.name}: no ${ADAPTER_CONFIG} (is this a PEFT adapter directory?).`);
+  const cfg = parseAdapterConfig(await readText(cfgSrc), cfgSrc.name);
+  const wSrc = await dir.open(ADAPTER_WEIGHTS);
+  if (!wSrc) {
+    const hasBin = await dir.open('adapter_model.bin');
+    throw new WebqloraError(`${dir.name}: no ${ADAPTER_WEIGHTS}${hasBin ? ' (adapter_model.bin is a pickle; re-save it with safetensors)' : ''}.`);
+  }
+  const st = await openSafetensors(wSrc);
+  const names = new Map<string, string>();
+  for (const k of st.tensors.keys()) names.set(k.replace('.default.weight', '.weight'), k);
+  const lora = new LoraAdapters(backend, model, { ...cfg, dropout: opts.dropout ?? cfg.dropout }, opts.withGrads ?? false);
+  const used = new Set<string>();
+  try {
+    for (const p of lora.pairs) {
+      const [N, K] = linearShape(model, p.name);
+      for (const which of ['A', 'B'] as const) {
+        const key = peftKey(p.layer, p.name, which);
+        const stored = names.get(key);
+        if (!stored) throw new WebqloraError(`${wSrc.name}: missing tensor ${key}.`);
+        used.add(stored);
+        const info = st.info(stored);
+        const want = which === 'A' ? [cfg.r, K] : [N, cfg.r];
+        if (info.shape.length !== 2 || info.shape[0] !== want[0] || info.shape[1] !== want[1]) {
+          throw new WebqloraError(`${wSrc.name}: ${key}: expected [${want.join(', ')}], got [${info.shape.join(', ')}] (does the adapter belong to this model?).`);
+        }
+        if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new WebqloraError(`${wSrc.name}: ${key}: dtype ${info.dtype} is not supported (expected F32, F16 or BF16).`);
+        backend.write(which === 'A' ? p.A : p.B, await st.readFloat(stored));
+      }
+    }
+    const extra = [...st.tensors.keys()].filter((k) => !used.has(k));
+    if (extra.length) throw new WebqloraError(`${wSrc.name}: tensor ${extra[0]} is not a LoRA weight of a targeted module (${extra.length} such tensors).`);
+  } catch (e) {
+    lora.free();
+    throw e;
+  }
+  return lora;
+}

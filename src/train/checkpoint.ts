@@ -1,0 +1,86 @@
+// Checkpoints: `checkpoint-N/` holds the adapter (PEFT files), the optimizer moments
+// (optimizer.safetensors, float32, exact) and trainer_state.json (step, data position, seed,
+// options, loss history). Every file is written atomically and trainer_state.json last, so a
+// checkpoint directory is complete exactly when its trainer_state.json exists; a resume restores
+// every bit of state and continues identically.
+import { WebqloraError } from '../errors.ts';
+import { openSafetensors, writeSafetensors } from '../io/safetensors.ts';
+import { readText, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
+import type { LoraConfig } from '../model/lora.ts';
+import { loadAdapter, saveAdapter } from '../model/peft.ts';
+import type { StepRecord, Trainer, TrainOptions } from './trainer.ts';
+
+export const TRAINER_STATE = 'trainer_state.json';
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const STATE_VERSION = 1;
+
+export interface TrainerState {
+  version: number;
+  step: number;
+  data: unknown;
+  options: TrainOptions;
+  lora: LoraConfig;
+  baseModel: string;
+  history: StepRecord[];
+}
+
+export function checkpointName(step: number): string {
+  return `checkpoint-${step}`;
+}
+
+export async function saveCheckpoint(runDir: OutDir, trainer: Trainer, history: StepRecord[], baseModel: string): Promise<string> {
+  const name = checkpointName(trainer.step);
+  const dir = await runDir.sub(name);
+  await saveAdapter(trainer.lora, dir, baseModel);
+  const opt = await trainer.exportOptimizer();
+  const entries = [...opt].map(([k, v]) => ({ name: k, dtype: 'F32' as const, shape: [v.length], data: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) }));
+  await writeSafetensors(await dir.create(OPTIMIZER_FILE), entries, { format: 'pt' });
+  const state: TrainerState = {
+    version: STATE_VERSION, step: trainer.step, data: trainer.data.state(), options: trainer.o, lora: trainer.lora.config, baseModel, history,
+  };
+  await writeFileTo(dir, TRAINER_STATE, JSON.stringify(state, null, 1) + '\n');
+  return name;
+}
+
+/** Reads trainer_state.json of a checkpoint directory. */
+export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
+  const src = await dir.open(TRAINER_STATE);
+  if (!src) throw new WebqloraError(`${dir.name}: no ${TRAINER_STATE} (the checkpoint is incomplete).`);
+  let s: TrainerState;
+  try {
+    s = JSON.parse(await readText(src)) as TrainerState;
+  } catch (e) {
+    throw new WebqloraError(`${src.name}: invalid JSON (${(e as Error).message}).`);
+  }
+  if (s?.version !== STATE_VERSION || !Number.isInteger(s.step) || !s.options || !s.lora) {
+    throw new WebqloraError(`${src.name}: not a webqlora trainer state (version ${String(s?.version)}).`);
+  }
+  return s;
+}
+
+/** Restores adapter weights, optimizer moments and the data position into a fresh trainer. */
+export async function restoreCheckpoint(dir: DirSource, trainer: Trainer, state: TrainerState): Promise<void> {
+  const be = trainer.model.backend;
+  const saved = await loadAdapter(dir, be, trainer.model.config, { withGrads: false });
+  try {
+    if (saved.pairs.length !== trainer.lora.pairs.length || saved.config.r !== trainer.lora.config.r) {
+      throw new WebqloraError(`${dir.name}: the checkpoint's adapter does not match this run's LoRA settings.`);
+    }
+    for (let i = 0; i < saved.pairs.length; i++) {
+      const a = saved.pairs[i]!, b = trainer.lora.pairs[i]!;
+      be.copy(b.A, 0, a.A, 0, a.A.length);
+      be.copy(b.B, 0, a.B, 0, a.B.length);
+    }
+    await be.flush();
+  } finally {
+    saved.free();
+  }
+  const optSrc = await dir.open(OPTIMIZER_FILE);
+  if (!optSrc) throw new WebqloraError(`${dir.name}: no ${OPTIMIZER_FILE}.`);
+  const st = await openSafetensors(optSrc);
+  const opt = new Map<string, Float32Array>();
+  for (const k of st.tensors.keys()) opt.set(k, await st.readFloat(k));
+  trainer.importOptimizer(opt);
+  trainer.data.restore(state.data);
+  trainer.step = state.step;
+}

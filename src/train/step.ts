@@ -1,0 +1,49 @@
+// One micro-batch of training: forward, loss with its gradient, backward into the LoRA
+// gradients. The loss of the whole accumulated batch is the mean over every scored token
+// (DESIGN.md), so each micro-batch's logit gradient is scaled by 1 / (scored tokens of the
+// whole accumulated batch), known on the host before the first micro-batch runs.
+import type { Tensor } from '../backend/backend.ts';
+import type { LlamaModel, Workspace } from '../model/llama.ts';
+import type { LoraAdapters } from '../model/lora.ts';
+
+export interface MicroBatch {
+  /** i32 [B·T] token ids (right-padded) */
+  ids: Int32Array;
+  /** i32 [B·T] targets (row t scored against labels[t+1]; −100 = not scored) */
+  targets: Int32Array;
+  B: number;
+  T: number;
+}
+
+/**
+ * Runs one micro-batch and accumulates LoRA gradients (dA, dB += …). Per-row losses are added
+ * into `lossAcc` (f32 [≥ B·T], rows with ignored targets add 0), so the caller reads one buffer
+ * per optimizer step.
+ */
+export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdapters, mb: MicroBatch, gradScale: number, seed: number | undefined, lossAcc: Tensor): void {
+  const be = model.backend, R = mb.B * mb.T;
+  be.write(ws.ids, mb.ids.subarray(0, R));
+  be.write(ws.targets, mb.targets.subarray(0, R));
+  model.forward(ws, mb.B, mb.T, { lora, seed });
+  model.head(ws, R);
+  be.crossEntropy(ws.losses, ws.logits, ws.targets, R, model.config.vocabSize, gradScale);
+  be.add(lossAcc, ws.losses, R);
+  model.backward(ws, mb.B, mb.T, lora, seed);
+}
+
+/** Forward only: per-row losses into ws.losses (for evaluation and finite differences). */
+export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined): void {
+  const be = model.backend, R = mb.B * mb.T;
+  be.write(ws.ids, mb.ids.subarray(0, R));
+  be.write(ws.targets, mb.targets.subarray(0, R));
+  model.forward(ws, mb.B, mb.T, { lora, seed });
+  model.head(ws, R);
+  be.crossEntropy(ws.losses, ws.logits, ws.targets, R, model.config.vocabSize);
+}
+
+/** Number of scored rows (target ≠ −100) of a micro-batch. */
+export function scoredTokens(mb: MicroBatch): number {
+  let n = 0;
+  for (let i = 0; i < mb.B * mb.T; i++) if (mb.targets[i] !== -100) n++;
+  return n;
+}
