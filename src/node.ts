@@ -1,3 +1,4 @@
 // Node entry point: the isomorphic API plus file-system sources.
 export * from './index.ts';
 export { FileSource, NodeDirSource, NodeOutDir } from './io/node.ts';
+export { openModelPath } from './io/node.ts';

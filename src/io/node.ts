@@ -124,3 +124,39 @@ export function fsReason(e: unknown): string {
   if (code === 'ENOSPC') return 'no space left on the device';
   return (e as Error).message ?? String(e);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Model paths (CLI --model): a directory, a file, or synthetic:NAME.
+
+import { openModel } from './open.ts';
+import type { WeightSource } from './weights.ts';
+
+/**
+ * Opens a model by path: an HF directory, a .gguf or a llama2.c .bin file. The returned
+ * source's close() also closes the files opened here.
+ */
+export async function openModelPath(path: string): Promise<WeightSource> {
+  if (path.startsWith('synthetic:')) {
+    throw new WebqloraError(`${path}: synthetic models are not available yet (expected a model directory, a .gguf or a .bin file).`);
+  }
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    throw new WebqloraError(`${path}: ${fsReason(e)}.`);
+  }
+  const handle: NodeDirSource | FileSource = st.isDirectory() ? new NodeDirSource(path) : await FileSource.open(path);
+  let ws: WeightSource;
+  try {
+    ws = await openModel(handle);
+  } catch (e) {
+    await handle.close().catch(() => {});
+    throw e;
+  }
+  // Own property shadowing the loader's close(); keeps the loader's object (and its extras).
+  const inner = ws.close.bind(ws);
+  ws.close = async () => {
+    try { await inner(); } finally { await handle.close(); }
+  };
+  return ws;
+}

@@ -1,10 +1,16 @@
 // The command table. Each command module exports `run(argv): Promise<number>` (exit code).
+import { inspect } from './inspect.ts';
+import { quantize } from './quantize.ts';
+
 export interface Command {
   summary: string;
   run(argv: string[]): Promise<number>;
 }
 
-export const COMMANDS: Record<string, Command> = {};
+export const COMMANDS: Record<string, Command> = {
+  quantize,
+  inspect,
+};
 
 export function usage(): string {
   let s = 'usage: webqlora <command> [flags]\n\ncommands:\n';

@@ -1,0 +1,126 @@
+// webqlora inspect PATH [--json]: what a model file holds (format, config, tensors) and how much
+// memory its weights need unquantized and in 4-bit.
+import { stat } from 'node:fs/promises';
+import { WebqloraError } from '../../errors.ts';
+import { numel, type DType } from '../../io/dtype.ts';
+import { FileSource, openModelPath } from '../../io/node.ts';
+import { openSafetensors } from '../../io/safetensors.ts';
+import type { QuantInfo } from '../../io/hf.ts';
+import type { WeightSource } from '../../io/weights.ts';
+import { LINEAR_NAMES, expectedTensors, linearWeightName, paramCount, type ModelConfig } from '../../model/config.ts';
+import { quantBytesFor } from '../../quant/types.ts';
+import { bool, parseFlags } from '../args.ts';
+
+interface TensorRow {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  quant?: QuantInfo;
+}
+
+export interface MemoryEstimate {
+  /** Every weight in float32. */
+  none: number;
+  /** Block linear layers NF4 (blocksize 64, plain absmax); embeddings, norms, lm_head float32. */
+  nf4: number;
+  /** The same with double quantization. */
+  nf4_double_quant: number;
+}
+
+/** Weight memory under each storage scheme (QLoRA keeps embeddings/norms/lm_head unquantized). */
+export function memoryEstimate(c: ModelConfig): MemoryEstimate {
+  const linear = new Set<string>();
+  for (let l = 0; l < c.numLayers; l++) for (const lin of LINEAR_NAMES) linear.add(linearWeightName(l, lin));
+  const est: MemoryEstimate = { none: 0, nf4: 0, nf4_double_quant: 0 };
+  for (const t of expectedTensors(c)) {
+    const n = numel(t.shape);
+    est.none += 4 * n;
+    est.nf4 += linear.has(t.name) ? quantBytesFor(n, 64, false) : 4 * n;
+    est.nf4_double_quant += linear.has(t.name) ? quantBytesFor(n, 64, true) : 4 * n;
+  }
+  return est;
+}
+
+export function formatBytes(b: number): string {
+  if (b < 1024) return `${b} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = b / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => '  ' + r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function tensorTable(rows: TensorRow[]): string {
+  return table([
+    ['name', 'dtype', 'shape', 'quant'],
+    ...rows.map((t) => [t.name, t.dtype, `[${t.shape.join(', ')}]`, t.quant ? `${t.quant.quantType} bs${t.quant.blocksize}${t.quant.doubleQuant ? ' +dq' : ''}` : '']),
+  ]);
+}
+
+async function inspectSafetensorsFile(path: string, json: boolean): Promise<number> {
+  const src = await FileSource.open(path);
+  try {
+    const st = await openSafetensors(src);
+    const rows: TensorRow[] = [...st.tensors].map(([name, t]) => ({ name, dtype: t.dtype, shape: t.shape }));
+    const elements = rows.reduce((s, r) => s + numel(r.shape), 0);
+    if (json) {
+      process.stdout.write(JSON.stringify({ path, format: 'safetensors', metadata: st.metadata, tensors: rows, elements, bytes: src.size }) + '\n');
+    } else {
+      let s = `${path}\nformat: safetensors (${formatBytes(src.size)})\n`;
+      if (st.metadata) s += `metadata: ${JSON.stringify(st.metadata)}\n`;
+      s += `tensors (${rows.length}, ${elements.toLocaleString('en-US')} elements):\n${tensorTable(rows)}`;
+      process.stdout.write(s);
+    }
+    return 0;
+  } finally {
+    await src.close();
+  }
+}
+
+async function inspectModel(path: string, json: boolean): Promise<number> {
+  const ws: WeightSource = await openModelPath(path);
+  try {
+    const quantInfo = (ws as { quantInfo?: (n: string) => QuantInfo | null }).quantInfo;
+    const rows: TensorRow[] = ws.tensors.map((t) => {
+      const q = quantInfo?.(t.name) ?? null;
+      return q ? { name: t.name, dtype: t.dtype, shape: t.shape, quant: q } : { name: t.name, dtype: t.dtype, shape: t.shape };
+    });
+    const params = paramCount(ws.config);
+    const mem = memoryEstimate(ws.config);
+    if (json) {
+      process.stdout.write(JSON.stringify({ path, format: ws.format, config: ws.config, tensors: rows, parameters: params, memory: mem }) + '\n');
+      return 0;
+    }
+    let s = `${path}\nformat: ${ws.format}\nconfig:\n`;
+    s += table(Object.entries(ws.config).map(([k, v]) => [k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)]));
+    s += `tensors (${rows.length}):\n${tensorTable(rows)}`;
+    s += `parameters: ${params.toLocaleString('en-US')}\n`;
+    s += 'weight memory (block linear layers 4-bit, embeddings/norms/lm_head f32):\n';
+    s += table([
+      ['none (f32)', formatBytes(mem.none)],
+      ['nf4 (blocksize 64)', formatBytes(mem.nf4)],
+      ['nf4 + double quant', formatBytes(mem.nf4_double_quant)],
+    ]);
+    process.stdout.write(s);
+    return 0;
+  } finally {
+    await ws.close();
+  }
+}
+
+export const inspect = {
+  summary: 'show a model\'s format, config, tensors and memory estimate',
+  async run(argv: string[]): Promise<number> {
+    const p = parseFlags('inspect', argv, { json: { type: 'boolean' } }, true);
+    if (p.positionals.length !== 1) throw new WebqloraError('webqlora inspect: expected exactly one PATH (a model directory, .gguf, .bin or .safetensors file).');
+    const path = p.positionals[0]!;
+    const json = bool(p, 'json', false);
+    const isFile = await stat(path).then((s) => s.isFile(), () => false);
+    if (isFile && path.toLowerCase().endsWith('.safetensors')) return inspectSafetensorsFile(path, json);
+    return inspectModel(path, json);
+  },
+};
