@@ -129,16 +129,15 @@ export function fsReason(e: unknown): string {
 // Model paths (CLI --model): a directory, a file, or synthetic:NAME.
 
 import { openModel } from './open.ts';
+import { isSynthetic, syntheticSource } from '../model/synthetic.ts';
 import type { WeightSource } from './weights.ts';
 
 /**
- * Opens a model by path: an HF directory, a .gguf or a llama2.c .bin file. The returned
+ * Opens a model by path: an HF directory, a .gguf or a llama2.c .bin file, or synthetic:NAME. The returned
  * source's close() also closes the files opened here.
  */
 export async function openModelPath(path: string): Promise<WeightSource> {
-  if (path.startsWith('synthetic:')) {
-    throw new WebqloraError(`${path}: synthetic models are not available yet (expected a model directory, a .gguf or a .bin file).`);
-  }
+  if (isSynthetic(path)) return syntheticSource(path);
   let st;
   try {
     st = await stat(path);

@@ -38,6 +38,36 @@ export function tokenizerFromSentencePiece(bytes: Uint8Array, config: TokenizerC
 }
 
 /**
+ * llama2.c's tokenizer.bin (written by its tokenizer.py export): i32 max_token_length, then per
+ * token f32 score, i32 byte length, UTF-8 bytes. The vocabulary size is not stored: the file is
+ * read to its end. Pieces have '▁' written as ' '; ids 0/1/2 are <unk>, <s>, </s> (llama2.c).
+ */
+export function tokenizerFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin'): Tokenizer {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < 4) throw new WebqloraError(`${name}: too short for a llama2.c tokenizer.bin.`);
+  const maxLen = dv.getInt32(0, true);
+  if (!(maxLen > 0 && maxLen < 1 << 16)) throw new WebqloraError(`${name}: max_token_length ${maxLen} is not plausible (not a llama2.c tokenizer.bin?).`);
+  const pieces: string[] = [], scores: number[] = [];
+  const dec = new TextDecoder('utf-8', { fatal: false });
+  let o = 4;
+  while (o < bytes.length) {
+    if (o + 8 > bytes.length) throw new WebqloraError(`${name}: truncated at token ${pieces.length}.`);
+    const score = dv.getFloat32(o, true), len = dv.getInt32(o + 4, true);
+    o += 8;
+    if (len < 0 || len > maxLen || o + len > bytes.length) throw new WebqloraError(`${name}: token ${pieces.length} has length ${len} (max ${maxLen}, ${bytes.length - o} bytes left).`);
+    pieces.push(dec.decode(bytes.subarray(o, o + len)).replace(/ /g, '\u2581'));
+    scores.push(score);
+    o += len;
+  }
+  if (pieces.length < 3) throw new WebqloraError(`${name}: only ${pieces.length} tokens.`);
+  pieces[0] = '<unk>'; pieces[1] = '<s>'; pieces[2] = '</s>'; // stored as "\n<s>\n" etc.
+  return tokenizerFromVocab({
+    model: 'llama', tokens: pieces, scores: Float32Array.from(scores), tokenTypes: null, merges: null,
+    bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: true, addEos: false,
+  });
+}
+
+/**
  * The tokenizer of a model directory: tokenizer.json preferred, else tokenizer.model; both with
  * tokenizer_config.json when present. Null when the directory has neither.
  */
