@@ -147,7 +147,13 @@ export interface Backend {
    */
   matmul(out: Tensor, a: Tensor, b: Tensor, M: number, N: number, K: number, opts?: GemmOptions): void;
 
-  /** Fused 4-bit GEMM: out[M, N] (=|+=) alpha · x[M, K] · deq(W)ᵀ, W [N, K]. */
+  /**
+   * Fused 4-bit GEMM: out[M, N] (=|+=) alpha · x[M, K] · deq(W)ᵀ, W [N, K]; bias f32 [N] only
+   * with accumulate false. deq(W)[n, k] = f32(quantMap[code_i] · absmax_b) with i = n·K + k,
+   * code_i the high nibble of packed[i/2] for even i (low for odd), b = floor(i / bs), and with
+   * double quant absmax_b = f32(f32(nestedQuantMap[codes[b]] · nestedAbsmax[floor(b / nbs)]) + offset)
+   * (bnb's rule, bit-exact; blocks run over the flat array and may straddle rows).
+   */
   qMatmul(out: Tensor, x: Tensor, w: QuantWeight, M: number, opts?: { alpha?: number; accumulate?: boolean; bias?: Tensor }): void;
 
   /**
@@ -161,10 +167,12 @@ export interface Backend {
    * Causal grouped-query attention. q [B·T, H, D]; k, v [B, kvStride, KVH, D] (rows 0..S-1 of
    * each sequence are valid); out [B·T, H, D]; lse f32 [B, H, T] (log-sum-exp of the scaled
    * scores, kept for the backward). Query head h reads kv head floor(h / (H / KVH)). Scale 1/√D.
+   * Requires H mod KVH = 0 and pos0 + T ≤ S ≤ kvStride; query t attends to keys 0 .. pos0 + t.
+   * Cache rows S..kvStride−1 may hold anything (even NaN) and must not affect any output.
    */
   attention(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): void;
 
-  /** out[n] = silu(gate[n]) · up[n], silu(g) = g / (1 + e^−g). */
+  /** out[n] = silu(gate[n]) · up[n], silu(g) = g / (1 + e^−g). out may alias gate or up. */
   swiglu(out: Tensor, gate: Tensor, up: Tensor, n: number): void;
 
   /** out[i] += alpha · x[i] for i < n. */
@@ -174,6 +182,9 @@ export interface Backend {
    * Inverted dropout with a counter-based RNG, identical on every backend:
    * keep_i = hash(seed, i) ≥ p·2³², out_i = keep_i ? x_i / (1 − p) : 0. Applying it to the
    * upstream gradient with the same seed is its backward.
+   * Exactly (rng.ts): keep_i = hash32(seed, i) ≥ dropThreshold(p) and out_i = x_i · dropScale(p),
+   * a product with the f32-rounded scale (not a division), so every backend is bit-identical.
+   * 0 ≤ p < 1. out may alias x.
    */
   dropout(out: Tensor, x: Tensor, n: number, p: number, seed: number): void;
 
@@ -181,7 +192,8 @@ export interface Backend {
    * Cross-entropy over rows of logits [R, V] against targets i32 [R] (−100 = ignored):
    * losses[r] = logsumexp(logits[r]) − logits[r, t] (0 for ignored rows). If `gradScale` is
    * given, logits is overwritten with its gradient: (softmax − onehot) · gradScale (0 rows for
-   * ignored targets) — the caller passes 1 / (scored tokens in the batch).
+   * ignored targets) — the caller passes 1 / (scored tokens in the batch). Targets other than
+   * −100 must lie in [0, V). Without gradScale, logits is left unchanged.
    */
   crossEntropy(losses: Tensor, logits: Tensor, targets: Tensor, R: number, V: number, gradScale?: number): void;
 
@@ -196,13 +208,18 @@ export interface Backend {
    */
   rmsNormBackward(dx: Tensor, dy: Tensor, x: Tensor, w: Tensor, rstd: Tensor, R: number, C: number, accumulate?: boolean): void;
 
-  /** Inverse rotation in place (the transpose of rope): turns d(rotated) into d(unrotated). */
+  /**
+   * Inverse rotation in place (the transpose of rope): turns d(rotated) into d(unrotated):
+   * (g_i, g_{i+D/2}) ← (g_i·cos + g_{i+D/2}·sin, g_{i+D/2}·cos − g_i·sin), same positions as rope.
+   */
   ropeBackward(dx: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void;
 
   /**
    * Attention gradients from dout [B·T, H, D] using the forward's out and lse:
    * dq [B·T, H, D] overwritten; dk, dv [B, kvStride, KVH, D] overwritten (sums over the query
-   * heads of each group). pos0 must be 0 (training has no cache).
+   * heads of each group). pos0 must be 0 (training has no cache). Every element of dk and dv is
+   * written: rows no query attends to, including the padding rows S..kvStride−1, become 0.
+   * Probabilities are recomputed as exp(score − lse); D_i = Σ_d dout·out.
    */
   attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, s: AttentionShape): void;
 
@@ -219,6 +236,7 @@ export interface Backend {
    * g = grad·gradScale; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
    * p ← p·(1 − lr·wd) (decoupled, before the update, as torch and bnb's default backend);
    * p ← p − lr·(m / (1−β1ᵗ)) / (sqrt(v / (1−β2ᵗ)) + eps).
+   * param, m and v are updated in place; grad is only read.
    */
   adamwStep(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, n: number, p: AdamWParams): void;
 
