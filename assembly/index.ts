@@ -2,6 +2,21 @@
 // src/backend/wasm/ (or src/quant/); names are snake_case versions of the Backend method names
 // (STYLE.md §2). Memory is imported (env.memory) and owned by the TS side: kernels never allocate.
 export * from './quant';
+export * from './gemm';
+export * from './qgemm';
+export * from './norm';
+export * from './rope';
+export * from './attention';
+export * from './elementwise';
+export * from './loss';
+export * from './optim';
+export { hash32_fill } from './rng';
+import { SCRATCH_BYTES } from './panel';
+
+/** Bytes of scratch each thread needs (the TS side allocates one such area per thread). */
+export function scratch_bytes(): usize {
+  return SCRATCH_BYTES;
+}
 
 /** First byte the TS allocator may use (everything below is this module's static data). */
 export function heap_base(): usize {
@@ -18,4 +33,27 @@ export function copy_bytes(src: usize, dst: usize, n: i32): void {
     v128.store(dst + <usize>i, v128.load(src + <usize>i, 48), 48);
   }
   for (; i < n; i++) store<u8>(dst + <usize>i, load<u8>(src + <usize>i));
+}
+
+/**
+ * f32x4 mul + add throughput ceiling for bench/gemm (the denominator of "fraction of peak"):
+ * 12 independent chains c = c·m + a, 96 flops per iteration, no memory traffic. Twelve chains
+ * cover the mul + add latency at two muls and two adds per cycle. Returns a value so nothing
+ * is optimized away.
+ */
+export function simd_peak(iters: i32): f32 {
+  const m = f32x4.splat(0.999999), a = f32x4.splat(1e-6);
+  let c0 = f32x4.splat(0.1), c1 = f32x4.splat(0.2), c2 = f32x4.splat(0.3), c3 = f32x4.splat(0.4);
+  let c4 = f32x4.splat(0.5), c5 = f32x4.splat(0.6), c6 = f32x4.splat(0.7), c7 = f32x4.splat(0.8);
+  let c8 = f32x4.splat(0.9), c9 = f32x4.splat(1.0), c10 = f32x4.splat(1.1), c11 = f32x4.splat(1.2);
+  for (let i: i32 = 0; i < iters; i++) {
+    c0 = f32x4.add(f32x4.mul(c0, m), a); c1 = f32x4.add(f32x4.mul(c1, m), a);
+    c2 = f32x4.add(f32x4.mul(c2, m), a); c3 = f32x4.add(f32x4.mul(c3, m), a);
+    c4 = f32x4.add(f32x4.mul(c4, m), a); c5 = f32x4.add(f32x4.mul(c5, m), a);
+    c6 = f32x4.add(f32x4.mul(c6, m), a); c7 = f32x4.add(f32x4.mul(c7, m), a);
+    c8 = f32x4.add(f32x4.mul(c8, m), a); c9 = f32x4.add(f32x4.mul(c9, m), a);
+    c10 = f32x4.add(f32x4.mul(c10, m), a); c11 = f32x4.add(f32x4.mul(c11, m), a);
+  }
+  const s = f32x4.add(f32x4.add(f32x4.add(c0, c1), f32x4.add(c2, c3)), f32x4.add(f32x4.add(f32x4.add(c4, c5), f32x4.add(c6, c7)), f32x4.add(f32x4.add(c8, c9), f32x4.add(c10, c11))));
+  return f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 3);
 }

@@ -8,3 +8,16 @@ export { quantize4bit, dequantize4bit, doubleQuantize, effectiveAbsmax, quantize
 export * from './model/config.ts';
 export type * from './io/weights.ts';
 export { VERSION } from './version.ts';
+export { createReferenceBackend, type ReferenceBackend } from './backend/reference/index.ts';
+export { createWasmBackend } from './backend/wasm/index.ts';
+export { openSafetensors, writeSafetensors, serializeSafetensors, planSafetensors, SafetensorsFile, type SafetensorsEntry, type SafetensorsTensorInfo } from './io/safetensors.ts';
+export { openHfDir, type HfWeightSource, type QuantInfo } from './io/hf.ts';
+export { writeBnbModel, readBnbWeights, bnbTensorEntries, quantStateJson, parseQuantState, pythonFloatRepr, bnbQuantizationConfig, dequantizeToDtype, type BnbWriteOptions, type BnbWriteResult, type BnbQuantType } from './io/bnb.ts';
+export { openModel } from './io/open.ts';
+export * from './data/index.ts';
+export { openGguf, readGguf, GgufType, ggmlTypeName, type GgufFile, type GgufTensorInfo, type GgufValue, type GgufArray } from './io/gguf.ts';
+export { openLlama2c } from './io/llama2c.ts';
+export { DecodeStream, type Tokenizer, type EncodeOptions, type DecodeOptions } from './tokenizer/tokenizer.ts';
+export { tokenizerFromVocab, tokenizerFromJson, tokenizerFromSentencePiece, loadTokenizerFromDir, loadChatTemplate, chatTemplateFromConfig, type TokenizerConfig } from './tokenizer/load.ts';
+export { SpmTokenizer, parseSentencePieceModel, type SpmModel } from './tokenizer/spm.ts';
+export { HfJsonTokenizer } from './tokenizer/hf.ts';

@@ -57,7 +57,7 @@ export interface GemmOptions {
   alpha?: number;
   /** Add to out instead of overwriting it. */
   accumulate?: boolean;
-  /** f32 [N] added to every row (also with accumulate: out += op(A)·op(B) + bias). */
+  /** f32 [N] added to every row; only with accumulate false (the reference refuses the combination). */
   bias?: Tensor;
 }
 

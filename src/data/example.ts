@@ -12,9 +12,11 @@
 //   tokens:  input_ids and labels as given (labels absent = a copy of input_ids).
 //
 // Then every format is cut to maxLen tokens (the training sequence length), keeping the start:
-// the tail goes, which for source/target formats is the end of the target; a plain-text document
-// longer than maxLen is cut too, not split into several examples. Labels are aligned with
-// input_ids (HF convention); the shift to next-token targets happens in the batcher.
+// the tail goes, which for source/target formats is the end of the target. buildAll() instead
+// splits a plain-text document longer than maxLen into consecutive windows of maxLen tokens (the
+// usual language-modelling "group texts" treatment: no text is lost, and each window's first
+// token is context only). Labels are aligned with input_ids (HF convention); the shift to
+// next-token targets happens in the batcher.
 import { WebqloraError } from '../errors.ts';
 import { IGNORE_INDEX, type DataRecord } from './format.ts';
 import { alpacaPrompt, chatAddsBos, chatRendererFor, tokenizeChat, type ChatRenderer, type ChatTokens } from './template.ts';
@@ -61,6 +63,36 @@ export class ExampleBuilder {
 
   /** The chat renderer in use (after the first chat record), for reporting the Guanaco fallback. */
   get chatRenderer(): ChatRenderer | null { return this.renderer; }
+
+  /**
+   * Every example of one record: one for most formats (as build()), several windows for a
+   * plain-text document longer than maxLen (windows without a scored position are left out).
+   */
+  buildAll(rec: DataRecord, line: number): { examples: Example[]; truncated: boolean } {
+    if (rec.format !== 'text' || this.tok === null) {
+      const { example, truncated } = this.build(rec, line);
+      return { examples: [example], truncated };
+    }
+    const tok = this.tok;
+    const ids = [...(tok.bosId === null ? [] : [tok.bosId]), ...tok.encode(rec.text, { addBos: false, addEos: false }), ...(tok.eosId === null ? [] : [tok.eosId])];
+    this.checkVocab(ids, line);
+    const L = this.opts.maxLen;
+    const examples: Example[] = [];
+    for (let s = 0; s < ids.length; s += L) {
+      const w = ids.slice(s, s + L);
+      if (w.length >= 2) examples.push({ inputIds: w, labels: w.slice() });
+    }
+    return { examples, truncated: false };
+  }
+
+  private checkVocab(ids: number[], line: number): void {
+    if (this.vocabSize === null) return;
+    const V = this.vocabSize;
+    const bad = ids.find((t) => t >= V);
+    if (bad !== undefined) {
+      throw new WebqloraError(`${this.file}:${line}: the tokenizer produced id ${bad}, outside the model's vocabulary of ${V} (tokenizer and model do not match).`);
+    }
+  }
 
   build(rec: DataRecord, line: number): { example: Example; truncated: boolean } {
     let ids: number[], labels: number[], truncated = false;
@@ -131,13 +163,7 @@ export class ExampleBuilder {
           break;
         }
       }
-      if (this.vocabSize !== null) {
-        const V = this.vocabSize;
-        const bad = ids.find((t) => t >= V);
-        if (bad !== undefined) {
-          throw new WebqloraError(`${this.file}:${line}: the tokenizer produced id ${bad}, outside the model's vocabulary of ${V} (tokenizer and model do not match).`);
-        }
-      }
+      this.checkVocab(ids, line);
     }
     if (ids.length > this.opts.maxLen) {
       ids = ids.slice(0, this.opts.maxLen);

@@ -40,7 +40,7 @@ export interface Dataset {
   /** The source's name, as used in messages. */
   name: string;
   format: DataFormat;
-  /** Kept examples, in file order; each has at least one scored token. */
+  /** Kept examples, in file order (a long text document gives several windows); each has at least one scored token. */
   examples: Example[];
   /** Records read from the file. */
   records: number;
@@ -84,13 +84,18 @@ export async function loadDataset(src: ByteSource, opts: LoadDatasetOptions = {}
   const readOpts = { ...(layout ? { layout } : {}), ...(opts.chunkSize ? { chunkSize: opts.chunkSize } : {}) };
   for await (const raw of readRecords(src, readOpts)) {
     records++;
-    const { example, truncated: cut } = builder.build(parser.parse(raw), raw.line);
+    const { examples: built, truncated: cut } = builder.buildAll(parser.parse(raw), raw.line);
     if (cut) truncated++;
-    const s = exampleScored(example);
-    if (s === 0) { dropped++; continue; }
-    examples.push(example);
-    tokens += example.inputIds.length;
-    scored += s;
+    let kept = 0;
+    for (const example of built) {
+      const s = exampleScored(example);
+      if (s === 0) continue;
+      examples.push(example);
+      tokens += example.inputIds.length;
+      scored += s;
+      kept++;
+    }
+    if (kept === 0) dropped++;
   }
   if (examples.length === 0) {
     throw new WebqloraError(

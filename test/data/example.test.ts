@@ -153,3 +153,14 @@ test('loadTrainValid: no held-out split under 10 examples; the valid file keeps 
 });
 
 test.run();
+
+test('buildAll splits a long text document into maxLen windows, losing no token', () => {
+  const tok = new FakeTokenizer();
+  const text = 'x'.repeat(20);
+  const { examples, truncated } = new ExampleBuilder(tok, opts({ maxLen: 8 }), 'train.jsonl').buildAll({ format: 'text', text }, 1);
+  const whole = [tok.bosId!, ...tok.encode(text, { addBos: false }), tok.eosId!];
+  assert.not.ok(truncated);
+  assert.equal(examples.flatMap((e) => e.inputIds), whole);
+  assert.ok(examples.every((e) => e.inputIds.length <= 8 && e.labels.length === e.inputIds.length));
+  assert.is(examples.length, Math.ceil(whole.length / 8));
+});

@@ -93,10 +93,10 @@ test('oasst1_guanaco_format_sample.jsonl: detected as text from its "text" key (
   const ds = await load('oasst1_guanaco_format_sample.jsonl');
   assert.is(ds.format, 'text');
   assert.is(ds.records, 77);
-  assert.is(ds.examples.length, 77);
+  assert.ok(ds.examples.length >= 77, 'long conversations become several windows');
   const first = JSON.parse(readFileSync(join(DATA, 'oasst1_guanaco_format_sample.jsonl'), 'utf8').split('\n')[0]!).text as string;
   assert.ok(first.startsWith('### Human: '));
-  assert.is(tok.decode(ds.examples[0]!.inputIds), first);
+  assert.ok(first.startsWith(tok.decode(ds.examples[0]!.inputIds)));
 });
 
 test('tinystories_sample.txt: 246 documents split on <|endoftext|> lines', async () => {
@@ -110,17 +110,18 @@ test('tinystories_sample.txt: 246 documents split on <|endoftext|> lines', async
   const ds = await load('tinystories_sample.txt', { maxLen: 256 });
   assert.is(ds.format, 'text');
   assert.is(ds.records, 246);
-  assert.ok(ds.truncated > 0);
+  assert.is(ds.truncated, 0);
+  assert.ok(ds.examples.length > 246, 'stories longer than 256 tokens are split into windows');
   assert.ok(ds.examples.every((e) => e.inputIds.length <= 256));
   assert.is(tok.decode(ds.examples[1]!.inputIds).slice(0, 40), docs[1]!.slice(0, 40));
 });
 
-test('the whole TinyStories file as one document: the prefix shortcut gives the tokens of the whole text', async () => {
+test('the whole TinyStories file as one document: consecutive windows hold every token of the text', async () => {
   const text = readFileSync(join(DATA, 'tinystories_sample.txt'), 'utf8').split('\n<|endoftext|>\n').join('\n');
   const ds = await loadDataset(new MemorySource('book.jsonl', new TextEncoder().encode(JSON.stringify({ text }))), { tokenizer: tok, maxLen: 300 });
-  assert.is(ds.truncated, 1);
-  assert.ok(text.length > 300 * 64);
-  assert.equal(ds.examples[0]!.inputIds, [1, ...tok.encode(text, { addBos: false }).slice(0, 299)]);
+  assert.is(ds.truncated, 0);
+  assert.equal(ds.examples.flatMap((e) => e.inputIds), [1, ...tok.encode(text, { addBos: false }), 2]);
+  assert.ok(ds.examples.every((e) => e.inputIds.length <= 300));
 });
 
 test('files in other formats: dolly {"prompt","answer"} and ShareGPT {"conversations"} name line 1', async () => {

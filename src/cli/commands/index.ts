@@ -1,6 +1,11 @@
 // The command table. Each command module exports `run(argv): Promise<number>` (exit code).
 import { inspect } from './inspect.ts';
 import { quantize } from './quantize.ts';
+import { generateCommand } from './generate.ts';
+import { evalCommand } from './eval.ts';
+import { trainCommand } from './train.ts';
+import { mergeCommand } from './merge.ts';
+import { demoCommand } from './demo.ts';
 
 export interface Command {
   summary: string;
@@ -8,6 +13,11 @@ export interface Command {
 }
 
 export const COMMANDS: Record<string, Command> = {
+  train: trainCommand,
+  generate: generateCommand,
+  eval: evalCommand,
+  merge: mergeCommand,
+  demo: demoCommand,
   quantize,
   inspect,
 };

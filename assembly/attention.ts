@@ -1,0 +1,272 @@
+// Causal grouped-query attention with a KV-cache layout, forward and backward.
+// Backend.attention ↔ attention, Backend.attentionBackward ↔ attention_backward.
+//   q, out, dq, dout f32 [B·T, H, D]; k, v, dk, dv f32 [B, kvStride, KVH, D] (rows 0..S-1 valid);
+//   lse f32 [B, H, T]. Query t of a sequence sits at absolute position pos0 + t and attends to
+//   keys 0 .. min(S − 1, pos0 + t). Query head h reads kv head floor(h / (H / KVH)). Scale 1/√D.
+// The forward is flash-style: per query row one pass over the keys in blocks of KB with an
+// online softmax (running max m, running sum l, output accumulator rescaled when m grows), so
+// no [T, S] score matrix exists; it keeps lse = m + log(l) for the backward, which recomputes
+// p = exp(score − lse) instead of storing probabilities.
+// exp/log are Mathf (musl expf/logf ports, < 1 ulp) and sums are f32 in a different order than
+// the reference: expect relative differences ~1e-6·sqrt(S).
+import { dot } from './panel';
+
+/** keys scored per block of the online softmax */
+const KB: i32 = 64;
+
+@inline function zero(p: usize, n: i32): void {
+  memory.fill(p, 0, <usize>n << 2);
+}
+
+/** y[0..n) = a·x[0..n) (y may be x) */
+@inline function scaleTo(y: usize, a: f32, x: usize, n: i32): void {
+  const av = f32x4.splat(a);
+  let i: i32 = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>i << 2;
+    v128.store(y + o, f32x4.mul(av, v128.load(x + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>i << 2;
+    store<f32>(y + o, a * load<f32>(x + o));
+  }
+}
+
+/**
+ * Four dot products in one f32x4: lane c = x·y_c over n, y_c = y0 + c·stride (bytes).
+ * One load of x serves four rows of y; the lanes are reduced with a 4×4 transpose-add.
+ */
+@inline function dot4(x: usize, y0: usize, stride: usize, n: i32): v128 {
+  const y1 = y0 + stride, y2 = y1 + stride, y3 = y2 + stride;
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+  let k: i32 = 0;
+  for (; k + 4 <= n; k += 4) {
+    const o = <usize>k << 2;
+    const xv = v128.load(x + o);
+    s0 = f32x4.add(s0, f32x4.mul(xv, v128.load(y0 + o)));
+    s1 = f32x4.add(s1, f32x4.mul(xv, v128.load(y1 + o)));
+    s2 = f32x4.add(s2, f32x4.mul(xv, v128.load(y2 + o)));
+    s3 = f32x4.add(s3, f32x4.mul(xv, v128.load(y3 + o)));
+  }
+  const t0 = f32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(s2, s3, 0, 4, 1, 5), i32x4.shuffle(s2, s3, 2, 6, 3, 7));
+  let r = f32x4.add(i64x2.shuffle(t0, t1, 0, 2), i64x2.shuffle(t0, t1, 1, 3));
+  for (; k < n; k++) {
+    const o = <usize>k << 2;
+    const yv = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(load<f32>(y0 + o)), 1, load<f32>(y1 + o)), 2, load<f32>(y2 + o)), 3, load<f32>(y3 + o));
+    r = f32x4.add(r, f32x4.mul(f32x4.splat(load<f32>(x + o)), yv));
+  }
+  return r;
+}
+
+/**
+ * out[j] = scale · x·y_j for j < ns, y_j = y0 + j·stride; four rows at a time. Returns max_j out[j].
+ */
+@inline function dotRows(out: usize, x: usize, y0: usize, stride: usize, ns: i32, n: i32, scale: f32): f32 {
+  const sv = f32x4.splat(scale);
+  let mv = f32x4.splat(-Infinity);
+  let j: i32 = 0;
+  for (; j + 4 <= ns; j += 4) {
+    const v = f32x4.mul(dot4(x, y0 + <usize>j * stride, stride, n), sv);
+    v128.store(out + (<usize>j << 2), v);
+    mv = f32x4.max(mv, v);
+  }
+  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; j < ns; j++) {
+    const v = dot(x, y0 + <usize>j * stride, n) * scale;
+    store<f32>(out + (<usize>j << 2), v);
+    m = max(m, v);
+  }
+  return m;
+}
+
+/**
+ * acc[0..n) += Σ_j w_j·y_j for j < ns, w_j at w + j·ws, y_j = y0 + j·stride (bytes). Sixteen
+ * floats of acc stay in four registers across all ns rows, so acc is loaded and stored once per
+ * call, not once per row.
+ */
+@inline function accumRows(acc: usize, w: usize, ws: usize, y0: usize, stride: usize, ns: i32, n: i32): void {
+  let c: i32 = 0;
+  for (; c + 16 <= n; c += 16) {
+    const ao = acc + (<usize>c << 2);
+    let a0 = v128.load(ao), a1 = v128.load(ao, 16), a2 = v128.load(ao, 32), a3 = v128.load(ao, 48);
+    let y = y0 + (<usize>c << 2);
+    for (let j: i32 = 0; j < ns; j++) {
+      const p = v128.load32_splat(w + <usize>j * ws);
+      a0 = f32x4.add(a0, f32x4.mul(p, v128.load(y)));
+      a1 = f32x4.add(a1, f32x4.mul(p, v128.load(y, 16)));
+      a2 = f32x4.add(a2, f32x4.mul(p, v128.load(y, 32)));
+      a3 = f32x4.add(a3, f32x4.mul(p, v128.load(y, 48)));
+      y += stride;
+    }
+    v128.store(ao, a0); v128.store(ao, a1, 16); v128.store(ao, a2, 32); v128.store(ao, a3, 48);
+  }
+  for (; c + 4 <= n; c += 4) {
+    const ao = acc + (<usize>c << 2);
+    let a0 = v128.load(ao);
+    let y = y0 + (<usize>c << 2);
+    for (let j: i32 = 0; j < ns; j++) {
+      a0 = f32x4.add(a0, f32x4.mul(v128.load32_splat(w + <usize>j * ws), v128.load(y)));
+      y += stride;
+    }
+    v128.store(ao, a0);
+  }
+  for (; c < n; c++) {
+    const ao = acc + (<usize>c << 2);
+    let a = load<f32>(ao);
+    for (let j: i32 = 0; j < ns; j++) a += load<f32>(w + <usize>j * ws) * load<f32>(y0 + <usize>j * stride + (<usize>c << 2));
+    store<f32>(ao, a);
+  }
+}
+
+/**
+ * Writes out and lse. scratch: this thread's area (KB + D floats used).
+ * Work range: (sequence, query head) pairs bh = b·H + h in [bh0, bh1).
+ */
+export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scratch: usize, bh0: i32, bh1: i32): void {
+  const rep = H / KVH;
+  const scale: f32 = 1.0 / Mathf.sqrt(<f32>D);
+  const scores = scratch;
+  const acc = scratch + (<usize>KB << 2);
+  const rowKV = (<usize>KVH * <usize>D) << 2; // bytes from key s to key s + 1
+  for (let bh = bh0; bh < bh1; bh++) {
+    const b = bh / H, h = bh % H, g = h / rep;
+    const kb = k + ((<usize>(b * kvStride * KVH + g) * <usize>D) << 2);
+    const vb = v + ((<usize>(b * kvStride * KVH + g) * <usize>D) << 2);
+    for (let t: i32 = 0; t < T; t++) {
+      const qo = (<usize>((b * T + t) * H + h) * <usize>D) << 2;
+      const qr = q + qo;
+      const nk = min(S, pos0 + t + 1);
+      let m: f32 = -Infinity, l: f32 = 0;
+      zero(acc, D);
+      for (let s0: i32 = 0; s0 < nk; s0 += KB) {
+        const ns = min(KB, nk - s0);
+        const bmax = dotRows(scores, qr, kb + <usize>s0 * rowKV, rowKV, ns, D, scale);
+        if (bmax > m) {
+          if (l != 0) {
+            // the running max grew: rescale what was accumulated under the old one
+            const corr = Mathf.exp(m - bmax);
+            l *= corr;
+            scaleTo(acc, corr, acc, D);
+          }
+          m = bmax;
+        }
+        for (let j: i32 = 0; j < ns; j++) {
+          const p = Mathf.exp(load<f32>(scores + (<usize>j << 2)) - m);
+          store<f32>(scores + (<usize>j << 2), p);
+          l += p;
+        }
+        accumRows(acc, scores, 4, vb + <usize>s0 * rowKV, rowKV, ns, D);
+      }
+      scaleTo(out + qo, 1.0 / l, acc, D);
+      store<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2), m + Mathf.log(l));
+    }
+  }
+}
+
+/** query rows per tile of the backward */
+const TQ: i32 = 16;
+
+/**
+ * dq overwritten; dk, dv overwritten (all kvStride rows of the group's kv head; each is the sum
+ * over the group's query heads). scratch: this thread's area ((2·KB + 1)·TQ floats used).
+ * Work range: (sequence, kv head) groups bg = b·KVH + g in [g0, g1) — a group owns its rows of
+ * dk/dv and the dq rows of its query heads, so disjoint ranges never write the same memory.
+ *
+ * Flash-attention-2 shape: for a tile of TQ queries and a block of KB keys, P = exp(QKᵀ·scale − lse)
+ * and dS = P ⊙ (dO·Vᵀ − Di) are formed in scratch (zero where the causal mask hides a key), then
+ * dQ += dS·K, dK += dSᵀ·Q·scale and dV += Pᵀ·dO run with the accumulated rows in registers, so
+ * each dk/dv row is read and written once per query tile rather than once per query.
+ */
+export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scratch: usize, g0: i32, g1: i32): void {
+  const rep = H / KVH;
+  const scale: f32 = 1.0 / Mathf.sqrt(<f32>D);
+  const P = scratch; // f32 [TQ][KB]: probabilities of the tile × block
+  const dS = scratch + (<usize>(TQ * KB) << 2); // f32 [TQ][KB]: dp, then ds
+  const Dt = scratch + (<usize>(2 * TQ * KB) << 2); // f32 [TQ]: dout·out of the tile's rows
+  const rowP = <usize>KB << 2;
+  const rowKV = (<usize>KVH * <usize>D) << 2; // bytes from key s to s + 1
+  const rowQ = (<usize>H * <usize>D) << 2; // bytes from query t to t + 1 (same head)
+  for (let bg = g0; bg < g1; bg++) {
+    const b = bg / KVH, g = bg % KVH;
+    const base = (<usize>(b * kvStride * KVH + g) * <usize>D) << 2;
+    const kb = k + base, vb = v + base, dkb = dk + base, dvb = dv + base;
+    for (let s: i32 = 0; s < kvStride; s++) {
+      zero(dkb + <usize>s * rowKV, D);
+      zero(dvb + <usize>s * rowKV, D);
+    }
+    for (let h = g * rep; h < (g + 1) * rep; h++) {
+      const qh = (<usize>((b * T) * H + h) * <usize>D) << 2; // byte offset of query row t = 0, head h
+      for (let t0: i32 = 0; t0 < T; t0 += TQ) {
+        const tq = min(TQ, T - t0);
+        const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
+        for (let i: i32 = 0; i < tq; i++) {
+          zero(dq0 + <usize>i * rowQ, D);
+          // Σ_s p·dp = dout·out (the softmax backward's row term)
+          store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, out + qh + <usize>(t0 + i) * rowQ, D));
+        }
+        const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
+        for (let s0: i32 = 0; s0 < nkTile; s0 += KB) {
+          const ns = min(KB, nkTile - s0);
+          const k0 = kb + <usize>s0 * rowKV, v0 = vb + <usize>s0 * rowKV;
+          for (let i: i32 = 0; i < tq; i++) {
+            const t = t0 + i;
+            const pi = P + <usize>i * rowP, di = dS + <usize>i * rowP;
+            const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0)); // keys this query sees
+            const qr = q0 + <usize>i * rowQ, dor = do0 + <usize>i * rowQ;
+            const L = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
+            const Di = load<f32>(Dt + (<usize>i << 2));
+            dotRows(pi, qr, k0, rowKV, nv, D, scale);
+            dotRows(di, dor, v0, rowKV, nv, D, 1);
+            for (let j: i32 = 0; j < nv; j++) {
+              const o = <usize>j << 2;
+              const p = Mathf.exp(load<f32>(pi + o) - L); // probabilities recomputed from the saved lse
+              store<f32>(pi + o, p);
+              store<f32>(di + o, p * (load<f32>(di + o) - Di));
+            }
+            for (let j = nv; j < ns; j++) {
+              store<f32>(pi + (<usize>j << 2), 0);
+              store<f32>(di + (<usize>j << 2), 0);
+            }
+            accumRows(dq0 + <usize>i * rowQ, di, 4, k0, rowKV, nv, D);
+          }
+          // first tile row that sees key s0 + j: the rows before it hold zeros for that key
+          for (let j: i32 = 0; j < ns; j++) {
+            const i0 = max(0, s0 + j - pos0 - t0);
+            if (i0 >= tq) continue;
+            const o = <usize>j << 2;
+            accumRowsScaled(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, tq - i0, D, scale);
+            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, tq - i0, D);
+          }
+        }
+        for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+      }
+    }
+  }
+}
+
+/** accumRows with every weight multiplied by `scale` (dK = scale·dSᵀ·Q). */
+@inline function accumRowsScaled(acc: usize, w: usize, ws: usize, y0: usize, stride: usize, ns: i32, n: i32, scale: f32): void {
+  let c: i32 = 0;
+  const sv = f32x4.splat(scale);
+  for (; c + 16 <= n; c += 16) {
+    const ao = acc + (<usize>c << 2);
+    let a0 = v128.load(ao), a1 = v128.load(ao, 16), a2 = v128.load(ao, 32), a3 = v128.load(ao, 48);
+    let y = y0 + (<usize>c << 2);
+    for (let j: i32 = 0; j < ns; j++) {
+      const p = f32x4.mul(v128.load32_splat(w + <usize>j * ws), sv);
+      a0 = f32x4.add(a0, f32x4.mul(p, v128.load(y)));
+      a1 = f32x4.add(a1, f32x4.mul(p, v128.load(y, 16)));
+      a2 = f32x4.add(a2, f32x4.mul(p, v128.load(y, 32)));
+      a3 = f32x4.add(a3, f32x4.mul(p, v128.load(y, 48)));
+      y += stride;
+    }
+    v128.store(ao, a0); v128.store(ao, a1, 16); v128.store(ao, a2, 32); v128.store(ao, a3, 48);
+  }
+  for (; c < n; c++) {
+    const ao = acc + (<usize>c << 2);
+    let a = load<f32>(ao);
+    for (let j: i32 = 0; j < ns; j++) a += (load<f32>(w + <usize>j * ws) * scale) * load<f32>(y0 + <usize>j * stride + (<usize>c << 2));
+    store<f32>(ao, a);
+  }
+}

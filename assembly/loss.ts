@@ -1,0 +1,35 @@
+// Cross-entropy over rows of logits, with the gradient written in place (Backend.crossEntropy ↔
+// cross_entropy). Stable logsumexp: max first, then Σ exp(l − max) in f32 with Mathf.exp.
+// Expected deviation from the reference: a few f32 ulps of lse (different summation order).
+
+/**
+ * losses f32 [R]: logsumexp(logits[r]) − logits[r, t] (0 where targets[r] < 0, e.g. −100).
+ * logits f32 [R, V]; targets i32 [R]. With grad ≠ 0, logits[r] ← (softmax − onehot)·gradScale
+ * (a zero row for an ignored target). Work range: rows [r0, r1).
+ */
+export function cross_entropy(losses: usize, logits: usize, targets: usize, V: i32, grad: i32, gradScale: f32, r0: i32, r1: i32): void {
+  for (let r = r0; r < r1; r++) {
+    const row = logits + ((<usize>r * <usize>V) << 2);
+    const t = load<i32>(targets + (<usize>r << 2));
+    if (t < 0) {
+      store<f32>(losses + (<usize>r << 2), 0);
+      if (grad) memory.fill(row, 0, <usize>V << 2);
+      continue;
+    }
+    let mv = f32x4.splat(-Infinity);
+    let i: i32 = 0;
+    for (; i + 4 <= V; i += 4) mv = f32x4.max(mv, v128.load(row + (<usize>i << 2)));
+    let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+    for (; i < V; i++) m = max(m, load<f32>(row + (<usize>i << 2)));
+    let s: f32 = 0;
+    for (i = 0; i < V; i++) s += Mathf.exp(load<f32>(row + (<usize>i << 2)) - m);
+    const lse = m + Mathf.log(s);
+    store<f32>(losses + (<usize>r << 2), lse - load<f32>(row + (<usize>t << 2)));
+    if (!grad) continue;
+    for (i = 0; i < V; i++) {
+      const o = <usize>i << 2;
+      const p = Mathf.exp(load<f32>(row + o) - lse);
+      store<f32>(row + o, (i == t ? p - 1.0 : p) * gradScale);
+    }
+  }
+}

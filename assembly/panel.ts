@@ -1,0 +1,266 @@
+// The core shared by the blocked GEMMs (gemm.ts, qgemm.ts): packed B panels and the 4×8
+// register-blocked micro-kernel. Not exported from index.ts (v128 arguments cannot cross to JS).
+//
+// Blocking (GotoBLAS/BLIS shape): the output columns of a call's range are walked in blocks of
+// NC; for each block, the inner dimension in slices of KC; each (NC × KC) slice of op(B) is
+// packed once into the scratch area as ceil(nc/8) micro-panels laid out [kc][8] (one 32-byte
+// row of 8 columns per k, zero-padded past the last column), then reused for every 4-row group
+// of the range's output rows. The micro-kernel keeps a 4×8 output tile in eight f32x4
+// accumulators: per k it loads two vectors of the panel and splats four A values (6 loads for
+// 16 mul/add pairs), so it is bound by the f32x4 mul/add throughput, not by loads.
+//
+// The 4-bit GEMMs produce the same panels from dequantized rows, so the fused kernels run the
+// very same micro-kernel on W that is never materialised beyond one (NC × KC) slice.
+import { BT_F32, BT_F16, BT_BF16, elemBytes, load4, load1 } from './half';
+
+/** Rows of the output tile. */
+export const MR: i32 = 4;
+/** Columns of the output tile (two f32x4). */
+export const NR: i32 = 8;
+/** Inner-dimension slice packed at once. 256 × 8 floats = one 8 KiB micro-panel (L1). */
+export const KC: i32 = 256;
+/** Output columns packed at once: KC × NC floats = 128 KiB of panels (L2). */
+export const NC: i32 = 128;
+
+// Scratch layout (per thread; the TS side allocates SCRATCH_BYTES per thread once).
+/** packed panels of the current slice, f32 [NC/NR][KC][NR] */
+export const SCR_PANELS: usize = 0;
+/** dequantized rows of W for the fused 4-bit NT GEMM, f32 [NR][KC]; or one row chunk f32 [NC] */
+export const SCR_QROWS: usize = <usize>(KC * NC * 4);
+/** one whole dequantized row of W (small-M and v1 4-bit paths), f32 [≤ ROW_MAX] */
+export const SCR_ROW: usize = 256 * 1024;
+export const SCRATCH_BYTES: usize = 1024 * 1024;
+/** longest row the whole-row paths can hold */
+export const ROW_MAX: i32 = <i32>((SCRATCH_BYTES - SCR_ROW) >> 2);
+
+// How a tile is written back: bit 0 = add to C, bit 1 = add bias[j] (to alpha·acc, unscaled).
+/** C = alpha·acc */
+export const C_SET: i32 = 0;
+/** C += alpha·acc */
+export const C_ADD: i32 = 1;
+/** C = alpha·acc + bias[j] */
+export const C_SET_BIAS: i32 = 2;
+/** C += alpha·acc + bias[j] */
+export const C_ADD_BIAS: i32 = 3;
+
+/** The write-back mode of a GEMM's first inner slice (later slices always C_ADD). */
+@inline export function firstMode(accumulate: i32, bias: usize): i32 {
+  return (accumulate ? C_ADD : 0) | (bias != 0 ? C_SET_BIAS : 0);
+}
+
+/** Lane j (0..7) of the 8-wide value held in (v0, v1). extract_lane needs constant lanes. */
+@inline function lane8(v0: v128, v1: v128, j: i32): f32 {
+  switch (j) {
+    case 0: return f32x4.extract_lane(v0, 0);
+    case 1: return f32x4.extract_lane(v0, 1);
+    case 2: return f32x4.extract_lane(v0, 2);
+    case 3: return f32x4.extract_lane(v0, 3);
+    case 4: return f32x4.extract_lane(v1, 0);
+    case 5: return f32x4.extract_lane(v1, 1);
+    case 6: return f32x4.extract_lane(v1, 2);
+    default: return f32x4.extract_lane(v1, 3);
+  }
+}
+
+/** Writes one tile row: c[0..nr) (mode) alpha·(v0, v1). */
+@inline function storeRow(c: usize, v0: v128, v1: v128, nr: i32, alpha: f32, mode: i32, bias: usize): void {
+  const al = f32x4.splat(alpha);
+  let r0 = f32x4.mul(v0, al), r1 = f32x4.mul(v1, al);
+  if (nr == NR) {
+    if (mode & C_SET_BIAS) {
+      r0 = f32x4.add(r0, v128.load(bias));
+      r1 = f32x4.add(r1, v128.load(bias, 16));
+    }
+    if (mode & C_ADD) {
+      r0 = f32x4.add(v128.load(c), r0);
+      r1 = f32x4.add(v128.load(c, 16), r1);
+    }
+    v128.store(c, r0);
+    v128.store(c, r1, 16);
+    return;
+  }
+  for (let j: i32 = 0; j < nr; j++) {
+    const p = c + (<usize>j << 2);
+    let s = lane8(r0, r1, j);
+    if (mode & C_SET_BIAS) s = s + load<f32>(bias + (<usize>j << 2));
+    if (mode & C_ADD) s = load<f32>(p) + s;
+    store<f32>(p, s);
+  }
+}
+
+/**
+ * C[0..mr, 0..nr) (mode) alpha · A[0..mr, 0..kc) · P[0..kc, 0..8).
+ * a: A(0, 0); A(i, k) at a + i·rs + k·ks (bytes), which covers both A [M, K] and Aᵀ stored [K, M];
+ * pb: one packed micro-panel f32 [kc][8]; c: C(0, 0) with row stride ldc bytes;
+ * bias: bias[0] of these columns (mode C_SET_BIAS). Rows past mr re-read the last valid row
+ * (their results are discarded), so the loop has no edge cases.
+ */
+export function micro4x8(a: usize, rs: usize, ks: usize, kc: i32, pb: usize, c: usize, ldc: usize, mr: i32, nr: i32, alpha: f32, mode: i32, bias: usize): void {
+  const a0 = a;
+  const a1 = mr > 1 ? a0 + rs : a0;
+  const a2 = mr > 2 ? a1 + rs : a1;
+  const a3 = mr > 3 ? a2 + rs : a2;
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  let o: usize = 0;
+  let p = pb;
+  const pend = pb + (<usize>kc << 5);
+  while (p < pend) {
+    const b0 = v128.load(p), b1 = v128.load(p, 16);
+    let x = v128.load32_splat(a0 + o);
+    c00 = f32x4.add(c00, f32x4.mul(x, b0));
+    c01 = f32x4.add(c01, f32x4.mul(x, b1));
+    x = v128.load32_splat(a1 + o);
+    c10 = f32x4.add(c10, f32x4.mul(x, b0));
+    c11 = f32x4.add(c11, f32x4.mul(x, b1));
+    x = v128.load32_splat(a2 + o);
+    c20 = f32x4.add(c20, f32x4.mul(x, b0));
+    c21 = f32x4.add(c21, f32x4.mul(x, b1));
+    x = v128.load32_splat(a3 + o);
+    c30 = f32x4.add(c30, f32x4.mul(x, b0));
+    c31 = f32x4.add(c31, f32x4.mul(x, b1));
+    o += ks;
+    p += 32;
+  }
+  storeRow(c, c00, c01, nr, alpha, mode, bias);
+  if (mr > 1) storeRow(c + ldc, c10, c11, nr, alpha, mode, bias);
+  if (mr > 2) storeRow(c + 2 * ldc, c20, c21, nr, alpha, mode, bias);
+  if (mr > 3) storeRow(c + 3 * ldc, c30, c31, nr, alpha, mode, bias);
+}
+
+/**
+ * Runs the micro-kernel over rows [m0, m1) for the packed slice: columns [jc, jc + nc) of C,
+ * inner indices [pc, pc + kc). a: A(0, 0) with strides rs, ks; out: C [·, ldc/4].
+ */
+export function runSlice(out: usize, ldc: usize, a: usize, rs: usize, ks: usize, pc: i32, kc: i32, jc: i32, nc: i32, m0: i32, m1: i32, panels: usize, alpha: f32, mode: i32, bias: usize): void {
+  const np = (nc + NR - 1) / NR;
+  const panelBytes = <usize>kc << 5;
+  const ak = a + <usize>pc * ks;
+  for (let i = m0; i < m1; i += MR) {
+    const mr = min(MR, m1 - i);
+    const ai = ak + <usize>i * rs;
+    const ci = out + <usize>i * ldc + (<usize>jc << 2);
+    for (let q: i32 = 0; q < np; q++) {
+      const j = q * NR;
+      micro4x8(ai, rs, ks, kc, panels + <usize>q * panelBytes, ci + (<usize>j << 2), ldc, mr, min(NR, nc - j), alpha, mode, bias + (<usize>(jc + j) << 2));
+    }
+  }
+}
+
+/**
+ * Packs 8 columns of op(B) = Bᵀ (B rows are the output columns, contiguous along k):
+ * dst[k][c] = row_c[k] for k < kc, c < nrv (row_c at src + c·ld bytes, elements of type bt,
+ * widened to f32); zero for c ≥ nrv. Four rows at a time are transposed 4×4 in registers.
+ */
+export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
+  if (bt == BT_F32) packRowsTOf(src, ld, kc, nrv, dst, BT_F32);
+  else if (bt == BT_F16) packRowsTOf(src, ld, kc, nrv, dst, BT_F16);
+  else packRowsTOf(src, ld, kc, nrv, dst, BT_BF16);
+}
+
+@inline function packRowsTOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
+  const es = elemBytes(bt);
+  if (nrv == NR) {
+    for (let h: usize = 0; h < 2; h++) {
+      const r0 = src + 4 * h * ld, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
+      const d = dst + (h << 4);
+      let k: i32 = 0;
+      for (; k + 4 <= kc; k += 4) {
+        const o = <usize>k * es;
+        const x0 = load4(r0 + o, bt), x1 = load4(r1 + o, bt), x2 = load4(r2 + o, bt), x3 = load4(r3 + o, bt);
+        const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5); // x0.0 x1.0 x0.1 x1.1
+        const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+        const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+        const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+        const dk = d + (<usize>k << 5);
+        v128.store(dk, i64x2.shuffle(t0, t1, 0, 2));
+        v128.store(dk, i64x2.shuffle(t0, t1, 1, 3), 32);
+        v128.store(dk, i64x2.shuffle(t2, t3, 0, 2), 64);
+        v128.store(dk, i64x2.shuffle(t2, t3, 1, 3), 96);
+      }
+      for (; k < kc; k++) {
+        const o = <usize>k * es;
+        const dk = d + (<usize>k << 5);
+        store<f32>(dk, load1(r0 + o, bt));
+        store<f32>(dk, load1(r1 + o, bt), 4);
+        store<f32>(dk, load1(r2 + o, bt), 8);
+        store<f32>(dk, load1(r3 + o, bt), 12);
+      }
+    }
+    return;
+  }
+  for (let k: i32 = 0; k < kc; k++) {
+    const dk = dst + (<usize>k << 5);
+    for (let c: i32 = 0; c < NR; c++) {
+      store<f32>(dk + (<usize>c << 2), c < nrv ? load1(src + <usize>c * ld + <usize>k * es, bt) : 0);
+    }
+  }
+}
+
+/**
+ * Packs 8 columns of op(B) = B (B rows are the inner index, contiguous along the columns):
+ * dst[k][c] = src[k·ld + c] for k < kc, c < nrv (elements of type bt); zero for c ≥ nrv.
+ */
+export function packRowsN(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
+  if (bt == BT_F32) packRowsNOf(src, ld, kc, nrv, dst, BT_F32);
+  else if (bt == BT_F16) packRowsNOf(src, ld, kc, nrv, dst, BT_F16);
+  else packRowsNOf(src, ld, kc, nrv, dst, BT_BF16);
+}
+
+@inline function packRowsNOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
+  const es = elemBytes(bt);
+  if (nrv == NR) {
+    for (let k: i32 = 0; k < kc; k++) {
+      const s = src + <usize>k * ld;
+      const dk = dst + (<usize>k << 5);
+      v128.store(dk, load4(s, bt));
+      v128.store(dk, load4(s + 4 * es, bt), 16);
+    }
+    return;
+  }
+  for (let k: i32 = 0; k < kc; k++) {
+    const s = src + <usize>k * ld;
+    const dk = dst + (<usize>k << 5);
+    for (let c: i32 = 0; c < NR; c++) store<f32>(dk + (<usize>c << 2), c < nrv ? load1(s + <usize>c * es, bt) : 0);
+  }
+}
+
+/** C[m0..m1, n0..n1) (mode) 0: the K = 0 case (an empty inner dimension still adds the bias). */
+export function emptyInner(out: usize, N: i32, mode: i32, bias: usize, m0: i32, m1: i32, n0: i32, n1: i32): void {
+  for (let i = m0; i < m1; i++) {
+    for (let j = n0; j < n1; j++) storeOne(out + ((<usize>i * <usize>N + <usize>j) << 2), 0, 1, mode, bias + (<usize>j << 2));
+  }
+}
+
+/** Σ x[k]·y[k] for k < n, f32x4 lanes then a scalar tail. */
+@inline export function dot(x: usize, y: usize, n: i32): f32 {
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+  let k: i32 = 0;
+  for (; k + 8 <= n; k += 8) {
+    const o = <usize>k << 2;
+    s0 = f32x4.add(s0, f32x4.mul(v128.load(x + o), v128.load(y + o)));
+    s1 = f32x4.add(s1, f32x4.mul(v128.load(x + o, 16), v128.load(y + o, 16)));
+  }
+  if (k + 4 <= n) {
+    const o = <usize>k << 2;
+    s0 = f32x4.add(s0, f32x4.mul(v128.load(x + o), v128.load(y + o)));
+    k += 4;
+  }
+  let s = hsum(f32x4.add(s0, s1));
+  for (; k < n; k++) s += load<f32>(x + (<usize>k << 2)) * load<f32>(y + (<usize>k << 2));
+  return s;
+}
+
+@inline export function hsum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/** Writes one output element: c (mode) alpha·s. */
+@inline export function storeOne(c: usize, s: f32, alpha: f32, mode: i32, bias: usize): void {
+  let r = alpha * s;
+  if (mode & C_SET_BIAS) r = r + load<f32>(bias);
+  if (mode & C_ADD) r = load<f32>(c) + r;
+  store<f32>(c, r);
+}

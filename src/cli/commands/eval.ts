@@ -1,0 +1,50 @@
+// webqlora eval --model M [--adapter DIR] --data D [--format ...] [--batch-size 1] [--seq-len 512]
+//   [quantization/backend flags] [--json]
+// Loss and perplexity = exp(mean NLL over every predicted token).
+import { WebqloraError } from '../../errors.ts';
+import { evaluate } from '../../eval/evaluate.ts';
+import { FileSource, NodeDirSource } from '../../io/node.ts';
+import { loadAdapter } from '../../model/peft.ts';
+import { bool, num, parseFlags, required, str } from '../args.ts';
+import { backendFrom, jsonLine, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { evalBatches, loadDataFrom } from '../data.ts';
+import { Progress } from '../progress.ts';
+import type { Command } from './index.ts';
+
+export const evalCommand: Command = {
+  summary: 'loss and perplexity of a model (and adapter) on a data file',
+  async run(argv) {
+    const cmd = 'eval';
+    const p = parseFlags(cmd, argv, {
+      ...MODEL_FLAGS, adapter: { type: 'string' }, data: { type: 'string' }, format: { type: 'string' },
+      'batch-size': { type: 'string' }, 'seq-len': { type: 'string' }, 'train-on-prompt': { type: 'boolean' },
+    });
+    const json = bool(p, 'json', false);
+    const dataPath = required(cmd, p, 'data');
+    const batch = num(cmd, p, 'batch-size', 1, { int: true, min: 1 });
+    const seqLen = num(cmd, p, 'seq-len', 512, { int: true, min: 2 });
+    const progress = new Progress(process.stderr, json);
+    const backend = await backendFrom(cmd, p, progress);
+    try {
+      const { model, source, spec } = await loadModelFrom(cmd, p, backend, progress, seqLen);
+      const tok = await tokenizerFor(p, spec, source);
+      await source.close();
+      if (seqLen > model.maxPositions) throw new WebqloraError(`webqlora eval: --seq-len ${seqLen} exceeds the model's context of ${model.maxPositions} positions.`);
+      const dataSrc = await FileSource.open(dataPath);
+      const data = await loadDataFrom(cmd, p, dataSrc, tok, model.config.vocabSize, seqLen, progress).finally(() => dataSrc.close());
+      const adapterDir = str(p, 'adapter');
+      const adapters = adapterDir ? await loadAdapter(new NodeDirSource(adapterDir), backend, model.config) : null;
+      const batches = evalBatches(data.examples, batch, seqLen, tok);
+      const res = await evaluate(model, batches.iter(), {
+        maxBatch: batch, maxSeqLen: seqLen, adapters,
+        onBatch: (done, tokens) => progress.update(`eval [${done}/${batches.count}] ${tokens} tokens`),
+      });
+      progress.done();
+      if (json) jsonLine({ loss: res.loss, perplexity: res.perplexity, tokens: res.tokens });
+      else process.stdout.write(`loss ${res.loss.toFixed(4)}  perplexity ${res.perplexity.toFixed(3)}  tokens ${res.tokens}\n`);
+      return 0;
+    } finally {
+      await backend.destroy();
+    }
+  },
+};

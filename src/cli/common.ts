@@ -1,0 +1,108 @@
+// What every model-loading command shares: the model flags, opening the model and its
+// tokenizer, choosing the backend, loading with a progress line.
+import { stat, readFile } from 'node:fs/promises';
+import { basename, extname } from 'node:path';
+import type { Backend } from '../backend/backend.ts';
+import { createBackend, type BackendChoice } from '../backend/index.ts';
+import { WebqloraError } from '../errors.ts';
+import { fsReason, NodeDirSource, openModelPath } from '../io/node.ts';
+import type { WeightSource } from '../io/weights.ts';
+import type { LlamaModel } from '../model/llama.ts';
+import { loadModel } from '../model/load.ts';
+import type { QuantMode } from '../quant/types.ts';
+import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { bool, choice, num, required, str, type FlagSpec, type Parsed } from './args.ts';
+import { fmtMiB, Progress } from './progress.ts';
+
+export const MODEL_FLAGS: FlagSpec = {
+  model: { type: 'string' },
+  quant: { type: 'string' },
+  'double-quant': { type: 'boolean' },
+  blocksize: { type: 'string' },
+  backend: { type: 'string' },
+  threads: { type: 'string' },
+  tokenizer: { type: 'string' },
+  json: { type: 'boolean' },
+};
+
+export const QUANT_MODES: readonly QuantMode[] = ['nf4', 'fp4', 'int4', 'none'];
+
+export interface QuantFlags {
+  quant: QuantMode;
+  doubleQuant: boolean;
+  blocksize: number;
+}
+
+export function quantFlags(cmd: string, p: Parsed): QuantFlags {
+  return {
+    quant: choice(cmd, p, 'quant', QUANT_MODES, 'nf4'),
+    doubleQuant: bool(p, 'double-quant', true),
+    blocksize: num(cmd, p, 'blocksize', 64, { int: true }),
+  };
+}
+
+export async function backendFrom(cmd: string, p: Parsed, progress: Progress): Promise<Backend> {
+  const prefer = choice<BackendChoice>(cmd, p, 'backend', ['auto', 'wasm', 'webgpu'], 'auto');
+  const threads = str(p, 'threads') === undefined ? undefined : num(cmd, p, 'threads', 1, { int: true, min: 1, max: 256 });
+  return createBackend({ prefer, threads, gpu: null, onInfo: (m) => progress.log(m) });
+}
+
+/** Loads the model given by --model with the quantization flags, showing progress. */
+export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, maxPositions?: number): Promise<{ model: LlamaModel; source: WeightSource; spec: string }> {
+  const spec = required(cmd, p, 'model');
+  const q = quantFlags(cmd, p);
+  const source = await openModelPath(spec);
+  const t0 = performance.now();
+  const model = await loadModel(source, backend, {
+    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions,
+    onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
+  });
+  const mem = backend.memory();
+  const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
+  progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtMiB(mem.liveBytes)} in ${backend.name} memory`);
+  return { model, source, spec };
+}
+
+/** --tokenizer PATH, else the model directory's tokenizer, else the model file's own vocabulary. */
+export async function tokenizerFor(p: Parsed, spec: string, source: WeightSource): Promise<Tokenizer | null> {
+  const explicit = str(p, 'tokenizer');
+  if (explicit) return loadTokenizerPath(explicit);
+  if (!spec.startsWith('synthetic:')) {
+    const st = await stat(spec).catch(() => null);
+    if (st?.isDirectory()) {
+      const dir = new NodeDirSource(spec);
+      try {
+        const t = await loadTokenizerFromDir(dir);
+        if (t) return t;
+      } finally {
+        await dir.close();
+      }
+    }
+  }
+  return source.vocab ? tokenizerFromVocab(source.vocab) : null;
+}
+
+export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
+  const st = await stat(path).catch((e) => { throw new WebqloraError(`${path}: ${fsReason(e)}.`); });
+  if (st.isDirectory()) {
+    const dir = new NodeDirSource(path);
+    try {
+      const t = await loadTokenizerFromDir(dir);
+      if (!t) throw new WebqloraError(`${path}: no tokenizer.json or tokenizer.model in this directory.`);
+      return t;
+    } finally {
+      await dir.close();
+    }
+  }
+  const bytes = new Uint8Array(await readFile(path));
+  const ext = extname(path);
+  if (ext === '.json') return tokenizerFromJson(new TextDecoder().decode(bytes), null, path);
+  if (ext === '.model') return tokenizerFromSentencePiece(bytes, null, path);
+  if (ext === '.bin') return tokenizerFromLlama2cBin(bytes, path);
+  throw new WebqloraError(`${path}: unknown tokenizer file (expected tokenizer.json, a SentencePiece .model or a llama2.c tokenizer.bin).`);
+}
+
+export function jsonLine(obj: unknown): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}

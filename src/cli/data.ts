@@ -1,0 +1,26 @@
+// Data flags shared by train and eval.
+import { evalBatches as evalBatchGen, loadDataset, padIdFor, type Dataset, type Example, type FormatOption } from '../data/index.ts';
+import type { ByteSource } from '../io/source.ts';
+import type { Tokenizer } from '../tokenizer/tokenizer.ts';
+import { bool, choice, type Parsed } from './args.ts';
+import type { Progress } from './progress.ts';
+
+export const FORMATS: readonly FormatOption[] = ['auto', 'text', 'completion', 'alpaca', 'chat', 'tokens'];
+
+export async function loadDataFrom(cmd: string, p: Parsed, src: ByteSource, tok: Tokenizer | null, vocabSize: number, seqLen: number, progress: Progress): Promise<Dataset> {
+  const format = choice(cmd, p, 'format', FORMATS, 'auto');
+  const ds = await loadDataset(src, { format, tokenizer: tok, vocabSize, maxLen: seqLen, trainOnPrompt: bool(p, 'train-on-prompt', false) });
+  progress.log(describeDataset(ds));
+  return ds;
+}
+
+export function describeDataset(ds: Dataset): string {
+  let s = `data ${ds.name}: ${ds.examples.length} examples (${ds.format}${ds.chatRendering ? `, ${ds.chatRendering} rendering` : ''}), ${ds.tokens} tokens, ${ds.scored} scored`;
+  if (ds.truncated) s += `, ${ds.truncated} truncated`;
+  if (ds.dropped) s += `, ${ds.dropped} dropped (nothing left to score)`;
+  return s;
+}
+
+export function evalBatches(examples: readonly Example[], batchSize: number, _seqLen: number, tok: Tokenizer | null): { count: number; iter: () => Iterable<ReturnType<typeof evalBatchGen> extends Generator<infer B> ? B : never> } {
+  return { count: Math.ceil(examples.length / batchSize), iter: () => evalBatchGen(examples, { batchSize, padId: padIdFor(tok) }) };
+}

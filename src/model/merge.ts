@@ -1,0 +1,78 @@
+// Merging an adapter into the base: W' = deq(W4) + s·B·A, written as an HF directory in
+// f16/bf16/f32. The base is dequantized from exactly the 4-bit weights the adapter was trained
+// against (the stored bnb weights, or the same deterministic quantization of the float
+// checkpoint), and the result is never re-quantized: re-quantizing adds rounding error
+// (huggingface/peft #2321) and merging into the original float weights mismatches what the
+// adapter learned against (artidoro/qlora #28) — QLORA_SPEC §9.8.
+import type { Backend } from '../backend/backend.ts';
+import { pythonJsonDumps, TOKENIZER_FILES } from '../io/bnb.ts';
+import { fromFloat32, TORCH_DTYPE } from '../io/dtype.ts';
+import { writeSafetensors, type SafetensorsEntry } from '../io/safetensors.ts';
+import { writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
+import type { WeightSource } from '../io/weights.ts';
+import { dequantize4bit, quantize4bit } from '../quant/quantize.ts';
+import type { QuantMode } from '../quant/types.ts';
+import { configToHf, expectedTensors, LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
+import type { LoraAdapters } from './lora.ts';
+
+export interface MergeOptions {
+  dtype: 'F16' | 'BF16' | 'F32';
+  /** How the base was held while the adapter trained (default nf4 + double quant, blocksize 64). */
+  quant: QuantMode;
+  doubleQuant: boolean;
+  blocksize: number;
+  copyFrom?: DirSource | null;
+  onProgress?: (done: number, total: number, name: string) => void;
+}
+
+/** Writes config.json and model.safetensors (one tensor computed at a time) into `out`. */
+export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backend: Backend, out: OutDir, opts: MergeOptions): Promise<{ tensors: number }> {
+  const c = src.config;
+  const linearOf = new Map<string, { layer: number; name: LinearName }>();
+  for (let l = 0; l < c.numLayers; l++) for (const n of LINEAR_NAMES) linearOf.set(linearWeightName(l, n), { layer: l, name: n });
+  const tensors = expectedTensors(c);
+  let done = 0;
+  const entries: SafetensorsEntry[] = tensors.map((t) => ({
+    name: t.name,
+    dtype: opts.dtype,
+    shape: t.shape,
+    data: async () => {
+      const lin = linearOf.get(t.name);
+      const v = lin ? await mergedLinear(src, lora, backend, lin.layer, lin.name, opts) : await src.readFloat(t.name);
+      opts.onProgress?.(++done, tensors.length, t.name);
+      return fromFloat32(v, opts.dtype);
+    },
+  }));
+  await writeSafetensors(await out.create('model.safetensors'), entries, { format: 'pt' });
+  const cfg = { ...configToHf(c), torch_dtype: TORCH_DTYPE[opts.dtype] };
+  await writeFileTo(out, 'config.json', pythonJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n');
+  if (opts.copyFrom) {
+    for (const f of TOKENIZER_FILES) {
+      const s = await opts.copyFrom.open(f);
+      if (s) await writeFileTo(out, f, await s.read(0, s.size));
+    }
+  }
+  return { tensors: tensors.length };
+}
+
+async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, layer: number, name: LinearName, o: MergeOptions): Promise<Float32Array> {
+  const wname = linearWeightName(layer, name);
+  const [N, K] = linearShape(src.config, name);
+  let w: Float32Array;
+  const stored = src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
+  if (stored) w = await dequantize4bit(stored);
+  else if (o.quant === 'none') w = await src.readFloat(wname);
+  else w = await dequantize4bit(await quantize4bit(await src.readFloat(wname), { quantType: o.quant, blocksize: o.blocksize, doubleQuant: o.doubleQuant, shape: [N, K] }));
+  const pair = lora.get(layer, name);
+  if (!pair) return w;
+  // ΔW [N, K] = s · B[N, r] · A[r, K], computed by the backend's GEMM
+  const delta = be.alloc('f32', N * K, `merge.${name}`);
+  try {
+    be.matmul(delta, pair.B, pair.A, N, K, lora.config.r, { alpha: lora.scaling });
+    const d = (await be.read(delta)) as Float32Array;
+    for (let i = 0; i < w.length; i++) w[i] = w[i]! + d[i]!;
+  } finally {
+    be.free(delta);
+  }
+  return w;
+}
