@@ -122,6 +122,12 @@ export interface Backend {
   /** Makes a 4-bit weight resident. `absmax` (f32 [nb]) xor `dq` must be given. */
   uploadQuant(w: QuantUpload): QuantWeight;
   freeQuant(w: QuantWeight): void;
+  /**
+   * Overwrites a resident 4-bit weight with another of the same N, K, blocksize, quant type and
+   * double-quant-ness (layer paging: one device slot serves many host-resident layers).
+   * Enqueued like write(): kernels enqueued before it see the old contents.
+   */
+  writeQuant(w: QuantWeight, data: QuantUpload): void;
   /** Resolves when every enqueued kernel has finished. */
   flush(): Promise<void>;
   memory(): MemoryStats;

@@ -192,7 +192,8 @@ export class Trainer {
     const be = model.backend;
     this.ws = new Workspace(be, model.config, { batch: o.batchSize, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.config.r });
     this.opt = o.optimizer === 'sgd' ? new Sgd(be) : o.optimizer === 'paged-adamw' ? new PagedAdamW(be, lora.pairs, o) : new AdamW(be, lora.pairs, o);
-    this.lossAcc = be.alloc('f32', o.batchSize * o.seqLen, 'lossAcc');
+    // per-row losses [B·T] followed by the squared gradient norm: one readback per step
+    this.lossAcc = be.alloc('f32', o.batchSize * o.seqLen + 1, 'lossAcc');
     this.normSq = be.alloc('f32', 1, 'gradNormSq');
     this.warmup = warmupSteps(o.totalSteps, o.warmupRatio);
   }
@@ -224,10 +225,12 @@ export class Trainer {
       be.sumSquares(this.normSq, p.dB, p.dB.length, true);
       first = false;
     }
-    const losses = (await be.read(this.lossAcc)) as Float32Array;
-    const gn2 = ((await be.read(this.normSq)) as Float32Array)[0]!;
+    const R = o.batchSize * o.seqLen;
+    be.copy(this.lossAcc, R, this.normSq, 0, 1);
+    const stats = (await be.read(this.lossAcc)) as Float32Array;
+    const gn2 = stats[R]!;
     let lossSum = 0;
-    for (let i = 0; i < losses.length; i++) lossSum += losses[i]!;
+    for (let i = 0; i < R; i++) lossSum += stats[i]!;
     const loss = scored > 0 ? lossSum / scored : NaN;
     const gradNorm = Math.sqrt(gn2);
     if (scored > 0 && (!Number.isFinite(loss) || !Number.isFinite(gradNorm))) {

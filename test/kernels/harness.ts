@@ -1,7 +1,6 @@
 // Shared machinery of the kernel tests (test/kernels/<family>.test.ts):
 //  - `refF32` / `refF64`: the reference backend in its float32-oracle and float64 precisions;
-//  - `targets()`: the backends under test (skipping only while src/backend/wasm/index.ts does
-//    not exist yet);
+//  - `targets()`: the backends under test;
 //  - `parity()`: one seeded case run on the reference and on every backend under test, outputs
 //    poisoned (NaN) before the kernel, compared with |a − b| ≤ atol + rtol·|ref|;
 //  - `fdCheck()`: central finite differences in float64 against an analytic gradient;
@@ -34,29 +33,12 @@ export const LIGHT_BACKENDS = new Set<string>(['webgpu']);
  *  check that the tests fail); empty in normal runs. */
 export const extraTargets: NamedBackend[] = [];
 
-let warned = false;
-/**
- * The non-reference backends to test. While src/backend/wasm/index.ts does not exist yet (it is
- * being written in parallel) this returns [] with a warning — unless WEBQLORA_TEST_BACKENDS
- * names wasm explicitly, then the missing module is a failure. Any other error is a failure.
- */
+/** The non-reference backends to test (backends.ts), plus any extra ones a driver pushed. */
 export async function targets(): Promise<NamedBackend[]> {
   // WEBQLORA_TEST_SELFCHECK=1 adds the float64 reference as a backend under test: a more
   // accurate implementation must pass every parity tolerance (they are not too tight).
   const self: NamedBackend[] = [...extraTargets, ...(process.env.WEBQLORA_TEST_SELFCHECK === '1' ? [{ name: 'reference-f64', backend: refF64 }] : [])];
-  try {
-    return [...self, ...(await backendsUnderTest())];
-  } catch (e) {
-    const err = e as { code?: string; message?: string };
-    const missingWasm = err.code === 'ERR_MODULE_NOT_FOUND' && /backend[\\/]wasm[\\/]index\.ts/.test(err.message ?? '');
-    const explicit = process.env.WEBQLORA_TEST_BACKENDS?.split(',').includes('wasm') ?? false;
-    if (!missingWasm || explicit) throw e;
-    if (!warned) {
-      warned = true;
-      console.warn('kernel parity: SKIPPED for wasm — src/backend/wasm/index.ts does not exist yet (reference-only run)');
-    }
-    return self;
-  }
+  return [...self, ...(await backendsUnderTest())];
 }
 
 // ---- tensors --------------------------------------------------------------------------

@@ -204,6 +204,19 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       track(bytes);
       return q;
     },
+    writeQuant(w, src) {
+      const q = Q(w, 'writeQuant');
+      checkSameQuant(q, src);
+      q.packed.set(src.packed);
+      q.quantMap.set(src.quantMap);
+      if (q.absmax) q.absmax.set(src.absmax!);
+      if (q.dq) {
+        q.dq.codes.set(src.dq!.codes);
+        q.dq.nestedAbsmax.set(src.dq!.nestedAbsmax);
+        q.dq.nestedQuantMap.set(src.dq!.nestedQuantMap);
+        q.dq.offset = f32(src.dq!.offset);
+      }
+    },
     freeQuant(w) {
       const q = Q(w, 'freeQuant');
       q.live = false;
@@ -548,4 +561,11 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
   }
 
   return be;
+}
+
+/** writeQuant: the new contents must have exactly the slot's layout. */
+export function checkSameQuant(w: QuantWeight & { dq?: QuantUpload['dq'] | null }, u: QuantUpload): void {
+  const same = w.N === u.N && w.K === u.K && w.blocksize === u.blocksize && w.quantType === u.quantType && w.doubleQuant === (u.dq !== null)
+    && (!u.dq || !w.dq || (w.dq.nestedAbsmax.length === u.dq.nestedAbsmax.length && w.dq.nestedBlocksize === u.dq.nestedBlocksize));
+  if (!same) throw new Error(`writeQuant ${w.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot [${w.N}, ${w.K}] ${w.quantType} bs${w.blocksize}${w.doubleQuant ? ' dq' : ''}`);
 }

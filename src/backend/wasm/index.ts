@@ -103,6 +103,39 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
     return w.desc;
   };
 
+  // A 4-bit weight is one allocation: descriptor | quant map | nested map | nested absmax |
+  // absmax or dq codes | packed codes (each part 64-byte aligned).
+  const quantLayout = (w: QuantUpload) => {
+    const nb = Math.ceil((w.N * w.K) / w.blocksize), dq = w.dq;
+    const parts = [DESC_BYTES, 64, dq ? 1024 : 0, dq ? dq.nestedAbsmax.length * 4 : 0, dq ? nb : nb * 4, w.packed.length];
+    const offs: number[] = [];
+    let total = 0;
+    for (const b of parts) { offs.push(total); total += alignUp(b, 64); }
+    return { offs, total, nb };
+  };
+  const writeQuantParts = (base: number, w: QuantUpload): void => {
+    const { offs, nb } = quantLayout(w), dq = w.dq;
+    const at = (i: number) => base + offs[i]!;
+    km.f32(at(1), 16).set(w.quantMap);
+    if (dq) {
+      km.f32(at(2), 256).set(dq.nestedQuantMap);
+      km.f32(at(3), dq.nestedAbsmax.length).set(dq.nestedAbsmax);
+      km.u8(at(4), nb).set(dq.codes);
+    } else {
+      km.f32(at(4), nb).set(w.absmax!);
+    }
+    km.u8(at(5), w.packed.length).set(w.packed);
+    const d = km.u8(base, DESC_BYTES);
+    const dv = new DataView(d.buffer, d.byteOffset, DESC_BYTES);
+    const words = [at(5), at(1), dq ? 0 : at(4), dq ? at(4) : 0, dq ? at(3) : 0, dq ? at(2) : 0];
+    words.forEach((x, i) => dv.setUint32(4 * i, x, true));
+    dv.setFloat32(24, dq ? dq.offset : 0, true);
+    dv.setUint32(28, w.blocksize, true);
+    dv.setUint32(32, dq ? dq.nestedBlocksize : 1, true);
+    dv.setInt32(36, w.N, true);
+    dv.setInt32(40, w.K, true);
+  };
+
   const be: Backend = {
     name: 'wasm',
 
@@ -177,32 +210,18 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
         if (dq.nestedQuantMap.length !== 256) throw bad(`nested quant map has ${dq.nestedQuantMap.length} entries, expected 256`);
         if (dq.nestedAbsmax.length !== Math.ceil(nb / dq.nestedBlocksize)) throw bad(`nested absmax has ${dq.nestedAbsmax.length} entries, expected ${Math.ceil(nb / dq.nestedBlocksize)}`);
       }
-      // one block: descriptor | quant map | nested map | nested absmax | absmax or dq codes | packed
-      const parts = [DESC_BYTES, 64, dq ? 1024 : 0, dq ? dq.nestedAbsmax.length * 4 : 0, dq ? nb : nb * 4, w.packed.length];
-      const offs: number[] = [];
-      let total = 0;
-      for (const b of parts) { offs.push(total); total += alignUp(b, 64); }
-      const base = km.alloc(total);
-      const at = (i: number) => base + offs[i]!;
-      km.f32(at(1), 16).set(w.quantMap);
-      if (dq) {
-        km.f32(at(2), 256).set(dq.nestedQuantMap);
-        km.f32(at(3), dq.nestedAbsmax.length).set(dq.nestedAbsmax);
-        km.u8(at(4), nb).set(dq.codes);
-      } else {
-        km.f32(at(4), nb).set(w.absmax!);
-      }
-      km.u8(at(5), w.packed.length).set(w.packed);
-      const d = km.u8(base, DESC_BYTES);
-      const dv = new DataView(d.buffer, d.byteOffset, DESC_BYTES);
-      const words = [at(5), at(1), dq ? 0 : at(4), dq ? at(4) : 0, dq ? at(3) : 0, dq ? at(2) : 0];
-      words.forEach((x, i) => dv.setUint32(4 * i, x, true));
-      dv.setFloat32(24, dq ? dq.offset : 0, true);
-      dv.setUint32(28, bs, true);
-      dv.setUint32(32, dq ? dq.nestedBlocksize : 1, true);
-      dv.setInt32(36, N, true);
-      dv.setInt32(40, K, true);
+      const base = km.alloc(quantLayout(w).total);
+      writeQuantParts(base, w);
       return new WasmQuant(N, K, bs, w.quantType, dq !== null, w.label, base);
+    },
+
+    writeQuant(w, src) {
+      const base = qdesc(w, 'writeQuant');
+      const q = w as WasmQuant;
+      const same = q.N === src.N && q.K === src.K && q.blocksize === src.blocksize && q.quantType === src.quantType && q.doubleQuant === (src.dq !== null)
+        && km.i32(base + 32, 1)[0] === (src.dq ? src.dq.nestedBlocksize : 1);
+      if (!same) throw new Error(`writeQuant ${w.label}: the new weight does not have the slot's shape and quantization`);
+      writeQuantParts(base, src);
     },
 
     freeQuant(w) {
