@@ -159,3 +159,29 @@ export async function openModelPath(path: string): Promise<WeightSource> {
   };
   return ws;
 }
+
+/**
+ * Removes the temporary files (".name.tmp-PID-N") that a killed writer leaves in `dir` and its
+ * immediate subdirectories. Final names are never touched: they are only ever renamed into place.
+ */
+export async function removeStaleTemps(dir: string): Promise<number> {
+  let removed = 0;
+  const sweep = async (d: string, depth: number): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (e.isFile() && /^\..+\.tmp-\d+-\d+$/.test(e.name)) {
+        await rm(join(d, e.name), { force: true });
+        removed++;
+      } else if (e.isDirectory() && depth > 0) {
+        await sweep(join(d, e.name), depth - 1);
+      }
+    }
+  };
+  await sweep(dir, 1);
+  return removed;
+}

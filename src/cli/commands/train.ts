@@ -7,7 +7,7 @@ import { batcherFor, loadTrainValid, padIdFor } from '../../data/index.ts';
 import { evalBatches } from '../../data/batch.ts';
 import { WebqloraError } from '../../errors.ts';
 import { evaluate } from '../../eval/evaluate.ts';
-import { FileSource, NodeDirSource, NodeOutDir } from '../../io/node.ts';
+import { FileSource, NodeDirSource, NodeOutDir, removeStaleTemps } from '../../io/node.ts';
 import { writeFileTo } from '../../io/source.ts';
 import { SampleRng } from '../../generate/sample.ts';
 import { DEFAULT_LORA, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
@@ -88,6 +88,7 @@ async function train(p: Parsed): Promise<number> {
   let resumeDir: string | null = null;
   let state: TrainerState | null = null;
   if (bool(p, 'resume', false)) {
+    await removeStaleTemps(out);
     resumeDir = await latestCheckpoint(out);
     if (resumeDir) {
       const dir = new NodeDirSource(resumeDir);
