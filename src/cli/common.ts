@@ -23,6 +23,7 @@ export const MODEL_FLAGS: FlagSpec = {
   backend: { type: 'string' },
   threads: { type: 'string' },
   tokenizer: { type: 'string' },
+  'page-weights': { type: 'boolean' },
   json: { type: 'boolean' },
 };
 
@@ -55,12 +56,13 @@ export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, pr
   const source = await openModelPath(spec);
   const t0 = performance.now();
   const model = await loadModel(source, backend, {
-    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions,
+    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions, pageWeights: bool(p, 'page-weights', false),
     onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
   });
   const mem = backend.memory();
   const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
-  progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtMiB(mem.liveBytes)} in ${backend.name} memory`);
+  const paged = model.pager ? `, base layers paged from ${fmtMiB(model.pager.hostBytes)} of host memory` : '';
+  progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtMiB(mem.liveBytes)} in ${backend.name} memory${paged}`);
   return { model, source, spec };
 }
 

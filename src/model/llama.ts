@@ -14,7 +14,7 @@
 //   a = silu(h2·Wgᵀ) ⊙ (h2·Wuᵀ)
 //   x' = x2 + a·Wdᵀ
 // Head: logits = rmsnorm(x_L)·w_final·Eᵀ (E = lm_head, or the embedding when tied).
-import type { AttentionShape, Backend, QuantWeight, RopeTables, Tensor } from '../backend/backend.ts';
+import type { AttentionShape, Backend, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend/backend.ts';
 import { deriveSeed } from '../backend/rng.ts';
 import { LINEAR_NAMES, type LinearName, type ModelConfig } from './config.ts';
 import type { LoraAdapters } from './lora.ts';
@@ -45,8 +45,50 @@ export interface QuantSettings {
   blocksize: number;
 }
 
+/**
+ * Layer paging: the blocks' linear weights stay in host memory and one set of resident slots
+ * (one per linear layer shape) is refilled with a layer's weights just before that layer runs.
+ * Every BlockWeights.lin entry points at the shared slots. Refills are enqueued like any kernel,
+ * so work already enqueued for the previous layer sees the previous contents.
+ */
+export class LayerPager {
+  private resident = -1;
+  constructor(
+    private readonly backend: Backend,
+    readonly slots: Record<LinearName, LinearWeight>,
+    /** per layer: each linear's 4-bit upload (q4 slots) or float32 values (f32 slots) */
+    readonly host: Array<Record<LinearName, QuantUpload | Float32Array>>,
+  ) {}
+
+  /** Makes layer l's weights resident (no-op if they already are). */
+  ensure(l: number): void {
+    if (this.resident === l) return;
+    for (const name of LINEAR_NAMES) {
+      const slot = this.slots[name], src = this.host[l]![name];
+      if (slot.kind === 'q4') this.backend.writeQuant(slot.w, src as QuantUpload);
+      else this.backend.write(slot.w, src as Float32Array);
+    }
+    this.resident = l;
+  }
+
+  /** Bytes held in host memory for all layers. */
+  get hostBytes(): number {
+    let b = 0;
+    for (const layer of this.host) {
+      for (const name of LINEAR_NAMES) {
+        const u = layer[name];
+        if (u instanceof Float32Array) b += u.byteLength;
+        else b += u.packed.byteLength + u.quantMap.byteLength + (u.absmax?.byteLength ?? 0) + (u.dq ? u.dq.codes.byteLength + u.dq.nestedAbsmax.byteLength + u.dq.nestedQuantMap.byteLength : 0);
+      }
+    }
+    return b;
+  }
+}
+
 export class LlamaModel {
   readonly rope: RopeTables;
+  /** Set when base layers are paged from host memory (loadModel's pageWeights). */
+  pager: LayerPager | null = null;
 
   constructor(
     readonly backend: Backend,
@@ -73,13 +115,17 @@ export class LlamaModel {
     be.free(this.finalNorm);
     be.free(this.rope.cos);
     be.free(this.rope.sin);
+    const freed = new Set<unknown>();
     for (const b of this.blocks) {
       be.free(b.inNorm);
       be.free(b.postNorm);
       for (const name of LINEAR_NAMES) {
         const lin = b.lin[name];
-        if (lin.weight.kind === 'q4') be.freeQuant(lin.weight.w);
-        else be.free(lin.weight.w);
+        if (!freed.has(lin.weight.w)) {
+          freed.add(lin.weight.w); // paged layers share their slots
+          if (lin.weight.kind === 'q4') be.freeQuant(lin.weight.w);
+          else be.free(lin.weight.w);
+        }
         if (lin.bias) be.free(lin.bias);
       }
     }
@@ -118,6 +164,7 @@ export class LlamaModel {
     const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim;
     const x = ws.layerIn(l), out = ws.layerIn(l + 1);
+    this.pager?.ensure(l);
     const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) =>
       this.linearForward(ws, blk.lin[name], lora?.get(l, name) ?? null, lora, input, y, a.t[name], R, accumulate, dropSeed(seed, l, name));
 
@@ -193,6 +240,7 @@ export class LlamaModel {
   private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
     const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize;
+    this.pager?.ensure(l);
     const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) =>
       this.linearBackward(ws, blk.lin[name], lora.get(l, name), lora, dy, dx, x, a.t[name], R, accumulate, dropSeed(seed, l, name));
 

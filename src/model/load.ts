@@ -3,14 +3,14 @@
 // float copy dropped before the next tensor is read. bnb 4-bit checkpoints are used as stored
 // (never re-quantized). Embeddings, norms and lm_head stay in the checkpoint's precision, as
 // transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
-import type { Backend, Tensor } from '../backend/backend.ts';
+import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
 import { WebqloraError } from '../errors.ts';
 import { f32ToBf16, f32ToF16 } from '../io/dtype.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkBlocksize, quantize4bit } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
 import { LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
-import { LlamaModel, type BlockWeights, type LinearLayer } from './llama.ts';
+import { LayerPager, LlamaModel, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
 
 export interface LoadOptions {
   /** How linear layers are held: 4-bit type, or none (f32). Default nf4. */
@@ -21,6 +21,11 @@ export interface LoadOptions {
   blocksize?: number;
   /** Longest sequence the model will run (sizes the RoPE tables). */
   maxPositions?: number;
+  /**
+   * Keep the blocks' linear weights in host memory and page them into one resident set of
+   * slots, a layer at a time (models larger than kernel memory). Default false.
+   */
+  pageWeights?: boolean;
   /** Called after each tensor: done, total, tensor name. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -38,6 +43,9 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
 
   const allocated: Tensor[] = [];
   const quantized: ReturnType<Backend['uploadQuant']>[] = [];
+  const paging = opts.pageWeights ?? false;
+  const host: Array<Record<LinearName, QuantUpload | Float32Array>> = [];
+  const slots = {} as Record<LinearName, LinearWeight>;
   const f32Tensor = async (name: string, label: string): Promise<Tensor> => {
     const v = await src.readFloat(name);
     const t = backend.alloc('f32', v.length, label);
@@ -71,6 +79,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
       const inNorm = await f32Tensor(`model.layers.${l}.input_layernorm.weight`, `layers.${l}.input_layernorm`);
       const postNorm = await f32Tensor(`model.layers.${l}.post_attention_layernorm.weight`, `layers.${l}.post_attention_layernorm`);
       const lin = {} as Record<LinearName, LinearLayer>;
+      const hostLayer = {} as Record<LinearName, QuantUpload | Float32Array>;
       for (const name of LINEAR_NAMES) {
         const wname = linearWeightName(l, name);
         const [N, K] = linearShape(c, name);
@@ -79,9 +88,27 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
         const stored = mode !== 'none' && src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
         if (stored || mode !== 'none') {
           const q: Quant4Tensor = stored ?? (await quantize4bit(await src.readFloat(wname), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
-          const w = backend.uploadQuant({ N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label });
-          quantized.push(w);
-          layer = { name, N, K, weight: { kind: 'q4', w }, bias: null };
+          const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
+          if (paging) {
+            hostLayer[name] = up;
+            if (!slots[name]) {
+              slots[name] = { kind: 'q4', w: backend.uploadQuant({ ...up, label: `paged.${name}` }) };
+              quantized.push(slots[name].w as ReturnType<Backend['uploadQuant']>);
+            }
+            layer = { name, N, K, weight: slots[name], bias: null };
+          } else {
+            const w = backend.uploadQuant(up);
+            quantized.push(w);
+            layer = { name, N, K, weight: { kind: 'q4', w }, bias: null };
+          }
+        } else if (paging) {
+          hostLayer[name] = await src.readFloat(wname);
+          if (!slots[name]) {
+            const t = backend.alloc('f32', N * K, `paged.${name}`);
+            allocated.push(t);
+            slots[name] = { kind: 'f32', w: t };
+          }
+          layer = { name, N, K, weight: slots[name], bias: null };
         } else {
           const v = await src.readFloat(wname);
           const t = backend.alloc('f32', N * K, label);
@@ -101,11 +128,14 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
         lin[name] = layer;
       }
       blocks.push({ inNorm, postNorm, lin });
+      if (paging) host.push(hostLayer);
     }
     const effective = quantized.length > 0
       ? { mode: quantized[0]!.quantType, doubleQuant: quantized[0]!.doubleQuant, blocksize: quantized[0]!.blocksize }
       : { mode: 'none' as const, doubleQuant: false, blocksize };
-    return new LlamaModel(backend, c, embed, lmHead, finalNorm, blocks, effective, maxPositions);
+    const model = new LlamaModel(backend, c, embed, lmHead, finalNorm, blocks, effective, maxPositions);
+    if (paging) model.pager = new LayerPager(backend, slots, host);
+    return model;
   } catch (e) {
     for (const t of allocated) backend.free(t);
     for (const w of quantized) backend.freeQuant(w);

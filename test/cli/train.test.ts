@@ -84,7 +84,7 @@ test('one SGD step is exactly adapter − lr·∇(mean loss), against float64 fi
   await adir.close();
   const ws = new Workspace(ref, model.config, { batch: 4, seqLen: mb.T, training: false, checkpointing: false, loraRank: 4 });
   const n = scoredTokens(mb);
-  const loss = () => { forwardLoss(model, ws, lora, mb, undefined); return ref.peekF(ws.losses).reduce((a, b) => a + b, 0) / n; };
+  const loss = () => { forwardLoss(model, ws, lora, mb, undefined); let s = 0; for (const v of ref.peekF(ws.losses)) s += v; return s / n; };
   assert.ok(Math.abs(loss() - rec.loss) < 1e-4 * rec.loss, `step loss ${rec.loss} vs float64 ${loss()}`);
 
   const before = await adapterValues(initDir), after = await adapterValues(join(TMP, 'sgd1'));
