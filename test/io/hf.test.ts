@@ -251,7 +251,8 @@ test('bnb directory errors: parts missing or with the wrong shape', async () => 
 });
 
 test('openModel / openModelPath: format detection and errors', async () => {
-  await rejects(openModelPath('synthetic:tiny'), /synthetic models are not available yet/);
+  await rejects(openModelPath('synthetic:tiny'), /synthetic:tiny: unknown synthetic model \(expected one of synthetic:stories260K, /);
+  assert.is((await openModelPath('synthetic:stories15M')).config.hiddenSize, 288);
   await rejects(openModelPath('/nonexistent/model'), /^\/nonexistent\/model: no such file or directory\.$/);
   await rejects(openModel(new MemorySource('weights.safetensors', new Uint8Array(16))), /a bare \.safetensors file has no model config; pass the directory/);
   await rejects(openModel(new MemorySource('model.onnx', new Uint8Array(16))), /model\.onnx: unknown model format \(expected a Hugging Face model directory .*a \.gguf file, or a llama2\.c \.bin file\)/);
