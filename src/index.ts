@@ -21,3 +21,22 @@ export { DecodeStream, type Tokenizer, type EncodeOptions, type DecodeOptions } 
 export { tokenizerFromVocab, tokenizerFromJson, tokenizerFromSentencePiece, loadTokenizerFromDir, loadChatTemplate, chatTemplateFromConfig, type TokenizerConfig } from './tokenizer/load.ts';
 export { SpmTokenizer, parseSentencePieceModel, type SpmModel } from './tokenizer/spm.ts';
 export { HfJsonTokenizer } from './tokenizer/hf.ts';
+// Training, generation and the demo: DESIGN.md's library API, so the browser bundle can do what
+// the CLI does (examples/browser/ and test/browser/ use exactly these names).
+export { createBackend, type BackendChoice, type CreateBackendOptions } from './backend/index.ts';
+export type { Backend, Tensor, QuantWeight, MemoryStats } from './backend/backend.ts';
+export { loadModel, type LoadOptions } from './model/load.ts';
+export type { LlamaModel } from './model/llama.ts';
+export { LoraAdapters, DEFAULT_LORA, parseTargets, type LoraConfig } from './model/lora.ts';
+export { saveAdapter, loadAdapter, adapterConfigJson, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './model/peft.ts';
+export { mergeAdapter, type MergeOptions } from './model/merge.ts';
+export { Trainer, TRAIN_DEFAULTS, type TrainOptions, type StepRecord, type OptimizerName, type MicroBatchSource } from './train/trainer.ts';
+export { lossCurveSvg } from './train/svg.ts';
+export { generate, type GenerateOptions, type GenerateResult } from './generate/generate.ts';
+export { SampleRng } from './generate/sample.ts';
+export { evaluate, type EvalResult } from './eval/evaluate.ts';
+export { runDemo, DEMO_PROMPTS, type DemoOptions, type DemoResult } from './demo/run.ts';
+export { demoStories, demoJsonl } from './demo/data.ts';
+export { saveCheckpoint, restoreCheckpoint, readTrainerState, type TrainerState } from './train/checkpoint.ts';
+export { syntheticSource, syntheticFromConfig, SYNTHETIC_CONFIGS } from './model/synthetic.ts';
+export { LayerPager, Workspace } from './model/llama.ts';
