@@ -9,7 +9,10 @@ import type { QuantInfo } from '../../io/hf.ts';
 import type { WeightSource } from '../../io/weights.ts';
 import { LINEAR_NAMES, expectedTensors, linearWeightName, paramCount, type ModelConfig } from '../../model/config.ts';
 import { quantBytesFor } from '../../quant/types.ts';
-import { bool, parseFlags } from '../args.ts';
+import { bool, choice, num, parseFlags, str, type Parsed } from '../args.ts';
+import { quantFlags } from '../common.ts';
+import { estimateTrainingMemory, RUNTIME_BASELINE_BYTES, type TrainMemoryOptions } from '../../model/memory.ts';
+import { DEFAULT_LORA, parseTargets } from '../../model/lora.ts';
 
 interface TensorRow {
   name: string;
@@ -81,7 +84,24 @@ async function inspectSafetensorsFile(path: string, json: boolean): Promise<numb
   }
 }
 
-async function inspectModel(path: string, json: boolean): Promise<number> {
+/** The training run the memory estimate is for, from the same flags `train` takes. */
+function trainOptions(p: Parsed, c: ModelConfig): TrainMemoryOptions {
+  const cmd = 'inspect';
+  const q = quantFlags(cmd, p);
+  const r = num(cmd, p, 'lora-r', DEFAULT_LORA.r, { int: true, min: 1 });
+  return {
+    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize,
+    lora: { ...DEFAULT_LORA, r, targets: parseTargets(str(p, 'target') ?? 'all-linear') },
+    batch: num(cmd, p, 'batch-size', 1, { int: true, min: 1 }),
+    seqLen: num(cmd, p, 'seq-len', Math.min(512, c.maxPositionEmbeddings), { int: true, min: 2 }),
+    checkpointing: bool(p, 'checkpointing', false),
+    pageWeights: bool(p, 'page-weights', false),
+    optimizer: choice(cmd, p, 'optimizer', ['adamw', 'paged-adamw', 'sgd'] as const, 'adamw'),
+    threads: str(p, 'threads') ? num(cmd, p, 'threads', 1, { int: true, min: 1 }) : 1,
+  };
+}
+
+async function inspectModel(path: string, json: boolean, p: Parsed): Promise<number> {
   const ws: WeightSource = await openModelPath(path);
   try {
     const quantInfo = (ws as { quantInfo?: (n: string) => QuantInfo | null }).quantInfo;
@@ -91,8 +111,10 @@ async function inspectModel(path: string, json: boolean): Promise<number> {
     });
     const params = paramCount(ws.config);
     const mem = memoryEstimate(ws.config);
+    const to = trainOptions(p, ws.config);
+    const train = estimateTrainingMemory(ws.config, to);
     if (json) {
-      process.stdout.write(JSON.stringify({ path, format: ws.format, config: ws.config, tensors: rows, parameters: params, memory: mem }) + '\n');
+      process.stdout.write(JSON.stringify({ path, format: ws.format, config: ws.config, tensors: rows, parameters: params, memory: mem, training_memory: { options: to, ...train } }) + '\n');
       return 0;
     }
     let s = `${path}\nformat: ${ws.format}\nconfig:\n`;
@@ -105,6 +127,15 @@ async function inspectModel(path: string, json: boolean): Promise<number> {
       ['nf4 (blocksize 64)', formatBytes(mem.nf4)],
       ['nf4 + double quant', formatBytes(mem.nf4_double_quant)],
     ]);
+    const desc = `${to.quant}${to.quant !== 'none' && to.doubleQuant ? '+dq' : ''}, LoRA r ${to.lora.r}, batch ${to.batch} × ${to.seqLen} tokens${to.checkpointing ? ', checkpointing' : ''}${to.pageWeights ? ', paged weights' : ''}, ${to.optimizer}`;
+    s += `training memory estimate (${desc}; same flags as train):\n`;
+    s += table([
+      ...Object.entries(train.parts).map(([k, v]) => [`  ${k}`, formatBytes(v)]),
+      ['backend memory', formatBytes(train.backendBytes)],
+      ['host memory (paged layers / optimizer)', formatBytes(train.hostBytes)],
+      ['peak while loading', formatBytes(train.loadPeakBytes + RUNTIME_BASELINE_BYTES)],
+      ['predicted peak RSS', formatBytes(train.peakBytes)],
+    ]);
     process.stdout.write(s);
     return 0;
   } finally {
@@ -115,12 +146,16 @@ async function inspectModel(path: string, json: boolean): Promise<number> {
 export const inspect = {
   summary: 'show a model\'s format, config, tensors and memory estimate',
   async run(argv: string[]): Promise<number> {
-    const p = parseFlags('inspect', argv, { json: { type: 'boolean' } }, true);
+    const p = parseFlags('inspect', argv, {
+      json: { type: 'boolean' }, quant: { type: 'string' }, 'double-quant': { type: 'boolean' }, blocksize: { type: 'string' },
+      'lora-r': { type: 'string' }, target: { type: 'string' }, 'batch-size': { type: 'string' }, 'seq-len': { type: 'string' },
+      checkpointing: { type: 'boolean' }, 'page-weights': { type: 'boolean' }, optimizer: { type: 'string' }, threads: { type: 'string' },
+    }, true);
     if (p.positionals.length !== 1) throw new WebqloraError('webqlora inspect: expected exactly one PATH (a model directory, .gguf, .bin or .safetensors file).');
     const path = p.positionals[0]!;
     const json = bool(p, 'json', false);
     const isFile = await stat(path).then((s) => s.isFile(), () => false);
     if (isFile && path.toLowerCase().endsWith('.safetensors')) return inspectSafetensorsFile(path, json);
-    return inspectModel(path, json);
+    return inspectModel(path, json, p);
   },
 };

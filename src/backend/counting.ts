@@ -1,0 +1,69 @@
+// A Backend that only counts: buffers have a size but no storage and kernels do nothing. The
+// memory estimate (src/model/memory.ts) builds the real Workspace / LoraAdapters / optimizer
+// objects on it, so the estimate cannot drift from what training actually allocates.
+import type { Backend, BufferType, MemoryStats, QuantUpload, QuantWeight, Tensor } from './backend.ts';
+
+const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
+
+export class CountingBackend implements Backend {
+  readonly name = 'reference' as const;
+  liveBytes = 0;
+  peakBytes = 0;
+  private readonly sizes = new Map<object, number>();
+
+  constructor(
+    /** bytes each allocation is rounded up to (the WASM allocator aligns to 64) */
+    private readonly align = 64,
+  ) {}
+
+  private count(key: object, bytes: number): void {
+    const b = Math.ceil(Math.max(bytes, 1) / this.align) * this.align;
+    this.sizes.set(key, b);
+    this.liveBytes += b;
+    this.peakBytes = Math.max(this.peakBytes, this.liveBytes);
+  }
+  private drop(key: object): void {
+    this.liveBytes -= this.sizes.get(key) ?? 0;
+    this.sizes.delete(key);
+  }
+
+  alloc(type: BufferType, length: number, label: string): Tensor {
+    const t = { type, length, label };
+    this.count(t, length * BYTES[type]);
+    return t;
+  }
+  free(t: Tensor): void { this.drop(t); }
+  uploadQuant(w: QuantUpload): QuantWeight {
+    const q = { N: w.N, K: w.K, blocksize: w.blocksize, quantType: w.quantType, doubleQuant: w.dq !== null, label: w.label };
+    const dq = w.dq;
+    this.count(q, 64 + w.packed.byteLength + 64 + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + 1024 : w.absmax!.byteLength) + 5 * this.align);
+    return q;
+  }
+  freeQuant(w: QuantWeight): void { this.drop(w); }
+  writeQuant(): void {}
+  write(): void {}
+  async read(t: Tensor): Promise<Float32Array> { return new Float32Array(t.length); }
+  copy(): void {}
+  fill(): void {}
+  async flush(): Promise<void> {}
+  memory(): MemoryStats { return { liveBytes: this.liveBytes, peakBytes: this.peakBytes }; }
+  async destroy(): Promise<void> {}
+  embedding(): void {}
+  rmsNorm(): void {}
+  matmul(): void {}
+  qMatmul(): void {}
+  rope(): void {}
+  attention(): void {}
+  swiglu(): void {}
+  add(): void {}
+  dropout(): void {}
+  crossEntropy(): void {}
+  qMatmulBackwardInput(): void {}
+  rmsNormBackward(): void {}
+  ropeBackward(): void {}
+  attentionBackward(): void {}
+  swigluBackward(): void {}
+  sumSquares(): void {}
+  adamwStep(): void {}
+  sgdStep(): void {}
+}
