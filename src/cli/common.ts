@@ -4,10 +4,16 @@ import { stat, readFile } from 'node:fs/promises';
 import { basename, extname } from 'node:path';
 import type { Backend } from '../backend/backend.ts';
 import { createBackend, type BackendChoice } from '../backend/index.ts';
+import { dawnGpu } from '../backend/webgpu/dawn.ts';
 import { WebqloraError } from '../errors.ts';
 import { fsReason, NodeDirSource, openModelPath } from '../io/node.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { LlamaModel } from '../model/llama.ts';
+import type { ModelConfig } from '../model/config.ts';
+import type { LoraAdapters } from '../model/lora.ts';
+import { loadAdapter } from '../model/peft.ts';
+import { openGguf } from '../io/gguf.ts';
+import { MemorySource } from '../io/source.ts';
 import { loadModel } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
@@ -46,7 +52,9 @@ export function quantFlags(cmd: string, p: Parsed): QuantFlags {
 export async function backendFrom(cmd: string, p: Parsed, progress: Progress): Promise<Backend> {
   const prefer = choice<BackendChoice>(cmd, p, 'backend', ['auto', 'wasm', 'webgpu'], 'auto');
   const threads = str(p, 'threads') === undefined ? undefined : num(cmd, p, 'threads', 1, { int: true, min: 1, max: 256 });
-  return createBackend({ prefer, threads, gpu: null, onInfo: (m) => progress.log(m) });
+  // Dawn (the optional `webgpu` package) is loaded only when WebGPU may be used
+  const gpu = prefer === 'wasm' ? null : await dawnGpu();
+  return createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
 }
 
 /** Loads the model given by --model with the quantization flags, showing progress. */
@@ -102,7 +110,22 @@ export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
   if (ext === '.json') return tokenizerFromJson(new TextDecoder().decode(bytes), null, path);
   if (ext === '.model') return tokenizerFromSentencePiece(bytes, null, path);
   if (ext === '.bin') return tokenizerFromLlama2cBin(bytes, path);
-  throw new WebqloraError(`${path}: unknown tokenizer file (expected tokenizer.json, a SentencePiece .model or a llama2.c tokenizer.bin).`);
+  if (ext === '.gguf') {
+    const src = await openGguf(new MemorySource(path, bytes));
+    if (!src.vocab) throw new WebqloraError(`${path}: this GGUF file carries no vocabulary.`);
+    return tokenizerFromVocab(src.vocab);
+  }
+  throw new WebqloraError(`${path}: unknown tokenizer file (expected tokenizer.json, a SentencePiece .model, a llama2.c tokenizer.bin or a .gguf with a vocabulary).`);
+}
+
+/** A PEFT adapter directory loaded onto the backend (files closed afterwards). */
+export async function loadAdapterDir(path: string, backend: Backend, config: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+  const dir = new NodeDirSource(path);
+  try {
+    return await loadAdapter(dir, backend, config, opts);
+  } finally {
+    await dir.close();
+  }
 }
 
 export function jsonLine(obj: unknown): void {

@@ -3,10 +3,9 @@
 // Loss and perplexity = exp(mean NLL over every predicted token).
 import { WebqloraError } from '../../errors.ts';
 import { evaluate } from '../../eval/evaluate.ts';
-import { FileSource, NodeDirSource } from '../../io/node.ts';
-import { loadAdapter } from '../../model/peft.ts';
+import { FileSource } from '../../io/node.ts';
 import { bool, num, parseFlags, required, str } from '../args.ts';
-import { backendFrom, jsonLine, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
 import { evalBatches, loadDataFrom } from '../data.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
@@ -33,7 +32,7 @@ export const evalCommand: Command = {
       const dataSrc = await FileSource.open(dataPath);
       const data = await loadDataFrom(cmd, p, dataSrc, tok, model.config.vocabSize, seqLen, progress).finally(() => dataSrc.close());
       const adapterDir = str(p, 'adapter');
-      const adapters = adapterDir ? await loadAdapter(new NodeDirSource(adapterDir), backend, model.config) : null;
+      const adapters = adapterDir ? await loadAdapterDir(adapterDir, backend, model.config) : null;
       const batches = evalBatches(data.examples, batch, seqLen, tok);
       const res = await evaluate(model, batches.iter(), {
         maxBatch: batch, maxSeqLen: seqLen, adapters,

@@ -3,10 +3,8 @@
 // Text streams to stdout as it is generated; --json prints one record at the end.
 import { WebqloraError } from '../../errors.ts';
 import { generate } from '../../generate/generate.ts';
-import { NodeDirSource } from '../../io/node.ts';
-import { loadAdapter } from '../../model/peft.ts';
 import { bool, num, parseFlags, str } from '../args.ts';
-import { backendFrom, jsonLine, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -43,7 +41,7 @@ export const generateCommand: Command = {
         promptIds = tok.encode(prompt!);
       }
       const adapterDir = str(p, 'adapter');
-      const adapters = adapterDir ? await loadAdapter(new NodeDirSource(adapterDir), backend, model.config) : null;
+      const adapters = adapterDir ? await loadAdapterDir(adapterDir, backend, model.config) : null;
       const stream = tok?.createDecodeStream({ prefix: promptIds });
       const t0 = performance.now();
       const res = await generate(model, promptIds, {

@@ -11,13 +11,13 @@ import { FileSource, NodeDirSource, NodeOutDir, removeStaleTemps } from '../../i
 import { writeFileTo } from '../../io/source.ts';
 import { SampleRng } from '../../generate/sample.ts';
 import { DEFAULT_LORA, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
-import { loadAdapter, saveAdapter } from '../../model/peft.ts';
+import { saveAdapter } from '../../model/peft.ts';
 import { readTrainerState, restoreCheckpoint, saveCheckpoint, type TrainerState } from '../../train/checkpoint.ts';
 import { lossCurveSvg } from '../../train/svg.ts';
 import { Trainer, TRAIN_DEFAULTS, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
 import { bool, choice, num, parseFlags, required, str, type Parsed } from '../args.ts';
-import { backendFrom, jsonLine, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
 import { describeDataset, FORMATS } from '../data.ts';
 import { fmtDuration, fmtMiB, Progress } from '../progress.ts';
 import type { Command } from './index.ts';
@@ -136,9 +136,7 @@ async function train(p: Parsed): Promise<number> {
       lora = new LoraAdapters(backend, model.config, state.lora, true);
     } else if (initAdapter) {
       const dropout = str(p, 'lora-dropout') !== undefined ? num(cmd, p, 'lora-dropout', 0, { min: 0, max: 0.99 }) : undefined;
-      const dir = new NodeDirSource(initAdapter);
-      lora = await loadAdapter(dir, backend, model.config, { withGrads: true, dropout });
-      await dir.close();
+      lora = await loadAdapterDir(initAdapter, backend, model.config, { withGrads: true, dropout });
       progress.log(`initial adapter ${initAdapter}: r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.config.targets.join(',')}`);
     } else {
       const cfg: LoraConfig = {
