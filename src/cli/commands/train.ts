@@ -3,7 +3,7 @@
 // saveAdapter, evaluate. This file only wires flags, files and progress output.
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { batcherFor, loadTrainValid, padIdFor } from '../../data/index.ts';
+import { batcherFor, DEFAULT_EXAMPLE_OPTIONS, loadTrainValid, padIdFor } from '../../data/index.ts';
 import { evalBatches } from '../../data/batch.ts';
 import { WebqloraError } from '../../errors.ts';
 import { evaluate } from '../../eval/evaluate.ts';
@@ -31,6 +31,7 @@ const FLAGS = {
   'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' }, 'seq-len': { type: 'string' }, steps: { type: 'string' },
   epochs: { type: 'string' }, checkpointing: { type: 'boolean' }, 'save-every': { type: 'string' }, resume: { type: 'boolean' },
   'train-on-prompt': { type: 'boolean' }, seed: { type: 'string' },
+  'source-max-len': { type: 'string' }, 'target-max-len': { type: 'string' },
 } as const;
 
 export const trainCommand: Command = {
@@ -117,6 +118,8 @@ async function train(p: Parsed): Promise<number> {
     const validSrc = validPath ? await FileSource.open(validPath) : null;
     const { train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, {
       format, tokenizer: tok, vocabSize: model.config.vocabSize, maxLen: base.seqLen, trainOnPrompt: bool(p, 'train-on-prompt', false), seed: base.seed,
+      sourceMaxLen: num(cmd, p, 'source-max-len', DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, { int: true, min: 1 }),
+      targetMaxLen: num(cmd, p, 'target-max-len', DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, { int: true, min: 1 }),
     }).finally(async () => { await trainSrc.close(); await validSrc?.close(); });
     progress.log(describeDataset(trainSet));
     if (validSet) progress.log(`validation: ${validSet.examples.length} examples (${validSource === 'file' ? validPath : 'held out from the training data'})`);
