@@ -18,14 +18,47 @@ export interface CreateBackendOptions {
 export async function createBackend(opts: CreateBackendOptions = {}): Promise<Backend> {
   const prefer = opts.prefer ?? 'auto';
   const gpu = opts.gpu !== undefined ? opts.gpu : (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu ?? null;
+  const info = (m: string) => opts.onInfo?.(m);
   if (prefer === 'reference') {
     const { createReferenceBackend } = await import('./reference/index.ts');
+    info('backend: reference');
     return createReferenceBackend();
   }
-  if (prefer === 'webgpu') throw new WebqloraError('--backend webgpu: this build has no WebGPU backend yet (use --backend wasm).');
-  if (prefer === 'auto') opts.onInfo?.(`backend: wasm (${gpu ? 'WebGPU backend not built yet' : 'no WebGPU adapter'})`);
+  if (prefer === 'webgpu' || prefer === 'auto') {
+    const { createWebGpuBackend, describeAdapter } = await import('./webgpu/index.ts');
+    let why: string;
+    if (!gpu) {
+      if (prefer === 'webgpu') throw new WebqloraError('--backend webgpu: WebGPU is not available here (no navigator.gpu, and in Node the optional `webgpu` package is not installed); use --backend wasm.');
+      why = 'WebGPU is not available here';
+    } else {
+      let adapter: GPUAdapter | null;
+      try {
+        adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+      } catch (e) {
+        if (prefer === 'webgpu') throw new WebqloraError(`--backend webgpu: requesting a WebGPU adapter failed (${(e as Error).message}); use --backend wasm.`);
+        adapter = null;
+      }
+      if (!adapter) {
+        if (prefer === 'webgpu') throw new WebqloraError('--backend webgpu: no WebGPU adapter is available (is a GPU driver installed?); use --backend wasm.');
+        why = 'no WebGPU adapter';
+      } else {
+        const a = describeAdapter(adapter);
+        if (prefer === 'webgpu' || !a.cpu) {
+          // an explicit webgpu, or a real GPU under auto: it must start (no silent fallback)
+          const be = await createWebGpuBackend({ gpu, adapter });
+          info(`backend: webgpu (${a.name}${a.cpu ? ', a CPU emulation: expect it to be slow' : ''})`);
+          return be;
+        }
+        why = `the only WebGPU adapter, ${a.name}, is a CPU emulation; use --backend webgpu to force it`;
+      }
+    }
+    const { createWasmBackend } = await import('./wasm/index.ts');
+    const be = await createWasmBackend({ threads: opts.threads });
+    info(`backend: wasm (${why})`);
+    return be;
+  }
   const { createWasmBackend } = await import('./wasm/index.ts');
   const be = await createWasmBackend({ threads: opts.threads });
-  if (prefer === 'wasm') opts.onInfo?.('backend: wasm');
+  info('backend: wasm');
   return be;
 }

@@ -19,8 +19,11 @@ export function backendsUnderTest(): Promise<NamedBackend[]> {
     }
     if (want('webgpu')) {
       try {
+        const { dawnGpu } = await import('../../src/backend/webgpu/dawn.ts');
+        const gpu = (globalThis as { navigator?: { gpu?: GPU } }).navigator?.gpu ?? (await dawnGpu());
+        if (!gpu) throw new Error('WebGPU is not available: no navigator.gpu and the `webgpu` package (Dawn) is not installed');
         const mod = await import('../../src/backend/webgpu/index.ts');
-        const be = await mod.createWebGpuBackend();
+        const be = await mod.createWebGpuBackend({ gpu });
         out.push({ name: 'webgpu', backend: be });
       } catch (e) {
         if (process.env.CI === 'true') throw e;

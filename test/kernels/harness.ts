@@ -27,7 +27,7 @@ export const U32 = 2 ** -24;
  * Backends that are slow enough (WebGPU on a CPU emulator) that parity cases marked `heavy`
  * are skipped for them. Trim here, not in the test files.
  */
-export const LIGHT_BACKENDS = new Set<string>(['webgpu']);
+export const LIGHT_BACKENDS = new Set<string>([]);
 
 /** Extra backends under test pushed by a driver script (e.g. deliberately broken kernels, to
  *  check that the tests fail); empty in normal runs. */

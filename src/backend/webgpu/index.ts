@@ -1,0 +1,752 @@
+// The WebGPU backend: every Backend kernel (backend.ts) as a WGSL entry point of wgsl/*.wgsl,
+// run through GpuRuntime (runtime.ts: pipelines, cached bind groups, params ring, one encoder
+// per submit). Isomorphic: the caller passes the GPU object (navigator.gpu in a browser, Dawn's
+// in Node via ./dawn.ts); nothing here imports Node.
+//
+// Every tensor is one GPUBuffer (up to the adapter's maxBufferSize). Tensors larger than one
+// storage binding (an lm_head, the logits of a big vocabulary, the MLP activations of a long
+// batch on an adapter with 128 MiB bindings) are handled by splitting the call into dispatches
+// over blocks of rows, sequences or elements, each binding a window of the buffer: embedding
+// (table rows), matmul (M, N and K blocks: a, b and out), crossEntropy (logit rows), qMatmul and
+// its backward, rmsNorm and rope (rows), attention (whole sequences) and the elementwise and
+// optimizer kernels (element ranges). What cannot split is refused with an error naming it: a
+// 4-bit weight larger than one binding, or a single row / sequence larger than one binding.
+//
+// Arithmetic is f32 everywhere (f16/bf16 tables are widened exactly with integer ops); the
+// `shader-f16` feature is enabled when present but no kernel computes in f16: the parity
+// tolerances of test/kernels are set for f32.
+import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
+import type { QuantType } from '../../quant/types.ts';
+import { WebqloraError } from '../../errors.ts';
+import { dropScale, dropThreshold } from '../rng.ts';
+import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
+import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
+
+const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
+const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
+/** element type codes of B_TYPE / T_TYPE in wgsl/gemm.wgsl and wgsl/embedding.wgsl */
+const HALF_CODE: Partial<Record<BufferType, number>> = { f32: 0, f16: 1, bf16: 2 };
+
+/** Longest head dim of the attention kernels (private arrays of MAX_D4 vec4s in wgsl/attention.wgsl). */
+const MAX_HEAD_DIM = 128;
+/** query or key rows per attention workgroup (WG in wgsl/attention.wgsl) */
+const ATTN_WG = 32;
+/** GEMM output tile (BM = BN in wgsl/gemm.wgsl) */
+const TILE = 64;
+
+/** Invocations of a one-row-per-workgroup reduction (RED_WG of wgsl/reduce.wgsl): about four
+ *  elements each, a power of two in [32, 256]. */
+const redWg = (n: number): number => Math.min(256, Math.max(32, 2 ** Math.ceil(Math.log2(Math.max(1, n / 4)))));
+
+class GpuTensor implements Tensor {
+  constructor(
+    readonly type: BufferType,
+    readonly length: number,
+    readonly label: string,
+    /** null once freed */
+    public buf: Buf | null,
+  ) {}
+}
+
+/** Word offsets of the parts of a 4-bit weight inside its buffer (Params q_* of wgsl/gemm.wgsl). */
+interface QuantParts {
+  map: number;
+  nmap: number;
+  nabsmax: number;
+  absmax: number;
+  codes: number;
+  packed: number;
+  words: number;
+}
+
+class GpuQuant implements QuantWeight {
+  constructor(
+    readonly N: number,
+    readonly K: number,
+    readonly blocksize: number,
+    readonly quantType: QuantType,
+    readonly doubleQuant: boolean,
+    readonly label: string,
+    public buf: Buf | null,
+    readonly parts: QuantParts,
+    readonly nestedBlocksize: number,
+    readonly nestedLength: number,
+    /** the double-quant offset (a kernel parameter, not stored in the buffer) */
+    public offset: number,
+    readonly bytes: number,
+  ) {}
+}
+
+export interface WebGpuOptions {
+  /** navigator.gpu, or Dawn's GPU in Node (dawnGpu() in ./dawn.ts) */
+  gpu: GPU;
+  powerPreference?: GPUPowerPreference;
+  /** an adapter already obtained from gpu (createBackend's auto-selection passes the one it inspected) */
+  adapter?: GPUAdapter;
+  /**
+   * Test hook: treat storage bindings as at most this many bytes, so the split paths for
+   * tensors larger than one binding run on small tensors (test/webgpu/split.test.ts).
+   */
+  maxBindingBytes?: number;
+}
+
+/** Below the Backend API, for test/webgpu and benchmarks. */
+export interface WebGpuInternals {
+  device: GPUDevice;
+  runtime: GpuRuntime;
+  stats: RuntimeStats;
+  adapter: AdapterDescription;
+}
+
+const internals = new WeakMap<Backend, WebGpuInternals>();
+
+export function webgpuInternals(be: Backend): WebGpuInternals {
+  const i = internals.get(be);
+  if (!i) throw new Error(`webgpuInternals: ${be.name} is not a webgpu backend`);
+  return i;
+}
+
+export interface AdapterDescription {
+  /** a short name: "lavapipe", "SwiftShader", or the adapter's description / vendor */
+  name: string;
+  /** the adapter runs on the CPU (a software rasterizer / fallback adapter) */
+  cpu: boolean;
+}
+
+/** What an adapter is, from GPUAdapterInfo: a CPU emulation (lavapipe, SwiftShader, any fallback adapter) or a GPU. */
+export function describeAdapter(adapter: GPUAdapter): AdapterDescription {
+  const info = (adapter as { info?: GPUAdapterInfo }).info;
+  const text = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
+  const fallback = (info as { isFallbackAdapter?: boolean } | undefined)?.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
+  let name = info?.description || [info?.vendor, info?.device].filter(Boolean).join(' ') || 'unknown adapter';
+  if (/llvmpipe|lavapipe/i.test(text)) name = 'lavapipe';
+  else if (/swiftshader/i.test(text)) name = 'SwiftShader';
+  const cpu = fallback || /llvmpipe|lavapipe|swiftshader|\bsoftware\b|\bcpu\b/i.test(text);
+  return { name, cpu };
+}
+
+/** The adapter limits the kernels benefit from; requested in full instead of the defaults. */
+const LIMITS = [
+  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxComputeWorkgroupStorageSize', 'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY', 'maxComputeWorkgroupsPerDimension', 'maxStorageBuffersPerShaderStage',
+] as const;
+
+export async function createWebGpuBackend(opts: WebGpuOptions): Promise<Backend> {
+  const adapter = opts.adapter ?? (await opts.gpu.requestAdapter(opts.powerPreference ? { powerPreference: opts.powerPreference } : undefined));
+  if (!adapter) throw new WebqloraError('webgpu: no WebGPU adapter is available here (use --backend wasm).');
+  const requiredLimits: Record<string, number> = {};
+  for (const k of LIMITS) requiredLimits[k] = adapter.limits[k];
+  const requiredFeatures: GPUFeatureName[] = adapter.features.has('shader-f16') ? ['shader-f16'] : [];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ label: 'webqlora', requiredLimits, requiredFeatures });
+  } catch (e) {
+    throw new WebqloraError(`webgpu: the adapter refused a device (${(e as Error).message}); use --backend wasm.`);
+  }
+  const rt = new GpuRuntime(device, { maxBindingBytes: opts.maxBindingBytes });
+  const be = makeBackend(rt);
+  internals.set(be, { device, runtime: rt, stats: rt.stats, adapter: describeAdapter(adapter) });
+  return be;
+}
+
+function makeBackend(rt: GpuRuntime): Backend {
+  let liveBytes = 0, peakBytes = 0;
+  const track = (bytes: number) => {
+    liveBytes += bytes;
+    if (liveBytes > peakBytes) peakBytes = liveBytes;
+  };
+  const tensors = new Set<GpuTensor>();
+  const quants = new Set<GpuQuant>();
+
+  // ---- operand checks (a short buffer would be a silent out-of-bounds access) --------------
+  const live = (t: Tensor, what: string): Buf => {
+    if (!(t instanceof GpuTensor)) throw new Error(`${what}: tensor ${t?.label} does not belong to the webgpu backend`);
+    if (!t.buf) throw new Error(`${what}: tensor ${t.label} was freed`);
+    return t.buf;
+  };
+  const buf = (t: Tensor, type: BufferType, n: number, what: string): Buf => {
+    const b = live(t, what);
+    if (t.type !== type) throw new Error(`${what}: ${t.label} is ${t.type}, expected ${type}`);
+    if (!(n <= t.length)) throw new Error(`${what}: ${t.label} holds ${t.length} elements, ${n} needed`);
+    return b;
+  };
+  const f32 = (t: Tensor, n: number, what: string): Buf => buf(t, 'f32', n, what);
+  const qlive = (w: QuantWeight, what: string): GpuQuant & { buf: Buf } => {
+    if (!(w instanceof GpuQuant)) throw new Error(`${what}: weight ${w?.label} does not belong to the webgpu backend`);
+    if (!w.buf) throw new Error(`${what}: weight ${w.label} was freed`);
+    return w as GpuQuant & { buf: Buf };
+  };
+  /** The binding for elements [first, first + n) of a tensor of element size eb, and the element
+   *  offset of `first` inside it. */
+  const win = (b: Buf, eb: number, first: number, n: number, what: string): { v: View; off: number } => {
+    const v = rt.view(b, first * eb, n * eb, what);
+    return { v, off: v.shift / eb };
+  };
+  const whole = (b: Buf, what: string, bytes = b.size): View => rt.view(b, 0, bytes, what);
+  /** [i0, i1) ranges of an elementwise call over f32 operands: one range unless some operand
+   *  is larger than a binding. */
+  const ranges = (n: number, bufs: Buf[]): Array<[number, number]> => {
+    if (bufs.every((b) => b.size <= rt.maxBinding)) return [[0, n]];
+    const per = Math.floor(rt.windowBytes / 4);
+    const out: Array<[number, number]> = [];
+    for (let i0 = 0; i0 < n; i0 += per) out.push([i0, Math.min(n, i0 + per)]);
+    return out;
+  };
+
+  /** [r0, r1) row blocks of a row-wise call whose largest row is rowBytes: one block unless some
+   *  operand is larger than a binding. */
+  const rowBlocks = (R: number, rowBytes: number, bufs: Buf[], what: string): Array<[number, number]> => {
+    if (bufs.every((b) => b.size <= rt.maxBinding)) return [[0, R]];
+    const per = Math.floor(rt.windowBytes / rowBytes);
+    if (per < 1) throw new Error(`${what}: one row (${rowBytes} bytes) is larger than a storage binding`);
+    const out: Array<[number, number]> = [];
+    for (let r0 = 0; r0 < R; r0 += per) out.push([r0, Math.min(R, r0 + per)]);
+    return out;
+  };
+
+  // ---- 4-bit weights: one buffer of u32 words (layout in QuantParts) ------------------------
+  const quantParts = (w: QuantUpload): QuantParts => {
+    const nb = Math.ceil((w.N * w.K) / w.blocksize), dq = w.dq;
+    const sizes = [16, dq ? 256 : 0, dq ? dq.nestedAbsmax.length : 0, dq ? Math.ceil(nb / 4) : nb, Math.ceil(w.packed.length / 4)];
+    const offs: number[] = [];
+    let words = 0;
+    for (const s of sizes) {
+      offs.push(words);
+      words += roundUp(s, 4); // 16-byte aligned parts
+    }
+    return { map: offs[0]!, nmap: offs[1]!, nabsmax: offs[2]!, absmax: dq ? 0 : offs[3]!, codes: dq ? offs[3]! : 0, packed: offs[4]!, words };
+  };
+  const bytesOf = (a: Float32Array | Uint8Array): Uint8Array => {
+    const u = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    if (u.length % 4 === 0) return u;
+    const p = new Uint8Array(roundUp(u.length, 4));
+    p.set(u);
+    return p;
+  };
+  const writeQuantParts = (b: Buf, parts: QuantParts, w: QuantUpload): void => {
+    rt.writeBuffer(b, parts.map * 4, bytesOf(w.quantMap.subarray(0, 16)));
+    if (w.dq) {
+      rt.writeBuffer(b, parts.nmap * 4, bytesOf(w.dq.nestedQuantMap));
+      rt.writeBuffer(b, parts.nabsmax * 4, bytesOf(w.dq.nestedAbsmax));
+      rt.writeBuffer(b, parts.codes * 4, bytesOf(w.dq.codes));
+    } else {
+      rt.writeBuffer(b, parts.absmax * 4, bytesOf(w.absmax!));
+    }
+    rt.writeBuffer(b, parts.packed * 4, bytesOf(w.packed));
+  };
+  const checkQuant = (w: QuantUpload): void => {
+    const { N, K, blocksize: bs } = w;
+    const n = N * K, nb = Math.ceil(n / bs);
+    const bad = (msg: string) => new Error(`uploadQuant ${w.label}: ${msg}`);
+    if (!(Number.isInteger(N) && Number.isInteger(K) && N > 0 && K > 0 && Number.isInteger(bs) && bs > 0)) throw bad(`bad shape [${N}, ${K}] or blocksize ${bs}`);
+    if (n >= 2 ** 32) throw bad(`[${N}, ${K}] has more than 2³² elements`);
+    if (w.packed.length !== Math.ceil(n / 2)) throw bad(`packed has ${w.packed.length} bytes, expected ${Math.ceil(n / 2)} for [${N}, ${K}]`);
+    if (w.quantMap.length !== 16) throw bad(`quant map has ${w.quantMap.length} entries, expected 16`);
+    if ((w.absmax === null) === (w.dq === null)) throw bad('exactly one of absmax and dq must be given');
+    if (w.absmax && w.absmax.length !== nb) throw bad(`absmax has ${w.absmax.length} entries, expected ${nb}`);
+    const dq = w.dq;
+    if (dq) {
+      if (dq.codes.length !== nb) throw bad(`dq codes have ${dq.codes.length} entries, expected ${nb}`);
+      if (dq.nestedQuantMap.length !== 256) throw bad(`nested quant map has ${dq.nestedQuantMap.length} entries, expected 256`);
+      if (dq.nestedAbsmax.length !== Math.ceil(nb / dq.nestedBlocksize)) throw bad(`nested absmax has ${dq.nestedAbsmax.length} entries, expected ${Math.ceil(nb / dq.nestedBlocksize)}`);
+    }
+  };
+  /** Params of wgsl/gemm.wgsl describing a 4-bit weight. */
+  const quantParams = (q: GpuQuant) => ({
+    qk: q.K, q_packed: q.parts.packed, q_map: q.parts.map, q_absmax: q.parts.absmax, q_codes: q.parts.codes,
+    q_nabsmax: q.parts.nabsmax, q_nmap: q.parts.nmap, q_bs: q.blocksize, q_nbs: q.nestedBlocksize,
+    q_dq: q.doubleQuant ? 1 : 0, q_offset: q.offset, one: 1,
+  });
+
+  /** Rows staged per attention tile: two KT×D f32 tiles plus 2·32 floats in workgroup memory. */
+  const attnTile = (D: number): number => {
+    const fit = Math.floor((rt.maxWorkgroupStorage - 2 * 32 * 4) / (2 * D * 4));
+    return Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, fit))));
+  };
+  const checkAttention = (s: AttentionShape, what: string): void => {
+    const bad = (m: string) => new Error(`${what}: ${m} (B ${s.B}, T ${s.T}, S ${s.S}, H ${s.H}, KVH ${s.KVH}, D ${s.D}, pos0 ${s.pos0}, kvStride ${s.kvStride})`);
+    if (s.KVH < 1 || s.H % s.KVH !== 0) throw bad('H must be a multiple of KVH');
+    if (!(s.pos0 >= 0 && s.pos0 + s.T <= s.S && s.S <= s.kvStride)) throw bad('need pos0 + T ≤ S ≤ kvStride');
+    if (s.D < 4 || s.D > MAX_HEAD_DIM || s.D % 4 !== 0) throw bad(`the webgpu attention kernels take head dims that are multiples of 4 up to ${MAX_HEAD_DIM}`);
+  };
+
+  /** Byte copy dst[db ..+nb] = src[sb ..] through wgsl/elementwise.wgsl copy (any alignment). */
+  const copyBytes = (dst: Buf, db: number, src: Buf, sb: number, nb: number): void => {
+    const per = rt.windowBytes - 8;
+    for (let c = 0; c < nb; c += per) {
+      const len = Math.min(per, nb - c);
+      const dv = rt.view(dst, db + c, len, 'copy'), sv = rt.view(src, sb + c, len, 'copy');
+      rt.dispatch('elementwise', 'copy', {}, { dst: dv, src: sv }, { dst_byte: dv.shift, src_byte: sv.shift, nbytes: len },
+        rt.grid1d(Math.ceil((dv.shift + len) / 4) - Math.floor(dv.shift / 4)));
+    }
+  };
+  const fillBytes = (dst: Buf, db: number, nb: number, pattern: number): void => {
+    const per = rt.windowBytes - 8;
+    for (let c = 0; c < nb; c += per) {
+      const len = Math.min(per, nb - c);
+      const dv = rt.view(dst, db + c, len, 'fill');
+      rt.dispatch('elementwise', 'fill', {}, { dst: dv }, { dst_byte: dv.shift, nbytes: len, pattern },
+        rt.grid1d(Math.ceil((dv.shift + len) / 4) - Math.floor(dv.shift / 4)));
+    }
+  };
+
+  const be: Backend = {
+    name: 'webgpu',
+
+    // ---- buffers ----------------------------------------------------------------------
+
+    alloc(type, length, label) {
+      rt.check();
+      if (!Number.isInteger(length) || length < 0) throw new Error(`alloc ${label}: bad length ${length}`);
+      const bytes = length * BYTES[type];
+      const t = new GpuTensor(type, length, label, rt.createBuf(bytes, label));
+      tensors.add(t);
+      track(bytes);
+      return t;
+    },
+
+    free(t) {
+      const b = live(t, 'free');
+      rt.destroyBuf(b);
+      (t as GpuTensor).buf = null;
+      tensors.delete(t as GpuTensor);
+      liveBytes -= t.length * BYTES[t.type];
+    },
+
+    write(t, data, offset = 0) {
+      const b = live(t, 'write');
+      const want = HOST[t.type];
+      if (!(data instanceof want)) throw new Error(`write ${t.label}: a ${t.type} tensor takes a ${want.name}, got ${data.constructor.name}`);
+      if (!(Number.isInteger(offset) && offset >= 0 && offset + data.length <= t.length)) throw new Error(`write ${t.label}: [${offset}, ${offset + data.length}) is outside its ${t.length} elements`);
+      if (data.length === 0) return;
+      const eb = BYTES[t.type], db = offset * eb, bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      if (db % 4 === 0 && bytes.length % 4 === 0) {
+        rt.writeBuffer(b, db, bytes);
+        return;
+      }
+      // a u8 / half range not on word boundaries: upload to scratch, then a byte-exact copy kernel
+      const up = rt.scratchBuf('upload', roundUp(bytes.length, 4));
+      const padded = new Uint8Array(roundUp(bytes.length, 4));
+      padded.set(bytes);
+      rt.writeBuffer(up, 0, padded);
+      copyBytes(b, db, up, 0, bytes.length);
+    },
+
+    async read(t, offset = 0, length) {
+      const b = live(t, 'read');
+      const n = length ?? t.length - offset;
+      if (!(Number.isInteger(offset) && offset >= 0 && n >= 0 && offset + n <= t.length)) throw new Error(`read ${t.label}: [${offset}, ${offset + n}) is outside its ${t.length} elements`);
+      const eb = BYTES[t.type];
+      return new HOST[t.type](await rt.read(b, offset * eb, n * eb));
+    },
+
+    copy(dst, dstOffset, src, srcOffset, n) {
+      const bd = live(dst, 'copy'), bs = live(src, 'copy');
+      if (dst.type !== src.type) throw new Error(`copy: ${src.label} is ${src.type}, ${dst.label} is ${dst.type}`);
+      if (dstOffset < 0 || srcOffset < 0 || n < 0 || dstOffset + n > dst.length || srcOffset + n > src.length) {
+        throw new Error(`copy ${src.label}[${srcOffset}..+${n}] → ${dst.label}[${dstOffset}..]: out of range`);
+      }
+      if (n === 0) return;
+      const eb = BYTES[dst.type], db = dstOffset * eb, sb = srcOffset * eb, nb = n * eb;
+      const aligned = db % 4 === 0 && sb % 4 === 0 && nb % 4 === 0;
+      if (bd !== bs) {
+        if (aligned) rt.copyBuffer(bs, sb, bd, db, nb);
+        else copyBytes(bd, db, bs, sb, nb);
+        return;
+      }
+      // within one buffer (copyBufferToBuffer refuses src = dst): bounce through scratch
+      const s0 = Math.floor(sb / 4) * 4, len = roundUp(sb + nb, 4) - s0;
+      const bounce = rt.scratchBuf('bounce', len);
+      rt.copyBuffer(bs, s0, bounce, 0, len);
+      if (aligned) rt.copyBuffer(bounce, 0, bd, db, nb);
+      else copyBytes(bd, db, bounce, sb - s0, nb);
+    },
+
+    fill(t, value, offset = 0, n) {
+      const b = live(t, 'fill');
+      const count = n ?? t.length - offset;
+      if (offset < 0 || count < 0 || offset + count > t.length) throw new Error(`fill ${t.label}: [${offset}, ${offset + count}) is outside its ${t.length} elements`);
+      if (count === 0) return;
+      let pattern: number;
+      if (t.type === 'f32') pattern = new Uint32Array(Float32Array.of(value).buffer)[0]!;
+      else if (t.type === 'i32') pattern = value | 0;
+      else if (t.type === 'u8') pattern = (value & 255) * 0x01010101;
+      else {
+        const h = t.type === 'f16' ? f32ToF16(value) : f32ToBf16(value);
+        pattern = (h | (h << 16)) >>> 0;
+      }
+      const eb = BYTES[t.type], db = offset * eb, nb = count * eb;
+      if (pattern === 0 && db % 4 === 0 && nb % 4 === 0) rt.clear(b, db, nb);
+      else fillBytes(b, db, nb, pattern >>> 0);
+    },
+
+    uploadQuant(w) {
+      rt.check();
+      checkQuant(w);
+      const parts = quantParts(w);
+      if (parts.words * 4 > rt.maxBinding) {
+        throw new WebqloraError(`${w.label}: a 4-bit weight of ${(parts.words / 2 ** 18).toFixed(0)} MiB exceeds this GPU's largest storage binding (${(rt.maxBinding / 2 ** 20).toFixed(0)} MiB); use --backend wasm.`);
+      }
+      const b = rt.createBuf(parts.words * 4, w.label);
+      writeQuantParts(b, parts, w);
+      const dq = w.dq;
+      const bytes = w.packed.byteLength + w.quantMap.byteLength + (w.absmax ? w.absmax.byteLength : 0)
+        + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + dq.nestedQuantMap.byteLength : 0);
+      const q = new GpuQuant(w.N, w.K, w.blocksize, w.quantType, dq !== null, w.label, b, parts, dq ? dq.nestedBlocksize : 1,
+        dq ? dq.nestedAbsmax.length : 0, dq ? Math.fround(dq.offset) : 0, bytes);
+      quants.add(q);
+      track(bytes);
+      return q;
+    },
+
+    writeQuant(w, src) {
+      const q = qlive(w, 'writeQuant');
+      const same = q.N === src.N && q.K === src.K && q.blocksize === src.blocksize && q.quantType === src.quantType && q.doubleQuant === (src.dq !== null)
+        && (!src.dq || (src.dq.nestedBlocksize === q.nestedBlocksize && src.dq.nestedAbsmax.length === q.nestedLength));
+      if (!same) throw new Error(`writeQuant ${w.label}: [${src.N}, ${src.K}] ${src.quantType} bs${src.blocksize}${src.dq ? ' dq' : ''} does not fit the slot [${q.N}, ${q.K}] ${q.quantType} bs${q.blocksize}${q.doubleQuant ? ' dq' : ''}`);
+      checkQuant(src);
+      writeQuantParts(q.buf, q.parts, src);
+      q.offset = src.dq ? Math.fround(src.dq.offset) : 0;
+    },
+
+    freeQuant(w) {
+      const q = qlive(w, 'freeQuant');
+      rt.destroyBuf(q.buf);
+      (q as GpuQuant).buf = null;
+      quants.delete(q);
+      liveBytes -= q.bytes;
+    },
+
+    async flush() {
+      await rt.flush();
+    },
+
+    memory(): MemoryStats {
+      return { liveBytes, peakBytes };
+    },
+
+    async destroy() {
+      if (rt.lost) return;
+      rt.submit();
+      for (const t of tensors) t.buf = null;
+      for (const q of quants) q.buf = null;
+      tensors.clear();
+      quants.clear();
+      liveBytes = 0;
+      rt.destroy();
+    },
+
+    // ---- forward ----------------------------------------------------------------------
+
+    embedding(out, table, ids, R, C) {
+      const tt = HALF_CODE[table.type];
+      if (tt === undefined) throw new Error(`embedding: table ${table.label} is ${table.type}, expected f32, f16 or bf16`);
+      const bo = f32(out, R * C, 'embedding out'), bt = buf(table, table.type, C, 'embedding table'), bi = buf(ids, 'i32', R, 'embedding ids');
+      const V = Math.floor(table.length / C), eb = BYTES[table.type];
+      // whole rows of the table per dispatch (all of them when the table fits one binding)
+      const per = bt.size <= rt.maxBinding ? V : Math.floor(rt.windowBytes / (C * eb));
+      if (per < 1) throw new Error(`embedding: one row of ${table.label} is larger than a storage binding`);
+      const ov = whole(bo, 'embedding out', R * C * 4), iv = whole(bi, 'embedding ids', R * 4);
+      for (let row0 = 0; row0 < V; row0 += per) {
+        const rows = Math.min(per, V - row0);
+        const tv = win(bt, eb, row0 * C, rows * C, 'embedding table');
+        rt.dispatch('embedding', 'embedding', { T_TYPE: tt }, { o: ov, table: tv.v, ids: iv }, { R, C, V, row0, rows, t_off: tv.off, nan: NaN }, rt.grid1d(R * C));
+      }
+    },
+
+    rmsNorm(out, rstd, x, w, R, C, eps) {
+      const n = R * C;
+      const bo = f32(out, n, 'rmsNorm out'), br = f32(rstd, R, 'rmsNorm rstd'), bx = f32(x, n, 'rmsNorm x'), bw = f32(w, C, 'rmsNorm w');
+      const wv = whole(bw, 'rmsNorm w');
+      for (const [r0, r1] of rowBlocks(R, C * 4, [bo, br, bx], 'rmsNorm')) {
+        const rows = r1 - r0;
+        const o = win(bo, 4, r0 * C, rows * C, 'rmsNorm out'), xx = win(bx, 4, r0 * C, rows * C, 'rmsNorm x'), r = win(br, 4, r0, rows, 'rmsNorm rstd');
+        rt.dispatch('norm', 'rms_norm', { RED_WG: redWg(C) }, { o: o.v, rstd: r.v, x: xx.v, w: wv },
+          { R: rows, C, eps, o_off: o.off, x_off: xx.off, r_off: r.off }, rt.fold(rows));
+      }
+    },
+
+    matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
+      const { transA = false, transB = false, alpha = 1, accumulate = false, bias } = o;
+      const bt = HALF_CODE[b.type];
+      if (bt === undefined || (bt !== 0 && transA)) throw new Error(`matmul: b ${b.label} is ${b.type}, expected f32${transA ? '' : ', f16 or bf16'}`);
+      if (bias && accumulate) throw new Error('matmul: bias is only allowed with accumulate false');
+      const bo = f32(out, M * N, 'matmul out'), ba = f32(a, M * K, 'matmul a'), bb = buf(b, b.type, K * N, 'matmul b');
+      const bbias = bias ? f32(bias, N, 'matmul bias') : null;
+      if (M === 0 || N === 0) return;
+      const eb = BYTES[b.type], L = rt.windowBytes;
+      // Chunk sizes so that each operand's window — its outer-dimension rows at the full row
+      // stride — fits one binding (a no-op unless a tensor is larger than a binding).
+      let mc = M, nc = N, kc = Math.max(K, 1);
+      if (bo.size > rt.maxBinding) mc = Math.min(mc, Math.floor(L / (N * 4)));
+      if (ba.size > rt.maxBinding) {
+        if (transA) kc = Math.min(kc, Math.floor(L / (M * 4)));
+        else mc = Math.min(mc, Math.floor(L / (K * 4)));
+      }
+      if (bb.size > rt.maxBinding) {
+        if (transB) nc = Math.min(nc, Math.floor(L / (K * eb)));
+        else kc = Math.min(kc, Math.floor(L / (N * eb)));
+      }
+      if (mc < 1 || nc < 1 || kc < 1) throw new Error(`matmul ${M}×${N}×${K}: one row of an operand is larger than a storage binding`);
+      const constants = { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0, B_TYPE: bt };
+      for (let m0 = 0; m0 < M; m0 += mc) {
+        const m1 = Math.min(M, m0 + mc);
+        for (let n0 = 0; n0 < N; n0 += nc) {
+          const n1 = Math.min(N, n0 + nc);
+          // the K chunks of one output block add up: the first one applies accumulate/bias
+          for (let k0 = 0; k0 < Math.max(K, 1); k0 += kc) {
+            const k1 = Math.min(K, k0 + kc);
+            const rows = m1 - m0, cols = n1 - n0, depth = k1 - k0;
+            const av = transA ? win(ba, 4, k0 * M + m0, Math.max(0, depth - 1) * M + rows, 'matmul a') : win(ba, 4, m0 * K + k0, (rows - 1) * K + depth, 'matmul a');
+            const bv = transB ? win(bb, eb, n0 * K + k0, (cols - 1) * K + depth, 'matmul b') : win(bb, eb, k0 * N + n0, Math.max(0, depth - 1) * N + cols, 'matmul b');
+            const ov = win(bo, 4, m0 * N + n0, (rows - 1) * N + cols, 'matmul out');
+            const first = k0 === 0;
+            const views: Record<string, View> = { y: ov.v, a: av.v, b: bv.v };
+            let biasOff = 0;
+            if (bbias && first) {
+              const w = win(bbias, 4, n0, cols, 'matmul bias');
+              views.bias = w.v;
+              biasOff = w.off;
+            }
+            rt.dispatch('gemm', 'matmul', constants, views, {
+              M: rows, N: cols, K: depth, lda: transA ? M : K, ldb: transB ? K : N, ldo: N,
+              a_off: av.off, b_off: bv.off, o_off: ov.off, bias_off: biasOff,
+              alpha, accumulate: first ? (accumulate ? 1 : 0) : 1, has_bias: bbias && first ? 1 : 0,
+            }, [Math.ceil(cols / TILE), Math.ceil(rows / TILE)]);
+          }
+        }
+      }
+    },
+
+    qMatmul(out, x, w, M, o = {}) {
+      const q = qlive(w, 'qMatmul');
+      const { alpha = 1, accumulate = false, bias } = o;
+      if (bias && accumulate) throw new Error('qMatmul: bias is only allowed with accumulate false');
+      const { N, K } = q;
+      const bo = f32(out, M * N, 'qMatmul out'), bx = f32(x, M * K, 'qMatmul x');
+      const wv = whole(q.buf, 'qMatmul W'), biasV = bias ? whole(f32(bias, N, 'qMatmul bias'), 'qMatmul bias') : null;
+      for (const [m0, m1] of rowBlocks(M, Math.max(N, K) * 4, [bo, bx], 'qMatmul')) {
+        const rows = m1 - m0, yv = win(bo, 4, m0 * N, rows * N, 'qMatmul out'), xv = win(bx, 4, m0 * K, rows * K, 'qMatmul x');
+        const views: Record<string, View> = { y: yv.v, a: xv.v, b: wv };
+        if (biasV) views.bias = biasV;
+        rt.dispatch('gemm', 'q_matmul', {}, views, {
+          M: rows, N, K, lda: K, ldo: N, a_off: xv.off, o_off: yv.off, alpha, accumulate: accumulate ? 1 : 0, has_bias: bias ? 1 : 0, ...quantParams(q),
+        }, [Math.ceil(N / TILE), Math.ceil(rows / TILE)]);
+      }
+    },
+
+    rope(x, t: RopeTables, R, T, nh, D, pos0) {
+      ropeCall('rope', x, t, R, T, nh, D, pos0);
+    },
+
+    attention(out, lse, q, k, v, s) {
+      checkAttention(s, 'attention');
+      const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
+      attentionCalls(s, 'attention', {
+        q: [['o', f32(out, nq, 'attention out')], ['q', f32(q, nq, 'attention q')]],
+        kv: [['k', f32(k, nkv, 'attention k')], ['v', f32(v, nkv, 'attention v')]],
+        l: [['lse', f32(lse, s.B * s.H * s.T, 'attention lse')]],
+      }, (views, params, nb) => {
+        rt.dispatch('attention', 'attention', { D4: s.D / 4, KT: attnTile(s.D), WG: ATTN_WG }, views, params, [Math.ceil(s.T / ATTN_WG), nb * s.H]);
+      });
+    },
+
+    swiglu(out, gate, up, n) {
+      const bo = f32(out, n, 'swiglu out'), bg = f32(gate, n, 'swiglu gate'), bu = f32(up, n, 'swiglu up');
+      const alias = (bg === bo ? 1 : 0) | (bu === bo ? 2 : 0);
+      for (const [i0, i1] of ranges(n, [bo, bg, bu])) {
+        const c = i1 - i0, ov = win(bo, 4, i0, c, 'swiglu out');
+        const views: Record<string, View> = { o: ov.v };
+        const params: Record<string, number> = { n: c, o_off: ov.off };
+        if (!(alias & 1)) { const g = win(bg, 4, i0, c, 'swiglu gate'); views.gate = g.v; params.g_off = g.off; }
+        if (!(alias & 2)) { const u = win(bu, 4, i0, c, 'swiglu up'); views.up = u.v; params.u_off = u.off; }
+        rt.dispatch('swiglu', 'swiglu', { ALIAS: alias }, views, params, rt.grid1d(c));
+      }
+    },
+
+    add(out, x, n, alpha = 1) {
+      elementwise('add', out, x, n, { alpha });
+    },
+
+    dropout(out, x, n, p, seed) {
+      if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+      elementwise('dropout', out, x, n, { threshold: dropThreshold(p), scale: dropScale(p), seed: seed >>> 0 });
+    },
+
+    crossEntropy(losses, logits, targets, R, V, gradScale) {
+      const bl = f32(losses, R, 'crossEntropy losses'), bg = f32(logits, R * V, 'crossEntropy logits'), bt = buf(targets, 'i32', R, 'crossEntropy targets');
+      // whole rows of logits per dispatch (all of them when the logits fit one binding)
+      const per = bg.size <= rt.maxBinding ? R : Math.floor(rt.windowBytes / (V * 4));
+      if (per < 1) throw new Error(`crossEntropy: one row of ${V} logits is larger than a storage binding`);
+      const lv = whole(bl, 'crossEntropy losses', R * 4), tv = whole(bt, 'crossEntropy targets', R * 4);
+      for (let r0 = 0; r0 < R; r0 += per) {
+        const rows = Math.min(per, R - r0);
+        const gv = win(bg, 4, r0 * V, rows * V, 'crossEntropy logits');
+        rt.dispatch('loss', 'cross_entropy', { RED_WG: redWg(V) }, { losses: lv, logits: gv.v, targets: tv }, {
+          V, rows, row0: r0, l_off: gv.off, grad: gradScale === undefined ? 0 : 1, grad_scale: gradScale ?? 0, nan: NaN,
+        }, rt.fold(rows));
+      }
+    },
+
+    // ---- backward ---------------------------------------------------------------------
+
+    qMatmulBackwardInput(dx, dy, w, M, o = {}) {
+      const q = qlive(w, 'qMatmulBackwardInput');
+      const { alpha = 1, accumulate = false } = o;
+      const { N, K } = q;
+      const bo = f32(dx, M * K, 'qMatmulBackwardInput dx'), bg = f32(dy, M * N, 'qMatmulBackwardInput dy'), wv = whole(q.buf, 'qMatmulBackwardInput W');
+      for (const [m0, m1] of rowBlocks(M, Math.max(N, K) * 4, [bo, bg], 'qMatmulBackwardInput')) {
+        const rows = m1 - m0, yv = win(bo, 4, m0 * K, rows * K, 'qMatmulBackwardInput dx'), gv = win(bg, 4, m0 * N, rows * N, 'qMatmulBackwardInput dy');
+        rt.dispatch('gemm', 'q_matmul_backward_input', {}, { y: yv.v, a: gv.v, b: wv }, {
+          M: rows, N: K, K: N, lda: N, ldo: K, a_off: gv.off, o_off: yv.off, alpha, accumulate: accumulate ? 1 : 0, ...quantParams(q),
+        }, [Math.ceil(K / TILE), Math.ceil(rows / TILE)]);
+      }
+    },
+
+    rmsNormBackward(dx, dy, x, w, rstd, R, C, accumulate) {
+      const n = R * C;
+      const bo = f32(dx, n, 'rmsNormBackward dx'), bg = f32(dy, n, 'rmsNormBackward dy'), bx = f32(x, n, 'rmsNormBackward x');
+      const br = f32(rstd, R, 'rmsNormBackward rstd'), wv = whole(f32(w, C, 'rmsNormBackward w'), 'rmsNormBackward w');
+      for (const [r0, r1] of rowBlocks(R, C * 4, [bo, bg, bx, br], 'rmsNormBackward')) {
+        const rows = r1 - r0;
+        const o = win(bo, 4, r0 * C, rows * C, 'rmsNormBackward dx'), g = win(bg, 4, r0 * C, rows * C, 'rmsNormBackward dy');
+        const xx = win(bx, 4, r0 * C, rows * C, 'rmsNormBackward x'), r = win(br, 4, r0, rows, 'rmsNormBackward rstd');
+        rt.dispatch('norm', 'rms_norm_backward', { RED_WG: redWg(C) }, { o: o.v, dy: g.v, x: xx.v, w: wv, rstd: r.v },
+          { R: rows, C, accumulate: accumulate ? 1 : 0, o_off: o.off, x_off: xx.off, dy_off: g.off, r_off: r.off }, rt.fold(rows));
+      }
+    },
+
+    ropeBackward(dx, t, R, T, nh, D, pos0) {
+      ropeCall('rope_backward', dx, t, R, T, nh, D, pos0);
+    },
+
+    attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s) {
+      checkAttention(s, 'attentionBackward');
+      if (s.pos0 !== 0) throw new Error(`attentionBackward: pos0 must be 0 (training has no KV cache), got ${s.pos0}`);
+      const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D, nl = s.B * s.H * s.T;
+      const F = (t: Tensor, n: number, what: string) => f32(t, n, `attentionBackward ${what}`);
+      // Di: one float per query row, written by the first kernel for the second (slack for window shifts)
+      const di = rt.scratchBuf('attention Di', (nl + rt.align / 4 + 4) * 4);
+      const consts = { D4: s.D / 4, KT: attnTile(s.D), WG: ATTN_WG };
+      attentionCalls(s, 'attentionBackward', {
+        q: [['dq', F(dq, nq, 'dq')], ['q', F(q, nq, 'q')], ['dout', F(dout, nq, 'dout')], ['out', F(out, nq, 'out')]],
+        kv: [['k', F(k, nkv, 'k')], ['v', F(v, nkv, 'v')], ['dk', F(dk, nkv, 'dk')], ['dv', F(dv, nkv, 'dv')]],
+        l: [['lse', F(lse, nl, 'lse')]],
+      }, (w, params, nb) => {
+        const common = { q: w.q!, k: w.k!, v: w.v!, dout: w.dout!, lse: w.lse!, di: whole(di, 'attention Di') };
+        // the outputs share two bindings (wgsl/attention.wgsl): o = dq, o2 = out; then o = dk, o2 = dv
+        rt.dispatch('attention', 'attention_backward', consts, { ...common, o: w.dq!, o2: w.out! }, params, [Math.ceil(s.T / ATTN_WG), nb * s.H]);
+        rt.dispatch('attention', 'attention_backward_kv', consts, { ...common, o: w.dk!, o2: w.dv! }, params, [Math.ceil(s.kvStride / ATTN_WG), nb * s.KVH]);
+      });
+    },
+
+    swigluBackward(dgate, dup, dout, gate, up, n) {
+      const bdg = f32(dgate, n, 'swigluBackward dgate'), bdu = f32(dup, n, 'swigluBackward dup'), bdo = f32(dout, n, 'swigluBackward dout');
+      const bg = f32(gate, n, 'swigluBackward gate'), bu = f32(up, n, 'swigluBackward up');
+      for (const [i0, i1] of ranges(n, [bdg, bdu, bdo, bg, bu])) {
+        const c = i1 - i0;
+        const o = win(bdg, 4, i0, c, 'swigluBackward dgate'), o2 = win(bdu, 4, i0, c, 'swigluBackward dup'), d = win(bdo, 4, i0, c, 'swigluBackward dout');
+        const g = win(bg, 4, i0, c, 'swigluBackward gate'), u = win(bu, 4, i0, c, 'swigluBackward up');
+        rt.dispatch('swiglu', 'swiglu_backward', {}, { o: o.v, o2: o2.v, dout: d.v, gate: g.v, up: u.v },
+          { n: c, o_off: o.off, o2_off: o2.off, d_off: d.off, g_off: g.off, u_off: u.off }, rt.grid1d(c));
+      }
+    },
+
+    // ---- optimizer --------------------------------------------------------------------
+
+    sumSquares(out, x, n, accumulate) {
+      const bx = f32(x, n, 'sumSquares x'), ov = whole(f32(out, 1, 'sumSquares out'), 'sumSquares out');
+      // one workgroup per range; later ranges add to the first
+      ranges(n, [bx]).forEach(([i0, i1], i) => {
+        const xv = win(bx, 4, i0, i1 - i0, 'sumSquares x');
+        rt.dispatch('optim', 'sum_squares', { RED_WG: 256 }, { p: ov, g: xv.v }, { n: i1 - i0, g_off: xv.off, accumulate: accumulate || i > 0 ? 1 : 0 }, [1, 1]);
+      });
+    },
+
+    adamwStep(param, grad, m, v, n, p: AdamWParams) {
+      const bp = f32(param, n, 'adamwStep param'), bg = f32(grad, n, 'adamwStep grad'), bm = f32(m, n, 'adamwStep m'), bv = f32(v, n, 'adamwStep v');
+      // scalars rounded to f32 once on the host, as the reference computes them
+      const scalars = {
+        lr: p.lr, beta1: p.beta1, beta2: p.beta2, obeta1: 1 - p.beta1, obeta2: 1 - p.beta2, eps: p.eps,
+        decay: 1 - p.lr * p.weightDecay, c1: 1 - Math.pow(p.beta1, p.step), c2: 1 - Math.pow(p.beta2, p.step), gscale: p.gradScale,
+      };
+      for (const [i0, i1] of ranges(n, [bp, bg, bm, bv])) {
+        const c = i1 - i0;
+        const wp = win(bp, 4, i0, c, 'adamwStep param'), wg = win(bg, 4, i0, c, 'adamwStep grad'), wm = win(bm, 4, i0, c, 'adamwStep m'), wv = win(bv, 4, i0, c, 'adamwStep v');
+        rt.dispatch('optim', 'adamw_step', {}, { p: wp.v, g: wg.v, m: wm.v, v: wv.v },
+          { n: c, p_off: wp.off, g_off: wg.off, m_off: wm.off, v_off: wv.off, ...scalars }, rt.grid1d(c));
+      }
+    },
+
+    sgdStep(param, grad, n, lr, gradScale) {
+      const bp = f32(param, n, 'sgdStep param'), bg = f32(grad, n, 'sgdStep grad');
+      for (const [i0, i1] of ranges(n, [bp, bg])) {
+        const c = i1 - i0;
+        const wp = win(bp, 4, i0, c, 'sgdStep param'), wg = win(bg, 4, i0, c, 'sgdStep grad');
+        rt.dispatch('optim', 'sgd_step', {}, { p: wp.v, g: wg.v }, { n: c, p_off: wp.off, g_off: wg.off, lr, gscale: gradScale }, rt.grid1d(c));
+      }
+    },
+  };
+
+  /**
+   * Attention dispatches over blocks of whole sequences: all of them at once unless an operand is
+   * larger than a binding. Operands come in three groups sharing one index space each — q-like
+   * [B·T, H, D], kv-like [B, kvStride, KVH, D], lse-like [B, H, T] — and every operand of a group
+   * is bound at the same window shift, passed as q_off / kv_off (vec4s) and l_off (floats).
+   */
+  function attentionCalls(s: AttentionShape, what: string, groups: Record<'q' | 'kv' | 'l', Array<[string, Buf]>>,
+    run: (views: Record<string, View>, params: Record<string, number>, nb: number) => void): void {
+    const per = { q: s.T * s.H * s.D, kv: s.kvStride * s.KVH * s.D, l: s.H * s.T };
+    const all = [...groups.q, ...groups.kv, ...groups.l].map(([, b]) => b);
+    const split = !all.every((b) => b.size <= rt.maxBinding);
+    const nbMax = split ? Math.max(1, Math.floor(rt.windowBytes / (4 * Math.max(per.q, per.kv, per.l)))) : s.B;
+    for (let b0 = 0; b0 < s.B; b0 += nbMax) {
+      const nb = Math.min(nbMax, s.B - b0);
+      const views: Record<string, View> = {};
+      const offs: Record<string, number> = {};
+      for (const g of ['q', 'kv', 'l'] as const) {
+        for (const [name, b] of groups[g]) {
+          const v = rt.view(b, b0 * per[g] * 4, nb * per[g] * 4, `${what} ${name}`, split);
+          if (offs[g] !== undefined && offs[g] !== v.shift) throw new Error(`${what}: ${name} is bound at another offset than the rest of its group`);
+          offs[g] = v.shift;
+          views[name] = v;
+        }
+      }
+      run(views, {
+        B: nb, T: s.T, S: s.S, H: s.H, KVH: s.KVH, pos0: s.pos0, kv_stride: s.kvStride, scale: 1 / Math.sqrt(s.D),
+        q_off: offs.q! / 16, kv_off: offs.kv! / 16, l_off: offs.l! / 4,
+      }, nb);
+    }
+  }
+
+  function ropeCall(entry: 'rope' | 'rope_backward', x: Tensor, t: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void {
+    const what = entry === 'rope' ? 'rope' : 'ropeBackward';
+    const half = D / 2, maxPos = pos0 + Math.min(T, R), row = nh * D;
+    const bx = f32(x, R * row, `${what} x`);
+    const cv = whole(f32(t.cos, maxPos * half, `${what} cos`), `${what} cos`), sv = whole(f32(t.sin, maxPos * half, `${what} sin`), `${what} sin`);
+    for (const [r0, r1] of rowBlocks(R, row * 4, [bx], what)) {
+      const rows = r1 - r0, xv = win(bx, 4, r0 * row, rows * row, `${what} x`);
+      rt.dispatch('rope', entry, {}, { x: xv.v, cos_t: cv, sin_t: sv }, { R: rows, T, nh, D, pos0, row0: r0, x_off: xv.off }, rt.grid1d(rows * nh * half));
+    }
+  }
+
+  /** add / dropout: o (op)= x over n elements, in ranges that fit a binding; x may alias o. */
+  function elementwise(entry: 'add' | 'dropout', out: Tensor, x: Tensor, n: number, params: Record<string, number>): void {
+    const what = entry === 'add' ? 'add' : 'dropout';
+    const bo = f32(out, n, `${what} out`), bx = f32(x, n, `${what} x`);
+    const inPlace = bo === bx;
+    for (const [i0, i1] of ranges(n, [bo, bx])) {
+      const c = i1 - i0, ov = win(bo, 4, i0, c, `${what} out`);
+      const views: Record<string, View> = { o: ov.v };
+      let xOff = 0;
+      if (!inPlace) {
+        const xv = win(bx, 4, i0, c, `${what} x`);
+        views.x = xv.v;
+        xOff = xv.off;
+      }
+      rt.dispatch('elementwise', entry, { IN_PLACE: inPlace ? 1 : 0 }, views, { ...params, n: c, i0, o_off: ov.off, x_off: xOff }, rt.grid1d(c));
+    }
+  }
+
+  return be;
+}
