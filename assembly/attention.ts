@@ -10,6 +10,7 @@
 // exp/log are Mathf (musl expf/logf ports, < 1 ulp) and sums are f32 in a different order than
 // the reference: expect relative differences ~1e-6·sqrt(S).
 import { dot } from './panel';
+import { madd } from './simd';
 
 /** keys scored per block of the online softmax */
 const KB: i32 = 64;
@@ -43,10 +44,10 @@ const KB: i32 = 64;
   for (; k + 4 <= n; k += 4) {
     const o = <usize>k << 2;
     const xv = v128.load(x + o);
-    s0 = f32x4.add(s0, f32x4.mul(xv, v128.load(y0 + o)));
-    s1 = f32x4.add(s1, f32x4.mul(xv, v128.load(y1 + o)));
-    s2 = f32x4.add(s2, f32x4.mul(xv, v128.load(y2 + o)));
-    s3 = f32x4.add(s3, f32x4.mul(xv, v128.load(y3 + o)));
+    s0 = madd(xv, v128.load(y0 + o), s0);
+    s1 = madd(xv, v128.load(y1 + o), s1);
+    s2 = madd(xv, v128.load(y2 + o), s2);
+    s3 = madd(xv, v128.load(y3 + o), s3);
   }
   const t0 = f32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
   const t1 = f32x4.add(i32x4.shuffle(s2, s3, 0, 4, 1, 5), i32x4.shuffle(s2, s3, 2, 6, 3, 7));
@@ -93,10 +94,10 @@ const KB: i32 = 64;
     let y = y0 + (<usize>c << 2);
     for (let j: i32 = 0; j < ns; j++) {
       const p = v128.load32_splat(w + <usize>j * ws);
-      a0 = f32x4.add(a0, f32x4.mul(p, v128.load(y)));
-      a1 = f32x4.add(a1, f32x4.mul(p, v128.load(y, 16)));
-      a2 = f32x4.add(a2, f32x4.mul(p, v128.load(y, 32)));
-      a3 = f32x4.add(a3, f32x4.mul(p, v128.load(y, 48)));
+      a0 = madd(p, v128.load(y), a0);
+      a1 = madd(p, v128.load(y, 16), a1);
+      a2 = madd(p, v128.load(y, 32), a2);
+      a3 = madd(p, v128.load(y, 48), a3);
       y += stride;
     }
     v128.store(ao, a0); v128.store(ao, a1, 16); v128.store(ao, a2, 32); v128.store(ao, a3, 48);
@@ -106,7 +107,7 @@ const KB: i32 = 64;
     let a0 = v128.load(ao);
     let y = y0 + (<usize>c << 2);
     for (let j: i32 = 0; j < ns; j++) {
-      a0 = f32x4.add(a0, f32x4.mul(v128.load32_splat(w + <usize>j * ws), v128.load(y)));
+      a0 = madd(v128.load32_splat(w + <usize>j * ws), v128.load(y), a0);
       y += stride;
     }
     v128.store(ao, a0);
@@ -255,10 +256,10 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
     let y = y0 + (<usize>c << 2);
     for (let j: i32 = 0; j < ns; j++) {
       const p = f32x4.mul(v128.load32_splat(w + <usize>j * ws), sv);
-      a0 = f32x4.add(a0, f32x4.mul(p, v128.load(y)));
-      a1 = f32x4.add(a1, f32x4.mul(p, v128.load(y, 16)));
-      a2 = f32x4.add(a2, f32x4.mul(p, v128.load(y, 32)));
-      a3 = f32x4.add(a3, f32x4.mul(p, v128.load(y, 48)));
+      a0 = madd(p, v128.load(y), a0);
+      a1 = madd(p, v128.load(y, 16), a1);
+      a2 = madd(p, v128.load(y, 32), a2);
+      a3 = madd(p, v128.load(y, 48), a3);
       y += stride;
     }
     v128.store(ao, a0); v128.store(ao, a1, 16); v128.store(ao, a2, 32); v128.store(ao, a3, 48);

@@ -1,8 +1,10 @@
 // Elementwise kernels and plain data movement. Every kernel takes its work range last
 // ([i0, i1) elements or [r0, r1) rows) so the TS side can split it across threads; indices
-// inside are global (dropout hashes the global element index). swiglu uses Mathf.exp (musl expf,
-// < 1 ulp) where the reference rounds a float64 exp once: outputs differ by a few f32 ulps.
+// inside are global (dropout hashes the global element index). swiglu uses the vector exp of
+// simd.ts (< 1 ulp; lanes and loop tails compute alike, so any split gives the same bits) where
+// the reference rounds a float64 exp once: outputs differ by a few f32 ulps.
 import { hash32, hash32x4 } from './rng';
+import { expf4, exp1 } from './simd';
 import { BT_F32, BT_F16, BT_BF16, load4, load1 } from './half';
 
 /**
@@ -69,10 +71,17 @@ export function add(out: usize, x: usize, alpha: f32, i0: i32, i1: i32): void {
 
 /** out[i] = silu(gate[i])·up[i], silu(g) = g / (1 + e^−g), for i in [i0, i1). */
 export function swiglu(out: usize, gate: usize, up: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  const one = f32x4.splat(1);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const o = <usize>i << 2;
+    const g = v128.load(gate + o);
+    v128.store(out + o, f32x4.mul(f32x4.div(g, f32x4.add(one, expf4(f32x4.neg(g)))), v128.load(up + o)));
+  }
+  for (; i < i1; i++) {
     const o = <usize>i << 2;
     const g = load<f32>(gate + o);
-    store<f32>(out + o, g / (1.0 + Mathf.exp(-g)) * load<f32>(up + o));
+    store<f32>(out + o, g / (1.0 + exp1(-g)) * load<f32>(up + o));
   }
 }
 
@@ -80,10 +89,19 @@ export function swiglu(out: usize, gate: usize, up: usize, i0: i32, i1: i32): vo
  * dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))), dup = dout·silu(g) (both overwritten), for i in [i0, i1).
  */
 export function swiglu_backward(dgate: usize, dup: usize, dout: usize, gate: usize, up: usize, i0: i32, i1: i32): void {
-  for (let i = i0; i < i1; i++) {
+  const one = f32x4.splat(1);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const o = <usize>i << 2;
+    const g = v128.load(gate + o), d = v128.load(dout + o);
+    const sig = f32x4.div(one, f32x4.add(one, expf4(f32x4.neg(g))));
+    v128.store(dgate + o, f32x4.mul(f32x4.mul(d, v128.load(up + o)), f32x4.mul(sig, f32x4.add(one, f32x4.mul(g, f32x4.sub(one, sig))))));
+    v128.store(dup + o, f32x4.mul(d, f32x4.mul(g, sig)));
+  }
+  for (; i < i1; i++) {
     const o = <usize>i << 2;
     const g = load<f32>(gate + o), d = load<f32>(dout + o);
-    const sig: f32 = 1.0 / (1.0 + Mathf.exp(-g));
+    const sig: f32 = 1.0 / (1.0 + exp1(-g));
     store<f32>(dgate + o, d * load<f32>(up + o) * (sig * (1.0 + g * (1.0 - sig))));
     store<f32>(dup + o, d * (g * sig));
   }

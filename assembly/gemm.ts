@@ -12,8 +12,9 @@
 // weight gradient dYᵀ·X (transA, "TN"). TT works too, through the same packing.
 // Summation order differs from the reference (four f32x4 lanes per output, KC-long partial
 // sums added to out): expect |Δ| of a few ulps · sqrt(K) · max|a||b|.
-import { KC, NC, NR, C_ADD, SCR_PANELS, firstMode, runSlice, packRowsT, packRowsN, emptyInner, storeOne } from './panel';
+import { KC, NC, sliceLen, NR, C_ADD, SCR_PANELS, firstMode, runSlice, packRowsT, packRowsN, emptyInner, storeOne } from './panel';
 import { BT_F32, BT_F16, BT_BF16, elemBytes, load4, load1 } from './half';
+import { madd } from './simd';
 
 /**
  * Below this many rows (M, not the range: the path, and so the bits, must not depend on how a
@@ -58,8 +59,8 @@ export function matmul(out: usize, a: usize, b: usize, M: i32, N: i32, K: i32, t
   const panels = scratch + SCR_PANELS;
   for (let jc = n0; jc < n1; jc += NC) {
     const nc = min(NC, n1 - jc);
-    for (let pc: i32 = 0; pc < K; pc += KC) {
-      const kc = min(KC, K - pc);
+    for (let pc: i32 = 0, kstep = sliceLen(K); pc < K; pc += kstep) {
+      const kc = min(kstep, K - pc);
       const panelBytes = <usize>kc << 5;
       for (let q: i32 = 0, j = 0; j < nc; q++, j += NR) {
         const nrv = min(NR, nc - j);
@@ -67,7 +68,7 @@ export function matmul(out: usize, a: usize, b: usize, M: i32, N: i32, K: i32, t
         if (transB) packRowsT(b + (<usize>(jc + j) * <usize>K + <usize>pc) * es, <usize>K * es, kc, nrv, dst, bt);
         else packRowsN(b + (<usize>pc * <usize>N + <usize>(jc + j)) * es, <usize>N * es, kc, nrv, dst, bt);
       }
-      runSlice(out, ldc, a, rs, ks, pc, kc, jc, nc, m0, m1, panels, alpha, pc == 0 ? mode0 : C_ADD, bias);
+      runSlice(out, ldc, a, rs, ks, pc, kc, jc, nc, m0, m1, scratch, alpha, pc == 0 ? mode0 : C_ADD, bias);
     }
   }
 }
@@ -90,10 +91,10 @@ export function matmul(out: usize, a: usize, b: usize, M: i32, N: i32, K: i32, t
       for (; k + 4 <= K; k += 4) {
         const xv = v128.load(x + (<usize>k << 2));
         const o = <usize>k * es;
-        s0 = f32x4.add(s0, f32x4.mul(xv, load4(w0 + o, bt)));
-        s1 = f32x4.add(s1, f32x4.mul(xv, load4(w1 + o, bt)));
-        s2 = f32x4.add(s2, f32x4.mul(xv, load4(w2 + o, bt)));
-        s3 = f32x4.add(s3, f32x4.mul(xv, load4(w3 + o, bt)));
+        s0 = madd(xv, load4(w0 + o, bt), s0);
+        s1 = madd(xv, load4(w1 + o, bt), s1);
+        s2 = madd(xv, load4(w2 + o, bt), s2);
+        s3 = madd(xv, load4(w3 + o, bt), s3);
       }
       // 4×4 transpose-add: lane c of r is the sum of the lanes of s_c
       const t0 = f32x4.add(i32x4.shuffle(s0, s1, 0, 4, 1, 5), i32x4.shuffle(s0, s1, 2, 6, 3, 7));
@@ -114,7 +115,7 @@ export function matmul(out: usize, a: usize, b: usize, M: i32, N: i32, K: i32, t
       const w = b + <usize>j * kb;
       let sv = f32x4.splat(0);
       let k: i32 = 0;
-      for (; k + 4 <= K; k += 4) sv = f32x4.add(sv, f32x4.mul(v128.load(x + (<usize>k << 2)), load4(w + <usize>k * es, bt)));
+      for (; k + 4 <= K; k += 4) sv = madd(v128.load(x + (<usize>k << 2)), load4(w + <usize>k * es, bt), sv);
       // the same pairing as the transpose-add above, so a column's bits do not depend on the range
       let s = (f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 2)) + (f32x4.extract_lane(sv, 1) + f32x4.extract_lane(sv, 3));
       for (; k < K; k++) s += load<f32>(x + (<usize>k << 2)) * load1(w + <usize>k * es, bt);

@@ -2,6 +2,7 @@
 // every table entry, so swizzle(plane_k, codes) gives byte k of each looked-up float; shuffles
 // then put the four bytes of each float back together. Used by 4-bit dequantization and by the
 // fused 4-bit GEMMs (the table is always the quant_map stored with the tensor).
+import { swizzle16 } from './simd';
 
 /** Byte k (0..3) of each of the 16 little-endian float32 entries at `table`. */
 @inline export function lutPlane(table: usize, k: usize): v128 {
@@ -22,10 +23,10 @@
   const hi = i8x16.shr_u(raw, 4);
   const lo = v128.and(raw, i8x16.splat(15));
   const codes = i8x16.shuffle(hi, lo, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const b0 = i8x16.swizzle(p0, codes);
-  const b1 = i8x16.swizzle(p1, codes);
-  const b2 = i8x16.swizzle(p2, codes);
-  const b3 = i8x16.swizzle(p3, codes);
+  const b0 = swizzle16(p0, codes);
+  const b1 = swizzle16(p1, codes);
+  const b2 = swizzle16(p2, codes);
+  const b3 = swizzle16(p3, codes);
   const lo01 = i8x16.shuffle(b0, b1, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const hi01 = i8x16.shuffle(b0, b1, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   const lo23 = i8x16.shuffle(b2, b3, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);

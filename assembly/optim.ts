@@ -1,12 +1,8 @@
 // Optimizer kernels (QLORA_SPEC §6.3). Work range: elements [i0, i1); each element is independent
 // except in sum_squares, where each range writes its own partial sum.
 
-/**
- * out[0] (=|+=) Σ x[i]² over [i0, i1), accumulated in f64 (two lanes of f64x2 per f32x4): the
- * global gradient norm feeds clipping, and an f32 sum of 10⁷ squares would lose ~3 digits.
- * The result is rounded to f32 once when stored.
- */
-export function sum_squares(out: usize, x: usize, accumulate: i32, i0: i32, i1: i32): void {
+/** Σ x[i]² over [i0, i1) in f64: two f64x2 accumulators over the f32x4 squares, then a scalar tail. */
+@inline function sumSquaresF64(x: usize, i0: i32, i1: i32): f64 {
   let s0 = f64x2.splat(0), s1 = f64x2.splat(0);
   let i = i0;
   for (; i + 4 <= i1; i += 4) {
@@ -21,8 +17,30 @@ export function sum_squares(out: usize, x: usize, accumulate: i32, i0: i32, i1: 
     const v = load<f32>(x + (<usize>i << 2));
     s += <f64>(v * v);
   }
+  return s;
+}
+
+/**
+ * out[0] (=|+=) Σ x[i]² over [i0, i1), accumulated in f64 (two lanes of f64x2 per f32x4): the
+ * global gradient norm feeds clipping, and an f32 sum of 10⁷ squares would lose ~3 digits.
+ * The result is rounded to f32 once when stored.
+ */
+export function sum_squares(out: usize, x: usize, accumulate: i32, i0: i32, i1: i32): void {
+  let s = sumSquaresF64(x, i0, i1);
   if (accumulate) s += <f64>load<f32>(out);
   store<f32>(out, <f32>s);
+}
+
+/**
+ * Backend.sumSquares with threads: partials f64 [ceil(n/chunk)], partials[c] = Σ x[i]² over chunk
+ * c = [c·chunk, min(n, (c+1)·chunk)) for chunks [c0, c1) (the work range). The host adds the
+ * partials in chunk order, so the sum does not depend on how chunks are spread over threads;
+ * with one chunk it is exactly sum_squares.
+ */
+export function sum_squares_partials(partials: usize, x: usize, n: i32, chunk: i32, c0: i32, c1: i32): void {
+  for (let c = c0; c < c1; c++) {
+    store<f64>(partials + (<usize>c << 3), sumSquaresF64(x, c * chunk, min(n, (c + 1) * chunk)));
+  }
 }
 
 /**

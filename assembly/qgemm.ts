@@ -17,7 +17,7 @@
 //   0 packed, 1 quant_map, 2 absmax (0 when double-quantized), 3 dq codes, 4 nested absmax,
 //   5 nested map, 6 offset (f32), 7 bs, 8 nbs, 9 N, 10 K.
 import { lutPlane, decode16 } from './lut16';
-import { KC, NC, NR, C_ADD, SCR_PANELS, SCR_QROWS, SCR_ROW, ROW_MAX, firstMode, runSlice, packRowsT, emptyInner, dot, storeOne } from './panel';
+import { KC, NC, sliceLen, NR, C_ADD, SCR_PANELS, SCR_QROWS, SCR_ROW, ROW_MAX, firstMode, runSlice, packRowsT, emptyInner, dot, storeOne } from './panel';
 import { BT_F32 } from './half';
 
 const SMALL_M: i32 = 4;
@@ -38,9 +38,19 @@ const SMALL_M: i32 = 4;
 @inline function absmaxOf(d: usize, b: usize): f32 {
   const am = dAbsmax(d);
   if (am != 0) return load<f32>(am + (b << 2));
+  return dqAbsmax(d, b, b / dNbs(d));
+}
+
+/** Double-quantized absmax of block b, whose nested block is nb = b / nbs (bnb's rule). */
+@inline function dqAbsmax(d: usize, b: usize, nb: usize): f32 {
   const q = <usize>load<u8>(dCodes(d) + b);
-  const v: f32 = load<f32>(dNestedMap(d) + (q << 2)) * load<f32>(dNested(d) + ((b / dNbs(d)) << 2));
+  const v: f32 = load<f32>(dNestedMap(d) + (q << 2)) * load<f32>(dNested(d) + (nb << 2));
   return v + dOffset(d);
+}
+
+/** a / m, by a shift when m is a power of two (block sizes always are; bnb allows no others). */
+@inline function div(a: usize, m: usize): usize {
+  return (m & (m - 1)) == 0 ? a >> <usize>ctz(m) : a / m;
 }
 
 /** Code of flat element e (high nibble for even e). */
@@ -52,16 +62,21 @@ const SMALL_M: i32 = 4;
 /**
  * dst[0..n) = deq(W) flat elements [e0, e0 + n): 16 at a time with the byte-swizzle lookup
  * (lut16.ts) where a run is nibble-aligned and inside one block, one at a time otherwise.
+ * The block (and nested block) index is divided out once per call and then stepped: an integer
+ * division per 64-element block cost as much as decoding the block.
  */
 function deqRange(d: usize, p0: v128, p1: v128, p2: v128, p3: v128, e0: usize, n: i32, dst: usize): void {
-  const packed = dPacked(d), map = dMap(d), bs = dBs(d);
+  const packed = dPacked(d), map = dMap(d), bs = dBs(d), am = dAbsmax(d), nbs = dNbs(d);
   const end = e0 + <usize>n;
   let e = e0;
   let o = dst;
+  let b = div(e0, bs);
+  let blockEnd = (b + 1) * bs;
+  let nb: usize = am != 0 ? 0 : div(b, nbs);
+  let nr: usize = am != 0 ? 0 : b - nb * nbs;
   while (e < end) {
-    const b = e / bs;
-    const bEnd = min(end, (b + 1) * bs);
-    const a = absmaxOf(d, b);
+    const bEnd = min(end, blockEnd);
+    const a = am != 0 ? load<f32>(am + (b << 2)) : dqAbsmax(d, b, nb);
     if ((e & 1) != 0) {
       store<f32>(o, load<f32>(map + (codeAt(packed, e) << 2)) * a);
       e++; o += 4;
@@ -75,6 +90,9 @@ function deqRange(d: usize, p0: v128, p1: v128, p2: v128, p3: v128, e0: usize, n
       store<f32>(o, load<f32>(map + (codeAt(packed, e) << 2)) * a);
       e++; o += 4;
     }
+    b++;
+    blockEnd += bs;
+    if (++nr == nbs) { nr = 0; nb++; }
   }
 }
 
@@ -119,8 +137,8 @@ export function q_matmul(out: usize, x: usize, desc: usize, M: i32, alpha: f32, 
   const ldc = <usize>N << 2;
   for (let jc = n0; jc < n1; jc += NC) {
     const nc = min(NC, n1 - jc);
-    for (let pc: i32 = 0; pc < K; pc += KC) {
-      const kc = min(KC, K - pc);
+    for (let pc: i32 = 0, kstep = sliceLen(K); pc < K; pc += kstep) {
+      const kc = min(kstep, K - pc);
       const panelBytes = <usize>kc << 5;
       for (let q: i32 = 0, j = 0; j < nc; q++, j += NR) {
         const nrv = min(NR, nc - j);
@@ -129,7 +147,7 @@ export function q_matmul(out: usize, x: usize, desc: usize, M: i32, alpha: f32, 
         }
         packRowsT(rows, <usize>KC << 2, kc, nrv, panels + <usize>q * panelBytes, BT_F32);
       }
-      runSlice(out, ldc, x, kb, 4, pc, kc, jc, nc, m0, m1, panels, alpha, pc == 0 ? mode0 : C_ADD, bias);
+      runSlice(out, ldc, x, kb, 4, pc, kc, jc, nc, m0, m1, scratch, alpha, pc == 0 ? mode0 : C_ADD, bias);
     }
   }
 }
@@ -153,8 +171,8 @@ export function q_matmul_backward_input(dx: usize, dy: usize, desc: usize, M: i3
   for (let jc = k0; jc < k1; jc += NC) {
     const nc = min(NC, k1 - jc);
     const np = (nc + NR - 1) / NR;
-    for (let pc: i32 = 0; pc < N; pc += KC) {
-      const kc = min(KC, N - pc);
+    for (let pc: i32 = 0, kstep = sliceLen(N); pc < N; pc += kstep) {
+      const kc = min(kstep, N - pc);
       const panelBytes = <usize>kc << 5;
       // row p of W, columns [jc, jc + nc): one run of the flat array, scattered 8 columns per panel
       for (let p: i32 = 0; p < kc; p++) {
@@ -172,7 +190,7 @@ export function q_matmul_backward_input(dx: usize, dy: usize, desc: usize, M: i3
           }
         }
       }
-      runSlice(dx, ldc, dy, <usize>N << 2, 4, pc, kc, jc, nc, m0, m1, panels, alpha, pc == 0 ? firstMode(accumulate, 0) : C_ADD, 0);
+      runSlice(dx, ldc, dy, <usize>N << 2, 4, pc, kc, jc, nc, m0, m1, scratch, alpha, pc == 0 ? firstMode(accumulate, 0) : C_ADD, 0);
     }
   }
 }

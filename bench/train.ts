@@ -3,6 +3,7 @@
 // so peak RSS belongs to it alone:
 //   node --import tsx bench/train.ts --model synthetic:stories15M --seq 256 --steps 3 [--checkpointing] [--page-weights] [--decode 64] [--json]
 import { createBackend } from '../src/backend/index.ts';
+import { wasmBackendInfo } from '../src/backend/wasm/index.ts';
 import { openModelPath } from '../src/io/node.ts';
 import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
@@ -68,7 +69,7 @@ export async function benchTrain(o: { model: string; seq: number; batch: number;
     decodeTokensPerS = res.outputIds.length / ((performance.now() - t1) / 1000);
   }
   const out: TrainBenchResult = {
-    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights: o.pageWeights, threads: o.threads ?? 1, loraRank: r,
+    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights: o.pageWeights, threads: wasmBackendInfo(backend).threads, loraRank: r,
     loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: backend.name,
   };
   await src.close();

@@ -53,12 +53,12 @@ export async function createBackend(opts: CreateBackendOptions = {}): Promise<Ba
       }
     }
     const { createWasmBackend } = await import('./wasm/index.ts');
-    const be = await createWasmBackend({ threads: opts.threads });
+    const be = await createWasmBackend({ threads: opts.threads, onInfo: opts.onInfo });
     info(`backend: wasm (${why})`);
     return be;
   }
   const { createWasmBackend } = await import('./wasm/index.ts');
-  const be = await createWasmBackend({ threads: opts.threads });
+  const be = await createWasmBackend({ threads: opts.threads, onInfo: opts.onInfo });
   info('backend: wasm');
   return be;
 }

@@ -1,6 +1,7 @@
 // What the shared parity tests cannot see in the WASM backend:
 //  - every ranged kernel run as two or three disjoint work ranges (each with its own scratch
-//    area, as worker threads will) gives the same bits as one full-range call;
+//    area, as the worker threads of src/backend/wasm/pool.ts do) gives the same bits as one
+//    full-range call (test/wasm/threads.test.ts runs them through real workers);
 //  - dropout masks are bit-identical to src/backend/rng.ts hash32 (any seed, any range start);
 //  - the optimized GEMMs agree with their plain *_v1 versions on every layout and edge shape;
 //  - f16 → f32 widening is exact for all 65536 halves;
@@ -177,6 +178,17 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
   cuts(big, [1001, 5003]).forEach(([lo, hi], i) => K_.sum_squares(P(parts) + 4 * i, P(xs), 0, lo, hi));
   const pr = await readF(parts), wh = (await readF(whole))[0]!;
   assertClose([pr[0]! + pr[1]! + pr[2]!], [wh], { rtol: 4 * U32, what: 'sum_squares partials' });
+  // sum_squares_partials (Backend.sumSquares with threads): f64 sums of fixed chunks, any chunk
+  // range gives the same partials; one chunk is exactly sum_squares before its f32 rounding
+  const chunk = 1024, nch = Math.ceil(big / chunk);
+  const p64 = be.alloc('f32', 2 * nch, 'partials'), p64b = be.alloc('f32', 2 * nch, 'partials b');
+  K_.sum_squares_partials(P(p64), P(xs), big, chunk, 0, nch);
+  cuts(nch, [1, 7]).forEach(([lo, hi]) => K_.sum_squares_partials(P(p64b), P(xs), big, chunk, lo, hi));
+  assertBitsEqual(await readF(p64b), await readF(p64), 'sum_squares_partials split over chunks');
+  const one = be.alloc('f32', 2, 'one chunk');
+  K_.sum_squares_partials(P(one), P(xs), big, big, 0, 1);
+  const f64 = new Float64Array((await readF(one)).buffer);
+  assert.is(Math.fround(f64[0]!), wh, 'one chunk == sum_squares');
 });
 
 // ---- dropout / rng ----------------------------------------------------------------------

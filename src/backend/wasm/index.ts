@@ -2,16 +2,23 @@
 // memory owned by WasmKernels. Tensors are blocks of that memory; kernels run synchronously when
 // called (the Backend's enqueue-in-order contract holds trivially) and `read` returns a copy.
 //
-// Threads: every heavy kernel takes an explicit work range and a per-thread scratch area, so a
-// later worker pool can hand disjoint ranges of one call to workers sharing the memory. Today
-// one thread runs the full range; `threads` already allocates one scratch area per thread.
+// Threads: every heavy kernel takes an explicit work range (rows, columns, (b,h) pairs, kv groups,
+// elements, sum chunks) and a per-thread scratch area. With more than one thread the memory is a
+// shared WebAssembly.Memory and `par` cuts a call's range into a few contiguous chunks per thread,
+// which the caller and the workers take until none is left (pool.ts). A kernel's summation order
+// never depends on its range, so any split gives the bits of one thread
+// (test/wasm/threads.test.ts). Calls too small to pay for the hand-off run on the caller alone —
+// also bit-identical. Which dimension a call is cut along is chosen so no work is repeated: GEMMs
+// by output columns (each chunk packs only its own part of B, or dequantizes only its own rows of
+// W), rows where a GEMM has too few columns; attention by (sequence, head) or kv group.
 // Shapes are the caller's responsibility (backend.ts), but every call checks that its buffers are
 // large enough: a short buffer would otherwise be a silent write into a neighbouring tensor.
 import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { WasmKernels, alignUp } from './module.ts';
+import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
+import { CTRL, MAX_THREADS, ThreadPool, threadSupport } from './pool.ts';
 
 const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
 /** element type codes of assembly/half.ts */
@@ -48,7 +55,26 @@ class WasmQuant implements QuantWeight {
   ) {}
 }
 
-/** What the thread pool (and test/kernels/wasm-specific.test.ts) needs below the Backend API. */
+/** Kernels the pool may run, by export name; a job names one by its index here. */
+const PAR_KERNELS = ['matmul', 'q_matmul', 'q_matmul_backward_input', 'rms_norm', 'rms_norm_backward', 'rope', 'rope_backward',
+  'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'cross_entropy',
+  'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par'] as const;
+type ParKernel = (typeof PAR_KERNELS)[number];
+const FN_INDEX = new Map<string, number>(PAR_KERNELS.map((n, i) => [n, i]));
+
+/**
+ * A call is cut into chunks of at least this much work (≈ flops), so a chunk costs far more than
+ * taking it (a compare-exchange and a call); calls with less than two chunks' worth run on the
+ * caller alone, sparing the wake-up of the workers.
+ */
+const MIN_CHUNK_WORK = 1 << 16;
+/** Chunks per thread: enough to even out threads the OS slows down, few enough to stay coarse. */
+const CHUNKS_PER_THREAD = 4;
+/** sumSquares: chunks of this many elements (more for huge n), each summed alone, then in order. */
+const SUMSQ_CHUNK = 1 << 16;
+const SUMSQ_MAX_CHUNKS = 1024;
+
+/** What the thread pool tests (test/wasm/, test/kernels/wasm-specific.test.ts) need below the Backend API. */
 export interface WasmInternals {
   kernels: WasmKernels;
   /** byte offset of a tensor of this backend */
@@ -58,6 +84,15 @@ export interface WasmInternals {
   /** scratch area of thread i */
   scratch(i: number): number;
   threads: number;
+  /** the worker pool (null with one thread) */
+  pool: ThreadPool | null;
+  /**
+   * Runs a ranged kernel as the Backend methods do: args hold the full range at rangePos (and
+   * thread 0's scratch at scratchPos, −1 if none); it is cut into chunks on multiples of `grain`
+   * by its work (unitWork per range unit), or into `chunks` when given (then always through the
+   * pool; callerWorks false leaves them all to the workers).
+   */
+  par(name: ParKernel, args: number[], rangePos: number, scratchPos: number, grain: number, unitWork: number, chunks?: Array<[number, number]>, callerWorks?: boolean): void;
 }
 
 const internals = new WeakMap<Backend, WasmInternals>();
@@ -69,17 +104,101 @@ export function wasmInternals(be: Backend): WasmInternals {
   return i;
 }
 
-export async function createWasmBackend(opts: { threads?: number } = {}): Promise<Backend> {
-  const threads = opts.threads ?? 1;
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`createWasmBackend: threads must be a positive integer, got ${threads}`);
-  const km = await WasmKernels.create();
+export interface WasmBackendOptions {
+  /**
+   * Threads, the caller included. Default: every core (os.availableParallelism() in Node,
+   * navigator.hardwareConcurrency in browsers) when shared memory works, else 1. Without shared
+   * memory (a browser page that is not cross-origin isolated) any request runs on one thread,
+   * and onInfo says why.
+   */
+  threads?: number;
+  /** Use the relaxed-SIMD build. Default: when the engine validates relaxed SIMD. */
+  relaxedSimd?: boolean;
+  /** Told the thread count, the kernel variant, and why threads are off when they are. */
+  onInfo?: (message: string) => void;
+}
+
+/** How a wasm backend runs (for the CLI and the browser page to show). */
+export interface WasmBackendInfo {
+  threads: number;
+  variant: KernelVariant;
+  sharedMemory: boolean;
+  relaxedSimd: boolean;
+  /** one line: threads, SIMD flavour, and the reason for a single thread if any */
+  summary: string;
+}
+const infos = new WeakMap<Backend, WasmBackendInfo>();
+
+/** Threads and kernel variant of a wasm backend. */
+export function wasmBackendInfo(be: Backend): WasmBackendInfo {
+  const i = infos.get(be);
+  if (!i) throw new Error(`wasmBackendInfo: ${be.name} is not a wasm backend`);
+  return i;
+}
+
+/** [lo, hi) cut into `parts` contiguous pieces on multiples of `grain` (from lo), as even as the grain allows. */
+export function splitRange(lo: number, hi: number, parts: number, grain: number): Array<[number, number]> {
+  const units = Math.ceil((hi - lo) / grain);
+  const out: Array<[number, number]> = [];
+  for (let t = 0; t < parts; t++) {
+    const a = Math.floor((t * units) / parts), b = Math.floor(((t + 1) * units) / parts);
+    out.push([Math.min(hi, lo + a * grain), Math.min(hi, lo + b * grain)]);
+  }
+  return out;
+}
+
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
+    throw new Error(`createWasmBackend: threads must be a positive integer, got ${opts.threads}`);
+  }
+  const sup = await threadSupport();
+  let threads = 1, why = '';
+  if (!sup.shared) why = `${opts.threads !== undefined && opts.threads > 1 ? `${opts.threads} threads asked for, but ` : ''}${sup.reason}`;
+  else {
+    threads = Math.min(MAX_THREADS, opts.threads ?? sup.cores);
+    if (threads === 1) why = opts.threads === 1 ? 'one thread asked for' : 'one core';
+  }
+  const relaxed = opts.relaxedSimd ?? relaxedSimdSupported();
+  if (relaxed && !relaxedSimdSupported()) throw new Error('createWasmBackend: relaxedSimd asked for, but this engine does not validate relaxed SIMD (Node 20: --experimental-wasm-relaxed-simd)');
+  const variant = variantFor(threads > 1, relaxed);
+  const km = await WasmKernels.create(variant);
   const k = km.k;
   const scratchBytes = k.scratch_bytes();
   const scratch = Array.from({ length: threads }, () => km.alloc(scratchBytes));
   const s0 = scratch[0]!;
+  const sumsqParts = km.alloc(SUMSQ_MAX_CHUNKS * 8);
+  let pool: ThreadPool | null = null;
+  if (threads > 1) {
+    const ctrl = km.alloc(CTRL.BYTES);
+    pool = await ThreadPool.start({ memory: km.memory, module: km.module, exports: k as unknown as Record<string, unknown>, ctrl, scratch, names: [...PAR_KERNELS], spawn: sup.spawn! });
+  }
+  const summary = `wasm: ${threads} thread${threads > 1 ? 's (shared memory)' : ''}, ${relaxed ? 'relaxed SIMD' : 'SIMD128'} kernels${why ? ` — ${why}` : ''}`;
+  opts.onInfo?.(summary);
+  /** Chunks of a GEMM split by columns: each packs its own copy of A, so none below 64 columns. */
+  const gemmChunks = (cols: number): number => Math.max(threads, Math.floor(cols / 64));
   // attention's forward keeps a 64-score block and one row of D in scratch (assembly/attention.ts)
   const maxHeadDim = (scratchBytes >> 2) - 64;
   let destroyed = false;
+
+  /**
+   * Runs kernel `name` on args (full range at rangePos, thread 0's scratch at scratchPos or −1),
+   * cut on multiples of `grain` into chunks of at least MIN_CHUNK_WORK (one range unit ≈
+   * unitWork), at most CHUNKS_PER_THREAD per thread; one chunk runs here without the pool.
+   */
+  const par = (name: ParKernel, args: number[], rangePos: number, scratchPos: number, grain: number, unitWork: number, force?: Array<[number, number]>, callerWorks = true, maxChunks = Infinity): void => {
+    const lo = args[rangePos]!, hi = args[rangePos + 1]!;
+    let chunks = force;
+    if (!chunks && pool) {
+      const units = Math.ceil((hi - lo) / grain);
+      const n = Math.min(pool.threads * CHUNKS_PER_THREAD, CTRL.MAX_CHUNKS, units, maxChunks, Math.floor(((hi - lo) * unitWork) / MIN_CHUNK_WORK));
+      if (n >= 2) chunks = splitRange(lo, hi, n, grain);
+    }
+    if (!chunks || !pool) {
+      (k[name] as (...a: number[]) => void)(...args);
+      return;
+    }
+    pool.run(FN_INDEX.get(name)!, args, rangePos, scratchPos, chunks, callerWorks);
+  };
 
   const live = (): void => {
     if (destroyed) throw new Error('wasm backend used after destroy()');
@@ -237,6 +356,7 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
 
     async destroy() {
       destroyed = true;
+      await pool?.destroy();
     },
 
     // ---- forward ----------------------------------------------------------------------
@@ -251,51 +371,60 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
       for (let r = 0; r < R; r++) {
         if (!(idv[r]! >= 0 && idv[r]! < V)) throw new Error(`embedding: token id ${idv[r]} at row ${r} is outside ${table.label} [${V}, ${C}]`);
       }
-      k.embedding(po, pt, pi, C, bt, 0, R);
+      par('embedding', [po, pt, pi, C, bt, 0, R], 5, -1, 1, C);
     },
 
     rmsNorm(out, rstd, x, w, R, C, eps) {
-      k.rms_norm(f32(out, R * C, 'rmsNorm out'), f32(rstd, R, 'rmsNorm rstd'), f32(x, R * C, 'rmsNorm x'), f32(w, C, 'rmsNorm w'), R, C, eps, 0, R);
+      par('rms_norm', [f32(out, R * C, 'rmsNorm out'), f32(rstd, R, 'rmsNorm rstd'), f32(x, R * C, 'rmsNorm x'), f32(w, C, 'rmsNorm w'), R, C, eps, 0, R], 7, -1, 1, 4 * C);
     },
 
     matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
       const bt = BT[b.type];
       if (bt === undefined || (bt !== 0 && o.transA)) throw new Error(`matmul: b ${b.label} is ${b.type}, expected f32${o.transA ? '' : ', f16 or bf16'}`);
       const pb = o.bias ? f32(o.bias, N, 'matmul bias') : 0;
-      k.matmul(f32(out, M * N, 'matmul out'), f32(a, M * K, 'matmul a'), buf(b, b.type, K * N, 'matmul b'), M, N, K,
-        o.transA ? 1 : 0, o.transB ? 1 : 0, bt, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, N);
+      const args = [f32(out, M * N, 'matmul out'), f32(a, M * K, 'matmul a'), buf(b, b.type, K * N, 'matmul b'), M, N, K,
+        o.transA ? 1 : 0, o.transB ? 1 : 0, bt, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, N];
+      // Columns split without duplicated work on B (each chunk packs only its panels of B; every
+      // chunk packs A, so chunks stay ≥ 64 columns wide); rows when there are too few columns for
+      // every thread (e.g. LoRA's x·Aᵀ, N = r).
+      const gemv = o.transB && !o.transA && M < 4;
+      if (gemv) par('matmul', args, 15, 12, 4, 2 * M * K);
+      else if (N >= 32 * threads) par('matmul', args, 15, 12, 8, 2 * M * K, undefined, true, gemmChunks(N));
+      else par('matmul', args, 13, 12, 4, 2 * N * K);
     },
 
     qMatmul(out, x, w, M, o = {}) {
       if (o.bias && o.accumulate) throw new Error('qMatmul: bias is only allowed with accumulate false');
       const d = qdesc(w, 'qMatmul');
       const pb = o.bias ? f32(o.bias, w.N, 'qMatmul bias') : 0;
-      k.q_matmul(f32(out, M * w.N, 'qMatmul out'), f32(x, M * w.K, 'qMatmul x'), d, M, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, w.N);
+      // split over the rows of W: each thread dequantizes only its own rows
+      par('q_matmul', [f32(out, M * w.N, 'qMatmul out'), f32(x, M * w.K, 'qMatmul x'), d, M, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, w.N], 10, 7, 8, 2 * M * w.K,
+        undefined, true, M < 4 ? Infinity : gemmChunks(w.N));
     },
 
     rope(x, t: RopeTables, R, T, nh, D, pos0) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
-      k.rope(f32(x, R * nh * D, 'rope x'), f32(t.cos, maxPos * half, 'rope cos'), f32(t.sin, maxPos * half, 'rope sin'), R, T, nh, D, pos0, 0, R);
+      par('rope', [f32(x, R * nh * D, 'rope x'), f32(t.cos, maxPos * half, 'rope cos'), f32(t.sin, maxPos * half, 'rope sin'), R, T, nh, D, pos0, 0, R], 8, -1, 1, 3 * nh * D);
     },
 
     attention(out, lse, q, kk, v, s: AttentionShape) {
       checkAttention(s, maxHeadDim);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
-      k.attention(f32(out, nq, 'attention out'), f32(lse, s.B * s.H * s.T, 'attention lse'), f32(q, nq, 'attention q'),
-        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.H);
+      par('attention', [f32(out, nq, 'attention out'), f32(lse, s.B * s.H * s.T, 'attention lse'), f32(q, nq, 'attention q'),
+        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.H], 14, 13, 1, 4 * s.T * s.S * s.D);
     },
 
     swiglu(out, gate, up, n) {
-      k.swiglu(f32(out, n, 'swiglu out'), f32(gate, n, 'swiglu gate'), f32(up, n, 'swiglu up'), 0, n);
+      par('swiglu', [f32(out, n, 'swiglu out'), f32(gate, n, 'swiglu gate'), f32(up, n, 'swiglu up'), 0, n], 3, -1, 16, 24);
     },
 
     add(out, x, n, alpha = 1) {
-      k.add(f32(out, n, 'add out'), f32(x, n, 'add x'), alpha, 0, n);
+      par('add', [f32(out, n, 'add out'), f32(x, n, 'add x'), alpha, 0, n], 3, -1, 16, 2);
     },
 
     dropout(out, x, n, p, seed) {
       if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
-      k.dropout(f32(out, n, 'dropout out'), f32(x, n, 'dropout x'), dropThreshold(p), dropScale(p), seed >>> 0, 0, n);
+      par('dropout', [f32(out, n, 'dropout out'), f32(x, n, 'dropout x'), dropThreshold(p), dropScale(p), seed >>> 0, 0, n], 5, -1, 16, 4);
     },
 
     crossEntropy(losses, logits, targets, R, V, gradScale) {
@@ -305,57 +434,70 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
         const t = tv[r]!;
         if (t !== -100 && !(t >= 0 && t < V)) throw new Error(`crossEntropy: target ${t} at row ${r} is outside [0, ${V}) and is not the ignore index -100`);
       }
-      k.cross_entropy(f32(losses, R, 'crossEntropy losses'), f32(logits, R * V, 'crossEntropy logits'), pt,
-        V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R);
+      par('cross_entropy', [f32(losses, R, 'crossEntropy losses'), f32(logits, R * V, 'crossEntropy logits'), pt,
+        V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 6, -1, 1, 24 * V);
     },
 
     // ---- backward ---------------------------------------------------------------------
 
     qMatmulBackwardInput(dx, dy, w, M, o = {}) {
       const d = qdesc(w, 'qMatmulBackwardInput');
-      k.q_matmul_backward_input(f32(dx, M * w.K, 'qMatmulBackwardInput dx'), f32(dy, M * w.N, 'qMatmulBackwardInput dy'), d, M,
-        o.alpha ?? 1, o.accumulate ? 1 : 0, s0, 0, M, 0, w.K);
+      // split over the columns of W (each thread dequantizes only its own), on 16-column steps so
+      // every thread's row pieces stay on whole bytes and 16-code runs
+      par('q_matmul_backward_input', [f32(dx, M * w.K, 'qMatmulBackwardInput dx'), f32(dy, M * w.N, 'qMatmulBackwardInput dy'), d, M,
+        o.alpha ?? 1, o.accumulate ? 1 : 0, s0, 0, M, 0, w.K], 9, 6, 16, 2 * M * w.N, undefined, true, gemmChunks(w.K));
     },
 
     rmsNormBackward(dx, dy, x, w, rstd, R, C, accumulate) {
-      k.rms_norm_backward(f32(dx, R * C, 'rmsNormBackward dx'), f32(dy, R * C, 'rmsNormBackward dy'), f32(x, R * C, 'rmsNormBackward x'),
-        f32(w, C, 'rmsNormBackward w'), f32(rstd, R, 'rmsNormBackward rstd'), R, C, accumulate ? 1 : 0, 0, R);
+      par('rms_norm_backward', [f32(dx, R * C, 'rmsNormBackward dx'), f32(dy, R * C, 'rmsNormBackward dy'), f32(x, R * C, 'rmsNormBackward x'),
+        f32(w, C, 'rmsNormBackward w'), f32(rstd, R, 'rmsNormBackward rstd'), R, C, accumulate ? 1 : 0, 0, R], 8, -1, 1, 8 * C);
     },
 
     ropeBackward(dx, t, R, T, nh, D, pos0) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
-      k.rope_backward(f32(dx, R * nh * D, 'ropeBackward dx'), f32(t.cos, maxPos * half, 'ropeBackward cos'), f32(t.sin, maxPos * half, 'ropeBackward sin'), R, T, nh, D, pos0, 0, R);
+      par('rope_backward', [f32(dx, R * nh * D, 'ropeBackward dx'), f32(t.cos, maxPos * half, 'ropeBackward cos'), f32(t.sin, maxPos * half, 'ropeBackward sin'), R, T, nh, D, pos0, 0, R], 8, -1, 1, 3 * nh * D);
     },
 
     attentionBackward(dq, dk, dv, dout, q, kk, v, out, lse, s) {
       checkAttention(s, maxHeadDim);
       if (s.pos0 !== 0) throw new Error(`attentionBackward: pos0 must be 0 (training has no KV cache), got ${s.pos0}`);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
-      k.attention_backward(f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
+      par('attention_backward', [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
         f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
         f32(out, nq, 'attentionBackward out'), f32(lse, s.B * s.H * s.T, 'attentionBackward lse'),
-        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.KVH);
+        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.KVH], 18, 17, 1, 8 * (s.H / s.KVH) * s.T * s.S * s.D);
     },
 
     swigluBackward(dgate, dup, dout, gate, up, n) {
-      k.swiglu_backward(f32(dgate, n, 'swigluBackward dgate'), f32(dup, n, 'swigluBackward dup'), f32(dout, n, 'swigluBackward dout'),
-        f32(gate, n, 'swigluBackward gate'), f32(up, n, 'swigluBackward up'), 0, n);
+      par('swiglu_backward', [f32(dgate, n, 'swigluBackward dgate'), f32(dup, n, 'swigluBackward dup'), f32(dout, n, 'swigluBackward dout'),
+        f32(gate, n, 'swigluBackward gate'), f32(up, n, 'swigluBackward up'), 0, n], 5, -1, 16, 32);
     },
 
     // ---- optimizer --------------------------------------------------------------------
 
     sumSquares(out, x, n, accumulate) {
-      k.sum_squares(f32(out, 1, 'sumSquares out'), f32(x, n, 'sumSquares x'), accumulate ? 1 : 0, 0, n);
+      // Fixed chunks (by n alone), each summed in f64 by whichever thread, then added in chunk
+      // order here: the same bits for any thread count. One chunk = the single-range sum_squares.
+      const po = f32(out, 1, 'sumSquares out'), px = f32(x, n, 'sumSquares x');
+      const chunk = Math.max(SUMSQ_CHUNK, alignUp(Math.ceil(n / SUMSQ_MAX_CHUNKS), 16));
+      const nc = Math.max(1, Math.ceil(n / chunk));
+      par('sum_squares_partials', [sumsqParts, px, n, chunk, 0, nc], 4, -1, 1, 2 * chunk);
+      const partials = new Float64Array(km.memory.buffer, sumsqParts, nc);
+      let sum = 0;
+      for (let c = 0; c < nc; c++) sum += partials[c]!;
+      const o = km.f32(po, 1);
+      if (accumulate) sum += o[0]!;
+      o[0] = sum;
     },
 
     adamwStep(param, grad, m, v, n, p: AdamWParams) {
-      k.adamw_step(f32(param, n, 'adamwStep param'), f32(grad, n, 'adamwStep grad'), f32(m, n, 'adamwStep m'), f32(v, n, 'adamwStep v'),
+      par('adamw_step', [f32(param, n, 'adamwStep param'), f32(grad, n, 'adamwStep grad'), f32(m, n, 'adamwStep m'), f32(v, n, 'adamwStep v'),
         p.lr, p.beta1, p.beta2, 1 - p.beta1, 1 - p.beta2, p.eps, 1 - p.lr * p.weightDecay,
-        1 - Math.pow(p.beta1, p.step), 1 - Math.pow(p.beta2, p.step), p.gradScale, 0, n);
+        1 - Math.pow(p.beta1, p.step), 1 - Math.pow(p.beta2, p.step), p.gradScale, 0, n], 14, -1, 16, 12);
     },
 
     sgdStep(param, grad, n, lr, gradScale) {
-      k.sgd_step(f32(param, n, 'sgdStep param'), f32(grad, n, 'sgdStep grad'), lr, gradScale, 0, n);
+      par('sgd_step', [f32(param, n, 'sgdStep param'), f32(grad, n, 'sgdStep grad'), lr, gradScale, 0, n], 4, -1, 16, 2);
     },
   };
 
@@ -365,7 +507,10 @@ export async function createWasmBackend(opts: { threads?: number } = {}): Promis
     desc: (w) => qdesc(w, 'wasmInternals'),
     scratch: (i) => scratch[i]!,
     threads,
+    pool,
+    par,
   });
+  infos.set(be, { threads, variant, sharedMemory: threads > 1, relaxedSimd: relaxed, summary });
   return be;
 }
 

@@ -1,8 +1,28 @@
 // Loads the WebAssembly kernel module (embedded in the bundle as base64, so it loads the same way
 // in Node and browsers) over a linear memory owned by the TS side, and hands out blocks of that
 // memory. Views are re-created on every access: memory.grow() detaches old TypedArray views.
+//
+// Variants (asconfig.json targets, all from the same assembly/ sources):
+//   simd        SIMD128, private memory
+//   simd-mt     SIMD128, shared memory (+ threads feature): what the worker pool runs
+//   relaxed     + relaxed SIMD (f32x4.relaxed_madd in the GEMM micro-kernels, relaxed_swizzle in
+//               the 4-bit lookup), private memory
+//   relaxed-mt  relaxed + shared memory
+// pickVariant() chooses at run time: shared when the pool can run (threadSupport() in pool.ts),
+// relaxed when WebAssembly.validate accepts a one-instruction relaxed-SIMD module (Chromium;
+// Node 20 only with --experimental-wasm-relaxed-simd). relaxed_madd may or may not fuse, by
+// machine; on one machine it always does the same, so every thread gets the same bits.
+//
+// Shared memory and several instances: each worker instantiates the same module over the same
+// memory, and instantiation copies the module's active data segments again. They hold only
+// constant tables (quantization maps, Mathf tables) and all lie below heap_base(), where the
+// allocator never hands out memory, so a starting worker rewrites identical bytes and nothing
+// else; the module defines no mutable global (so no kernel writes a global) and has no start
+// function. test/wasm/threads.test.ts checks all three on the built binaries.
 import { KERNEL_WASM_BASE64 } from '../../generated/kernels-wasm.ts';
 import { WebqloraError } from '../../errors.ts';
+
+export type KernelVariant = 'simd' | 'simd-mt' | 'relaxed' | 'relaxed-mt';
 
 export interface KernelExports {
   heap_base(): number;
@@ -15,6 +35,8 @@ export interface KernelExports {
   // Pointers are byte offsets; flags are 0/1; the last arguments are each kernel's work range.
   scratch_bytes(): number;
   simd_peak(iters: number): number;
+  simd_peak_par(iters: number, c0: number, c1: number): number;
+  sum_squares_partials(partials: number, x: number, n: number, chunk: number, c0: number, c1: number): void;
   hash32_fill(out: number, seed: number, i0: number, n: number): void;
   matmul(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, bt: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
   matmul_v1(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, bt: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
@@ -53,8 +75,9 @@ function decodeBase64(b64: string): Uint8Array {
   return out;
 }
 
-const compiled = new Map<string, Promise<WebAssembly.Module>>();
-function compileVariant(variant: string): Promise<WebAssembly.Module> {
+const compiled = new Map<KernelVariant, Promise<WebAssembly.Module>>();
+/** The compiled module of a variant (compiled once per process, shared by every instance). */
+export function compileVariant(variant: KernelVariant): Promise<WebAssembly.Module> {
   let p = compiled.get(variant);
   if (!p) {
     const b64 = KERNEL_WASM_BASE64[variant];
@@ -65,30 +88,59 @@ function compileVariant(variant: string): Promise<WebAssembly.Module> {
   return p;
 }
 
+let relaxed: boolean | null = null;
+/**
+ * Whether this engine runs relaxed SIMD: validates (module (func (param v128 v128 v128)
+ * (result v128) (f32x4.relaxed_madd (local.get 0) (local.get 1) (local.get 2)))).
+ */
+export function relaxedSimdSupported(): boolean {
+  relaxed ??= WebAssembly.validate(new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+    0x01, 0x08, 0x01, 0x60, 0x03, 0x7b, 0x7b, 0x7b, 0x01, 0x7b, // type: (v128 v128 v128) → v128
+    0x03, 0x02, 0x01, 0x00, // one function of type 0
+    0x0a, 0x0d, 0x01, 0x0b, 0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02, 0xfd, 0x85, 0x02, 0x0b, // body
+  ]));
+  return relaxed;
+}
+
+/** The variant for a memory kind and SIMD flavour. */
+export function variantFor(shared: boolean, relaxedSimd: boolean): KernelVariant {
+  return `${relaxedSimd ? 'relaxed' : 'simd'}${shared ? '-mt' : ''}` as KernelVariant;
+}
+
 /**
  * One kernel instance with its memory and a first-fit allocator. Allocation happens when a
  * model or trainer is set up, never inside a step (STYLE.md §9), so a simple free list is enough.
+ * With a shared variant the memory is a shared WebAssembly.Memory that worker threads
+ * instantiate the same module over (pool.ts); all allocation stays on the creating thread.
  */
 export class WasmKernels {
   readonly memory: WebAssembly.Memory;
   readonly k: KernelExports;
+  readonly module: WebAssembly.Module;
+  readonly variant: KernelVariant;
+  /** the memory's maximum in pages (a shared memory may get less than 4 GiB: newMemory) */
+  readonly maxPages: number;
   private top: number;
   private readonly free: Array<{ ptr: number; size: number }> = [];
   private readonly sizes = new Map<number, number>();
   private _live = 0;
   private _peak = 0;
 
-  private constructor(memory: WebAssembly.Memory, exports: KernelExports) {
+  private constructor(variant: KernelVariant, module: WebAssembly.Module, memory: WebAssembly.Memory, maxPages: number, exports: KernelExports) {
+    this.maxPages = maxPages;
+    this.variant = variant;
+    this.module = module;
     this.memory = memory;
     this.k = exports;
     this.top = alignUp(exports.heap_base(), ALIGN);
   }
 
-  static async create(variant = 'simd'): Promise<WasmKernels> {
+  static async create(variant: KernelVariant = 'simd'): Promise<WasmKernels> {
     const module = await compileVariant(variant);
-    const memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES });
+    const [memory, maxPages] = newMemory(variant.endsWith('-mt'));
     const inst = await WebAssembly.instantiate(module, { env: { memory, abort: wasmAbort } });
-    return new WasmKernels(memory, inst.exports as unknown as KernelExports);
+    return new WasmKernels(variant, module, memory, maxPages, inst.exports as unknown as KernelExports);
   }
 
   /** Bytes currently allocated, and the most ever allocated at once. */
@@ -108,8 +160,9 @@ export class WasmKernels {
     }
     const ptr = this.top;
     const end = ptr + size;
-    if (end > MAX_PAGES * PAGE) {
-      throw new WebqloraError(`WebAssembly memory is full: ${fmtBytes(end)} needed, the limit of one wasm32 memory is 4 GiB (page base layers or use a smaller model).`);
+    if (end > this.maxPages * PAGE) {
+      const limit = this.maxPages === MAX_PAGES ? 'the limit of one wasm32 memory is 4 GiB' : `this engine gave the shared memory ${fmtBytes(this.maxPages * PAGE)} at most`;
+      throw new WebqloraError(`WebAssembly memory is full: ${fmtBytes(end)} needed, ${limit} (page base layers or use a smaller model).`);
     }
     const have = this.memory.buffer.byteLength;
     if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
@@ -144,6 +197,24 @@ export class WasmKernels {
   f32(ptr: number, n: number): Float32Array { return new Float32Array(this.memory.buffer, ptr, n); }
   u8(ptr: number, n: number): Uint8Array { return new Uint8Array(this.memory.buffer, ptr, n); }
   i32(ptr: number, n: number): Int32Array { return new Int32Array(this.memory.buffer, ptr, n); }
+}
+
+/**
+ * The kernel memory. A shared memory cannot move when it grows, so engines reserve its maximum
+ * up front (address space only): 4 GiB where the engine allows it, else the largest of 2 GiB,
+ * 1 GiB, 512 MiB it accepts (some 32-bit or mobile browsers refuse 4 GiB reservations).
+ */
+function newMemory(shared: boolean): [WebAssembly.Memory, number] {
+  if (!shared) return [new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES }), MAX_PAGES];
+  let err: unknown = null;
+  for (let maximum = MAX_PAGES; maximum >= MAX_PAGES / 8; maximum /= 2) {
+    try {
+      return [new WebAssembly.Memory({ initial: 16, maximum, shared: true }), maximum];
+    } catch (e) {
+      err = e;
+    }
+  }
+  throw err;
 }
 
 function wasmAbort(): never {

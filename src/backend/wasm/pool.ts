@@ -1,0 +1,272 @@
+// Worker threads for the WASM kernels: one shared WebAssembly.Memory, one kernel instance per
+// thread, and a small control block in that memory through which the calling thread hands out
+// the chunks of a kernel call. No postMessage in the hot path.
+//
+// Dispatch (one job = one kernel call whose work range is cut into chunks, index.ts decides how):
+//   caller: writes the kernel index, the f64 arguments and the chunks' [lo, hi) into the control
+//           block, zeroes DONE, publishes CLAIM = (job << 32 | chunks << 16 | 0) and the new SEQ
+//           (Atomics.store), notifies SEQ; then takes chunks itself like any worker, and waits
+//           until DONE equals the chunk count.
+//   worker: polls SEQ a little (`spin`), then sleeps in Atomics.wait on SEQ; on a new SEQ it
+//           takes chunks by compare-exchange on CLAIM (claimChunks in worker.ts) and runs each
+//           with its own scratch area, counting DONE and notifying the caller after the last.
+// Chunks are taken, not assigned: a thread the OS deschedules (another tab, other processes on a
+// shared machine) just takes fewer, and the others finish the job; a worker that wakes after the
+// job is over finds CLAIM naming another job and goes back to sleep. Results do not depend on
+// who ran which chunk: a kernel's summation order never depends on its range.
+// Atomics operations are sequentially consistent, so the plain stores of the arguments
+// (before CLAIM is published) and of the kernel results (before the DONE increment) are visible
+// to the other side once it has seen the atomic update.
+//
+// Waiting: Node's main thread (and any worker thread) may block in Atomics.wait, so the caller
+// polls briefly and then sleeps. A browser's main thread may not block at all (Atomics.wait
+// throws there); it keeps polling DONE with Atomics.load — it has just run chunks itself, so it
+// only waits for the last chunks in flight. This is detected once (`canBlock`), not assumed.
+// Atomics.waitAsync would need the kernel calls to be async, which the Backend contract
+// (synchronous enqueue) does not allow.
+//
+// Errors: every chunk's exception (a trap included) is caught where it ran, its message stored
+// in the control block, and the chunk still counted as done, so the caller never hangs; it throws
+// the message after the join. A worker that dies outside a job (startup, or killed) marks the pool
+// broken through its error/exit event; the next job throws.
+//
+// Browsers hand out shared memory only to cross-origin isolated pages. Serve the page with both
+//   Cross-Origin-Opener-Policy: same-origin
+//   Cross-Origin-Embedder-Policy: require-corp
+// (then `crossOriginIsolated` is true). Without them the backend runs on one thread and says so
+// through onInfo / wasmBackendInfo().
+import { CTRL, chunkRunner, claimChunks, type ChunkRunner, type WorkerInit } from './worker.ts';
+import { WASM_WORKER_SOURCE } from '../../generated/wasm-worker.ts';
+
+export { CTRL };
+/** Most threads one pool can run (no real limit of the protocol; a sanity bound). */
+export const MAX_THREADS = 64;
+
+/** A started worker, whatever the environment. */
+export interface WorkerHandle {
+  terminate(): Promise<void>;
+}
+/**
+ * Starts one worker from `source` (the worker bundle plus its start line), posts `init`, and
+ * resolves once it reports 'ready'; calls onFail if it errors or exits later.
+ */
+export type Spawn = (source: string, init: WorkerInit, name: string, onFail: (e: Error) => void) => Promise<WorkerHandle>;
+
+/** What this environment can do, decided once. */
+export interface ThreadSupport {
+  /** shared WebAssembly.Memory + workers available */
+  shared: boolean;
+  /** logical cores (the default thread count when shared) */
+  cores: number;
+  /** why threads are unavailable ('' when they are) */
+  reason: string;
+  spawn: Spawn | null;
+}
+
+declare const __WEBQLORA_BROWSER__: boolean;
+
+function isNode(): boolean {
+  return typeof process !== 'undefined' && typeof process.versions?.node === 'string';
+}
+
+function sharedMemoryWorks(): boolean {
+  if (typeof SharedArrayBuffer === 'undefined' || typeof Atomics === 'undefined') return false;
+  try {
+    const m = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    return m.buffer instanceof SharedArrayBuffer;
+  } catch {
+    return false;
+  }
+}
+
+let support: Promise<ThreadSupport> | null = null;
+export function threadSupport(): Promise<ThreadSupport> {
+  support ??= detect();
+  return support;
+}
+
+async function detect(): Promise<ThreadSupport> {
+  // The browser bundle is built with __WEBQLORA_BROWSER__ = true, which drops this branch and
+  // with it the Node-only file (no Node import reaches a browser, no bundler stubs needed).
+  if (typeof __WEBQLORA_BROWSER__ === 'undefined' && isNode()) {
+    const node = await import('./pool-node.ts');
+    const cores = node.nodeCores();
+    if (!sharedMemoryWorks()) return { shared: false, cores, reason: 'this Node.js has no shared WebAssembly memory', spawn: null };
+    return { shared: true, cores, reason: '', spawn: node.spawnNodeWorker };
+  }
+  const g = globalThis as { navigator?: { hardwareConcurrency?: number }; crossOriginIsolated?: boolean; Worker?: unknown };
+  const cores = Math.max(1, g.navigator?.hardwareConcurrency ?? 1);
+  if (typeof g.Worker !== 'function') return { shared: false, cores, reason: 'Web Workers are not available here', spawn: null };
+  if (g.crossOriginIsolated !== true) {
+    return {
+      shared: false, cores, spawn: null,
+      reason: 'the page is not cross-origin isolated, so browsers give it no shared memory; serve it with the headers Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp',
+    };
+  }
+  if (!sharedMemoryWorks()) return { shared: false, cores, reason: 'this browser has no shared WebAssembly memory', spawn: null };
+  return { shared: true, cores, reason: '', spawn: spawnWebWorker };
+}
+
+let workerUrl: string | null = null;
+/** Browsers: a module worker from a Blob URL of the embedded worker source (made once). */
+const spawnWebWorker: Spawn = (source, init, name, onFail) => {
+  workerUrl ??= URL.createObjectURL(new Blob([source + '\nwebqloraWorker.main((m) => self.postMessage(m), (f) => { self.onmessage = (e) => { self.onmessage = null; f(e.data); }; });\n'], { type: 'text/javascript' }));
+  const w = new Worker(workerUrl, { type: 'module', name });
+  return new Promise<WorkerHandle>((resolve, reject) => {
+    let ready = false;
+    w.onmessage = (e: MessageEvent) => {
+      const m = e.data as { type: string; message?: string };
+      if (m.type === 'ready' && !ready) {
+        ready = true;
+        resolve({ terminate: async () => w.terminate() });
+      } else if (m.type === 'error') {
+        const err = new Error(`wasm worker ${name}: ${m.message}`);
+        if (ready) onFail(err); else reject(err);
+      }
+    };
+    w.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      const err = new Error(`wasm worker ${name}: ${e.message || 'failed to start'}`);
+      if (ready) onFail(err); else reject(err);
+    };
+    w.postMessage(init);
+  });
+};
+
+/** Whether this thread may block in Atomics.wait (not a browser's main thread). */
+function blockingAllowed(ctl: Int32Array): boolean {
+  try {
+    Atomics.wait(ctl, CTRL.FN, 0x7fffffff, 0); // value differs: returns 'not-equal' at once
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface PoolOptions {
+  memory: WebAssembly.Memory;
+  module: WebAssembly.Module;
+  /** the caller's instance of module (runs the caller's chunks) */
+  exports: Record<string, unknown>;
+  /** byte offset of a CTRL.BYTES block in memory, 64-byte aligned */
+  ctrl: number;
+  /** scratch area of thread i (thread 0 = the caller); its length is the thread count */
+  scratch: number[];
+  /** kernel export names; a job's FN is an index into this list */
+  names: string[];
+  spawn: Spawn;
+  /** Atomics.load polls before sleeping, on both sides */
+  spin?: number;
+}
+
+/**
+ * Workers 1..threads−1 sharing one memory with the caller (thread 0). One job at a time; jobs
+ * are issued by the thread that created the pool.
+ */
+export class ThreadPool {
+  readonly threads: number;
+  /** jobs run so far (tests check that a call really went through the pool) */
+  jobs = 0;
+  /** chunks handed out so far, and how many of them the calling thread ran itself */
+  chunks = 0;
+  callerChunks = 0;
+  private handles: WorkerHandle[] = [];
+  private readonly r: ChunkRunner;
+  private readonly canBlock: boolean;
+  private readonly spin: number;
+  private seq = 0;
+  private broken: Error | null = null;
+  private closed = false;
+
+  private constructor(o: PoolOptions) {
+    this.threads = o.scratch.length;
+    this.r = chunkRunner(o.memory, o.ctrl, o.exports, o.names, o.scratch[0]!, 0);
+    this.canBlock = blockingAllowed(this.r.ctl);
+    this.spin = o.spin ?? 20000;
+  }
+
+  /** Starts threads − 1 workers (threads = scratch.length) and resolves when all are ready. */
+  static async start(o: PoolOptions): Promise<ThreadPool> {
+    const n = o.scratch.length;
+    if (n < 2 || n > MAX_THREADS) throw new Error(`ThreadPool: ${n} threads (2..${MAX_THREADS})`);
+    if (o.ctrl % 64 !== 0) throw new Error('ThreadPool: the control block must be 64-byte aligned');
+    new Uint8Array(o.memory.buffer, o.ctrl, CTRL.BYTES).fill(0);
+    const pool = new ThreadPool(o);
+    const started = await Promise.allSettled(Array.from({ length: n - 1 }, (_, i) => o.spawn(WASM_WORKER_SOURCE,
+      { module: o.module, memory: o.memory, ctrl: o.ctrl, scratch: o.scratch[i + 1]!, thread: i + 1, names: o.names, spin: pool.spin },
+      `webqlora-wasm-${i + 1}`, (e) => { pool.broken ??= e; })));
+    pool.handles = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) {
+      await pool.destroy();
+      throw failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
+    }
+    return pool;
+  }
+
+  /**
+   * Runs export `fn` (an index into names) with `args` once per chunk, the chunk's [lo, hi) in
+   * args[rangePos], args[rangePos + 1] and the running thread's scratch area in args[scratchPos]
+   * (−1: none). Returns when every chunk has run; throws the first chunk's error, if any.
+   * callerWorks false leaves every chunk to the workers (tests of the worker side).
+   */
+  run(fn: number, args: number[], rangePos: number, scratchPos: number, chunks: ReadonlyArray<readonly [number, number]>, callerWorks = true): void {
+    if (this.closed) throw new Error('wasm thread pool used after destroy()');
+    if (this.broken) throw this.broken;
+    if (args.length > CTRL.MAX_ARGS) throw new Error(`ThreadPool.run: ${args.length} arguments (max ${CTRL.MAX_ARGS})`);
+    if (chunks.length < 1 || chunks.length > CTRL.MAX_CHUNKS) throw new Error(`ThreadPool.run: ${chunks.length} chunks (1..${CTRL.MAX_CHUNKS})`);
+    const { ctl, claim, f64 } = this.r;
+    for (let i = 0; i < args.length; i++) f64[CTRL.ARGS_F64 + i] = args[i]!;
+    chunks.forEach(([lo, hi], c) => {
+      f64[CTRL.CHUNKS_F64 + 2 * c] = lo;
+      f64[CTRL.CHUNKS_F64 + 2 * c + 1] = hi;
+    });
+    ctl[CTRL.FN] = fn;
+    ctl[CTRL.NARGS] = args.length;
+    ctl[CTRL.RANGE_POS] = rangePos;
+    ctl[CTRL.SCRATCH_POS] = scratchPos;
+    Atomics.store(ctl, CTRL.DONE, 0);
+    this.jobs++;
+    this.seq = (this.seq + 1) >>> 0;
+    Atomics.store(claim, CTRL.CLAIM_I64, (BigInt(this.seq) << 32n) | (BigInt(chunks.length) << 16n));
+    Atomics.store(ctl, CTRL.SEQ, this.seq | 0);
+    Atomics.notify(ctl, CTRL.SEQ);
+    this.chunks += chunks.length;
+    if (callerWorks) this.callerChunks += claimChunks(this.r, this.seq);
+    this.join(chunks.length);
+    const bad = Atomics.load(ctl, CTRL.ERROR);
+    if (bad !== 0) {
+      const msg = this.r.msg, end = msg.indexOf(0);
+      const text = new TextDecoder().decode(msg.slice(0, end < 0 ? CTRL.ERRMSG_BYTES : end));
+      Atomics.store(ctl, CTRL.ERROR, 0);
+      throw new Error(bad === 1 ? `wasm kernel (calling thread) ${text}` : `wasm worker thread ${bad - 1}: ${text}`);
+    }
+  }
+
+  /**
+   * Waits until all n chunks are done: polls, then sleeps where this thread may block; a browser
+   * main thread keeps polling (it may not block).
+   */
+  private join(n: number): void {
+    const ctl = this.r.ctl;
+    let d = Atomics.load(ctl, CTRL.DONE);
+    for (let i = 0; d !== n && i < this.spin; i++) d = Atomics.load(ctl, CTRL.DONE);
+    while (d !== n) {
+      if (this.canBlock) Atomics.wait(ctl, CTRL.DONE, d);
+      d = Atomics.load(ctl, CTRL.DONE);
+    }
+  }
+
+  /** Tells the workers to leave their loops, then terminates them. Idempotent. */
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const ctl = this.r.ctl;
+    Atomics.store(ctl, CTRL.FN, CTRL.FN_EXIT);
+    this.seq = (this.seq + 1) >>> 0;
+    Atomics.store(ctl, CTRL.SEQ, this.seq | 0);
+    Atomics.notify(ctl, CTRL.SEQ);
+    await Promise.all(this.handles.map((h) => h.terminate()));
+    this.handles = [];
+  }
+}
