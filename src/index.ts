@@ -40,3 +40,5 @@ export { demoStories, demoJsonl } from './demo/data.ts';
 export { saveCheckpoint, restoreCheckpoint, readTrainerState, type TrainerState } from './train/checkpoint.ts';
 export { syntheticSource, syntheticFromConfig, SYNTHETIC_CONFIGS } from './model/synthetic.ts';
 export { LayerPager, Workspace } from './model/llama.ts';
+// How a wasm backend runs (threads, kernel variant): shown by the browser demo page.
+export { wasmBackendInfo, type WasmBackendInfo } from './backend/wasm/index.ts';
