@@ -52,13 +52,16 @@ export async function createBackend(opts: CreateBackendOptions = {}): Promise<Ba
         why = `the only WebGPU adapter, ${a.name}, is a CPU emulation; use --backend webgpu to force it`;
       }
     }
-    const { createWasmBackend } = await import('./wasm/index.ts');
-    const be = await createWasmBackend({ threads: opts.threads, onInfo: opts.onInfo });
-    info(`backend: wasm (${why})`);
-    return be;
+    return wasm(opts, why);
   }
-  const { createWasmBackend } = await import('./wasm/index.ts');
-  const be = await createWasmBackend({ threads: opts.threads, onInfo: opts.onInfo });
-  info('backend: wasm');
+  return wasm(opts, null);
+}
+
+/** The WASM backend, announced in one line: how it runs, and why not WebGPU when that applies. */
+async function wasm(opts: CreateBackendOptions, whyNotGpu: string | null): Promise<Backend> {
+  const { createWasmBackend, wasmBackendInfo } = await import('./wasm/index.ts');
+  const be = await createWasmBackend({ threads: opts.threads });
+  const how = wasmBackendInfo(be).summary.replace(/^wasm:\s*/, '');
+  opts.onInfo?.(`backend: wasm, ${how}${whyNotGpu ? ` (${whyNotGpu})` : ''}`);
   return be;
 }
