@@ -14,7 +14,7 @@ import { createWasmBackend, wasmBackendInfo, wasmInternals } from '../src/backen
 import { relaxedSimdSupported } from '../src/backend/wasm/module.ts';
 import type { Backend, QuantWeight, Tensor } from '../src/backend/backend.ts';
 import { quantize4bit } from '../src/quant/quantize.ts';
-import { printTable, saveResults } from './util.ts';
+import { log, printTable, saveResults } from './util.ts';
 
 export function lcg(n: number, seed: number, scale: number): Float32Array {
   const a = new Float32Array(n);
@@ -115,7 +115,7 @@ export async function benchGemm(quick = false): Promise<unknown> {
     printTable(`bench/gemm [${r.variant}]: GFLOP/s, one thread; peak = simd_peak of this build (register-only ${relaxed ? 'relaxed_madd' : 'f32x4 mul + add'}), timed alternately with the GEMMs`,
       ['layout', 'M', 'N', 'K', 'peak', 'f32', 'f32 / peak', 'NF4', 'NF4 / f32'],
       r.rows.map((x) => [x.layout, x.M, x.N, x.K, x.peak, x.f32, x.f32OfPeak, x.nf4 ?? '—', x.nf4OverF32 ?? '—']));
-    console.log(`plain triple loop (matmul_v1) NT ${r.plain.M}x${r.plain.N}x${r.plain.K}: ${r.plain.gflops.toFixed(2)} GFLOP/s`);
+    log(`plain triple loop (matmul_v1) NT ${r.plain.M}x${r.plain.N}x${r.plain.K}: ${r.plain.gflops.toFixed(2)} GFLOP/s`);
     out.push(r);
   }
   return { variants: out };

@@ -19,7 +19,13 @@ export function timeIt(fn: () => void, reps = 7, warmup = 2): number {
   return t[Math.floor(t.length / 2)]!;
 }
 
+let quiet = false;
+/** bench/run.ts prints only its summary table: the parts' own tables are kept in their JSON. */
+export function setQuiet(q: boolean): void { quiet = q; }
+export const log = (...a: unknown[]): void => { if (!quiet) console.log(...a); };
+
 export function printTable(title: string, header: string[], rows: Array<Array<string | number>>): void {
+  if (quiet) return;
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
   const w = header.map((_, j) => Math.max(...cells.map((r) => String(r[j] ?? '').length)));
   const line = (r: Array<string | number>) => '| ' + r.map((c, j) => String(c).padEnd(w[j]!)).join(' | ') + ' |';

@@ -1,0 +1,115 @@
+// npm run bench: the whole benchmark suite in one command. Prints one summary table (every
+// figure a ratio or a measurement from this run, next to its goal) and writes
+// bench/results/summary.json; each part's details go to its own JSON in bench/results/.
+//   node --import tsx bench/run.ts [--quick] [--no-7b] [--threads N]
+// --quick: smaller GEMM sweeps and skips the 1.1B/7B memory runs. The 7B step takes minutes.
+// PyTorch rows appear when `python3 -c 'import torch'` works (never needed in CI).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { BENCH_DIR, fmt, printTable, saveResults, setQuiet } from './util.ts';
+import { benchQuant } from './quant.ts';
+import { benchGemm } from './gemm.ts';
+import { benchThreads } from './threads.ts';
+import type { TrainBenchResult } from './train.ts';
+import { estimateTrainingMemory } from '../src/model/memory.ts';
+import { SYNTHETIC_CONFIGS } from '../src/model/synthetic.ts';
+import { DEFAULT_LORA } from '../src/model/lora.ts';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const skip7b = quick || argv.includes('--no-7b');
+const threads = argv.includes('--threads') ? Number(argv[argv.indexOf('--threads') + 1]) : availableParallelism();
+const GB = 1e9;
+const rows: Array<[string, string, string, string]> = [];
+const add = (what: string, value: string, goal = '', ok = '') => rows.push([what, value, goal, ok]);
+const mark = (pass: boolean) => (pass ? 'met' : 'NOT met');
+const progress = (s: string) => process.stderr.write(`bench: ${s}\n`);
+setQuiet(true);
+
+/** One bench/train.ts configuration in its own process, so its peak RSS is its own. */
+function trainRun(args: string[]): TrainBenchResult {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(BENCH_DIR, 'train.ts'), '--json', '--threads', String(threads), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`bench/train.ts ${args.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as TrainBenchResult;
+}
+
+function torchPython(): string | null {
+  for (const py of ['python3', '/usr/bin/python3']) {
+    try { execFileSync(py, ['-c', 'import torch'], { stdio: 'ignore' }); return py; } catch { /* next */ }
+  }
+  return null;
+}
+
+const summary: Record<string, unknown> = { threads };
+
+progress('quantization kernels');
+const q = (await benchQuant()) as { rows: Array<{ kernel: string; gbps: number; vsCopy: number }> };
+summary.quant = q;
+const deq = q.rows.find((r) => r.kernel.startsWith('NF4 dequantize'))!, quant = q.rows.find((r) => r.kernel.startsWith('NF4 quantize'))!;
+add('NF4 dequantize vs a WASM copy of the same f32 bytes', `${fmt(deq.gbps)} GB/s = ${fmt(deq.vsCopy)}× copy`);
+add('NF4 quantize (load-time cost)', `${fmt(quant.gbps)} GB/s of f32`);
+
+progress('GEMMs (one thread)');
+type GemmRow = { layout: string; M: number; N: number; K: number; peak: number; f32: number; nf4: number | null; f32OfPeak: number; nf4OverF32: number | null };
+const g = (await benchGemm(quick)) as { variants: Array<{ variant: string; rows: GemmRow[] }> };
+summary.gemm = g;
+for (const v of g.variants) {
+  const big = v.rows.filter((r) => r.M >= 64);
+  const nt = big.filter((r) => r.layout.startsWith('NT'));
+  const worstPeak = Math.min(...big.map((r) => r.f32OfPeak));
+  const medPeak = big.map((r) => r.f32OfPeak).sort((a, b) => a - b)[Math.floor(big.length / 2)]!;
+  const ratios = nt.filter((r) => r.nf4OverF32 !== null).map((r) => r.nf4OverF32!);
+  add(`[${v.variant}] WASM SIMD peak (register-only kernel)`, `${fmt(Math.max(...v.rows.map((r) => r.peak)))} GFLOP/s`);
+  add(`[${v.variant}] f32 GEMM / peak, M ≥ 64, NT/NN/TN (median, worst)`, `${fmt(medPeak)}, ${fmt(worstPeak)}`, '≥ 0.7', mark(medPeak >= 0.7));
+  add(`[${v.variant}] fused NF4 GEMM / f32 GEMM, M ≥ 64 (worst)`, fmt(Math.min(...ratios)), '≥ 0.8', mark(Math.min(...ratios) >= 0.8));
+}
+
+if (threads > 1) {
+  progress(`thread scaling (1 vs ${threads})`);
+  type TRow = { what: string; speedup: number; one: number; many: number };
+  const t = (await benchThreads(threads, quick)) as { rows: TRow[] };
+  summary.threads = t;
+  for (const r of t.rows) {
+    const isGoal = !r.what.startsWith('register');
+    add(`${threads} threads vs 1: ${r.what}`, `${fmt(r.speedup)}×`, isGoal ? '≥ 1.8' : 'ceiling', isGoal ? mark(r.speedup >= 1.8) : '');
+  }
+}
+
+progress('training throughput and decoding');
+const py = torchPython();
+for (const m of ['stories15M', 'stories110M']) {
+  const r = trainRun(['--model', `synthetic:${m}`, '--seq', '256', '--steps', '4', '--decode', '64']);
+  summary[`train_${m}`] = r;
+  let torchNote = 'PyTorch not installed';
+  if (py) {
+    const out = execFileSync(py, [join(BENCH_DIR, 'torch_lora.py'), '--model', m, '--seq', '256', '--steps', '4', '--threads', String(threads)], { encoding: 'utf8' });
+    const tr = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; torch: string };
+    summary[`torch_${m}`] = tr;
+    torchNote = `PyTorch ${tr.torch} fp32 LoRA ${fmt(tr.tokens_per_s)} tok/s → ${fmt(r.trainTokensPerS! / tr.tokens_per_s)}×`;
+  }
+  add(`train ${m} (NF4+DQ, LoRA r16, seq 256, ${r.threads} threads)`, `${fmt(r.trainTokensPerS!)} tok/s; ${torchNote}`);
+  add(`decode ${m} (NF4+DQ, KV cache)`, `${fmt(r.decodeTokensPerS!)} tok/s`);
+}
+
+if (!quick) {
+  progress('memory: tinyllama-1.1b load and checkpointed step');
+  const shapes: Array<[string, string[], boolean, number]> = [['tinyllama-1.1b', ['--checkpointing'], false, 1.2]];
+  if (!skip7b) shapes.push(['llama-2-7b', ['--checkpointing', '--page-weights'], true, 5]);
+  for (const [m, extra, paged, goalGB] of shapes) {
+    if (m === 'llama-2-7b') progress('memory: llama-2-7b paged, checkpointed step (several minutes)');
+    const r = trainRun(['--model', `synthetic:${m}`, '--seq', '64', '--steps', '1', ...extra]);
+    const est = estimateTrainingMemory(SYNTHETIC_CONFIGS[m]!, { quant: 'nf4', doubleQuant: true, blocksize: 64, lora: DEFAULT_LORA, batch: 1, seqLen: 64, checkpointing: true, pageWeights: paged, optimizer: 'adamw', threads: r.threads });
+    summary[`memory_${m}`] = { measured: r, predicted: est };
+    if (m === 'tinyllama-1.1b') add('tinyllama-1.1b load (NF4+DQ): peak RSS', `${fmt(r.loadPeakRssBytes / GB)} GB`, '≤ 1.0 GB', mark(r.loadPeakRssBytes <= GB));
+    add(`${m} training step (seq 64, checkpointing${paged ? ', paged layers' : ''}): peak RSS`, `${fmt(r.peakRssBytes / GB)} GB in ${fmt(r.stepSeconds[0]!)} s`, `≤ ${goalGB} GB`, mark(r.peakRssBytes <= goalGB * GB));
+    const err = est.peakBytes / r.peakRssBytes - 1;
+    add(`${m}: inspect's predicted peak vs measured`, `${fmt(est.peakBytes / GB)} GB (${err >= 0 ? '+' : ''}${(100 * err).toFixed(1)}%)`, 'within 10%', mark(Math.abs(err) <= 0.1));
+  }
+}
+
+setQuiet(false);
+printTable(`webqlora bench (${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${threads} threads; ratios are from this one run on a shared machine)`,
+  ['what', 'measured', 'goal', ''], rows);
+console.log(`\nwritten ${saveResults('summary', { rows, ...summary })}`);
+process.exit(0);
