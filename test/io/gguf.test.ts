@@ -16,20 +16,14 @@ import { STORIES_GGUF, STORIES_HF, assertBitsEqual } from '../helpers/index.ts';
 import { m, writeGguf, f32Bytes, f16Bytes, rotateHalfToInterleaved, buildLlama, llamaMeta, type WriterTensor, type MetaValue } from '../helpers/gguf-writer.ts';
 import { openGguf, readGguf, GgufType } from '../../src/io/gguf.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
-import { FileSource } from '../../src/io/node.ts';
 import { BlobSource, MemorySource } from '../../src/io/source.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } from '../../src/io/dtype.ts';
 import { expectedTensors, type ModelConfig } from '../../src/model/config.ts';
+import { fileOpener } from '../helpers/files.ts';
 
 /** Files opened by a test; closed after the suite (the loaders leave their source open). */
-const opened: FileSource[] = [];
-async function file(path: string): Promise<FileSource> {
-  const f = await FileSource.open(path);
-  opened.push(f);
-  return f;
-}
-test.after(async () => { for (const f of opened.splice(0)) await f.close(); });
+const file = fileOpener(test);
 
 const F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q4_K = 12, BF16 = 30;
 

@@ -16,19 +16,13 @@ import { rotateHalfToInterleaved } from '../helpers/gguf-writer.ts';
 import { openLlama2c } from '../../src/io/llama2c.ts';
 import { openGguf } from '../../src/io/gguf.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
-import { FileSource } from '../../src/io/node.ts';
 import { MemorySource, BlobSource } from '../../src/io/source.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { expectedTensors } from '../../src/model/config.ts';
+import { fileOpener } from '../helpers/files.ts';
 
 /** Files opened by a test; closed after the suite (the loaders leave their source open). */
-const opened: FileSource[] = [];
-async function file(path: string): Promise<FileSource> {
-  const f = await FileSource.open(path);
-  opened.push(f);
-  return f;
-}
-test.after(async () => { for (const f of opened.splice(0)) await f.close(); });
+const file = fileOpener(test);
 
 test('stories260K.bin: config', async () => {
   const w = await openLlama2c(await file(STORIES_BIN));

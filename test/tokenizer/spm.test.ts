@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
 import { fuzzParser } from '../helpers/mutate.ts';
-import { FileSource } from '../../src/io/node.ts';
 import { MapDirSource } from '../../src/io/source.ts';
 import { openGguf } from '../../src/io/gguf.ts';
 import { parseSentencePieceModel, SpmTokenizer, PIECE_BYTE, PIECE_CONTROL, PIECE_NORMAL, PIECE_UNKNOWN, PIECE_USER_DEFINED } from '../../src/tokenizer/spm.ts';
@@ -16,15 +15,10 @@ import { loadTokenizerFromDir, tokenizerFromVocab, tokenizerFromSentencePiece } 
 import type { EmbeddedVocab } from '../../src/io/weights.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { VARIED, tinyStories } from './texts.ts';
+import { fileOpener } from '../helpers/files.ts';
 
 /** Files opened by a test; closed after the suite (the loaders leave their source open). */
-const opened: FileSource[] = [];
-async function file(path: string): Promise<FileSource> {
-  const f = await FileSource.open(path);
-  opened.push(f);
-  return f;
-}
-test.after(async () => { for (const f of opened.splice(0)) await f.close(); });
+const file = fileOpener(test);
 
 const TOK = join(FIXTURES, 'tokenizers');
 const MODEL_BYTES = new Uint8Array(readFileSync(join(TOK, 'llama2-sentencepiece', 'tokenizer.model')));
