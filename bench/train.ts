@@ -4,7 +4,7 @@
 //   node --import tsx bench/train.ts --model synthetic:stories15M --seq 256 --steps 3 [--checkpointing] [--page-weights] [--decode 64] [--json]
 import { createBackend } from '../src/backend/index.ts';
 import { wasmBackendInfo } from '../src/backend/wasm/index.ts';
-import { openModelPath } from '../src/io/node.ts';
+import { nodeGc, openModelPath } from '../src/io/node.ts';
 import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
 import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/trainer.ts';
@@ -43,7 +43,7 @@ export async function benchTrain(o: { model: string; seq: number; batch: number;
   const backend = await createBackend({ prefer: 'wasm', threads: o.threads });
   const src = await openModelPath(o.model);
   const t0 = performance.now();
-  const model = await loadModel(src, backend, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: Math.max(o.seq, (o.decode ?? 0) + 8), pageWeights: o.pageWeights });
+  const model = await loadModel(src, backend, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: Math.max(o.seq, (o.decode ?? 0) + 8), pageWeights: o.pageWeights, collect: nodeGc });
   const loadSeconds = (performance.now() - t0) / 1000;
   const loadPeakRssBytes = peakRss();
   const r = o.loraRank ?? DEFAULT_LORA.r;

@@ -6,7 +6,7 @@ import type { Backend } from '../backend/backend.ts';
 import { createBackend, type BackendChoice } from '../backend/index.ts';
 import { dawnGpu } from '../backend/webgpu/dawn.ts';
 import { WebqloraError } from '../errors.ts';
-import { fsReason, NodeDirSource, openModelPath } from '../io/node.ts';
+import { fsReason, NodeDirSource, nodeGc, openModelPath } from '../io/node.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -64,7 +64,7 @@ export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, pr
   const source = await openModelPath(spec);
   const t0 = performance.now();
   const model = await loadModel(source, backend, {
-    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions, pageWeights: bool(p, 'page-weights', false),
+    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions, pageWeights: bool(p, 'page-weights', false), collect: nodeGc,
     onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
   });
   const mem = backend.memory();

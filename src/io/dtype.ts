@@ -80,14 +80,14 @@ export function f32ToBf16(x: number): number {
   return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** Little-endian raw bytes of a float tensor → float32 values. */
-export function toFloat32(bytes: Uint8Array, dtype: DType, what: string): Float32Array {
+/** Little-endian raw bytes of a float tensor → float32 values (into `into` when it has exactly n elements). */
+export function toFloat32(bytes: Uint8Array, dtype: DType, what: string, into?: Float32Array): Float32Array {
   const n = bytes.length / DTYPE_BYTES[dtype];
-  const out = new Float32Array(n);
+  const out = into && into.length === n ? into : new Float32Array(n);
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   switch (dtype) {
     case 'F32':
-      new Uint8Array(out.buffer).set(bytes);
+      new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(bytes);
       return out;
     case 'F16':
       for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(2 * i, true));

@@ -172,12 +172,12 @@ async function openHfDirInner(dir: DirSource, opened: ByteSource[]): Promise<HfW
       const qs = quant.get(name);
       return qs ? { quantType: qs.quantType, blocksize: qs.blocksize, doubleQuant: qs.nested !== null, dtype: qs.dtype } : null;
     },
-    async readFloat(name: string): Promise<Float32Array> {
+    async readFloat(name: string, into?: Float32Array): Promise<Float32Array> {
       const t = need(name);
       const q = await readQuant(name);
       // bnb dequantize_4bit returns the weight in its quant_state dtype.
       if (q) return dequantizeToDtype(q);
-      return toFloat32(await store.read(name), t.dtype, `${store.fileOf(name)}: tensor ${name}`);
+      return toFloat32(await store.read(name), t.dtype, `${store.fileOf(name)}: tensor ${name}`, into);
     },
     readQuant,
     async close(): Promise<void> {

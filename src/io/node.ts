@@ -2,6 +2,8 @@
 // the Dawn loader). Everything else sees ByteSource / DirSource / OutDir.
 import { open, stat, readdir, mkdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { WebqloraError } from '../errors.ts';
 import { outOfRange, type ByteSink, type ByteSource, type DirSource, type OutDir } from './source.ts';
 
@@ -185,3 +187,20 @@ export async function removeStaleTemps(dir: string): Promise<number> {
   await sweep(dir, 1);
   return removed;
 }
+
+/**
+ * A full garbage collection, for the moments a loader has just dropped a very large buffer
+ * (loadModel's `collect`). Exposed through V8's flag at first use; a no-op if that fails.
+ */
+export function nodeGc(): void {
+  if (!gcFn) {
+    try {
+      setFlagsFromString('--expose-gc');
+      gcFn = runInNewContext('gc') as () => void;
+    } catch {
+      gcFn = () => {};
+    }
+  }
+  gcFn();
+}
+let gcFn: (() => void) | null = null;

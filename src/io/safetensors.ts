@@ -71,9 +71,9 @@ export class SafetensorsFile {
   }
 
   /** One floating-point tensor (F32, F16, BF16 or F64) as float32 values. */
-  async readFloat(name: string): Promise<Float32Array> {
+  async readFloat(name: string, into?: Float32Array): Promise<Float32Array> {
     const t = this.info(name);
-    return toFloat32(await this.readRaw(name), t.dtype, `${this.src.name}: tensor ${name}`);
+    return toFloat32(await this.readRaw(name), t.dtype, `${this.src.name}: tensor ${name}`, into);
   }
 }
 

@@ -42,9 +42,11 @@ export interface WeightSource {
   readonly vocab: EmbeddedVocab | null;
   /**
    * Float32 values of one tensor in HF layout: rotate-half order of q/k rows (GGUF and llama2.c
-   * store them interleaved and are permuted here), dequantized if stored quantized.
+   * store them interleaved and are permuted here), dequantized if stored quantized. A loader may
+   * write the values into `into` (when it has exactly the tensor's element count) and return it,
+   * so one buffer serves a whole load; callers must use the returned array either way.
    */
-  readFloat(name: string): Promise<Float32Array>;
+  readFloat(name: string, into?: Float32Array): Promise<Float32Array>;
   /** A bnb 4-bit weight exactly as stored (never re-quantized), or null if the tensor is not 4-bit. */
   readQuant(name: string): Promise<Quant4Tensor | null>;
   close(): Promise<void>;

@@ -26,6 +26,12 @@ export interface LoadOptions {
    * slots, a layer at a time (models larger than kernel memory). Default false.
    */
   pageWeights?: boolean;
+  /**
+   * Called once the float32 copies of the [V, C] tables are dropped, before the linear weights
+   * fill memory: Node passes a garbage-collection hook (nodeGc in src/io/node.ts) so those
+   * copies (hundreds of MB for large vocabularies) are not still resident at the load's peak.
+   */
+  collect?: () => void;
   /** Called after each tensor: done, total, tensor name. */
   onProgress?: (done: number, total: number, name: string) => void;
 }
@@ -41,6 +47,12 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   let done = 0;
   const progress = (name: string) => opts.onProgress?.(++done, total, name);
 
+  // one host buffer for every linear weight read as float32 (each is quantized and dropped at
+  // once), so a load does not leave a float32 copy of every weight behind for the GC
+  let widest = 0;
+  for (const name of LINEAR_NAMES) { const [N, K] = linearShape(c, name); widest = Math.max(widest, N * K); }
+  const scratch = mode !== 'none' ? new Float32Array(widest) : null;
+  const readLinear = (wname: string, n: number) => src.readFloat(wname, scratch ? scratch.subarray(0, n) : undefined);
   const allocated: Tensor[] = [];
   const quantized: ReturnType<Backend['uploadQuant']>[] = [];
   const paging = opts.pageWeights ?? false;
@@ -61,10 +73,14 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     allocated.push(t);
     if (!half) backend.write(t, v);
     else {
-      const bits = new Uint16Array(v.length);
+      // convert in slices so no second full-size host copy exists next to the float32 one
       const cvt = half === 'f16' ? f32ToF16 : f32ToBf16;
-      for (let i = 0; i < v.length; i++) bits[i] = cvt(v[i]!);
-      backend.write(t, bits);
+      const slice = new Uint16Array(Math.min(v.length, 1 << 20));
+      for (let s = 0; s < v.length; s += slice.length) {
+        const n = Math.min(slice.length, v.length - s);
+        for (let i = 0; i < n; i++) slice[i] = cvt(v[s + i]!);
+        backend.write(t, n === slice.length ? slice : slice.subarray(0, n), s);
+      }
     }
     progress(name);
     return t;
@@ -73,6 +89,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   try {
     const embed = await tableTensor('model.embed_tokens.weight', 'embed_tokens');
     const lmHead = c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
+    opts.collect?.();
     const finalNorm = await f32Tensor('model.norm.weight', 'norm');
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < c.numLayers; l++) {
@@ -87,7 +104,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
         let layer: LinearLayer;
         const stored = mode !== 'none' && src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
         if (stored || mode !== 'none') {
-          const q: Quant4Tensor = stored ?? (await quantize4bit(await src.readFloat(wname), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
+          const q: Quant4Tensor = stored ?? (await quantize4bit(await readLinear(wname, N * K), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {
             hostLayer[name] = up;

@@ -46,11 +46,11 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
     config,
     tensors,
     vocab: null,
-    async readFloat(tname: string): Promise<Float32Array> {
+    async readFloat(tname: string, into?: Float32Array): Promise<Float32Array> {
       const t = byName.get(tname);
       if (!t) throw new WebqloraError(`${spec}: no tensor ${tname}.`);
       const n = t.shape.reduce((a, b) => a * b, 1);
-      const out = new Float32Array(n);
+      const out = into && into.length === n ? into : new Float32Array(n);
       // xorshift32 seeded by the tensor name: the same tensor is the same on every read
       let s = (hashName(tname) ^ Math.imul(seed + 1, 0x9e3779b9)) >>> 0 || 1;
       if (tname.endsWith('norm.weight')) {
