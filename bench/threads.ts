@@ -17,30 +17,17 @@ import type { Backend } from '../src/backend/backend.ts';
 import { syntheticSource } from '../src/model/synthetic.ts';
 import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
-import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/trainer.ts';
-import type { MicroBatch } from '../src/train/step.ts';
+import { Trainer, TRAIN_DEFAULTS } from '../src/train/trainer.ts';
 import { SampleRng } from '../src/generate/sample.ts';
 import { lcg, nf4, put } from './gemm.ts';
 import { printTable, saveResults } from './util.ts';
+import { RandomBatches } from './train.ts';
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1]! : def;
 }
 
-/** Random tokens, every target scored but the last of each row (the cost of a real batch). */
-class RandomBatches implements MicroBatchSource {
-  private rng = new SampleRng(1);
-  constructor(private readonly B: number, private readonly T: number, private readonly V: number) {}
-  next(): MicroBatch {
-    const n = this.B * this.T, ids = new Int32Array(n), targets = new Int32Array(n);
-    for (let i = 0; i < n; i++) ids[i] = Math.floor(this.rng.next() * this.V);
-    for (let i = 0; i < n; i++) targets[i] = (i + 1) % this.T === 0 ? -100 : ids[i + 1]!;
-    return { ids, targets, B: this.B, T: this.T };
-  }
-  state(): unknown { return null; }
-  restore(): void {}
-}
 
 interface Row { what: string; one: number; many: number; speedup: number; unit: string }
 

@@ -26,7 +26,7 @@ const flag = (name: string) => process.argv.includes(`--${name}`);
 const peakRss = () => process.resourceUsage().maxRSS * 1024;
 
 /** Random tokens, a full batch of scored targets: the cost of a real batch of the same shape. */
-class RandomBatches implements MicroBatchSource {
+export class RandomBatches implements MicroBatchSource {
   private rng = new SampleRng(1);
   constructor(private readonly B: number, private readonly T: number, private readonly V: number) {}
   next(): MicroBatch {
