@@ -1,0 +1,39 @@
+// Checks every backend shares at its boundary (STYLE.md §6: validate once, trust inside).
+import type { BufferType, QuantUpload, QuantWeight } from './backend.ts';
+
+/** Bytes per element of each buffer type. */
+export const BUFFER_BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
+
+/** Every part of a 4-bit upload has exactly the length its [N, K] shape and blocksize imply. */
+export function checkQuantUpload(w: QuantUpload, what = 'uploadQuant'): void {
+  const n = w.N * w.K, nb = Math.ceil(n / w.blocksize);
+  const bad = (msg: string) => new Error(`${what} ${w.label}: ${msg}`);
+  if (!(Number.isSafeInteger(n) && n > 0 && w.blocksize > 0)) throw bad(`[${w.N}, ${w.K}] blocksize ${w.blocksize} is not a valid weight`);
+  if (w.packed.length !== Math.ceil(n / 2)) throw bad(`packed has ${w.packed.length} bytes, [${w.N}, ${w.K}] needs ${Math.ceil(n / 2)}`);
+  if (w.quantMap.length !== 16) throw bad(`quant map has ${w.quantMap.length} entries, expected 16`);
+  if ((w.absmax === null) === (w.dq === null)) throw bad('exactly one of absmax and dq must be given');
+  if (w.absmax && w.absmax.length !== nb) throw bad(`absmax has ${w.absmax.length} entries, expected ${nb}`);
+  const dq = w.dq;
+  if (dq) {
+    if (!(dq.nestedBlocksize > 0)) throw bad(`nested blocksize ${dq.nestedBlocksize} is not positive`);
+    if (dq.codes.length !== nb) throw bad(`dq codes have ${dq.codes.length} entries, expected ${nb}`);
+    if (dq.nestedQuantMap.length !== 256) throw bad(`nested quant map has ${dq.nestedQuantMap.length} entries, expected 256`);
+    if (dq.nestedAbsmax.length !== Math.ceil(nb / dq.nestedBlocksize)) throw bad(`nested absmax has ${dq.nestedAbsmax.length} entries, expected ${Math.ceil(nb / dq.nestedBlocksize)}`);
+  }
+}
+
+/** What a resident 4-bit slot must share with a weight written into it (writeQuant). */
+export interface QuantSlotShape extends QuantWeight {
+  /** nested blocksize of a double-quantized slot (ignored otherwise) */
+  readonly nestedBlocksize: number;
+}
+
+/** writeQuant: the new weight is well-formed and has exactly the slot's layout. */
+export function checkSameQuant(slot: QuantSlotShape, u: QuantUpload): void {
+  checkQuantUpload(u, 'writeQuant');
+  const same = slot.N === u.N && slot.K === u.K && slot.blocksize === u.blocksize && slot.quantType === u.quantType
+    && slot.doubleQuant === (u.dq !== null) && (!u.dq || u.dq.nestedBlocksize === slot.nestedBlocksize);
+  if (!same) {
+    throw new Error(`writeQuant ${slot.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot [${slot.N}, ${slot.K}] ${slot.quantType} bs${slot.blocksize}${slot.doubleQuant ? ' dq' : ''}`);
+  }
+}
