@@ -10,7 +10,7 @@
 // exp/log are Mathf (musl expf/logf ports, < 1 ulp) and sums are f32 in a different order than
 // the reference: expect relative differences ~1e-6·sqrt(S).
 import { dot } from './panel';
-import { madd } from './simd';
+import { madd, hmax } from './simd';
 
 /** keys scored per block of the online softmax */
 const KB: i32 = 64;
@@ -72,7 +72,7 @@ const KB: i32 = 64;
     v128.store(out + (<usize>j << 2), v);
     mv = f32x4.max(mv, v);
   }
-  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  let m = hmax(mv);
   for (; j < ns; j++) {
     const v = dot(x, y0 + <usize>j * stride, n) * scale;
     store<f32>(out + (<usize>j << 2), v);
@@ -82,18 +82,19 @@ const KB: i32 = 64;
 }
 
 /**
- * acc[0..n) += Σ_j w_j·y_j for j < ns, w_j at w + j·ws, y_j = y0 + j·stride (bytes). Sixteen
- * floats of acc stay in four registers across all ns rows, so acc is loaded and stored once per
- * call, not once per row.
+ * acc[0..n) += Σ_j (w_j·scale)·y_j for j < ns, w_j at w + j·ws, y_j = y0 + j·stride (bytes).
+ * Sixteen floats of acc stay in four registers across all ns rows, so acc is loaded and stored
+ * once per call, not once per row. scale 1 leaves every weight exactly as it is (w·1 = w).
  */
-@inline function accumRows(acc: usize, w: usize, ws: usize, y0: usize, stride: usize, ns: i32, n: i32): void {
+@inline function accumRows(acc: usize, w: usize, ws: usize, y0: usize, stride: usize, ns: i32, n: i32, scale: f32): void {
+  const sv = f32x4.splat(scale);
   let c: i32 = 0;
   for (; c + 16 <= n; c += 16) {
     const ao = acc + (<usize>c << 2);
     let a0 = v128.load(ao), a1 = v128.load(ao, 16), a2 = v128.load(ao, 32), a3 = v128.load(ao, 48);
     let y = y0 + (<usize>c << 2);
     for (let j: i32 = 0; j < ns; j++) {
-      const p = v128.load32_splat(w + <usize>j * ws);
+      const p = f32x4.mul(v128.load32_splat(w + <usize>j * ws), sv);
       a0 = madd(p, v128.load(y), a0);
       a1 = madd(p, v128.load(y, 16), a1);
       a2 = madd(p, v128.load(y, 32), a2);
@@ -107,7 +108,7 @@ const KB: i32 = 64;
     let a0 = v128.load(ao);
     let y = y0 + (<usize>c << 2);
     for (let j: i32 = 0; j < ns; j++) {
-      a0 = madd(v128.load32_splat(w + <usize>j * ws), v128.load(y), a0);
+      a0 = madd(f32x4.mul(v128.load32_splat(w + <usize>j * ws), sv), v128.load(y), a0);
       y += stride;
     }
     v128.store(ao, a0);
@@ -115,7 +116,7 @@ const KB: i32 = 64;
   for (; c < n; c++) {
     const ao = acc + (<usize>c << 2);
     let a = load<f32>(ao);
-    for (let j: i32 = 0; j < ns; j++) a += load<f32>(w + <usize>j * ws) * load<f32>(y0 + <usize>j * stride + (<usize>c << 2));
+    for (let j: i32 = 0; j < ns; j++) a += (load<f32>(w + <usize>j * ws) * scale) * load<f32>(y0 + <usize>j * stride + (<usize>c << 2));
     store<f32>(ao, a);
   }
 }
@@ -157,7 +158,7 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
           store<f32>(scores + (<usize>j << 2), p);
           l += p;
         }
-        accumRows(acc, scores, 4, vb + <usize>s0 * rowKV, rowKV, ns, D);
+        accumRows(acc, scores, 4, vb + <usize>s0 * rowKV, rowKV, ns, D, 1);
       }
       scaleTo(out + qo, 1.0 / l, acc, D);
       store<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2), m + Mathf.log(l));
@@ -229,45 +230,19 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
               store<f32>(pi + (<usize>j << 2), 0);
               store<f32>(di + (<usize>j << 2), 0);
             }
-            accumRows(dq0 + <usize>i * rowQ, di, 4, k0, rowKV, nv, D);
+            accumRows(dq0 + <usize>i * rowQ, di, 4, k0, rowKV, nv, D, 1);
           }
           // first tile row that sees key s0 + j: the rows before it hold zeros for that key
           for (let j: i32 = 0; j < ns; j++) {
             const i0 = max(0, s0 + j - pos0 - t0);
             if (i0 >= tq) continue;
             const o = <usize>j << 2;
-            accumRowsScaled(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, tq - i0, D, scale);
-            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, tq - i0, D);
+            accumRows(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, tq - i0, D, scale); // dK = scale·dSᵀ·Q
+            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, tq - i0, D, 1);
           }
         }
         for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
       }
     }
-  }
-}
-
-/** accumRows with every weight multiplied by `scale` (dK = scale·dSᵀ·Q). */
-@inline function accumRowsScaled(acc: usize, w: usize, ws: usize, y0: usize, stride: usize, ns: i32, n: i32, scale: f32): void {
-  let c: i32 = 0;
-  const sv = f32x4.splat(scale);
-  for (; c + 16 <= n; c += 16) {
-    const ao = acc + (<usize>c << 2);
-    let a0 = v128.load(ao), a1 = v128.load(ao, 16), a2 = v128.load(ao, 32), a3 = v128.load(ao, 48);
-    let y = y0 + (<usize>c << 2);
-    for (let j: i32 = 0; j < ns; j++) {
-      const p = f32x4.mul(v128.load32_splat(w + <usize>j * ws), sv);
-      a0 = madd(p, v128.load(y), a0);
-      a1 = madd(p, v128.load(y, 16), a1);
-      a2 = madd(p, v128.load(y, 32), a2);
-      a3 = madd(p, v128.load(y, 48), a3);
-      y += stride;
-    }
-    v128.store(ao, a0); v128.store(ao, a1, 16); v128.store(ao, a2, 32); v128.store(ao, a3, 48);
-  }
-  for (; c < n; c++) {
-    const ao = acc + (<usize>c << 2);
-    let a = load<f32>(ao);
-    for (let j: i32 = 0; j < ns; j++) a += (load<f32>(w + <usize>j * ws) * scale) * load<f32>(y0 + <usize>j * stride + (<usize>c << 2));
-    store<f32>(ao, a);
   }
 }

@@ -116,7 +116,8 @@ export function matmul(out: usize, a: usize, b: usize, M: i32, N: i32, K: i32, t
       let sv = f32x4.splat(0);
       let k: i32 = 0;
       for (; k + 4 <= K; k += 4) sv = madd(v128.load(x + (<usize>k << 2)), load4(w + <usize>k * es, bt), sv);
-      // the same pairing as the transpose-add above, so a column's bits do not depend on the range
+      // the same pairing as the transpose-add above (not hsum's), so a column's bits do not
+      // depend on the range
       let s = (f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 2)) + (f32x4.extract_lane(sv, 1) + f32x4.extract_lane(sv, 3));
       for (; k < K; k++) s += load<f32>(x + (<usize>k << 2)) * load1(w + <usize>k * es, bt);
       storeOne(orow + (<usize>j << 2), s, alpha, mode, bias + (<usize>j << 2));

@@ -1,6 +1,13 @@
-// The WebAssembly kernel module. Every export here is a kernel called from
-// src/backend/wasm/ (or src/quant/); names are snake_case versions of the Backend method names
-// (STYLE.md §2). Memory is imported (env.memory) and owned by the TS side: kernels never allocate.
+// The WebAssembly kernel module. Memory is imported (env.memory) and owned by the TS side:
+// kernels never allocate. The exports:
+//  - the Backend kernels, called from src/backend/wasm/ (names are snake_case versions of the
+//    Backend method names, STYLE.md §2), and the quantization kernels called from src/quant/;
+//  - oracles kept for tests only: matmul_v1, q_matmul_v1, q_matmul_backward_input_v1 (plain
+//    versions of the optimized GEMMs), hash32_fill (dropout's hash), sum_squares (the one-range
+//    form of sum_squares_partials);
+//  - benchmark probes: copy_bytes (bench/quant.ts), simd_peak and simd_peak_par (bench/gemm.ts,
+//    bench/threads.ts);
+//  - heap_base and scratch_bytes, read once by src/backend/wasm/module.ts and index.ts.
 export * from './quant';
 export * from './gemm';
 export * from './qgemm';
@@ -25,7 +32,7 @@ export function heap_base(): usize {
 }
 
 /** Plain copy of n bytes with v128 loads/stores: the bandwidth baseline for bench/quant. */
-export function copy_bytes(src: usize, dst: usize, n: i32): void {
+export function copy_bytes(dst: usize, src: usize, n: i32): void {
   let i: i32 = 0;
   for (; i + 64 <= n; i += 64) {
     v128.store(dst + <usize>i, v128.load(src + <usize>i));

@@ -2,7 +2,7 @@
 // cross_entropy). Stable logsumexp: max first, then Σ exp(l − max) in four f32 lanes with the
 // vector exp of simd.ts (< 1 ulp on the tested range; inputs ≤ 0 here), log with Mathf.log.
 // Expected deviation from the reference: a few f32 ulps of lse (different summation order).
-import { expf4, exp1 } from './simd';
+import { expf4, exp1, hsum, hmax } from './simd';
 
 /**
  * losses f32 [R]: logsumexp(logits[r]) − logits[r, t] (0 where targets[r] < 0, e.g. −100).
@@ -21,12 +21,12 @@ export function cross_entropy(losses: usize, logits: usize, targets: usize, V: i
     let mv = f32x4.splat(-Infinity);
     let i: i32 = 0;
     for (; i + 4 <= V; i += 4) mv = f32x4.max(mv, v128.load(row + (<usize>i << 2)));
-    let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+    let m = hmax(mv);
     for (; i < V; i++) m = max(m, load<f32>(row + (<usize>i << 2)));
     const ms = f32x4.splat(m);
     let sv = f32x4.splat(0);
     for (i = 0; i + 4 <= V; i += 4) sv = f32x4.add(sv, expf4(f32x4.sub(v128.load(row + (<usize>i << 2)), ms)));
-    let s: f32 = (f32x4.extract_lane(sv, 0) + f32x4.extract_lane(sv, 1)) + (f32x4.extract_lane(sv, 2) + f32x4.extract_lane(sv, 3));
+    let s: f32 = hsum(sv);
     for (; i < V; i++) s += exp1(load<f32>(row + (<usize>i << 2)) - m);
     const lse = m + Mathf.log(s);
     store<f32>(losses + (<usize>r << 2), lse - load<f32>(row + (<usize>t << 2)));

@@ -3,6 +3,7 @@
 // Work range: rows [r0, r1) (rows are independent).
 // Sums run in four f32x4 lanes, so they round differently from a sequential f32 (or f64) sum:
 // expect relative differences of a few f32 ulps times sqrt(C) against the reference.
+import { hsum } from './simd';
 
 /** Σ x[c]² over one row, f32x4 lanes + scalar tail. */
 @inline function sumSq(x: usize, C: i32): f32 {
@@ -13,8 +14,7 @@
     s0 = f32x4.add(s0, f32x4.mul(a, a));
     s1 = f32x4.add(s1, f32x4.mul(b, b));
   }
-  s0 = f32x4.add(s0, s1);
-  let s = (f32x4.extract_lane(s0, 0) + f32x4.extract_lane(s0, 1)) + (f32x4.extract_lane(s0, 2) + f32x4.extract_lane(s0, 3));
+  let s = hsum(f32x4.add(s0, s1));
   for (; c < C; c++) { const v = load<f32>(x + (<usize>c << 2)); s += v * v; }
   return s;
 }
@@ -59,7 +59,7 @@ export function rms_norm_backward(dx: usize, dy: usize, x: usize, w: usize, rstd
       const o = <usize>c << 2;
       s0 = f32x4.add(s0, f32x4.mul(f32x4.mul(v128.load(xr + o), rv), f32x4.mul(v128.load(w + o), v128.load(gr + o))));
     }
-    let s = (f32x4.extract_lane(s0, 0) + f32x4.extract_lane(s0, 1)) + (f32x4.extract_lane(s0, 2) + f32x4.extract_lane(s0, 3));
+    let s = hsum(s0);
     for (; c < C; c++) {
       const o = <usize>c << 2;
       s += (load<f32>(xr + o) * rs) * (load<f32>(w + o) * load<f32>(gr + o));

@@ -24,7 +24,7 @@
 // The 4-bit GEMMs produce the same panels from dequantized rows, so the fused kernels run the
 // very same micro-kernel on W that is never materialised beyond one (NC × KC) slice.
 import { BT_F32, BT_F16, BT_BF16, elemBytes, load4, load1 } from './half';
-import { madd } from './simd';
+import { madd, hsum } from './simd';
 
 /** Rows of the output tile. */
 export const MR: i32 = 4;
@@ -325,10 +325,6 @@ export function emptyInner(out: usize, N: i32, mode: i32, bias: usize, m0: i32, 
   let s = hsum(f32x4.add(s0, s1));
   for (; k < n; k++) s += load<f32>(x + (<usize>k << 2)) * load<f32>(y + (<usize>k << 2));
   return s;
-}
-
-@inline export function hsum(v: v128): f32 {
-  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
 }
 
 /** Writes one output element: c (mode) alpha·s. */

@@ -19,6 +19,7 @@
 import { lutPlane, decode16 } from './lut16';
 import { KC, NC, sliceLen, NR, C_ADD, SCR_PANELS, SCR_QROWS, SCR_ROW, ROW_MAX, firstMode, runSlice, packRowsT, emptyInner, dot, storeOne } from './panel';
 import { BT_F32 } from './half';
+import { dqAbsmaxRule } from './dq';
 
 const SMALL_M: i32 = 4;
 
@@ -41,11 +42,9 @@ const SMALL_M: i32 = 4;
   return dqAbsmax(d, b, b / dNbs(d));
 }
 
-/** Double-quantized absmax of block b, whose nested block is nb = b / nbs (bnb's rule). */
+/** Double-quantized absmax of block b, whose nested block is nb = b / nbs. */
 @inline function dqAbsmax(d: usize, b: usize, nb: usize): f32 {
-  const q = <usize>load<u8>(dCodes(d) + b);
-  const v: f32 = load<f32>(dNestedMap(d) + (q << 2)) * load<f32>(dNested(d) + (nb << 2));
-  return v + dOffset(d);
+  return dqAbsmaxRule(dNestedMap(d), <usize>load<u8>(dCodes(d) + b), dNested(d), nb, dOffset(d));
 }
 
 /** a / m, by a shift when m is a power of two (block sizes always are; bnb allows no others). */

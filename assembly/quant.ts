@@ -8,6 +8,8 @@
 // Pointers are byte offsets into the (imported) linear memory; the TS side owns allocation.
 import { NF4_BOUNDS, FP4_BOUNDS, FP4_ORDER, INT4_BOUNDS, DYNAMIC_SIGNED_BOUNDS } from './tables';
 import { lutPlane, decode16 } from './lut16';
+import { hmax } from './simd';
+import { dqAbsmaxRule } from './dq';
 
 export const QTYPE_NF4: i32 = 0;
 export const QTYPE_FP4: i32 = 1;
@@ -45,8 +47,7 @@ const TINY: f32 = 1e-38; // bnb clamps the divisor (backends/default/ops.py)
     m0 = f32x4.max(m0, f32x4.abs(v128.load(x + (<usize>i << 2))));
     m1 = f32x4.max(m1, f32x4.abs(v128.load(x + (<usize>i << 2), 16)));
   }
-  m0 = f32x4.max(m0, m1);
-  let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  let m = hmax(f32x4.max(m0, m1));
   for (; i < len; i++) m = max(m, abs(load<f32>(x + (<usize>i << 2))));
   return m;
 }
@@ -81,15 +82,14 @@ export function quantize_4bit(x: usize, n: i32, blocksize: i32, qtype: i32, pack
       quantizeBlockSimd(xb, blocksize, r, bounds, qtype == QTYPE_FP4, packed + <usize>(start >> 1));
       continue;
     }
-    // blocksize is even, so a block starts on a byte boundary.
+    // the partial tail divides (bnb); blocksize is even, so a block starts on a byte boundary.
     for (let i: i32 = 0; i < len; i += 2) {
       const x0 = load<f32>(xb + (<usize>i << 2));
-      const s0 = clampUnit(full ? x0 * r : x0 / a);
-      const c0 = code4(qtype, s0);
+      const c0 = code4(qtype, clampUnit(x0 / a));
       let c1: i32;
       if (i + 1 < len) {
         const x1 = load<f32>(xb + (<usize>(i + 1) << 2));
-        c1 = code4(qtype, clampUnit(full ? x1 * r : x1 / a));
+        c1 = code4(qtype, clampUnit(x1 / a));
       } else {
         c1 = qtype == QTYPE_FP4 ? 0 : 7; // the code of 0.0
       }
@@ -201,8 +201,7 @@ export function dequantize_blockwise_8bit(q: usize, n: i32, blocksize: i32, code
  */
 export function dq_recover_absmax(q: usize, nb: i32, nested_blocksize: i32, code: usize, nested_absmax: usize, offset: f32, out: usize): void {
   for (let i: i32 = 0; i < nb; i++) {
-    const v = load<f32>(code + (<usize>load<u8>(q + <usize>i) << 2)) * load<f32>(nested_absmax + (<usize>(i / nested_blocksize) << 2));
-    store<f32>(out + (<usize>i << 2), v + offset);
+    store<f32>(out + (<usize>i << 2), dqAbsmaxRule(code, <usize>load<u8>(q + <usize>i), nested_absmax, <usize>(i / nested_blocksize), offset));
   }
 }
 

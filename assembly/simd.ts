@@ -12,6 +12,16 @@
   return f32x4.add(acc, f32x4.mul(a, b));
 }
 
+/** Sum of the four lanes, paired (l0 + l1) + (l2 + l3): every f32x4 reduction of the kernels. */
+@inline export function hsum(v: v128): f32 {
+  return (f32x4.extract_lane(v, 0) + f32x4.extract_lane(v, 1)) + (f32x4.extract_lane(v, 2) + f32x4.extract_lane(v, 3));
+}
+
+/** Largest of the four lanes, max(max(l0, l1), max(l2, l3)). */
+@inline export function hmax(v: v128): f32 {
+  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
 /**
  * Byte lookup t[s] for indices known to be in 0..15. relaxed_swizzle equals swizzle for those
  * (it differs only for indices ≥ 16) and is one pshufb on x86 without the range fix-up.

@@ -5,49 +5,42 @@ export const NF4_CODE: usize = memory.data<f32>([
   -1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036, 0.0,
   0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0,
 ]);
-export const NF4_CODE_LEN: i32 = 16;
 
 /** float32 midpoints of NF4_CODE; code = #{j : NF4_BOUNDS[j] < x} (ties go to the lower code) */
 export const NF4_BOUNDS: usize = memory.data<f32>([
   -0.8480964, -0.6106329, -0.45999527, -0.33967942, -0.2346074, -0.13791174, -0.045525018, 0.03979015,
   0.12025525, 0.20352125, 0.29201376, 0.38931254, 0.50166345, 0.6427869, 0.86147845,
 ]);
-export const NF4_BOUNDS_LEN: i32 = 15;
 
 /** bnb FP4 (E2M1 variant) value of each code, bit 3 = sign, magnitudes /12 (bnb get_4bit_type("fp4")) */
 export const FP4_CODE: usize = memory.data<f32>([
   0.0, 0.0052083335, 0.6666667, 1.0, 0.33333334, 0.5, 0.16666667, 0.25,
   0.0, -0.0052083335, -0.6666667, -1.0, -0.33333334, -0.5, -0.16666667, -0.25,
 ]);
-export const FP4_CODE_LEN: i32 = 16;
 
 /** float32 midpoints of FP4_CODE sorted ascending (+0 before -0); bucket = #{j : FP4_BOUNDS[j] < x} */
 export const FP4_BOUNDS: usize = memory.data<f32>([
   -0.8333334, -0.5833334, -0.4166667, -0.2916667, -0.20833334, -0.0859375, -0.0026041667, 0.0,
   0.0026041667, 0.0859375, 0.20833334, 0.2916667, 0.4166667, 0.5833334, 0.8333334,
 ]);
-export const FP4_BOUNDS_LEN: i32 = 15;
 
 /** bucket index -> FP4 code (argsort of FP4_CODE, as bnb default backend) */
 export const FP4_ORDER: usize = memory.data<u8>([
   11, 10, 13, 12, 15, 14, 9, 0,
   8, 1, 6, 7, 4, 5, 2, 3,
 ]);
-export const FP4_ORDER_LEN: i32 = 16;
 
 /** symmetric int4 levels (k-7)/7 for k = 0..14, code 15 unused (=1.0); not a bnb type */
 export const INT4_CODE: usize = memory.data<f32>([
   -1.0, -0.85714287, -0.71428573, -0.5714286, -0.42857143, -0.2857143, -0.14285715, 0.0,
   0.14285715, 0.2857143, 0.42857143, 0.5714286, 0.71428573, 0.85714287, 1.0, 1.0,
 ]);
-export const INT4_CODE_LEN: i32 = 16;
 
 /** float32 midpoints of INT4_CODE */
 export const INT4_BOUNDS: usize = memory.data<f32>([
   -0.92857146, -0.78571427, -0.6428572, -0.5, -0.35714287, -0.21428573, -0.071428575, 0.071428575,
   0.21428573, 0.35714287, 0.5, 0.6428572, 0.78571427, 0.92857146, 1.0,
 ]);
-export const INT4_BOUNDS_LEN: i32 = 15;
 
 /** bnb create_dynamic_map(signed=True), 256 ascending values (AVX2-build variant); used to quantize DQ absmax */
 export const DYNAMIC_SIGNED: usize = memory.data<f32>([
@@ -84,7 +77,6 @@ export const DYNAMIC_SIGNED: usize = memory.data<f32>([
   0.7960937, 0.8101562, 0.82421875, 0.8382812, 0.85234374, 0.8664062, 0.8804687, 0.89453125,
   0.9085938, 0.92265624, 0.9367187, 0.9507812, 0.96484375, 0.9789062, 0.99296874, 1.0,
 ]);
-export const DYNAMIC_SIGNED_LEN: i32 = 256;
 
 /** float32 midpoints of DYNAMIC_SIGNED (255 values) */
 export const DYNAMIC_SIGNED_BOUNDS: usize = memory.data<f32>([
@@ -121,4 +113,3 @@ export const DYNAMIC_SIGNED_BOUNDS: usize = memory.data<f32>([
   0.80312496, 0.8171875, 0.83124995, 0.8453125, 0.859375, 0.87343746, 0.8875, 0.9015625,
   0.915625, 0.9296875, 0.94374996, 0.9578125, 0.97187495, 0.9859375, 0.9964844,
 ]);
-export const DYNAMIC_SIGNED_BOUNDS_LEN: i32 = 255;

@@ -15,7 +15,7 @@ export async function benchQuant(elems = 1 << 24): Promise<unknown> {
   k.f32(qm, 16).set(quantMapOf('nf4'));
   const bytes = n * 4;
   const rows: Array<[string, number]> = [];
-  const tCopy = timeIt(() => k.k.copy_bytes(x, y, bytes));
+  const tCopy = timeIt(() => k.k.copy_bytes(y, x, bytes));
   rows.push(['copy f32 → f32 (v128 loop)', tCopy]);
   rows.push(['NF4 quantize (f32 → packed + absmax)', timeIt(() => k.k.quantize_4bit(x, n, bs, 0, packed, absmax), 5, 1)]);
   rows.push(['FP4 quantize', timeIt(() => k.k.quantize_4bit(x, n, bs, 1, packed, absmax), 5, 1)]);

@@ -103,7 +103,7 @@ function emitAs() {
     const ty = t.type === 'u32' ? 'u8' : 'f32';
     s += `\n/** ${t.doc} */\nexport const ${t.name}: usize = memory.data<${ty}>([\n`;
     for (let i = 0; i < t.values.length; i += 8) s += '  ' + t.values.slice(i, i + 8).map((v) => lit(t, v)).join(', ') + ',\n';
-    s += ']);\nexport const ' + t.name + `_LEN: i32 = ${t.values.length};\n`;
+    s += ']);\n';
   }
   return s;
 }

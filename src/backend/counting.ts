@@ -2,8 +2,8 @@
 // memory estimate (src/model/memory.ts) builds the real Workspace / LoraAdapters / optimizer
 // objects on it, so the estimate cannot drift from what training actually allocates.
 import type { Backend, BufferType, MemoryStats, QuantUpload, QuantWeight, Tensor } from './backend.ts';
-
-const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
+import { BUFFER_BYTES } from './validate.ts';
+import { wasmQuantLayout } from './wasm/layout.ts';
 
 export class CountingBackend implements Backend {
   readonly name = 'reference' as const;
@@ -29,14 +29,14 @@ export class CountingBackend implements Backend {
 
   alloc(type: BufferType, length: number, label: string): Tensor {
     const t = { type, length, label };
-    this.count(t, length * BYTES[type]);
+    this.count(t, length * BUFFER_BYTES[type]);
     return t;
   }
   free(t: Tensor): void { this.drop(t); }
   uploadQuant(w: QuantUpload): QuantWeight {
     const q = { N: w.N, K: w.K, blocksize: w.blocksize, quantType: w.quantType, doubleQuant: w.dq !== null, label: w.label };
-    const dq = w.dq;
-    this.count(q, 64 + w.packed.byteLength + 64 + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + 1024 : w.absmax!.byteLength) + 5 * this.align);
+    // exactly the one allocation the wasm backend makes for this weight
+    this.count(q, wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null).total);
     return q;
   }
   freeQuant(w: QuantWeight): void { this.drop(w); }

@@ -8,7 +8,9 @@ export const BUFFER_BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1,
 export function checkQuantUpload(w: QuantUpload, what = 'uploadQuant'): void {
   const n = w.N * w.K, nb = Math.ceil(n / w.blocksize);
   const bad = (msg: string) => new Error(`${what} ${w.label}: ${msg}`);
-  if (!(Number.isSafeInteger(n) && n > 0 && w.blocksize > 0)) throw bad(`[${w.N}, ${w.K}] blocksize ${w.blocksize} is not a valid weight`);
+  if (!(Number.isSafeInteger(w.N) && Number.isSafeInteger(w.K) && Number.isSafeInteger(n) && n > 0 && Number.isSafeInteger(w.blocksize) && w.blocksize > 0)) {
+    throw bad(`[${w.N}, ${w.K}] blocksize ${w.blocksize} is not a valid weight`);
+  }
   if (w.packed.length !== Math.ceil(n / 2)) throw bad(`packed has ${w.packed.length} bytes, [${w.N}, ${w.K}] needs ${Math.ceil(n / 2)}`);
   if (w.quantMap.length !== 16) throw bad(`quant map has ${w.quantMap.length} entries, expected 16`);
   if ((w.absmax === null) === (w.dq === null)) throw bad('exactly one of absmax and dq must be given');

@@ -1,5 +1,5 @@
 // matmul (every transA/transB layout, alpha, accumulate, bias), qMatmul and
-// qMatmulBackwardInput (nf4/fp4/int4 × double quant on/off × blocksizes 64, 128, 4096).
+// qMatmulBackwardInput (nf4/fp4/int4 × double quant on/off × blocksizes 32, 64, 128, 4096).
 //  (a) the float32 reference against a float64 GEMM written here, and its dequantization
 //      bit-exact against dequantize4bit (bnb-exact WASM);
 //  (b) the backward layouts by float64 finite differences;
@@ -155,7 +155,7 @@ async function quantWeight(rng: Rng, N: number, K: number, quantType: QuantType,
 
 function configs(): Array<{ qt: QuantType; bs: number; dq: boolean }> {
   const out: Array<{ qt: QuantType; bs: number; dq: boolean }> = [];
-  for (const qt of QTYPES) for (const dq of [false, true]) for (const bs of [64, 128]) out.push({ qt, bs, dq });
+  for (const qt of QTYPES) for (const dq of [false, true]) for (const bs of [32, 64, 128]) out.push({ qt, bs, dq });
   out.push({ qt: 'nf4', bs: 4096, dq: true }, { qt: 'fp4', bs: 4096, dq: false });
   return out;
 }
@@ -239,6 +239,28 @@ test('qMatmul / qMatmulBackwardInput parity: types × DQ × blocksizes, odd shap
     // dequantization compared exactly through identity inputs
     const { up } = await quantWeight(rng, 40, 130, qt, bs, dq);
     await parity(identityCases(up, `${qt} bs${bs} dq=${dq}`), { atol: 0, rtol: 0, why: 'one exact product per output: the dequantized weights must match bit for bit' });
+  }
+});
+
+// The wasm kernels dequantize a whole row of W into a scratch area for few rows of x (M < 4,
+// decoding) only up to ROW_MAX = (1 MiB scratch − 405504) / 4 = 160768 elements (assembly/
+// panel.ts); a longer row takes the blocked path with M < 4. K odd: rows of W start mid-byte.
+test('qMatmul / qMatmulBackwardInput parity: M < 4 with K beyond the whole-row limit', async () => {
+  const rng = new Rng(206);
+  const K = 200003, N = 3;
+  for (const [qt, bs, dq] of [['nf4', 64, true], ['fp4', 32, false]] as const) {
+    const { up } = await quantWeight(rng, N, K, qt, bs, dq);
+    for (const M of [1, 3]) {
+      const tag = `${qt} bs${bs} dq=${dq} M${M} N${N} K${K}`;
+      const x = randn(rng, M * K), dy = randn(rng, M * N), priorY = randn(rng, M * N);
+      await parity([
+        { what: `qMatmul ${tag}`, heavy: true, inputs: { x }, outputs: { out: M * N }, quant: { w: up }, run: (be, t, q) => be.qMatmul(t.out!, t.x!, q.w!, M) },
+        { what: `qMatmul accumulate ${tag}`, heavy: true, inputs: { x }, outputs: { out: priorY }, quant: { w: up }, run: (be, t, q) => be.qMatmul(t.out!, t.x!, q.w!, M, { alpha: -0.5, accumulate: true }) },
+      ], { atol: gemmTol(K).atol + 4 * U32, rtol: 1e-6, why: 'f32 sums over K in a different order' });
+      await parity([
+        { what: `qMatmulBackwardInput ${tag}`, heavy: true, inputs: { dy }, outputs: { dx: M * K }, quant: { w: up }, run: (be, t, q) => be.qMatmulBackwardInput(t.dx!, t.dy!, q.w!, M) },
+      ], { atol: gemmTol(N).atol + 4 * U32, rtol: 1e-6, why: 'f32 sums over N = 3' });
+    }
   }
 });
 

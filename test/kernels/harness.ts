@@ -68,12 +68,13 @@ export interface Typed { type: BufferType; data: Host }
 /**
  * One kernel invocation, independent of the backend. Outputs given as a number are f32
  * tensors of that length filled with NaN before the kernel runs; outputs given as arrays
- * start with those contents (in-place kernels, accumulate = true with a non-zero prior).
+ * start with those contents (in-place kernels, accumulate = true with a non-zero prior;
+ * f16/bf16 outputs as Typed raw bits).
  */
 export interface Case {
   what: string;
   inputs?: Record<string, Host | Typed>;
-  outputs: Record<string, number | Host>;
+  outputs: Record<string, number | Host | Typed>;
   quant?: Record<string, QuantUpload>;
   run(be: Backend, t: Record<string, Tensor>, q: Record<string, QuantWeight>): void;
   /** skip on LIGHT_BACKENDS (big shapes kept for the CPU backends) */
@@ -89,7 +90,7 @@ export async function runCase(be: Backend, c: Case): Promise<Record<string, Host
       t[name] = ArrayBuffer.isView(v) ? put(be, v, name) : put(be, v.data, name, v.type);
     }
     for (const [name, v] of Object.entries(c.outputs)) {
-      t[name] = typeof v === 'number' ? put(be, new Float32Array(v).fill(NaN), name) : put(be, v, name);
+      t[name] = typeof v === 'number' ? put(be, new Float32Array(v).fill(NaN), name) : ArrayBuffer.isView(v) ? put(be, v, name) : put(be, v.data, name, v.type);
     }
     for (const [name, w] of Object.entries(c.quant ?? {})) q[name] = be.uploadQuant(w);
     c.run(be, t, q);

@@ -5,12 +5,16 @@
 //  - dropout masks are bit-identical to src/backend/rng.ts hash32 (any seed, any range start);
 //  - the optimized GEMMs agree with their plain *_v1 versions on every layout and edge shape;
 //  - f16 → f32 widening is exact for all 65536 halves;
-//  - memory growth during alloc keeps the data already written (views are re-created).
+//  - memory growth during alloc keeps the data already written (views are re-created);
+//  - the refusals the reference makes (matmul bias + accumulate, attention pos0 + T > S), and
+//    use after destroy;
+//  - the memory estimate's CountingBackend allocates exactly what this backend allocates.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Rng, assertBitsEqual, assertClose } from '../helpers/index.ts';
-import { createWasmBackend, wasmInternals, type WasmInternals } from '../../src/backend/wasm/index.ts';
+import { createWasmBackend, wasmBackendInfo, wasmInternals, type WasmInternals } from '../../src/backend/wasm/index.ts';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
+import { CountingBackend } from '../../src/backend/counting.ts';
 import type { AttentionShape, Backend, QuantWeight, Tensor } from '../../src/backend/backend.ts';
 import { dropScale, dropThreshold, hash32 } from '../../src/backend/rng.ts';
 import { quantize4bit } from '../../src/quant/quantize.ts';
@@ -340,16 +344,19 @@ test('f16 → f32 widening is exact for every half (embedding of a [65536, 1] f1
 // ---- memory -------------------------------------------------------------------------------
 
 test('memory growth during alloc keeps data already written; kernels see it', async () => {
-  const b2 = await createWasmBackend();
+  // one thread: a private memory, whose buffer (and every view of it) detaches on growth
+  const b2 = await createWasmBackend({ threads: 1 });
   const km = wasmInternals(b2).kernels;
   const rng = new Rng(7);
   const data = rng.f32(1000);
   const a = b2.alloc('f32', 1000, 'a');
   b2.write(a, data);
-  const before = km.memory.buffer.byteLength;
+  assert.not.ok(wasmBackendInfo(b2).sharedMemory, 'one thread runs on a private memory');
+  const old = km.memory.buffer, before = old.byteLength;
   const bufs: Tensor[] = [];
   for (let i = 0; i < 4; i++) bufs.push(b2.alloc('f32', 4 << 20, `big ${i}`)); // 64 MiB: forces memory.grow
   assert.ok(km.memory.buffer.byteLength > before, 'memory grew');
+  assert.is(old.byteLength, 0, 'the buffer in use before the growth detached (so stale views would fail)');
   assertBitsEqual((await b2.read(a)) as Float32Array, data, 'tensor written before the growth');
   // writes and kernels after the growth go through fresh views
   b2.write(bufs[3]!, data, (4 << 20) - 1000);
@@ -363,6 +370,67 @@ test('memory growth during alloc keeps data already written; kernels see it', as
   assert.ok(b2.memory().liveBytes < live, 'freed bytes are no longer live');
   b2.free(c);
   await b2.destroy();
+});
+
+test('contract refusals, as the reference refuses them: matmul bias + accumulate, attention pos0 + T > S', () => {
+  const ref = createReferenceBackend();
+  for (const b of [ref, be]) {
+    const M = 2, N = 3, K = 4;
+    const a = b.alloc('f32', M * K, 'a'), w = b.alloc('f32', K * N, 'w'), bias = b.alloc('f32', N, 'bias'), o = b.alloc('f32', M * N, 'o');
+    assert.throws(() => b.matmul(o, a, w, M, N, K, { bias, accumulate: true }), /matmul: bias is only allowed with accumulate false/, `${b.name} matmul`);
+    b.matmul(o, a, w, M, N, K, { bias }); // either alone is fine
+    b.matmul(o, a, w, M, N, K, { accumulate: true });
+    // 3 new queries at pos0 5 need S ≥ 8 keys; S = 7 would read keys nobody wrote
+    const s: AttentionShape = { B: 1, T: 3, S: 7, H: 2, KVH: 1, D: 8, pos0: 5, kvStride: 8 };
+    const nq = s.T * s.H * s.D, nkv = s.kvStride * s.KVH * s.D;
+    const q = b.alloc('f32', nq, 'q'), k = b.alloc('f32', nkv, 'k'), v = b.alloc('f32', nkv, 'v'), out = b.alloc('f32', nq, 'out'), lse = b.alloc('f32', s.H * s.T, 'lse');
+    assert.throws(() => b.attention(out, lse, q, k, v, s), /attention: .*pos0 \+ T/, `${b.name} attention`);
+    b.attention(out, lse, q, k, v, { ...s, S: 8 });
+    for (const t of [a, w, bias, o, q, k, v, out, lse]) b.free(t);
+  }
+});
+
+test('use after destroy: every tensor and weight call throws, nothing touches the memory', async () => {
+  const b = await createWasmBackend({ threads: 1 });
+  const x = b.alloc('f32', 64, 'x'), y = b.alloc('f32', 64, 'y');
+  const q = await quantize4bit(new Rng(9).f32(64 * 4, 0.5), { quantType: 'nf4', blocksize: 64, doubleQuant: false, shape: [4, 64] });
+  const up = { N: 4, K: 64, blocksize: 64, quantType: 'nf4' as const, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label: 'w' };
+  const w = b.uploadQuant(up);
+  await b.destroy();
+  const after = /wasm backend used after destroy\(\)/;
+  assert.throws(() => b.write(x, new Float32Array(64)), after);
+  assert.throws(() => b.fill(x, 1), after);
+  assert.throws(() => b.copy(y, 0, x, 0, 64), after);
+  assert.throws(() => b.add(y, x, 64), after);
+  assert.throws(() => b.qMatmul(y, x, w, 1), after);
+  assert.throws(() => b.writeQuant(w, up), after);
+  assert.throws(() => b.free(x), after);
+  assert.throws(() => b.freeQuant(w), after);
+  assert.throws(() => b.uploadQuant(up), after);
+  assert.throws(() => wasmInternals(b).ptr(x), after);
+  assert.throws(() => wasmInternals(b).desc(w), after);
+  try {
+    await b.read(x);
+    assert.unreachable('read after destroy must throw');
+  } catch (e) {
+    assert.match((e as Error).message, after);
+  }
+});
+
+test('CountingBackend (the memory estimate) counts exactly the bytes the wasm backend allocates', async () => {
+  const b = await createWasmBackend({ threads: 1 });
+  const count = new CountingBackend();
+  const rng = new Rng(10);
+  const delta = (x: Backend, f: () => void) => { const l0 = x.memory().liveBytes; f(); return x.memory().liveBytes - l0; };
+  for (const [type, n] of [['f32', 1], ['f32', 1000], ['u8', 65], ['bf16', 33], ['i32', 0]] as const) {
+    assert.is(delta(count, () => count.alloc(type, n, 't')), delta(b, () => b.alloc(type, n, 't')), `${type} [${n}]`);
+  }
+  for (const [N, K, bs, dq] of [[48, 80, 64, true], [5, 7, 32, false], [300, 1000, 64, true], [3, 4096, 4096, true], [17, 130, 128, false]] as const) {
+    const q = await quantize4bit(rng.f32(N * K, 0.5), { quantType: 'nf4', blocksize: bs, doubleQuant: dq, shape: [N, K] });
+    const up = { N, K, blocksize: bs, quantType: 'nf4' as const, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label: 'w' };
+    assert.is(delta(count, () => count.uploadQuant(up)), delta(b, () => b.uploadQuant(up)), `4-bit [${N}, ${K}] bs${bs} dq ${dq}`);
+  }
+  await b.destroy();
 });
 
 test('buffer checks: short or foreign tensors are refused before any kernel runs', () => {

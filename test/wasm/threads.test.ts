@@ -338,9 +338,8 @@ test('shared-memory binaries: data only below heap_base, no mutable global, no s
   const t = put(fresh, new Rng(1).f32(1 << 16), 'x');
   const before = await fresh.read(t);
   // a second pool started over the same memory must not touch it either (a worker joining late)
-  const { ThreadPool } = await import('../../src/backend/wasm/pool.ts');
-  const { threadSupport } = await import('../../src/backend/wasm/pool.ts');
-  const ctrl = I.kernels.alloc(2048), scratch = [I.scratch(0), I.kernels.alloc(1 << 20)];
+  const { CTRL, ThreadPool, threadSupport } = await import('../../src/backend/wasm/pool.ts');
+  const ctrl = I.kernels.alloc(CTRL.BYTES), scratch = [I.scratch(0), I.kernels.alloc(1 << 20)];
   const extra = await ThreadPool.start({ memory: I.kernels.memory, module: I.kernels.module, exports: I.kernels.k as unknown as Record<string, unknown>, ctrl, scratch, names: ['add'], spawn: (await threadSupport()).spawn! });
   assertBitsEqual(await fresh.read(t), before, 'a tensor after another worker instantiated the module over the memory');
   assertBitsEqual(new Uint8Array(I.kernels.memory.buffer, 0, heapBase), stat, 'static data region');
@@ -454,6 +453,34 @@ test('destroy() ends the workers: the process exits; an idle pool never keeps No
     assert.is(r.status, 0, `destroy ${destroy}: exit ${r.status}: ${r.stderr}`);
     assert.match(r.stdout, /done/);
   }
+});
+
+test('job numbers past 2^31 and the 2^32 wrap: jobs still run (workers alone and with the caller)', () => {
+  // Runs in a child process: a tag that no longer matches would make join() wait forever.
+  const code = `
+    import { createWasmBackend, wasmInternals } from ${JSON.stringify(`${REPO}/src/backend/wasm/index.ts`)};
+    const be = await createWasmBackend({ threads: 2 });
+    const I = wasmInternals(be), pool = I.pool;
+    const n = 1 << 16, x = be.alloc('f32', n, 'x'), o = be.alloc('f32', n, 'o');
+    be.fill(x, 1);
+    be.fill(o, 0);
+    const seen = [];
+    for (const start of [2 ** 31 - 3, 2 ** 32 - 3]) {
+      pool.seq = start; // private: the next jobs are numbered start + 1, start + 2, ...
+      for (let i = 0; i < 6; i++) {
+        I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 3, -1, 16, 1, [[0, n / 2], [n / 2, n]], i % 2 === 0);
+        seen.push(pool.seq);
+      }
+    }
+    const r = await be.read(o);
+    console.log(JSON.stringify({ seen, first: r[0], last: r[n - 1], all: r.every((v) => v === 12) }));
+    await be.destroy();`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: REPO, encoding: 'utf8', timeout: 60000 });
+  assert.is(r.signal, null, 'a job numbered past 2^31 never finished (join hung)');
+  assert.is(r.status, 0, r.stderr);
+  const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { seen: number[]; all: boolean; first: number; last: number };
+  assert.equal(res.seen, [2 ** 31 - 2, 2 ** 31 - 1, 2 ** 31, 2 ** 31 + 1, 2 ** 31 + 2, 2 ** 31 + 3, 2 ** 32 - 2, 2 ** 32 - 1, 0, 1, 2, 3]);
+  assert.ok(res.all, `every element added 12 times: first ${res.first}, last ${res.last}`);
 });
 
 test('splitRange: contiguous, on the grain, covering, balanced', () => {

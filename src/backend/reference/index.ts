@@ -23,6 +23,7 @@ import type {
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold, hash32 } from '../rng.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
+import { BUFFER_BYTES, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
 
 export type ReferencePrecision = 'f32' | 'f64';
 /** Storage per BufferType: f32 → Float32Array ('f32') or Float64Array ('f64'); i32 → Int32Array;
@@ -38,13 +39,11 @@ export interface ReferenceBackend extends Backend {
   peekF(t: Tensor): Float32Array | Float64Array;
 }
 
-const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
-
 class RefTensor implements Tensor {
   constructor(readonly type: BufferType, readonly length: number, readonly label: string, public data: RefArray | null) {}
 }
 
-class RefQuant implements QuantWeight {
+class RefQuant implements QuantWeight, QuantSlotShape {
   constructor(
     readonly N: number,
     readonly K: number,
@@ -59,6 +58,10 @@ class RefQuant implements QuantWeight {
     readonly bytes: number,
     public live = true,
   ) {}
+
+  get nestedBlocksize(): number {
+    return this.dq ? this.dq.nestedBlocksize : 0;
+  }
 }
 
 /** Throws unless t is a live tensor of `type` holding at least n elements. */
@@ -137,7 +140,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
         : type === 'i32' ? new Int32Array(length) : type === 'u8' ? new Uint8Array(length) : new Uint16Array(length);
       const t = new RefTensor(type, length, label, d);
       live.add(t);
-      track(length * BYTES[type]);
+      track(length * BUFFER_BYTES[type]);
       return t;
     },
     free(t) {
@@ -145,11 +148,11 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       if (!live.has(rt)) throw new Error(`reference free: ${t.label} is not live`);
       live.delete(rt);
       rt.data = null;
-      liveBytes -= t.length * BYTES[t.type];
+      liveBytes -= t.length * BUFFER_BYTES[t.type];
     },
     write(t, src, offset = 0) {
       const d = data(t, 'write');
-      if (offset + src.length > t.length) throw new Error(`reference write: ${src.length} elements at ${offset} overflow ${t.label} [${t.length}]`);
+      if (!(offset >= 0 && offset + src.length <= t.length)) throw new Error(`reference write: ${src.length} elements at ${offset} are outside ${t.label} [${t.length}]`);
       const ok = t.type === 'f32' ? src instanceof Float32Array : t.type === 'i32' ? src instanceof Int32Array
         : t.type === 'u8' ? src instanceof Uint8Array : src instanceof Uint16Array;
       if (!ok) throw new Error(`reference write: ${src.constructor.name} into ${t.type} tensor ${t.label}`);
@@ -158,7 +161,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     async read(t, offset = 0, length) {
       const d = data(t, 'read');
       const n = length ?? t.length - offset;
-      if (offset + n > t.length) throw new Error(`reference read: ${n} elements at ${offset} overflow ${t.label} [${t.length}]`);
+      if (!(offset >= 0 && n >= 0 && offset + n <= t.length)) throw new Error(`reference read: ${n} elements at ${offset} are outside ${t.label} [${t.length}]`);
       const part = d.subarray(offset, offset + n);
       if (t.type === 'f32') return Float32Array.from(part as Float32Array | Float64Array);
       return part.slice() as Int32Array | Uint8Array | Uint16Array;
@@ -185,15 +188,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       d.fill(v, offset, offset + len);
     },
     uploadQuant(w) {
-      if ((w.absmax === null) === (w.dq === null)) throw new Error(`reference uploadQuant ${w.label}: exactly one of absmax and dq must be given`);
-      const n = w.N * w.K;
-      const nb = Math.ceil(n / w.blocksize);
-      if (w.packed.length < Math.ceil(n / 2)) throw new Error(`reference uploadQuant ${w.label}: packed has ${w.packed.length} bytes, [${w.N}, ${w.K}] needs ${Math.ceil(n / 2)}`);
-      if (w.quantMap.length < 16) throw new Error(`reference uploadQuant ${w.label}: quantMap has ${w.quantMap.length} entries`);
-      if (w.absmax && w.absmax.length < nb) throw new Error(`reference uploadQuant ${w.label}: absmax has ${w.absmax.length} entries, expected ${nb}`);
-      if (w.dq && (w.dq.codes.length < nb || w.dq.nestedAbsmax.length < Math.ceil(nb / w.dq.nestedBlocksize) || w.dq.nestedQuantMap.length < 256)) {
-        throw new Error(`reference uploadQuant ${w.label}: double-quant fields too short for ${nb} blocks`);
-      }
+      checkQuantUpload(w);
       const dq = w.dq
         ? { codes: w.dq.codes.slice(), nestedAbsmax: w.dq.nestedAbsmax.slice(), nestedQuantMap: w.dq.nestedQuantMap.slice(), offset: f32(w.dq.offset), nestedBlocksize: w.dq.nestedBlocksize }
         : null;
@@ -561,11 +556,4 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
   }
 
   return be;
-}
-
-/** writeQuant: the new contents must have exactly the slot's layout. */
-export function checkSameQuant(w: QuantWeight & { dq?: QuantUpload['dq'] | null }, u: QuantUpload): void {
-  const same = w.N === u.N && w.K === u.K && w.blocksize === u.blocksize && w.quantType === u.quantType && w.doubleQuant === (u.dq !== null)
-    && (!u.dq || !w.dq || (w.dq.nestedAbsmax.length === u.dq.nestedAbsmax.length && w.dq.nestedBlocksize === u.dq.nestedBlocksize));
-  if (!same) throw new Error(`writeQuant ${w.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot [${w.N}, ${w.K}] ${w.quantType} bs${w.blocksize}${w.doubleQuant ? ' dq' : ''}`);
 }

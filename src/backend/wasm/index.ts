@@ -17,10 +17,13 @@ import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, Mem
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
+import { BUFFER_BYTES, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
 import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
 import { CTRL, MAX_THREADS, ThreadPool, threadSupport } from './pool.ts';
+import { DESC_BYTES, QPART, wasmQuantLayout } from './layout.ts';
 
-const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
+export { splitRange } from './pool.ts';
+
 /** element type codes of assembly/half.ts */
 const BT: Partial<Record<BufferType, number>> = { f32: 0, f16: 1, bf16: 2 };
 
@@ -36,13 +39,11 @@ class WasmTensor implements Tensor {
   ) {}
 }
 
-/**
- * Descriptor words read by assembly/qgemm.ts (u32): 0 packed, 1 quant_map, 2 absmax (0 with DQ),
- * 3 dq codes, 4 nested absmax, 5 nested map, 6 offset (f32), 7 bs, 8 nbs, 9 N, 10 K.
- */
-const DESC_BYTES = 64;
+/** f32 → its bits without an allocation per call (fill). */
+const F32_BITS = new Float32Array(1);
+const U32_OF_F32 = new Uint32Array(F32_BITS.buffer);
 
-class WasmQuant implements QuantWeight {
+class WasmQuant implements QuantWeight, QuantSlotShape {
   constructor(
     readonly N: number,
     readonly K: number,
@@ -50,6 +51,8 @@ class WasmQuant implements QuantWeight {
     readonly quantType: QuantType,
     readonly doubleQuant: boolean,
     readonly label: string,
+    /** nested blocksize of a double-quantized weight (0 otherwise) */
+    readonly nestedBlocksize: number,
     /** the descriptor; the whole weight is one allocation starting there. 0 once freed */
     public desc: number,
   ) {}
@@ -136,17 +139,6 @@ export function wasmBackendInfo(be: Backend): WasmBackendInfo {
   return i;
 }
 
-/** [lo, hi) cut into `parts` contiguous pieces on multiples of `grain` (from lo), as even as the grain allows. */
-export function splitRange(lo: number, hi: number, parts: number, grain: number): Array<[number, number]> {
-  const units = Math.ceil((hi - lo) / grain);
-  const out: Array<[number, number]> = [];
-  for (let t = 0; t < parts; t++) {
-    const a = Math.floor((t * units) / parts), b = Math.floor(((t + 1) * units) / parts);
-    out.push([Math.min(hi, lo + a * grain), Math.min(hi, lo + b * grain)]);
-  }
-  return out;
-}
-
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
     throw new Error(`createWasmBackend: threads must be a positive integer, got ${opts.threads}`);
@@ -186,24 +178,26 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
    * unitWork), at most CHUNKS_PER_THREAD per thread; one chunk runs here without the pool.
    */
   const par = (name: ParKernel, args: number[], rangePos: number, scratchPos: number, grain: number, unitWork: number, force?: Array<[number, number]>, callerWorks = true, maxChunks = Infinity): void => {
-    const lo = args[rangePos]!, hi = args[rangePos + 1]!;
-    let chunks = force;
-    if (!chunks && pool) {
-      const units = Math.ceil((hi - lo) / grain);
-      const n = Math.min(pool.threads * CHUNKS_PER_THREAD, CTRL.MAX_CHUNKS, units, maxChunks, Math.floor(((hi - lo) * unitWork) / MIN_CHUNK_WORK));
-      if (n >= 2) chunks = splitRange(lo, hi, n, grain);
+    if (pool) {
+      if (force) {
+        pool.run(FN_INDEX.get(name)!, args, rangePos, scratchPos, force, callerWorks);
+        return;
+      }
+      const lo = args[rangePos]!, hi = args[rangePos + 1]!;
+      const n = Math.min(pool.threads * CHUNKS_PER_THREAD, CTRL.MAX_CHUNKS, Math.ceil((hi - lo) / grain), maxChunks, Math.floor(((hi - lo) * unitWork) / MIN_CHUNK_WORK));
+      if (n >= 2) {
+        pool.runSplit(FN_INDEX.get(name)!, args, rangePos, scratchPos, n, grain, callerWorks);
+        return;
+      }
     }
-    if (!chunks || !pool) {
-      (k[name] as (...a: number[]) => void)(...args);
-      return;
-    }
-    pool.run(FN_INDEX.get(name)!, args, rangePos, scratchPos, chunks, callerWorks);
+    (k[name] as (...a: number[]) => void).apply(undefined, args);
   };
 
   const live = (): void => {
     if (destroyed) throw new Error('wasm backend used after destroy()');
   };
   const ptr = (t: Tensor, what: string): number => {
+    live();
     if (!(t instanceof WasmTensor)) throw new Error(`${what}: tensor ${t.label} does not belong to the wasm backend`);
     if (t.ptr === 0) throw new Error(`${what}: tensor ${t.label} was freed`);
     return t.ptr;
@@ -217,36 +211,31 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   };
   const f32 = (t: Tensor, n: number, what: string): number => buf(t, 'f32', n, what);
   const qdesc = (w: QuantWeight, what: string): number => {
+    live();
     if (!(w instanceof WasmQuant)) throw new Error(`${what}: weight ${w.label} does not belong to the wasm backend`);
     if (w.desc === 0) throw new Error(`${what}: weight ${w.label} was freed`);
     return w.desc;
   };
 
-  // A 4-bit weight is one allocation: descriptor | quant map | nested map | nested absmax |
-  // absmax or dq codes | packed codes (each part 64-byte aligned).
-  const quantLayout = (w: QuantUpload) => {
-    const nb = Math.ceil((w.N * w.K) / w.blocksize), dq = w.dq;
-    const parts = [DESC_BYTES, 64, dq ? 1024 : 0, dq ? dq.nestedAbsmax.length * 4 : 0, dq ? nb : nb * 4, w.packed.length];
-    const offs: number[] = [];
-    let total = 0;
-    for (const b of parts) { offs.push(total); total += alignUp(b, 64); }
-    return { offs, total, nb };
-  };
+  // A 4-bit weight is one allocation laid out by wasmQuantLayout (layout.ts). w has been checked
+  // (checkQuantUpload): every part has exactly the length its shape implies, so it fits.
+  const quantLayout = (w: QuantUpload) => wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null);
   const writeQuantParts = (base: number, w: QuantUpload): void => {
     const { offs, nb } = quantLayout(w), dq = w.dq;
     const at = (i: number) => base + offs[i]!;
-    km.f32(at(1), 16).set(w.quantMap);
+    km.f32(at(QPART.MAP), 16).set(w.quantMap);
     if (dq) {
-      km.f32(at(2), 256).set(dq.nestedQuantMap);
-      km.f32(at(3), dq.nestedAbsmax.length).set(dq.nestedAbsmax);
-      km.u8(at(4), nb).set(dq.codes);
+      km.f32(at(QPART.NESTED_MAP), 256).set(dq.nestedQuantMap);
+      km.f32(at(QPART.NESTED_ABSMAX), dq.nestedAbsmax.length).set(dq.nestedAbsmax);
+      km.u8(at(QPART.ABSMAX_OR_CODES), nb).set(dq.codes);
     } else {
-      km.f32(at(4), nb).set(w.absmax!);
+      km.f32(at(QPART.ABSMAX_OR_CODES), nb).set(w.absmax!);
     }
-    km.u8(at(5), w.packed.length).set(w.packed);
+    km.u8(at(QPART.PACKED), w.packed.length).set(w.packed);
     const d = km.u8(base, DESC_BYTES);
     const dv = new DataView(d.buffer, d.byteOffset, DESC_BYTES);
-    const words = [at(5), at(1), dq ? 0 : at(4), dq ? at(4) : 0, dq ? at(3) : 0, dq ? at(2) : 0];
+    const am = at(QPART.ABSMAX_OR_CODES);
+    const words = [at(QPART.PACKED), at(QPART.MAP), dq ? 0 : am, dq ? am : 0, dq ? at(QPART.NESTED_ABSMAX) : 0, dq ? at(QPART.NESTED_MAP) : 0];
     words.forEach((x, i) => dv.setUint32(4 * i, x, true));
     dv.setFloat32(24, dq ? dq.offset : 0, true);
     dv.setUint32(28, w.blocksize, true);
@@ -261,7 +250,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     alloc(type, length, label) {
       live();
       if (!Number.isInteger(length) || length < 0) throw new Error(`alloc ${label}: bad length ${length}`);
-      const bytes = length * BYTES[type];
+      const bytes = length * BUFFER_BYTES[type];
       const p = km.alloc(bytes);
       // contents are undefined by contract; zeroed here so a forgotten init is at least reproducible
       k.fill(p, alignUp(Math.max(bytes, 1), 4) >> 2, 0, 4);
@@ -279,7 +268,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const want = HOST[t.type];
       if (!(data instanceof want)) throw new Error(`write ${t.label}: a ${t.type} tensor takes a ${want.name}, got ${data.constructor.name}`);
       if (offset < 0 || offset + data.length > t.length) throw new Error(`write ${t.label}: [${offset}, ${offset + data.length}) is outside its ${t.length} elements`);
-      km.u8(p + offset * BYTES[t.type], data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      km.u8(p + offset * BUFFER_BYTES[t.type], data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     },
 
     async read(t, offset = 0, length) {
@@ -287,7 +276,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const n = length ?? t.length - offset;
       if (offset < 0 || n < 0 || offset + n > t.length) throw new Error(`read ${t.label}: [${offset}, ${offset + n}) is outside its ${t.length} elements`);
       const out = new HOST[t.type](n);
-      new Uint8Array(out.buffer).set(km.u8(p + offset * BYTES[t.type], n * BYTES[t.type]));
+      new Uint8Array(out.buffer).set(km.u8(p + offset * BUFFER_BYTES[t.type], n * BUFFER_BYTES[t.type]));
       return out;
     },
 
@@ -297,7 +286,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       if (dstOffset < 0 || srcOffset < 0 || n < 0 || dstOffset + n > dst.length || srcOffset + n > src.length) {
         throw new Error(`copy ${src.label}[${srcOffset}..+${n}] → ${dst.label}[${dstOffset}..]: out of range`);
       }
-      const e = BYTES[dst.type];
+      const e = BUFFER_BYTES[dst.type];
       k.copy(pd + dstOffset * e, ps + srcOffset * e, n * e);
     },
 
@@ -306,40 +295,29 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const count = n ?? t.length - offset;
       if (offset < 0 || count < 0 || offset + count > t.length) throw new Error(`fill ${t.label}: [${offset}, ${offset + count}) is outside its ${t.length} elements`);
       let bits: number;
-      if (t.type === 'f32') bits = new Uint32Array(new Float32Array([value]).buffer)[0]!;
+      if (t.type === 'f32') {
+        F32_BITS[0] = value;
+        bits = U32_OF_F32[0]!;
+      }
       else if (t.type === 'f16') bits = f32ToF16(value);
       else if (t.type === 'bf16') bits = f32ToBf16(value);
       else if (t.type === 'i32') bits = value | 0;
       else bits = value & 255;
-      k.fill(p + offset * BYTES[t.type], count, bits, BYTES[t.type]);
+      k.fill(p + offset * BUFFER_BYTES[t.type], count, bits, BUFFER_BYTES[t.type]);
     },
 
     uploadQuant(w: QuantUpload): QuantWeight {
       live();
-      const { N, K, blocksize: bs } = w;
-      const n = N * K, nb = Math.ceil(n / bs);
-      const bad = (msg: string) => new Error(`uploadQuant ${w.label}: ${msg}`);
-      if (w.packed.length !== Math.ceil(n / 2)) throw bad(`packed has ${w.packed.length} bytes, expected ${Math.ceil(n / 2)} for [${N}, ${K}]`);
-      if (w.quantMap.length !== 16) throw bad(`quant map has ${w.quantMap.length} entries, expected 16`);
-      if ((w.absmax === null) === (w.dq === null)) throw bad('exactly one of absmax and dq must be given');
-      if (w.absmax && w.absmax.length !== nb) throw bad(`absmax has ${w.absmax.length} entries, expected ${nb}`);
-      const dq = w.dq;
-      if (dq) {
-        if (dq.codes.length !== nb) throw bad(`dq codes have ${dq.codes.length} entries, expected ${nb}`);
-        if (dq.nestedQuantMap.length !== 256) throw bad(`nested quant map has ${dq.nestedQuantMap.length} entries, expected 256`);
-        if (dq.nestedAbsmax.length !== Math.ceil(nb / dq.nestedBlocksize)) throw bad(`nested absmax has ${dq.nestedAbsmax.length} entries, expected ${Math.ceil(nb / dq.nestedBlocksize)}`);
-      }
+      checkQuantUpload(w);
       const base = km.alloc(quantLayout(w).total);
       writeQuantParts(base, w);
-      return new WasmQuant(N, K, bs, w.quantType, dq !== null, w.label, base);
+      return new WasmQuant(w.N, w.K, w.blocksize, w.quantType, w.dq !== null, w.label, w.dq ? w.dq.nestedBlocksize : 0, base);
     },
 
     writeQuant(w, src) {
       const base = qdesc(w, 'writeQuant');
-      const q = w as WasmQuant;
-      const same = q.N === src.N && q.K === src.K && q.blocksize === src.blocksize && q.quantType === src.quantType && q.doubleQuant === (src.dq !== null)
-        && km.i32(base + 32, 1)[0] === (src.dq ? src.dq.nestedBlocksize : 1);
-      if (!same) throw new Error(`writeQuant ${w.label}: the new weight does not have the slot's shape and quantization`);
+      // same shape, blocksizes and lengths as the slot: the parts land exactly where the old ones were
+      checkSameQuant(w as WasmQuant, src);
       writeQuantParts(base, src);
     },
 
@@ -379,6 +357,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     },
 
     matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
+      if (o.bias && o.accumulate) throw new Error('matmul: bias is only allowed with accumulate false');
       const bt = BT[b.type];
       if (bt === undefined || (bt !== 0 && o.transA)) throw new Error(`matmul: b ${b.label} is ${b.type}, expected f32${o.transA ? '' : ', f16 or bf16'}`);
       const pb = o.bias ? f32(o.bias, N, 'matmul bias') : 0;
@@ -518,6 +497,7 @@ function checkAttention(s: AttentionShape, maxHeadDim: number): void {
   const bad = (m: string) => new Error(`attention: ${m} (B ${s.B}, T ${s.T}, S ${s.S}, H ${s.H}, KVH ${s.KVH}, D ${s.D}, pos0 ${s.pos0}, kvStride ${s.kvStride})`);
   if (s.KVH < 1 || s.H % s.KVH !== 0) throw bad('H must be a multiple of KVH');
   if (s.S > s.kvStride) throw bad('S exceeds kvStride');
+  if (s.pos0 + s.T > s.S) throw bad('pos0 + T exceeds S');
   if (s.D > maxHeadDim) throw bad(`head dim above ${maxHeadDim}`);
   if (s.pos0 < 0) throw bad('pos0 must be ≥ 0');
 }

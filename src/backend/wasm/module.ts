@@ -8,9 +8,10 @@
 //   relaxed     + relaxed SIMD (f32x4.relaxed_madd in the GEMM micro-kernels, relaxed_swizzle in
 //               the 4-bit lookup), private memory
 //   relaxed-mt  relaxed + shared memory
-// pickVariant() chooses at run time: shared when the pool can run (threadSupport() in pool.ts),
-// relaxed when WebAssembly.validate accepts a one-instruction relaxed-SIMD module (Chromium;
-// Node 20 only with --experimental-wasm-relaxed-simd). relaxed_madd may or may not fuse, by
+// createWasmBackend (index.ts) chooses at run time through variantFor(): shared when the pool
+// runs (threadSupport() in pool.ts, more than one thread), relaxed when WebAssembly.validate
+// accepts a one-instruction relaxed-SIMD module (Chromium; Node 20 only with
+// --experimental-wasm-relaxed-simd). relaxed_madd may or may not fuse, by
 // machine; on one machine it always does the same, so every thread gets the same bits.
 //
 // Shared memory and several instances: each worker instantiates the same module over the same
@@ -52,6 +53,8 @@ export interface KernelExports {
   attention_backward(dq: number, dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scratch: number, g0: number, g1: number): void;
   embedding(out: number, table: number, ids: number, C: number, bt: number, r0: number, r1: number): void;
   copy(dst: number, src: number, bytes: number): void;
+  /** bench/quant's bandwidth baseline (v128 loop) */
+  copy_bytes(dst: number, src: number, bytes: number): void;
   fill(p: number, n: number, bits: number, size: number): void;
   add(out: number, x: number, alpha: number, i0: number, i1: number): void;
   swiglu(out: number, gate: number, up: number, i0: number, i1: number): void;

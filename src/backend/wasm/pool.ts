@@ -133,6 +133,19 @@ const spawnWebWorker: Spawn = (source, init, name, onFail) => {
   });
 };
 
+/** Bound t (0..parts) of [lo, hi) cut into `parts` pieces of whole `grain`s (units = ceil((hi − lo) / grain)). */
+function splitBound(lo: number, hi: number, units: number, parts: number, grain: number, t: number): number {
+  return Math.min(hi, lo + Math.floor((t * units) / parts) * grain);
+}
+
+/** [lo, hi) cut into `parts` contiguous pieces on multiples of `grain` (from lo), as even as the grain allows. */
+export function splitRange(lo: number, hi: number, parts: number, grain: number): Array<[number, number]> {
+  const units = Math.ceil((hi - lo) / grain);
+  const out: Array<[number, number]> = [];
+  for (let t = 0; t < parts; t++) out.push([splitBound(lo, hi, units, parts, grain, t), splitBound(lo, hi, units, parts, grain, t + 1)]);
+  return out;
+}
+
 /** Whether this thread may block in Atomics.wait (not a browser's main thread). */
 function blockingAllowed(ctl: Int32Array): boolean {
   try {
@@ -210,17 +223,44 @@ export class ThreadPool {
    * (−1: none). Returns when every chunk has run; throws the first chunk's error, if any.
    * callerWorks false leaves every chunk to the workers (tests of the worker side).
    */
-  run(fn: number, args: number[], rangePos: number, scratchPos: number, chunks: ReadonlyArray<readonly [number, number]>, callerWorks = true): void {
+  run(fn: number, args: readonly number[], rangePos: number, scratchPos: number, chunks: ReadonlyArray<readonly [number, number]>, callerWorks = true): void {
+    this.check(args.length, chunks.length);
+    const f64 = this.r.f64;
+    for (let c = 0; c < chunks.length; c++) {
+      const ch = chunks[c]!;
+      f64[CTRL.CHUNKS_F64 + 2 * c] = ch[0];
+      f64[CTRL.CHUNKS_F64 + 2 * c + 1] = ch[1];
+    }
+    this.dispatch(fn, args, rangePos, scratchPos, chunks.length, callerWorks);
+  }
+
+  /**
+   * run() over args' own range [args[rangePos], args[rangePos + 1]) cut into `parts` chunks as
+   * splitRange cuts it, the bounds written straight into the control block (the hot path: no
+   * array per call).
+   */
+  runSplit(fn: number, args: readonly number[], rangePos: number, scratchPos: number, parts: number, grain: number, callerWorks = true): void {
+    this.check(args.length, parts);
+    const f64 = this.r.f64;
+    const lo = args[rangePos]!, hi = args[rangePos + 1]!, units = Math.ceil((hi - lo) / grain);
+    for (let t = 0; t < parts; t++) {
+      f64[CTRL.CHUNKS_F64 + 2 * t] = splitBound(lo, hi, units, parts, grain, t);
+      f64[CTRL.CHUNKS_F64 + 2 * t + 1] = splitBound(lo, hi, units, parts, grain, t + 1);
+    }
+    this.dispatch(fn, args, rangePos, scratchPos, parts, callerWorks);
+  }
+
+  private check(nargs: number, chunks: number): void {
     if (this.closed) throw new Error('wasm thread pool used after destroy()');
     if (this.broken) throw this.broken;
-    if (args.length > CTRL.MAX_ARGS) throw new Error(`ThreadPool.run: ${args.length} arguments (max ${CTRL.MAX_ARGS})`);
-    if (chunks.length < 1 || chunks.length > CTRL.MAX_CHUNKS) throw new Error(`ThreadPool.run: ${chunks.length} chunks (1..${CTRL.MAX_CHUNKS})`);
+    if (nargs > CTRL.MAX_ARGS) throw new Error(`ThreadPool.run: ${nargs} arguments (max ${CTRL.MAX_ARGS})`);
+    if (!(chunks >= 1 && chunks <= CTRL.MAX_CHUNKS)) throw new Error(`ThreadPool.run: ${chunks} chunks (1..${CTRL.MAX_CHUNKS})`);
+  }
+
+  /** Publishes the job whose chunk bounds are already in the control block, takes part, joins. */
+  private dispatch(fn: number, args: readonly number[], rangePos: number, scratchPos: number, n: number, callerWorks: boolean): void {
     const { ctl, claim, f64 } = this.r;
     for (let i = 0; i < args.length; i++) f64[CTRL.ARGS_F64 + i] = args[i]!;
-    chunks.forEach(([lo, hi], c) => {
-      f64[CTRL.CHUNKS_F64 + 2 * c] = lo;
-      f64[CTRL.CHUNKS_F64 + 2 * c + 1] = hi;
-    });
     ctl[CTRL.FN] = fn;
     ctl[CTRL.NARGS] = args.length;
     ctl[CTRL.RANGE_POS] = rangePos;
@@ -228,12 +268,12 @@ export class ThreadPool {
     Atomics.store(ctl, CTRL.DONE, 0);
     this.jobs++;
     this.seq = (this.seq + 1) >>> 0;
-    Atomics.store(claim, CTRL.CLAIM_I64, (BigInt(this.seq) << 32n) | (BigInt(chunks.length) << 16n));
+    Atomics.store(claim, CTRL.CLAIM_U64, (BigInt(this.seq) << 32n) | (BigInt(n) << 16n));
     Atomics.store(ctl, CTRL.SEQ, this.seq | 0);
     Atomics.notify(ctl, CTRL.SEQ);
-    this.chunks += chunks.length;
+    this.chunks += n;
     if (callerWorks) this.callerChunks += claimChunks(this.r, this.seq);
-    this.join(chunks.length);
+    this.join(n);
     const bad = Atomics.load(ctl, CTRL.ERROR);
     if (bad !== 0) {
       const msg = this.r.msg, end = msg.indexOf(0);

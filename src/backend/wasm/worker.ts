@@ -29,13 +29,14 @@ export interface WorkerInit {
  * Control block layout (bytes from its start). Int32 words: SEQ (job number), FN (kernel index,
  * −1 = exit), NARGS, RANGE_POS and SCRATCH_POS (argument slots the chunk bounds and the scratch
  * pointer go into), DONE (chunks finished), ERROR (0, or 1 + the thread whose chunk failed first).
- * CLAIM: one 64-bit word (job number << 32 | chunk count << 16 | next chunk), taken by
- * compare-exchange. Then the f64 arguments, the chunk bounds [lo, hi) as f64 pairs, and the error
- * message (UTF-8).
+ * CLAIM: one unsigned 64-bit word (job number << 32 | chunk count << 16 | next chunk), taken by
+ * compare-exchange; unsigned so a job number ≥ 2³¹ keeps its tag (a signed word would read
+ * back negative and never match). Then the f64 arguments, the chunk bounds [lo, hi) as f64
+ * pairs, and the error message (UTF-8).
  */
 export const CTRL = {
   SEQ: 0, FN: 1, NARGS: 2, RANGE_POS: 3, SCRATCH_POS: 4, DONE: 5, ERROR: 6,
-  CLAIM_I64: 4, // BigInt64 index of CLAIM (byte 32)
+  CLAIM_U64: 4, // BigUint64 index of CLAIM (byte 32)
   ARGS_F64: 8, MAX_ARGS: 32, // f64 index of argument 0 (byte 64)
   CHUNKS_F64: 40, MAX_CHUNKS: 128, // f64 index of chunk 0's lo (byte 320)
   ERRMSG_BYTE: 2368, ERRMSG_BYTES: 512,
@@ -46,7 +47,7 @@ export const CTRL = {
 /** Views of one control block, and the thread's own kernel instance. */
 export interface ChunkRunner {
   ctl: Int32Array;
-  claim: BigInt64Array;
+  claim: BigUint64Array;
   f64: Float64Array;
   msg: Uint8Array;
   fns: Array<((...a: number[]) => unknown) | null>;
@@ -63,7 +64,7 @@ export function chunkRunner(memory: WebAssembly.Memory, ctrl: number, exports: R
   const buf = memory.buffer;
   return {
     ctl: new Int32Array(buf, ctrl, 8),
-    claim: new BigInt64Array(buf, ctrl, CTRL.CLAIM_I64 + 1),
+    claim: new BigUint64Array(buf, ctrl, CTRL.CLAIM_U64 + 1),
     f64: new Float64Array(buf, ctrl, CTRL.ERRMSG_BYTE / 8),
     msg: new Uint8Array(buf, ctrl + CTRL.ERRMSG_BYTE, CTRL.ERRMSG_BYTES),
     fns: names.map((n) => (typeof exports[n] === 'function' ? (exports[n] as (...a: number[]) => unknown) : null)),
@@ -83,11 +84,11 @@ export function claimChunks(r: ChunkRunner, seq: number): number {
   const tag = BigInt(seq >>> 0);
   let ran = 0, fn: ((...a: number[]) => unknown) | null = null, fnIndex = 0, rp = 0;
   for (;;) {
-    const cur = Atomics.load(claim, CTRL.CLAIM_I64);
+    const cur = Atomics.load(claim, CTRL.CLAIM_U64);
     if (cur >> 32n !== tag) return ran;
     const n = Number((cur >> 16n) & 0xffffn), c = Number(cur & 0xffffn);
     if (c >= n) return ran;
-    if (Atomics.compareExchange(claim, CTRL.CLAIM_I64, cur, cur + 1n) !== cur) continue;
+    if (Atomics.compareExchange(claim, CTRL.CLAIM_U64, cur, cur + 1n) !== cur) continue;
     if (ran === 0) {
       fnIndex = ctl[CTRL.FN]!;
       fn = r.fns[fnIndex] ?? null;
@@ -103,7 +104,7 @@ export function claimChunks(r: ChunkRunner, seq: number): number {
       if (!fn) throw new Error(`unknown kernel #${fnIndex}`);
       args[rp] = f64[CTRL.CHUNKS_F64 + 2 * c]!;
       args[rp + 1] = f64[CTRL.CHUNKS_F64 + 2 * c + 1]!;
-      fn(...args);
+      fn.apply(undefined, args);
     } catch (e) {
       if (Atomics.compareExchange(ctl, CTRL.ERROR, 0, r.thread + 1) === 0) {
         const bytes = new TextEncoder().encode(`${r.names[fnIndex] ?? `#${fnIndex}`}: ${errorText(e)}`).subarray(0, CTRL.ERRMSG_BYTES - 1);
