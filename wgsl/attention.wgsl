@@ -73,6 +73,31 @@ fn q_row(bi: u32, t: u32, h: u32) -> u32 {
   return P.q_off + ((bi * P.T + t) * P.H + h) * D4;
 }
 
+/** index of the lse / Di entry of query row t of sequence bi, head h */
+fn l_row(bi: u32, h: u32, t: u32) -> u32 {
+  return P.l_off + (bi * P.H + h) * P.T + t;
+}
+
+/** Where an invocation of attention / attention_backward sits: wid.x is a tile of WG query
+ *  rows, wid.y is b·H + h. Rows t ≥ T (not live) read row T − 1 and write nothing. */
+struct QueryRow {
+  bi: u32,
+  h: u32,
+  /** the kv head of h */
+  kh: u32,
+  t: u32,
+  live: bool,
+  /** q_row of t (of T − 1 when not live) */
+  qo: u32,
+}
+
+fn query_row(wid: vec3u, lid: u32) -> QueryRow {
+  let bi = wid.y / P.H;
+  let h = wid.y % P.H;
+  let t = wid.x * WG + lid;
+  return QueryRow(bi, h, h / (P.H / P.KVH), t, t < P.T, q_row(bi, min(t, P.T - 1u), h));
+}
+
 fn hsum(v: vec4<f32>) -> f32 {
   return (v.x + v.y) + (v.z + v.w);
 }
@@ -95,13 +120,10 @@ fn stage_kv(lid: u32, bi: u32, kh: u32, j0: u32, last: u32) {
 
 @compute @workgroup_size(WG)
 fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  // wid.x: tile of WG query rows; wid.y: b·H + h
-  let bi = wid.y / P.H;
-  let h = wid.y % P.H;
-  let kh = h / (P.H / P.KVH);
-  let t = wid.x * WG + lid;
-  let live = t < P.T;
-  let qo = q_row(bi, min(t, P.T - 1u), h);
+  let r = query_row(wid, lid);
+  let t = r.t;
+  let live = r.live;
+  let qo = r.qo;
   var qr: array<vec4<f32>, MAX_D4>;
   var acc: array<vec4<f32>, MAX_D4>;
   for (var d = 0u; d < D4; d++) {
@@ -115,7 +137,7 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
   let last = P.pos0 + min(wid.x * WG + WG, P.T) - 1u;
   for (var j0 = 0u; j0 <= last; j0 += KT) {
     workgroupBarrier();
-    stage_kv(lid, bi, kh, j0, last);
+    stage_kv(lid, r.bi, r.kh, j0, last);
     workgroupBarrier();
     if (live && j0 <= jmax) {
       var sc: array<f32, MAX_KT>;
@@ -152,19 +174,17 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
     for (var d = 0u; d < D4; d++) {
       o[qo + d] = acc[d] / l;
     }
-    lse[P.l_off + (bi * P.H + h) * P.T + t] = mx + log(l);
+    lse[l_row(r.bi, r.h, t)] = mx + log(l);
   }
 }
 
 @compute @workgroup_size(WG)
 fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   // dq and Di of one query row per invocation (pos0 = 0)
-  let bi = wid.y / P.H;
-  let h = wid.y % P.H;
-  let kh = h / (P.H / P.KVH);
-  let t = wid.x * WG + lid;
-  let live = t < P.T;
-  let qo = q_row(bi, min(t, P.T - 1u), h);
+  let r = query_row(wid, lid);
+  let t = r.t;
+  let live = r.live;
+  let qo = r.qo;
   var qr: array<vec4<f32>, MAX_D4>;
   var gr: array<vec4<f32>, MAX_D4>;
   var acc: array<vec4<f32>, MAX_D4>;
@@ -176,12 +196,12 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
     dsum4 += gr[d] * o2[qo + d];
   }
   let dsum = hsum(dsum4);
-  let li = P.l_off + (bi * P.H + h) * P.T + min(t, P.T - 1u);
+  let li = l_row(r.bi, r.h, min(t, P.T - 1u));
   let l = lse[li];
   let last = min(wid.x * WG + WG, P.T) - 1u;
   for (var j0 = 0u; j0 <= last; j0 += KT) {
     workgroupBarrier();
-    stage_kv(lid, bi, kh, j0, last);
+    stage_kv(lid, r.bi, r.kh, j0, last);
     workgroupBarrier();
     if (live) {
       for (var jj = 0u; jj < KT; jj++) {
@@ -252,8 +272,8 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
         var lx = 0.0;
         var dx = 0.0;
         if (t < P.T) {
-          lx = lse[P.l_off + (bi * P.H + h) * P.T + t];
-          dx = di[P.l_off + (bi * P.H + h) * P.T + t];
+          lx = lse[l_row(bi, h, t)];
+          dx = di[l_row(bi, h, t)];
         }
         s0[e] = lx;
         s1[e] = dx;

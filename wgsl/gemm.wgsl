@@ -5,6 +5,11 @@
 //   q_matmul                 y[M, N] (=|+=) alpha · x[M, K] · deq(W)ᵀ,  W [N, K] 4-bit (+ bias)
 //   q_matmul_backward_input  dx[M, K] (=|+=) alpha · dy[M, N] · deq(W)
 //
+// All three are one tile loop (gemm_tile) over y = alpha·A·B with B read by load_b in one of
+// four element kinds: f32, f16, bf16 (matmul's B_TYPE override) or B_Q4, a 4-bit weight, whose
+// element B(k, n) is deq(e) at the flat index e of the layout, as for a dense B:
+//   q_matmul                 B(k, n) = deq(n·K + k): W read transposed (ldb = K)
+//   q_matmul_backward_input  B(k, n) = deq(k·K' + n): W read as stored (ldb = K')
 // One 64×64 output tile per workgroup of 8×8 invocations; each invocation owns an 8×8 block of
 // outputs (rows 8·ty .. 8·ty+7, columns 8·tx .. 8·tx+7) in sixteen vec4 accumulators. K is
 // walked in slices of 16 staged in workgroup memory (As[k][m], Bs[k][n], as vec4s); every output
@@ -36,8 +41,7 @@ struct Params {
   alpha: f32,
   accumulate: u32,
   has_bias: u32,
-  // 4-bit weight W [qn, qk] held in b: word offsets of its parts
-  qk: u32,
+  // 4-bit weight W held in b (its row length is ldb): word offsets of its parts
   q_packed: u32,
   q_map: u32,
   q_absmax: u32,
@@ -62,8 +66,10 @@ struct Params {
 override TRANS_A: bool = false;
 /** matmul: B is stored [N, K] */
 override TRANS_B: bool = false;
-/** matmul: element type of B: 0 f32, 1 f16, 2 bf16 */
+/** matmul: element type of B: 0 f32, 1 f16, 2 bf16 (src/backend/webgpu/index.ts HALF_CODE) */
 override B_TYPE: u32 = 0u;
+/** load_b's element kind of the 4-bit entry points (never a B_TYPE of matmul) */
+const B_Q4 = 3u;
 
 const BM = 64u;
 const BN = 64u;
@@ -90,31 +96,37 @@ struct Acc {
 
 // ---- operand loads (0 outside the dispatch's M, N, K) -------------------------------------
 
-fn load_a(m: u32, k: u32) -> f32 {
+// The layout arguments (trans_a, trans_b, b_type) are constants at every call (an entry
+// point's overrides or literals): the compiler folds the branches on them away.
+
+fn load_a(trans_a: bool, m: u32, k: u32) -> f32 {
   if (m >= P.M || k >= P.K) {
     return 0.0;
   }
-  if (TRANS_A) {
+  if (trans_a) {
     return a[P.a_off + k * P.lda + m];
   }
   return a[P.a_off + m * P.lda + k];
 }
 
-fn load_b(k: u32, n: u32) -> f32 {
+fn load_b(trans_b: bool, b_type: u32, k: u32, n: u32) -> f32 {
   if (k >= P.K || n >= P.N) {
     return 0.0;
   }
   var e: u32;
-  if (TRANS_B) {
+  if (trans_b) {
     e = P.b_off + n * P.ldb + k;
   } else {
     e = P.b_off + k * P.ldb + n;
   }
-  if (B_TYPE == 0u) {
+  if (b_type == B_Q4) {
+    return deq(e);
+  }
+  if (b_type == 0u) {
     return bitcast<f32>(b[e]);
   }
   let h = half_of(b[e >> 1u], e);
-  if (B_TYPE == 1u) {
+  if (b_type == 1u) {
     return f16_to_f32(h);
   }
   return bf16_to_f32(h);
@@ -207,10 +219,11 @@ fn store(m0: u32, n0: u32, tx: u32, ty: u32, acc: ptr<function, Acc>) {
   store_row(m + 7u, n, (*acc).r7l); store_row(m + 7u, n + 4u, (*acc).r7h);
 }
 
-// Tile loads: consecutive invocations walk the stored layout's contiguous dimension.
-
-@compute @workgroup_size(8, 8)
-fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+/**
+ * The output tile (wid.x, wid.y) of y = alpha·op(A)·B (+ bias) (+ y). Tile loads: consecutive
+ * invocations walk the stored layout's contiguous dimension.
+ */
+fn gemm_tile(wid: vec3u, lid: u32, trans_a: bool, trans_b: bool, b_type: u32) {
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   var acc: Acc;
@@ -218,12 +231,12 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li
     for (var e = lid; e < TILE; e += WG) {
       var mm: u32;
       var ka: u32;
-      if (TRANS_A) { mm = e % BM; ka = e / BM; } else { ka = e % BK; mm = e / BK; }
-      stage_a(ka, mm, load_a(m0 + mm, k0 + ka));
+      if (trans_a) { mm = e % BM; ka = e / BM; } else { ka = e % BK; mm = e / BK; }
+      stage_a(ka, mm, load_a(trans_a, m0 + mm, k0 + ka));
       var nn: u32;
       var kb: u32;
-      if (TRANS_B) { kb = e % BK; nn = e / BK; } else { nn = e % BN; kb = e / BN; }
-      stage_b(kb, nn, load_b(k0 + kb, n0 + nn));
+      if (trans_b) { kb = e % BK; nn = e / BK; } else { nn = e % BN; kb = e / BN; }
+      stage_b(kb, nn, load_b(trans_b, b_type, k0 + kb, n0 + nn));
     }
     workgroupBarrier();
     mma(lid % 8u, lid / 8u, &acc);
@@ -233,54 +246,19 @@ fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li
 }
 
 @compute @workgroup_size(8, 8)
+fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  gemm_tile(wid, lid, TRANS_A, TRANS_B, B_TYPE);
+}
+
+@compute @workgroup_size(8, 8)
 fn q_matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  // y[M, N] = x[M, K] · deq(W)ᵀ: B(k, n) = deq(n·K + k)
-  let m0 = wid.y * BM;
-  let n0 = wid.x * BN;
-  var acc: Acc;
-  for (var k0 = 0u; k0 < P.K; k0 += BK) {
-    for (var e = lid; e < TILE; e += WG) {
-      let ka = e % BK;
-      let mm = e / BK;
-      stage_a(ka, mm, load_a(m0 + mm, k0 + ka));
-      let kb = e % BK;
-      let nn = e / BK;
-      var w = 0.0;
-      if (k0 + kb < P.K && n0 + nn < P.N) {
-        w = deq((n0 + nn) * P.qk + k0 + kb);
-      }
-      stage_b(kb, nn, w);
-    }
-    workgroupBarrier();
-    mma(lid % 8u, lid / 8u, &acc);
-    workgroupBarrier();
-  }
-  store(m0, n0, lid % 8u, lid / 8u, &acc);
+  // y[M, N] = x[M, K] · deq(W)ᵀ: B(k, n) = deq(n·K + k), the host sets ldb = K, b_off = 0
+  gemm_tile(wid, lid, false, true, B_Q4);
 }
 
 @compute @workgroup_size(8, 8)
 fn q_matmul_backward_input(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   // dx[M, K'] = dy[M, N'] · deq(W)[N', K']: here P.N = K' (W's in features), P.K = N' (its out
-  // features) and B(r, c) = deq(r·K' + c).
-  let m0 = wid.y * BM;
-  let n0 = wid.x * BN;
-  var acc: Acc;
-  for (var k0 = 0u; k0 < P.K; k0 += BK) {
-    for (var e = lid; e < TILE; e += WG) {
-      let ka = e % BK;
-      let mm = e / BK;
-      stage_a(ka, mm, load_a(m0 + mm, k0 + ka));
-      let nn = e % BN;
-      let kb = e / BN;
-      var w = 0.0;
-      if (k0 + kb < P.K && n0 + nn < P.N) {
-        w = deq((k0 + kb) * P.qk + n0 + nn);
-      }
-      stage_b(kb, nn, w);
-    }
-    workgroupBarrier();
-    mma(lid % 8u, lid / 8u, &acc);
-    workgroupBarrier();
-  }
-  store(m0, n0, lid % 8u, lid / 8u, &acc);
+  // features) and B(k, n) = deq(k·K' + n), the host sets ldb = K', b_off = 0
+  gemm_tile(wid, lid, false, false, B_Q4);
 }

@@ -13,9 +13,14 @@ export function backendsUnderTest(): Promise<NamedBackend[]> {
     const out: NamedBackend[] = [];
     const only = process.env.WEBQLORA_TEST_BACKENDS?.split(',');
     const want = (n: string) => !only || only.includes(n);
-    if (want('wasm')) {
+    if (want('wasm') || want('wasm-simd128')) {
       const { createWasmBackend } = await import('../../src/backend/wasm/index.ts');
-      out.push({ name: 'wasm', backend: await createWasmBackend() });
+      const { relaxedSimdSupported } = await import('../../src/backend/wasm/module.ts');
+      // 'wasm': the default build (relaxed SIMD where the engine validates it, as in Chromium);
+      // 'wasm-simd128': plain SIMD128, what engines without relaxed SIMD (Firefox, Safari) run.
+      // Where relaxed SIMD is missing the default already is SIMD128: one backend, not two.
+      if (want('wasm')) out.push({ name: 'wasm', backend: await createWasmBackend() });
+      if (want('wasm-simd128') && (relaxedSimdSupported() || !want('wasm'))) out.push({ name: 'wasm-simd128', backend: await createWasmBackend({ relaxedSimd: false }) });
     }
     if (want('webgpu')) {
       try {

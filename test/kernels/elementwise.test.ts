@@ -6,7 +6,21 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Rng, assertBitsEqual } from '../helpers/index.ts';
 import { dropScale, dropThreshold, hash32 } from '../../src/backend/rng.ts';
-import { U32, dot, fdCheck, freeAll, parity, put, put64, randn, refF32, refF64, runCase, type Case } from './harness.ts';
+import { U32, dot, fdCheck, freeAll, parity, put, put64, randn, refF32, refF64, runCase, targets, type Case, type Host } from './harness.ts';
+import type { BufferType } from '../../src/backend/backend.ts';
+
+/** n random finite values of a buffer type (raw bits for f16/bf16: no Inf/NaN patterns). */
+function hostOf(rng: Rng, type: BufferType, n: number): Host {
+  if (type === 'f32') return randn(rng, n);
+  if (type === 'i32') return Int32Array.from({ length: n }, () => rng.int(0x7fffffff) - 0x3fffffff);
+  if (type === 'u8') return Uint8Array.from({ length: n }, () => rng.int(256));
+  const top = type === 'f16' ? 0x7c00 : 0x7f80; // exponent all ones: Inf/NaN
+  return Uint16Array.from({ length: n }, () => {
+    let h: number;
+    do h = rng.int(65536); while ((h & 0x7fff) >= top);
+    return h;
+  });
+}
 
 const EXACT = { atol: 0, rtol: 0, why: 'a copy or one correctly rounded product: bit-identical everywhere' };
 
@@ -46,7 +60,41 @@ test('copy / fill / write / read: offsets, every type, read returns a copy', asy
   be.write(u, Uint8Array.from([200]), 2);
   assertBitsEqual(await be.read(i), Int32Array.from([1, -7, -7, 4, 5]), 'fill i32');
   assertBitsEqual(await be.read(u), Uint8Array.from([9, 8, 200]), 'write u8 at offset');
+  // a negative offset is refused, not wrapped around (subarray(-1) would read the last element)
+  assert.throws(() => be.write(u, Uint8Array.from([1]), -1), /outside u/);
+  let msg = '';
+  try { await be.read(u, -1, 1); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /outside u/);
   freeAll(be, a, b, i, u);
+});
+
+test('write / read with offsets and lengths, every type, on every backend', async () => {
+  const rng = new Rng(706);
+  for (const be of [refF32, ...(await targets()).map((t) => t.backend)]) {
+    for (const type of ['f32', 'i32', 'u8', 'f16', 'bf16'] as const) {
+      const n = 37, tag = `${be.name} ${type}`;
+      const base = hostOf(rng, type, n), part = hostOf(rng, type, 9), one = hostOf(rng, type, 1), three = hostOf(rng, type, 3);
+      const t = be.alloc(type, n, `rw ${type}`);
+      be.write(t, base);
+      be.write(t, part, 20);
+      be.write(t, one, 1); // odd element offsets: byte offsets that are not multiples of 4 for u8, f16, bf16
+      be.write(t, three, n - 3);
+      const want = base.slice();
+      want.set(part, 20);
+      want.set(one, 1);
+      want.set(three, n - 3);
+      assertBitsEqual(await be.read(t), want, `${tag}: whole tensor after writes at offsets`);
+      for (const [off, len] of [[5, 11], [1, 1], [3, 2], [n - 1, 1], [0, n], [n, 0]] as const) {
+        assertBitsEqual(await be.read(t, off, len), want.subarray(off, off + len), `${tag}: read(${off}, ${len})`);
+      }
+      assertBitsEqual(await be.read(t, 30), want.subarray(30), `${tag}: read from an offset to the end`);
+      assert.throws(() => be.write(t, three, n - 2), undefined, `${tag}: a write past the end`);
+      let threw = false;
+      try { await be.read(t, n - 1, 2); } catch { threw = true; }
+      assert.ok(threw, `${tag}: a read past the end`);
+      be.free(t);
+    }
+  }
 });
 
 test('reference memory(): live and peak bytes follow alloc / free / uploadQuant / freeQuant', () => {
@@ -133,12 +181,37 @@ test('add / copy / fill / dropout parity', async () => {
     { what: 'copy+fill i32', inputs: { src: ints }, outputs: { dst: new Int32Array(37).fill(5) }, run: (be, t) => { be.copy(t.dst!, 2, t.src!, 4, 30); be.fill(t.dst!, -3, 33, 2); } },
     { what: 'copy+fill u8', inputs: { src: bytes }, outputs: { dst: new Uint8Array(37).fill(5) }, run: (be, t) => { be.copy(t.dst!, 1, t.src!, 0, 35); be.fill(t.dst!, 251, 0, 1); } },
   );
+  // f16/bf16 buffers through copy and fill (raw bits compared exactly). Fill values that need
+  // rounding to the half type (1/3, 1e-5 below f16's normal range, 70000 above its largest
+  // finite value) check every backend rounds f32 → half the same way.
+  for (const type of ['f16', 'bf16'] as const) {
+    const src = hostOf(rng, type, 41), dst = hostOf(rng, type, 41);
+    exact.push({
+      what: `copy+fill ${type}`, inputs: { src: { type, data: src } }, outputs: { dst: { type, data: dst } },
+      run: (be, t) => { be.copy(t.dst!, 3, t.src!, 1, 30); be.fill(t.dst!, -2.5, 35, 3); be.fill(t.dst!, 1 / 3, 0, 2); be.fill(t.dst!, 1e-5, 38, 1); be.fill(t.dst!, 70000, 39); },
+    });
+    exact.push({ what: `fill all ${type}`, outputs: { dst: { type, data: dst } }, run: (be, t) => be.fill(t.dst!, -0.1) });
+    exact.push({ what: `copy at odd offsets ${type}`, inputs: { src: { type, data: src } }, outputs: { dst: { type, data: dst } }, run: (be, t) => be.copy(t.dst!, 1, t.src!, 2, 1) });
+  }
   // in place: out aliases x (allowed by the contract)
   const xs = randn(rng, 1003);
   exact.push({ what: 'dropout in place n1003', outputs: { x: xs }, run: (be, t) => be.dropout(t.x!, t.x!, 1003, 0.25, 99) });
   await parity(exact, EXACT);
   // out + alpha·x: with a fused multiply-add the result can differ by one rounding of |alpha·x|
   await parity(adds, { atol: 2 * U32 * 4, rtol: 2 * U32, why: 'one product and one add, possibly fused' });
+});
+
+test('add in place parity (out aliases x: webgpu IN_PLACE)', async () => {
+  const rng = new Rng(707);
+  const cases: Case[] = [];
+  for (const n of [7, 1003]) {
+    const xs = randn(rng, n);
+    cases.push(
+      { what: `add in place n${n}`, outputs: { x: xs }, run: (be, t) => be.add(t.x!, t.x!, n) },
+      { what: `add in place alpha n${n}`, outputs: { x: xs }, run: (be, t) => be.add(t.x!, t.x!, n, -0.37) },
+    );
+  }
+  await parity(cases, { atol: 2 * U32 * 4, rtol: 2 * U32, why: 'one product and one add, possibly fused' });
 });
 
 test.run();

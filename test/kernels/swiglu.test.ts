@@ -47,6 +47,8 @@ test('swiglu / swigluBackward parity', async () => {
   // σ·(1 + g·(1 − σ)) loses relative accuracy where it crosses zero (g ≈ −1.28), hence atol
   const g = gates(rng, 515), u = randn(rng, 515);
   fwd.push({ what: 'swiglu in place (out = gate)', inputs: { up: u }, outputs: { gate: g }, run: (be, t) => be.swiglu(t.gate!, t.gate!, t.up!, 515) });
+  fwd.push({ what: 'swiglu in place (out = up)', inputs: { gate: g }, outputs: { up: u }, run: (be, t) => be.swiglu(t.up!, t.gate!, t.up!, 515) });
+  fwd.push({ what: 'swiglu in place (out = gate = up)', outputs: { x: g }, run: (be, t) => be.swiglu(t.x!, t.x!, t.x!, 515) });
   await parity(fwd, { atol: 1e-7, rtol: 1e-6, why: 'exp to a few ulp + 4 rounded ops' });
   await parity(bwd, { atol: 1e-6, rtol: 2e-6, why: 'exp to a few ulp; cancellation in 1 + g·(1 − σ)' });
 });

@@ -12,27 +12,23 @@
 // optimizer kernels (element ranges). What cannot split is refused with an error naming it: a
 // 4-bit weight larger than one binding, or a single row / sequence larger than one binding.
 //
-// Arithmetic is f32 everywhere (f16/bf16 tables are widened exactly with integer ops); the
-// `shader-f16` feature is enabled when present but no kernel computes in f16: the parity
-// tolerances of test/kernels are set for f32.
+// Arithmetic is f32 everywhere: f16/bf16 tables are widened exactly with integer ops, so no
+// optional feature (`shader-f16`) is requested; the parity tolerances of test/kernels are set
+// for f32.
 import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
 import type { QuantType } from '../../quant/types.ts';
 import { WebqloraError } from '../../errors.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
+import { BUFFER_BYTES as BYTES, checkQuantUpload, checkSameQuant } from '../validate.ts';
 import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
 
-const BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
 const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
 /** element type codes of B_TYPE / T_TYPE in wgsl/gemm.wgsl and wgsl/embedding.wgsl */
 const HALF_CODE: Partial<Record<BufferType, number>> = { f32: 0, f16: 1, bf16: 2 };
 
-/** Longest head dim of the attention kernels (private arrays of MAX_D4 vec4s in wgsl/attention.wgsl). */
-const MAX_HEAD_DIM = 128;
-/** query or key rows per attention workgroup (WG in wgsl/attention.wgsl) */
+/** query or key rows per attention workgroup (the override WG of wgsl/attention.wgsl) */
 const ATTN_WG = 32;
-/** GEMM output tile (BM = BN in wgsl/gemm.wgsl) */
-const TILE = 64;
 
 /** Invocations of a one-row-per-workgroup reduction (RED_WG of wgsl/reduce.wgsl): about four
  *  elements each, a power of two in [32, 256]. */
@@ -70,7 +66,6 @@ class GpuQuant implements QuantWeight {
     public buf: Buf | null,
     readonly parts: QuantParts,
     readonly nestedBlocksize: number,
-    readonly nestedLength: number,
     /** the double-quant offset (a kernel parameter, not stored in the buffer) */
     public offset: number,
     readonly bytes: number,
@@ -95,7 +90,6 @@ export interface WebGpuInternals {
   device: GPUDevice;
   runtime: GpuRuntime;
   stats: RuntimeStats;
-  adapter: AdapterDescription;
 }
 
 const internals = new WeakMap<Backend, WebGpuInternals>();
@@ -136,16 +130,15 @@ export async function createWebGpuBackend(opts: WebGpuOptions): Promise<Backend>
   if (!adapter) throw new WebqloraError('webgpu: no WebGPU adapter is available here (use --backend wasm).');
   const requiredLimits: Record<string, number> = {};
   for (const k of LIMITS) requiredLimits[k] = adapter.limits[k];
-  const requiredFeatures: GPUFeatureName[] = adapter.features.has('shader-f16') ? ['shader-f16'] : [];
   let device: GPUDevice;
   try {
-    device = await adapter.requestDevice({ label: 'webqlora', requiredLimits, requiredFeatures });
+    device = await adapter.requestDevice({ label: 'webqlora', requiredLimits });
   } catch (e) {
     throw new WebqloraError(`webgpu: the adapter refused a device (${(e as Error).message}); use --backend wasm.`);
   }
   const rt = new GpuRuntime(device, { maxBindingBytes: opts.maxBindingBytes });
   const be = makeBackend(rt);
-  internals.set(be, { device, runtime: rt, stats: rt.stats, adapter: describeAdapter(adapter) });
+  internals.set(be, { device, runtime: rt, stats: rt.stats });
   return be;
 }
 
@@ -157,6 +150,15 @@ function makeBackend(rt: GpuRuntime): Backend {
   };
   const tensors = new Set<GpuTensor>();
   const quants = new Set<GpuQuant>();
+
+  // sizes the host shares with the shaders, read from them (wgsl/*.wgsl module-scope consts)
+  /** GEMM output tile (BM = BN of wgsl/gemm.wgsl) */
+  const TILE = rt.constant('gemm', 'BM');
+  if (rt.constant('gemm', 'BN') !== TILE) throw new Error('webgpu: wgsl/gemm.wgsl tiles are not square (BM ≠ BN)');
+  /** Longest head dim of the attention kernels (private arrays of MAX_D4 vec4s in wgsl/attention.wgsl). */
+  const MAX_HEAD_DIM = 4 * rt.constant('attention', 'MAX_D4');
+  /** most kv (or query) rows staged per attention tile: the KT override's bound and s0/s1's length */
+  const MAX_KT = rt.constant('attention', 'MAX_KT');
 
   // ---- operand checks (a short buffer would be a silent out-of-bounds access) --------------
   const live = (t: Tensor, what: string): Buf => {
@@ -234,34 +236,22 @@ function makeBackend(rt: GpuRuntime): Backend {
     }
     rt.writeBuffer(b, parts.packed * 4, bytesOf(w.packed));
   };
+  /** validate.ts's checks, plus the kernels' u32 element index (wgsl/gemm.wgsl deq). */
   const checkQuant = (w: QuantUpload): void => {
-    const { N, K, blocksize: bs } = w;
-    const n = N * K, nb = Math.ceil(n / bs);
-    const bad = (msg: string) => new Error(`uploadQuant ${w.label}: ${msg}`);
-    if (!(Number.isInteger(N) && Number.isInteger(K) && N > 0 && K > 0 && Number.isInteger(bs) && bs > 0)) throw bad(`bad shape [${N}, ${K}] or blocksize ${bs}`);
-    if (n >= 2 ** 32) throw bad(`[${N}, ${K}] has more than 2³² elements`);
-    if (w.packed.length !== Math.ceil(n / 2)) throw bad(`packed has ${w.packed.length} bytes, expected ${Math.ceil(n / 2)} for [${N}, ${K}]`);
-    if (w.quantMap.length !== 16) throw bad(`quant map has ${w.quantMap.length} entries, expected 16`);
-    if ((w.absmax === null) === (w.dq === null)) throw bad('exactly one of absmax and dq must be given');
-    if (w.absmax && w.absmax.length !== nb) throw bad(`absmax has ${w.absmax.length} entries, expected ${nb}`);
-    const dq = w.dq;
-    if (dq) {
-      if (dq.codes.length !== nb) throw bad(`dq codes have ${dq.codes.length} entries, expected ${nb}`);
-      if (dq.nestedQuantMap.length !== 256) throw bad(`nested quant map has ${dq.nestedQuantMap.length} entries, expected 256`);
-      if (dq.nestedAbsmax.length !== Math.ceil(nb / dq.nestedBlocksize)) throw bad(`nested absmax has ${dq.nestedAbsmax.length} entries, expected ${Math.ceil(nb / dq.nestedBlocksize)}`);
-    }
+    checkQuantUpload(w);
+    if (w.N * w.K >= 2 ** 32) throw new Error(`uploadQuant ${w.label}: [${w.N}, ${w.K}] has 2³² elements or more`);
   };
-  /** Params of wgsl/gemm.wgsl describing a 4-bit weight. */
+  /** Params of wgsl/gemm.wgsl describing a 4-bit weight (B of the tile loop: its rows are K long). */
   const quantParams = (q: GpuQuant) => ({
-    qk: q.K, q_packed: q.parts.packed, q_map: q.parts.map, q_absmax: q.parts.absmax, q_codes: q.parts.codes,
+    ldb: q.K, b_off: 0, q_packed: q.parts.packed, q_map: q.parts.map, q_absmax: q.parts.absmax, q_codes: q.parts.codes,
     q_nabsmax: q.parts.nabsmax, q_nmap: q.parts.nmap, q_bs: q.blocksize, q_nbs: q.nestedBlocksize,
     q_dq: q.doubleQuant ? 1 : 0, q_offset: q.offset, one: 1,
   });
 
-  /** Rows staged per attention tile: two KT×D f32 tiles plus 2·32 floats in workgroup memory. */
+  /** Rows staged per attention tile: two KT×D f32 tiles plus 2·MAX_KT floats in workgroup memory. */
   const attnTile = (D: number): number => {
-    const fit = Math.floor((rt.maxWorkgroupStorage - 2 * 32 * 4) / (2 * D * 4));
-    return Math.min(32, 2 ** Math.floor(Math.log2(Math.max(1, fit))));
+    const fit = Math.floor((rt.maxWorkgroupStorage - 2 * MAX_KT * 4) / (2 * D * 4));
+    return Math.min(MAX_KT, 2 ** Math.floor(Math.log2(Math.max(1, fit))));
   };
   const checkAttention = (s: AttentionShape, what: string): void => {
     const bad = (m: string) => new Error(`${what}: ${m} (B ${s.B}, T ${s.T}, S ${s.S}, H ${s.H}, KVH ${s.KVH}, D ${s.D}, pos0 ${s.pos0}, kvStride ${s.kvStride})`);
@@ -393,7 +383,7 @@ function makeBackend(rt: GpuRuntime): Backend {
       const bytes = w.packed.byteLength + w.quantMap.byteLength + (w.absmax ? w.absmax.byteLength : 0)
         + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + dq.nestedQuantMap.byteLength : 0);
       const q = new GpuQuant(w.N, w.K, w.blocksize, w.quantType, dq !== null, w.label, b, parts, dq ? dq.nestedBlocksize : 1,
-        dq ? dq.nestedAbsmax.length : 0, dq ? Math.fround(dq.offset) : 0, bytes);
+        dq ? Math.fround(dq.offset) : 0, bytes);
       quants.add(q);
       track(bytes);
       return q;
@@ -401,10 +391,7 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     writeQuant(w, src) {
       const q = qlive(w, 'writeQuant');
-      const same = q.N === src.N && q.K === src.K && q.blocksize === src.blocksize && q.quantType === src.quantType && q.doubleQuant === (src.dq !== null)
-        && (!src.dq || (src.dq.nestedBlocksize === q.nestedBlocksize && src.dq.nestedAbsmax.length === q.nestedLength));
-      if (!same) throw new Error(`writeQuant ${w.label}: [${src.N}, ${src.K}] ${src.quantType} bs${src.blocksize}${src.dq ? ' dq' : ''} does not fit the slot [${q.N}, ${q.K}] ${q.quantType} bs${q.blocksize}${q.doubleQuant ? ' dq' : ''}`);
-      checkQuant(src);
+      checkSameQuant(q, src); // the same layout: the slot's parts and kernel params stay valid
       writeQuantParts(q.buf, q.parts, src);
       q.offset = src.dq ? Math.fround(src.dq.offset) : 0;
     },

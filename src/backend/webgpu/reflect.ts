@@ -1,8 +1,10 @@
 // What the host needs to know about a wgsl/ module, read from the shader source itself so the
 // names live in one place (STYLE.md §2): its entry points, its storage bindings (@group(1), by
 // variable name, with their access mode), the fields of its `Params` uniform struct (@group(0)
-// @binding(0), written by the host into the params ring in declaration order) and its
-// override constants. Parsing is deliberately narrow: the wgsl/ files follow these conventions.
+// @binding(0), written by the host into the params ring in declaration order), its override
+// constants and the values of its module-scope `const X = N` numbers (tile sizes, array bounds:
+// the host derives its own from these instead of typing them twice). Parsing is deliberately
+// narrow: the wgsl/ files follow these conventions.
 
 export interface ParamField {
   name: string;
@@ -22,6 +24,8 @@ export interface ModuleInfo {
   bindings: StorageBinding[];
   params: ParamField[];
   overrides: Set<string>;
+  /** module-scope `const NAME = <number literal>;` declarations (includes resolved) */
+  consts: Map<string, number>;
 }
 
 /** Removes line and block comments (WGSL has both; block comments may nest). */
@@ -40,6 +44,18 @@ function stripComments(src: string): string {
       continue;
     }
     out += src[i];
+  }
+  return out;
+}
+
+/** The text outside every `{ … }` (module scope: function and struct bodies removed). */
+function moduleScope(src: string): string {
+  let out = '';
+  let depth = 0;
+  for (const c of src) {
+    if (c === '{') depth++;
+    else if (c === '}') depth--;
+    else if (depth === 0) out += c;
   }
   return out;
 }
@@ -69,10 +85,17 @@ export function reflectWgsl(name: string, source: string): ModuleInfo {
   }
   if (!params) throw new Error(`wgsl/${name}.wgsl: no struct Params`);
   const overrides = new Set([...src.matchAll(/\boverride\s+(\w+)\s*:/g)].map((m) => m[1]!));
+  const consts = new Map<string, number>();
+  for (const m of moduleScope(src).matchAll(/\bconst\s+(\w+)\s*(?::\s*\w+\s*)?=\s*([^;]*);/g)) {
+    const lit = /^(-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)[uif]?$/.exec(m[2]!.trim());
+    if (!lit) continue; // an expression: not needed by the host
+    if (consts.has(m[1]!)) throw new Error(`wgsl/${name}.wgsl: const ${m[1]} declared twice`);
+    consts.set(m[1]!, Number(lit[1]));
+  }
   const seen = new Set<number>();
   for (const b of bindings) {
     if (seen.has(b.binding)) throw new Error(`wgsl/${name}.wgsl: @binding(${b.binding}) declared twice`);
     seen.add(b.binding);
   }
-  return { entryPoints, bindings, params, overrides };
+  return { entryPoints, bindings, params, overrides, consts };
 }

@@ -3,18 +3,22 @@
 //
 // Execution model (backend.ts): a kernel call records a dispatch into the open compute pass and
 // returns; nothing reaches the queue until a read, a flush, a write that must be ordered after
-// the recorded work, or a full params ring. Per dispatch the host does no allocation on the GPU:
+// the recorded work, or a full params ring. Per dispatch the host does no allocation on the GPU
+// and only cache look-ups otherwise (every check runs when a cache entry is created):
 //  - pipelines: one per (module, entry point, override constants), created on first use;
 //  - bind groups: @group(0) is the params ring (one bind group, dynamic offset); @group(1) holds
 //    the storage bindings and is cached by the exact (buffer, offset, size) of every binding —
-//    tensors are allocated at setup and reused every step, so a steady loop creates none;
+//    tensors are allocated at setup and reused every step, so a steady loop creates none; a
+//    destroyed buffer takes its bind groups (and every reference to them) with it;
 //  - params: each dispatch's `Params` struct goes to the next slot of a host mirror of one
-//    uniform buffer, uploaded with a single writeBuffer just before the submit.
+//    uniform buffer, uploaded with a single writeBuffer just before the submit (the used slots
+//    are zeroed then, so a dispatch writes only the fields it names).
+// Readback goes through staging buffers kept for reuse up to STAGING_KEEP_BYTES each.
 // Storage bindings are limited to maxStorageBufferBindingSize (128 MiB on some adapters): `view`
 // binds a window of a larger buffer, and the kernels that can see such tensors take offsets.
 import { WGSL } from '../../generated/wgsl.ts';
 import { WebqloraError } from '../../errors.ts';
-import { reflectWgsl, type ModuleInfo } from './reflect.ts';
+import { reflectWgsl, type ModuleInfo, type ParamField } from './reflect.ts';
 
 // WebGPU flag values from the spec (the GPUBufferUsage / GPUMapMode globals are absent in Node
 // unless Dawn's globals were installed).
@@ -59,11 +63,32 @@ interface Module {
   layout: GPUPipelineLayout;
   /** binding index → position in info.bindings */
   order: number[];
+  /** Params fields by name */
+  fields: Map<string, ParamField>;
+}
+
+interface CachedGroup {
+  group: GPUBindGroup;
+  /** ids of the buffers it binds (each once) */
+  ids: number[];
+}
+
+/** Sizes of the runtime's caches, for tests (test/webgpu/caching.test.ts). */
+export interface RuntimeBookkeeping {
+  /** cached @group(1) bind groups */
+  bindGroups: number;
+  /** buffer → bind-group references (one per buffer of each cached group) */
+  bufferRefs: number;
+  /** readback staging buffers kept for reuse, and their bytes */
+  staging: number;
+  stagingBytes: number;
 }
 
 export const roundUp = (x: number, m: number): number => Math.ceil(x / m) * m;
 
 const RING_SLOTS = 4096;
+/** Readback staging buffers larger than this are destroyed after use instead of kept. */
+export const STAGING_KEEP_BYTES = 64 * 2 ** 20;
 
 export class GpuRuntime {
   readonly stats: RuntimeStats = { pipelines: 0, bindGroups: 0, buffers: 0, submits: 0, dispatches: 0 };
@@ -72,12 +97,17 @@ export class GpuRuntime {
   /** storage binding offsets must be multiples of this */
   readonly align: number;
   readonly maxWorkgroupStorage: number;
+  /** invocations per workgroup of the 1-D kernels (GRID_WG of wgsl/grid.wgsl) */
+  private readonly gridWg: number;
 
   private readonly infos = new Map<string, ModuleInfo>();
   private readonly modules = new Map<string, Module>();
+  /** by `module:entry:` + the constants in the caller's order (no sort per dispatch) … */
   private readonly pipelines = new Map<string, GPUComputePipeline>();
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
-  /** buffer id → bind-group keys that reference it (dropped when the buffer is destroyed) */
+  /** … and by the constants sorted by name: one pipeline per distinct specialization */
+  private readonly pipelinesSorted = new Map<string, GPUComputePipeline>();
+  private readonly bindGroups = new Map<string, CachedGroup>();
+  /** buffer id → keys of the cached bind groups that bind it */
   private readonly bgByBuf = new Map<number, Set<string>>();
   private readonly ringLayout: GPUBindGroupLayout;
   private readonly ring: GPUBuffer;
@@ -85,6 +115,7 @@ export class GpuRuntime {
   private readonly slotBytes: number;
   private readonly mirror: ArrayBuffer;
   private readonly mirrorView: DataView;
+  private readonly mirrorBytes: Uint8Array;
   private slot = 0;
   private enc: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -109,11 +140,21 @@ export class GpuRuntime {
       }
       this.infos.set(name, info);
     }
+    let gridWg = 0;
+    for (const [name, info] of this.infos) {
+      const g = info.consts.get('GRID_WG');
+      if (g === undefined) continue;
+      if (gridWg && g !== gridWg) throw new Error(`webgpu: wgsl/${name}.wgsl has GRID_WG ${g}, another module ${gridWg}`);
+      gridWg = g;
+    }
+    if (!gridWg) throw new Error('webgpu: no module includes wgsl/grid.wgsl (GRID_WG)');
+    this.gridWg = gridWg;
     let paramBytes = 16;
     for (const i of this.infos.values()) paramBytes = Math.max(paramBytes, i.params.length * 4);
     this.slotBytes = roundUp(paramBytes, Math.max(16, lim.minUniformBufferOffsetAlignment));
     this.mirror = new ArrayBuffer(this.slotBytes * RING_SLOTS);
     this.mirrorView = new DataView(this.mirror);
+    this.mirrorBytes = new Uint8Array(this.mirror);
     this.ring = device.createBuffer({ label: 'webqlora params ring', size: this.mirror.byteLength, usage: BUF_UNIFORM | BUF_COPY_DST });
     this.ringLayout = device.createBindGroupLayout({
       label: 'webqlora params',
@@ -163,9 +204,38 @@ export class GpuRuntime {
     // recorded commands may use it: submit them first (destroy after submit is allowed)
     if (this.enc) this.submit();
     const keys = this.bgByBuf.get(b.id);
-    if (keys) for (const k of keys) this.bindGroups.delete(k);
+    if (keys) {
+      for (const k of keys) {
+        const g = this.bindGroups.get(k);
+        this.bindGroups.delete(k);
+        // the group's other buffers (weights, dummies: long-lived) forget it too
+        for (const id of g?.ids ?? []) {
+          if (id === b.id) continue;
+          const s = this.bgByBuf.get(id);
+          s?.delete(k);
+          if (s?.size === 0) this.bgByBuf.delete(id);
+        }
+      }
+    }
     this.bgByBuf.delete(b.id);
     b.buffer.destroy();
+  }
+
+  /** How much the caches hold (a test checks they stay bounded as buffers come and go). */
+  bookkeeping(): RuntimeBookkeeping {
+    let bufferRefs = 0;
+    for (const s of this.bgByBuf.values()) bufferRefs += s.size;
+    return {
+      bindGroups: this.bindGroups.size, bufferRefs,
+      staging: this.staging.length, stagingBytes: this.staging.reduce((a, s) => a + s.size, 0),
+    };
+  }
+
+  /** The value of wgsl/<mod>.wgsl's module-scope `const name = N` (the host's copy of a shader constant). */
+  constant(mod: string, name: string): number {
+    const v = this.infos.get(mod)?.consts.get(name);
+    if (v === undefined) throw new Error(`webgpu: wgsl/${mod}.wgsl has no module-scope const ${name}`);
+    return v;
   }
 
   /** A persistent buffer of at least `bytes` for internal use (grown, never shrunk). */
@@ -218,33 +288,55 @@ export class GpuRuntime {
     });
     const layout = this.device.createPipelineLayout({ label: `wgsl/${name}.wgsl`, bindGroupLayouts: [this.ringLayout, bgl] });
     const order = info.bindings.map((_, i) => i).sort((a, b) => info.bindings[a]!.binding - info.bindings[b]!.binding);
-    m = { info, shader, bgl, layout, order };
+    m = { info, shader, bgl, layout, order, fields: new Map(info.params.map((f) => [f.name, f])) };
     this.modules.set(name, m);
     return m;
   }
 
   private pipeline(mod: string, entry: string, constants: Record<string, number>): GPUComputePipeline {
-    const names = Object.keys(constants).sort();
-    const key = `${mod}:${entry}:${names.map((n) => `${n}=${constants[n]}`).join(',')}`;
+    // the caller's order is stable per call site: the common case is one look-up, no sort
+    let key = `${mod}:${entry}:`;
+    for (const n in constants) key += `${n}=${constants[n]},`;
     let p = this.pipelines.get(key);
     if (p) return p;
-    const m = this.module(mod);
-    if (!m.info.entryPoints.includes(entry)) throw new Error(`webgpu: wgsl/${mod}.wgsl has no entry point ${entry}`);
-    for (const n of names) if (!m.info.overrides.has(n)) throw new Error(`webgpu: wgsl/${mod}.wgsl has no override ${n}`);
-    p = this.device.createComputePipeline({ label: key, layout: m.layout, compute: { module: m.shader, entryPoint: entry, constants } });
+    const names = Object.keys(constants).sort();
+    const sorted = `${mod}:${entry}:${names.map((n) => `${n}=${constants[n]}`).join(',')}`;
+    p = this.pipelinesSorted.get(sorted);
+    if (!p) {
+      const m = this.module(mod);
+      if (!m.info.entryPoints.includes(entry)) throw new Error(`webgpu: wgsl/${mod}.wgsl has no entry point ${entry}`);
+      for (const n of names) if (!m.info.overrides.has(n)) throw new Error(`webgpu: wgsl/${mod}.wgsl has no override ${n}`);
+      p = this.device.createComputePipeline({ label: sorted, layout: m.layout, compute: { module: m.shader, entryPoint: entry, constants } });
+      this.pipelinesSorted.set(sorted, p);
+      this.stats.pipelines++;
+    }
     this.pipelines.set(key, p);
-    this.stats.pipelines++;
     return p;
   }
 
   private bindGroup(mod: string, m: Module, views: Record<string, View>, entry: string): GPUBindGroup {
+    // the key covers every binding (named or dummy) by buffer id, offset and size
+    let key = mod;
+    let named = 0;
+    for (const i of m.order) {
+      const b = m.info.bindings[i]!;
+      const given = views[b.name];
+      if (given) named++;
+      const v = given ?? this.dummy(b.binding);
+      key += `|${v.buf.id}:${v.offset}:${v.size}`;
+    }
+    let count = 0;
+    for (const name in views) if (views[name]) count++;
+    if (count !== named) {
+      const unknown = Object.keys(views).find((name) => !m.info.bindings.some((b) => b.name === name));
+      throw new Error(`webgpu ${entry}: wgsl/${mod}.wgsl has no binding ${unknown}`);
+    }
+    const hit = this.bindGroups.get(key);
+    if (hit) return hit.group; // same buffers in the same bindings: it passed the checks below
     const list = m.order.map((i) => {
       const b = m.info.bindings[i]!;
       return { b, v: views[b.name] ?? this.dummy(b.binding) };
     });
-    for (const name of Object.keys(views)) {
-      if (!m.info.bindings.some((b) => b.name === name)) throw new Error(`webgpu ${entry}: wgsl/${mod}.wgsl has no binding ${name}`);
-    }
     // WebGPU refuses a buffer bound writable together with any other binding of it
     for (const { b, v } of list) {
       if (!b.writable) continue;
@@ -252,27 +344,25 @@ export class GpuRuntime {
         if (o.b !== b && o.v.buf === v.buf) throw new Error(`webgpu ${entry}: ${b.name} and ${o.b.name} are the same buffer (${v.buf.buffer.label})`);
       }
     }
-    const key = `${mod}|${list.map(({ v }) => `${v.buf.id}:${v.offset}:${v.size}`).join('|')}`;
-    let g = this.bindGroups.get(key);
-    if (g) return g;
-    g = this.device.createBindGroup({
+    const group = this.device.createBindGroup({
       layout: m.bgl,
       entries: list.map(({ b, v }) => ({ binding: b.binding, resource: { buffer: v.buf.buffer, offset: v.offset, size: v.size } })),
     });
-    this.bindGroups.set(key, g);
-    for (const { v } of list) {
-      let s = this.bgByBuf.get(v.buf.id);
-      if (!s) this.bgByBuf.set(v.buf.id, (s = new Set()));
+    const ids = [...new Set(list.map(({ v }) => v.buf.id))];
+    this.bindGroups.set(key, { group, ids });
+    for (const id of ids) {
+      let s = this.bgByBuf.get(id);
+      if (!s) this.bgByBuf.set(id, (s = new Set()));
       s.add(key);
     }
     this.stats.bindGroups++;
-    return g;
+    return group;
   }
 
   /**
    * Records one dispatch of wgsl/<mod>.wgsl's `entry`. `views` maps binding names to windows
    * (bindings not named get a dummy buffer: the entry point must not use them); `params` maps
-   * Params field names to values (unnamed fields are 0).
+   * Params field names to values (unnamed fields are 0; an unknown name throws).
    */
   dispatch(mod: string, entry: string, constants: Record<string, number>, views: Record<string, View>, params: Record<string, number>, grid: [number, number, number?]): void {
     this.check();
@@ -284,16 +374,19 @@ export class GpuRuntime {
     const m = this.module(mod);
     const bg = this.bindGroup(mod, m, views, entry);
     if (this.slot === RING_SLOTS) this.submit();
+    // the slot is all zeros (submit clears the slots it uploaded): write the given fields only
     const base = this.slot * this.slotBytes;
     const dv = this.mirrorView;
-    for (const f of m.info.params) {
-      const v = params[f.name] ?? 0;
+    for (const name in params) {
+      const f = m.fields.get(name);
+      if (!f) {
+        this.mirrorBytes.fill(0, base, base + this.slotBytes);
+        throw new Error(`webgpu ${entry}: wgsl/${mod}.wgsl Params has no field ${name}`);
+      }
+      const v = params[name] ?? 0;
       if (f.type === 'f32') dv.setFloat32(base + f.offset, v, true);
       else if (f.type === 'i32') dv.setInt32(base + f.offset, v, true);
       else dv.setUint32(base + f.offset, v >>> 0, true);
-    }
-    for (const name of Object.keys(params)) {
-      if (!m.info.params.some((f) => f.name === name)) throw new Error(`webgpu ${entry}: wgsl/${mod}.wgsl Params has no field ${name}`);
     }
     this.slot++;
     const pass = (this.pass ??= this.encoder().beginComputePass());
@@ -304,9 +397,9 @@ export class GpuRuntime {
     this.stats.dispatches++;
   }
 
-  /** A 1-D grid of 256-wide workgroups covering n invocations (wgsl/grid.wgsl folds y into x). */
-  grid1d(n: number, perGroup = 256): [number, number] {
-    return this.fold(Math.ceil(n / perGroup));
+  /** A 1-D grid of GRID_WG-wide workgroups covering n invocations (wgsl/grid.wgsl folds y into x). */
+  grid1d(n: number): [number, number] {
+    return this.fold(Math.ceil(n / this.gridWg));
   }
 
   /** `groups` workgroups as x·y ≤ 65535² (kernels index wid.y·nwg.x + wid.x and skip the excess). */
@@ -355,7 +448,11 @@ export class GpuRuntime {
   submit(): void {
     if (!this.enc) return;
     this.endPass();
-    if (this.slot > 0) this.device.queue.writeBuffer(this.ring, 0, this.mirror, 0, this.slot * this.slotBytes);
+    if (this.slot > 0) {
+      const used = this.slot * this.slotBytes;
+      this.device.queue.writeBuffer(this.ring, 0, this.mirror, 0, used); // copies the bytes now
+      this.mirrorBytes.fill(0, 0, used);
+    }
     this.device.queue.submit([this.enc.finish()]);
     this.enc = null;
     this.slot = 0;
@@ -376,20 +473,27 @@ export class GpuRuntime {
     const n = roundUp(offset + bytes, 4) - a0;
     if (n === 0) return new ArrayBuffer(0);
     const st = this.takeStaging(n);
-    this.endPass();
-    this.encoder().copyBufferToBuffer(b.buffer, a0, st, 0, n);
-    this.submit();
+    let keep = false;
     try {
-      await st.mapAsync(MAP_READ, 0, n);
-    } catch (e) {
+      this.endPass();
+      this.encoder().copyBufferToBuffer(b.buffer, a0, st, 0, n);
+      this.submit();
+      try {
+        await st.mapAsync(MAP_READ, 0, n);
+      } catch (e) {
+        this.check();
+        throw e;
+      }
+      const out = st.getMappedRange(0, n).slice(offset - a0, offset - a0 + bytes);
+      st.unmap();
+      // a large one (a rare big read) is not held for the rest of the run
+      keep = st.size <= STAGING_KEEP_BYTES;
       this.check();
-      throw e;
+      return out;
+    } finally {
+      if (keep) this.staging.push(st);
+      else st.destroy(); // too large, or mapping failed: it may be left in any state
     }
-    const out = st.getMappedRange(0, n).slice(offset - a0, offset - a0 + bytes);
-    st.unmap();
-    this.staging.push(st);
-    this.check();
-    return out;
   }
 
   private takeStaging(bytes: number): GPUBuffer {
@@ -410,6 +514,8 @@ export class GpuRuntime {
     this.pass = null;
     this.destroyed = true;
     this.bindGroups.clear();
+    this.bgByBuf.clear();
+    this.staging.length = 0;
     this.device.destroy();
   }
 }
