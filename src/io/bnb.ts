@@ -14,19 +14,17 @@ import { LINEAR_NAMES, configToHf, expectedTensors, linearWeightName, type Model
 import { quantize4bit, doubleQuantize, dequantize4bit, checkBlocksize, quantMapOf } from '../quant/quantize.ts';
 import { DYNAMIC_SIGNED } from '../quant/tables.ts';
 import { ALLOWED_BLOCKSIZES, NESTED_BLOCKSIZE, numBlocks, type Quant4Tensor, type QuantType } from '../quant/types.ts';
-import { DTYPE_BYTES, TORCH_DTYPE, dtypeFromTorch, fromFloat32, numel, toFloat32, type DType } from './dtype.ts';
+import { DTYPE_BYTES, TORCH_DTYPE, dtypeFromTorch, fromFloat32, numel, sameShape, toFloat32, type DType } from './dtype.ts';
 import { planSafetensors, writeSafetensors, type SafetensorsEntry, type SafetensorsFile } from './safetensors.ts';
-import { writeFileTo, type DirSource, type OutDir } from './source.ts';
+import { closeSource, writeFileTo, type DirSource, type OutDir } from './source.ts';
 import type { WeightSource } from './weights.ts';
 
 export type BnbQuantType = 'nf4' | 'fp4';
 
 /** Suffix of the packed-JSON key for a quant type (bnb QuantState.as_dict(packed=True)). */
-export function quantStateSuffix(t: BnbQuantType): string {
+function quantStateSuffix(t: BnbQuantType): string {
   return `quant_state.bitsandbytes__${t}`;
 }
-
-const f32Bytes = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength));
 
 const QUANT_STATE_RE = /^(.*)\.quant_state\.bitsandbytes__(nf4|fp4)$/;
 
@@ -204,14 +202,14 @@ export function bnbTensorEntries(weightName: string, q: Quant4Tensor): Array<{ n
   if (q.dq) {
     out.push(
       { name: `${weightName}.absmax`, dtype: 'U8', shape: [q.dq.codes.length], data: q.dq.codes },
-      { name: `${weightName}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(q.quantMap) },
-      { name: `${weightName}.nested_absmax`, dtype: 'F32', shape: [q.dq.nestedAbsmax.length], data: f32Bytes(q.dq.nestedAbsmax) },
-      { name: `${weightName}.nested_quant_map`, dtype: 'F32', shape: [256], data: f32Bytes(q.dq.nestedQuantMap) },
+      { name: `${weightName}.quant_map`, dtype: 'F32', shape: [16], data: fromFloat32(q.quantMap, 'F32') },
+      { name: `${weightName}.nested_absmax`, dtype: 'F32', shape: [q.dq.nestedAbsmax.length], data: fromFloat32(q.dq.nestedAbsmax, 'F32') },
+      { name: `${weightName}.nested_quant_map`, dtype: 'F32', shape: [256], data: fromFloat32(q.dq.nestedQuantMap, 'F32') },
     );
   } else {
     out.push(
-      { name: `${weightName}.absmax`, dtype: 'F32', shape: [q.absmax!.length], data: f32Bytes(q.absmax!) },
-      { name: `${weightName}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(q.quantMap) },
+      { name: `${weightName}.absmax`, dtype: 'F32', shape: [q.absmax!.length], data: fromFloat32(q.absmax!, 'F32') },
+      { name: `${weightName}.quant_map`, dtype: 'F32', shape: [16], data: fromFloat32(q.quantMap, 'F32') },
     );
   }
   const json = new TextEncoder().encode(quantStateJson(q));
@@ -220,7 +218,7 @@ export function bnbTensorEntries(weightName: string, q: Quant4Tensor): Array<{ n
 }
 
 /** Names, dtypes and shapes of a weight's checkpoint tensors (without data), given its quant_state. */
-export function bnbPartSpecs(weightName: string, qs: QuantStateFields): Array<{ name: string; dtype: DType; shape: number[] }> {
+function bnbPartSpecs(weightName: string, qs: QuantStateFields): Array<{ name: string; dtype: DType; shape: number[] }> {
   const n = numel(qs.shape);
   const nb = numBlocks(n, qs.blocksize);
   const specs: Array<{ name: string; dtype: DType; shape: number[] }> = [
@@ -246,7 +244,7 @@ export interface TensorStore {
   fileOf(name: string): string;
 }
 
-export function storeOf(st: SafetensorsFile): TensorStore {
+function storeOf(st: SafetensorsFile): TensorStore {
   return { info: (n) => st.tensors.get(n), read: (n) => st.readRaw(n), fileOf: () => st.name };
 }
 
@@ -370,8 +368,26 @@ export function bnbQuantizationConfig(opts: { quantType: BnbQuantType; doubleQua
 /** Files copied next to the weights when the source directory has them. */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model'] as const;
 
+/**
+ * Copies each of TOKENIZER_FILES that `from` has into `out` (nothing if `from` is null), each
+ * written atomically; the names copied are appended to `copied` when given.
+ */
+export async function copyTokenizerFiles(from: DirSource | null, out: OutDir, copied?: string[]): Promise<void> {
+  if (!from) return;
+  for (const f of TOKENIZER_FILES) {
+    const s = await from.open(f);
+    if (!s) continue;
+    try {
+      await writeFileTo(out, f, await s.read(0, s.size));
+    } finally {
+      await closeSource(s);
+    }
+    copied?.push(f);
+  }
+}
+
 /** transformers' default max_shard_size "5GB" (10^9-byte GB). */
-export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
 
 export interface BnbWriteOptions {
   quantType: BnbQuantType;
@@ -516,14 +532,7 @@ export async function writeBnbModel(src: WeightSource, out: OutDir, opts: BnbWri
     await writeFileTo(out, 'model.safetensors.index.json', pythonJsonDumps({ metadata: { total_size: bytes }, weight_map: sortedMap }, { indent: 2 }) + '\n');
     files.push('model.safetensors.index.json');
   }
-  if (opts.copyFrom) {
-    for (const f of TOKENIZER_FILES) {
-      const s = await opts.copyFrom.open(f);
-      if (!s) continue;
-      await writeFileTo(out, f, await s.read(0, s.size));
-      files.push(f);
-    }
-  }
+  await copyTokenizerFiles(opts.copyFrom ?? null, out, files);
   // config.json last: a directory without it is not a model, so an interrupted run is never
   // mistaken for a finished one.
   await writeFileTo(out, 'config.json', bnbConfigJson(c, quantType, opts.doubleQuant));
@@ -532,7 +541,7 @@ export async function writeBnbModel(src: WeightSource, out: OutDir, opts: BnbWri
 }
 
 /** config.json of a bnb checkpoint: the model config in HF form + quantization_config. */
-export function bnbConfigJson(c: ModelConfig, quantType: BnbQuantType, doubleQuant: boolean): string {
+function bnbConfigJson(c: ModelConfig, quantType: BnbQuantType, doubleQuant: boolean): string {
   const torch = TORCH_DTYPE[c.torchDtype]!;
   const hf: Record<string, unknown> = {
     ...(configToHf(c) as Record<string, unknown>),
@@ -540,8 +549,4 @@ export function bnbConfigJson(c: ModelConfig, quantType: BnbQuantType, doubleQua
     torch_dtype: torch,
   };
   return pythonJsonDumps(hf, { indent: 2, sortKeys: true }) + '\n';
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }

@@ -28,6 +28,10 @@ export function numel(shape: readonly number[]): number {
   return n;
 }
 
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
 const cvtBuf = new DataView(new ArrayBuffer(4));
 
 /** IEEE half → float32 (exact). */
@@ -80,7 +84,10 @@ export function f32ToBf16(x: number): number {
   return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** Little-endian raw bytes of a float tensor → float32 values (into `into` when it has exactly n elements). */
+/**
+ * Little-endian raw bytes of a float tensor → float32 values (into `into` when it has exactly n
+ * elements; `into` may be a view at any offset of a larger buffer).
+ */
 export function toFloat32(bytes: Uint8Array, dtype: DType, what: string, into?: Float32Array): Float32Array {
   const n = bytes.length / DTYPE_BYTES[dtype];
   const out = into && into.length === n ? into : new Float32Array(n);
@@ -93,7 +100,8 @@ export function toFloat32(bytes: Uint8Array, dtype: DType, what: string, into?: 
       for (let i = 0; i < n; i++) out[i] = f16ToF32(dv.getUint16(2 * i, true));
       return out;
     case 'BF16': {
-      const u = new Uint32Array(out.buffer);
+      // out.byteOffset is a multiple of 4 (a Float32Array view), so a Uint32Array view fits it.
+      const u = new Uint32Array(out.buffer, out.byteOffset, n);
       for (let i = 0; i < n; i++) u[i] = dv.getUint16(2 * i, true) << 16;
       return out;
     }

@@ -15,7 +15,7 @@
 //   string = u64 byte length + UTF-8 bytes (no NUL); array = u32 elem_type + u64 count + elems.
 // ggml `ne` is innermost-first: ne[0] is the row length, so the row-major shape is ne reversed.
 import { WebqloraError } from '../errors.ts';
-import { f16ToF32, numel, toFloat32, type DType } from './dtype.ts';
+import { f16ToF32, numel, sameShape, toFloat32 } from './dtype.ts';
 import type { ByteSource } from './source.ts';
 import type { EmbeddedVocab, TensorRef, WeightSource } from './weights.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
@@ -53,9 +53,7 @@ const GGML_TYPES: Record<number, readonly [string, number, number]> = {
   27: ['I64', 1, 8], 28: ['F64', 1, 8], 29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2],
   34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
 };
-export const GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q8_0 = 8, GGML_BF16 = 30;
-/** The tensor types openGguf can turn into float32. */
-const DEQUANTIZABLE = new Set([GGML_F32, GGML_F16, GGML_BF16, GGML_Q8_0, GGML_Q4_0]);
+const GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q8_0 = 8, GGML_BF16 = 30;
 
 export function ggmlTypeName(type: number): string {
   return GGML_TYPES[type]?.[0] ?? `unknown type ${type}`;
@@ -86,6 +84,7 @@ export interface GgufFile {
 // Limits that keep a corrupt count from turning into a huge allocation or deep recursion. Counts
 // are also checked against the bytes left in the file before anything is allocated.
 const MAX_STRING = 64 << 20; // a chat template or a token is far below this
+const MAX_ARRAY = 1 << 24; // elements; the largest real arrays (vocabularies, merges) hold a few 100k
 const MAX_ARRAY_DEPTH = 8;
 const MAX_DIMS = 4; // GGML_MAX_DIMS
 const CHUNK = 1 << 20;
@@ -219,6 +218,7 @@ export async function readGguf(src: ByteSource): Promise<GgufFile> {
     const minEach = esize ?? (et === GgufType.STRING ? 8 : et === GgufType.ARRAY ? 12 : 0);
     if (minEach === 0) throw bad(`${what} is an array of unknown value type ${et}.`);
     const n = await count(`the length of ${what}`, minEach);
+    if (n > MAX_ARRAY) throw bad(`${what} is an array of ${n} elements, more than the ${MAX_ARRAY}-element limit (the header is corrupt).`);
     if (esize !== undefined) {
       await r.need(n * esize, what);
       return readScalarArray(r, et, n);
@@ -337,26 +337,40 @@ function readScalarArray(r: HeaderReader, type: number, n: number): GgufArray {
 // ---------------------------------------------------------------------------------------------
 // Dequantization (ggml-common.h block layouts; ggml-quants.c dequantize_row_*)
 
+/** A tensor type openGguf can turn into float32: the dtype it is reported as, and its decoder. */
+interface Dequantizer {
+  dtype: 'F32' | 'F16' | 'BF16';
+  /** `n` float32 values from the stored bytes (`what` names the tensor in messages). */
+  decode(bytes: Uint8Array, n: number, what: string): Float32Array;
+}
+
 /**
+ * Every supported tensor type (the messages list these keys). Quantized types are reported as
+ * F32 (their values are exact in float32).
+ *
  * Q8_0: blocks of 32 elements, { f16 d; int8 qs[32] } (34 bytes); x[j] = qs[j]·d.
  * Q4_0: blocks of 32 elements, { f16 d; u8 qs[16] } (18 bytes); x[j] = ((qs[j] & 15) − 8)·d and
  * x[j+16] = ((qs[j] >> 4) − 8)·d for j < 16 (low nibbles are the first half of the block).
  * Both products are exact in float32 (8-bit integer × 11-bit mantissa).
  */
-export function dequantizeGgml(bytes: Uint8Array, type: number, n: number, what: string): Float32Array {
-  switch (type) {
-    case GGML_F32: return toFloat32(bytes, 'F32', what);
-    case GGML_F16: return toFloat32(bytes, 'F16', what);
-    case GGML_BF16: return toFloat32(bytes, 'BF16', what);
-    case GGML_Q8_0: {
+const DEQUANTIZERS = new Map<number, Dequantizer>([
+  [GGML_F32, { dtype: 'F32', decode: (b, _n, what) => toFloat32(b, 'F32', what) }],
+  [GGML_F16, { dtype: 'F16', decode: (b, _n, what) => toFloat32(b, 'F16', what) }],
+  [GGML_BF16, { dtype: 'BF16', decode: (b, _n, what) => toFloat32(b, 'BF16', what) }],
+  [GGML_Q8_0, {
+    dtype: 'F32',
+    decode(bytes, n) {
       const out = new Float32Array(n);
       for (let b = 0, o = 0; o < n; b += 34, o += 32) {
         const d = f16ToF32(bytes[b]! | (bytes[b + 1]! << 8));
         for (let j = 0; j < 32; j++) out[o + j] = ((bytes[b + 2 + j]! << 24) >> 24) * d;
       }
       return out;
-    }
-    case GGML_Q4_0: {
+    },
+  }],
+  [GGML_Q4_0, {
+    dtype: 'F32',
+    decode(bytes, n) {
       const out = new Float32Array(n);
       for (let b = 0, o = 0; o < n; b += 18, o += 32) {
         const d = f16ToF32(bytes[b]! | (bytes[b + 1]! << 8));
@@ -367,10 +381,17 @@ export function dequantizeGgml(bytes: Uint8Array, type: number, n: number, what:
         }
       }
       return out;
-    }
-    default:
-      throw new WebqloraError(`${what}: ggml type ${ggmlTypeName(type)} (${type}) cannot be dequantized (supported: F32, F16, BF16, Q8_0, Q4_0).`);
-  }
+    },
+  }],
+]);
+
+const SUPPORTED_TYPES = [...DEQUANTIZERS.keys()].map(ggmlTypeName).join(', ');
+
+/** The dequantizer of a tensor type; throws a WebqloraError naming `what` if there is none. */
+function dequantizerOf(type: number, what: string): Dequantizer {
+  const d = DEQUANTIZERS.get(type);
+  if (!d) throw new WebqloraError(`${what} has type ${ggmlTypeName(type)} (${type}), which is not supported (supported: ${SUPPORTED_TYPES}).`);
+  return d;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,7 +403,7 @@ export function dequantizeGgml(bytes: Uint8Array, type: number, n: number, what:
  * HF row j·D/2 + i = interleaved row 2i + j (transformers convert_llama_weights_to_hf `permute`:
  * view(H, D/2, 2, cols).transpose(1, 2)). Works for 2-D weights and 1-D biases (cols = 1).
  */
-export function interleavedToRotateHalf(w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array {
+function interleavedToRotateHalf(w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array {
   const out = new Float32Array(w.length);
   const half = headDim / 2;
   for (let h = 0; h < nHeads; h++) {
@@ -397,26 +418,52 @@ export function interleavedToRotateHalf(w: Float32Array, nHeads: number, headDim
   return out;
 }
 
+/**
+ * A tensor read from a GGUF or llama2.c file in HF layout: q_proj/k_proj weights and biases are
+ * permuted from interleaved to rotate-half rows; every other tensor is returned as is.
+ */
+export function rotateHalfQK(name: string, w: Float32Array, c: ModelConfig): Float32Array {
+  const m = /\.self_attn\.([qk])_proj\.(?:weight|bias)$/.exec(name);
+  if (!m) return w;
+  const heads = m[1] === 'q' ? c.numHeads : c.numKVHeads;
+  return interleavedToRotateHalf(w, heads, c.headDim, w.length / (heads * c.headDim));
+}
+
 // ---------------------------------------------------------------------------------------------
 // High-level: a llama GGUF as a WeightSource with HF names and layouts
 
-/** GGUF llama tensor name → HF name (llama.cpp gguf-py constants.py MODEL_TENSOR names). */
-export function ggufToHfName(name: string): string | null {
-  const top: Record<string, string> = {
-    'token_embd.weight': 'model.embed_tokens.weight',
-    'output_norm.weight': 'model.norm.weight',
-    'output.weight': 'lm_head.weight',
-  };
-  if (top[name]) return top[name]!;
+// GGUF llama tensor names ↔ HF names (llama.cpp gguf-py constants.py MODEL_TENSOR names): whole
+// names outside the blocks, and the part after blk.N. / model.layers.N. inside them.
+const GGUF_TO_HF_TOP = new Map([
+  ['token_embd.weight', 'model.embed_tokens.weight'],
+  ['output_norm.weight', 'model.norm.weight'],
+  ['output.weight', 'lm_head.weight'],
+]);
+const GGUF_TO_HF_BLOCK = new Map([
+  ['attn_q', 'self_attn.q_proj'], ['attn_k', 'self_attn.k_proj'], ['attn_v', 'self_attn.v_proj'], ['attn_output', 'self_attn.o_proj'],
+  ['ffn_gate', 'mlp.gate_proj'], ['ffn_up', 'mlp.up_proj'], ['ffn_down', 'mlp.down_proj'],
+  ['attn_norm', 'input_layernorm'], ['ffn_norm', 'post_attention_layernorm'],
+]);
+const invert = (m: Map<string, string>) => new Map([...m].map(([k, v]) => [v, k]));
+const HF_TO_GGUF_TOP = invert(GGUF_TO_HF_TOP);
+const HF_TO_GGUF_BLOCK = invert(GGUF_TO_HF_BLOCK);
+
+/** GGUF llama tensor name → HF name, or null for a name llama models do not have. */
+function ggufToHfName(name: string): string | null {
+  const top = GGUF_TO_HF_TOP.get(name);
+  if (top) return top;
   const m = /^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$/.exec(name);
-  if (!m) return null;
-  const part: Record<string, string> = {
-    attn_q: 'self_attn.q_proj', attn_k: 'self_attn.k_proj', attn_v: 'self_attn.v_proj', attn_output: 'self_attn.o_proj',
-    ffn_gate: 'mlp.gate_proj', ffn_up: 'mlp.up_proj', ffn_down: 'mlp.down_proj',
-    attn_norm: 'input_layernorm', ffn_norm: 'post_attention_layernorm',
-  };
-  const p = part[m[2]!];
-  return p ? `model.layers.${Number(m[1])}.${p}.${m[3]}` : null;
+  const part = m ? GGUF_TO_HF_BLOCK.get(m[2]!) : undefined;
+  return part ? `model.layers.${Number(m![1])}.${part}.${m![3]}` : null;
+}
+
+/** HF name → GGUF name (for messages; an unknown name is returned unchanged). */
+function hfToGgufName(hf: string): string {
+  const top = HF_TO_GGUF_TOP.get(hf);
+  if (top) return top;
+  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hf);
+  const part = m ? HF_TO_GGUF_BLOCK.get(m[2]!) : undefined;
+  return part ? `blk.${m![1]}.${part}.${m![3]}` : hf;
 }
 
 /** The shortest decimal that is the same float32 (1e-5 rather than 9.999999747378752e-6). */
@@ -444,12 +491,9 @@ class GgufWeights implements WeightSource {
     const info = this.infos.get(name);
     if (this.closed) throw new WebqloraError(`${this.src.name}: the model was closed before reading ${name}.`);
     if (!info) throw new WebqloraError(`${this.src.name}: no tensor named "${name}".`);
-    const n = numel(info.shape);
-    const w = dequantizeGgml(await this.src.read(info.offset, info.byteLength), info.type, n, `${this.src.name}: ${name}`);
-    const c = this.config;
-    if (/\.self_attn\.q_proj\.(weight|bias)$/.test(name)) return interleavedToRotateHalf(w, c.numHeads, c.headDim, n / (c.numHeads * c.headDim));
-    if (/\.self_attn\.k_proj\.(weight|bias)$/.test(name)) return interleavedToRotateHalf(w, c.numKVHeads, c.headDim, n / (c.numKVHeads * c.headDim));
-    return w;
+    const what = `${this.src.name}: ${name}`;
+    const w = dequantizerOf(info.type, what).decode(await this.src.read(info.offset, info.byteLength), numel(info.shape), what);
+    return rotateHalfQK(name, w, this.config);
   }
 
   async readQuant(_name: string): Promise<Quant4Tensor | null> {
@@ -503,8 +547,11 @@ export async function openGguf(src: ByteSource): Promise<WeightSource> {
   const C = int('llama.embedding_length', true);
   const H = int('llama.attention.head_count', true);
   const KVH = int('llama.attention.head_count_kv', false, H);
-  const D = md.has('llama.attention.key_length') ? int('llama.attention.key_length', true) : C / H;
-  if (!Number.isInteger(D) || D % 2 !== 0) throw bad(`the head dimension ${C}/${H} is not an even integer.`);
+  const keyLength = md.has('llama.attention.key_length');
+  const D = keyLength ? int('llama.attention.key_length', true) : C / H;
+  if (!Number.isInteger(D) || D % 2 !== 0) {
+    throw bad(`the head dimension ${keyLength ? `llama.attention.key_length ${D}` : `${C}/${H}`} is not an even integer (RoPE needs it even).`);
+  }
   if (H % KVH !== 0) throw bad(`llama.attention.head_count ${H} is not a multiple of head_count_kv ${KVH}.`);
   const embd = byGguf.get('token_embd.weight');
   const V = md.has('llama.vocab_size') ? int('llama.vocab_size', true) : vocab ? vocab.tokens.length : embd?.shape[0];
@@ -548,34 +595,17 @@ export async function openGguf(src: ByteSource): Promise<WeightSource> {
     const hf = ggufToHfName(t.name);
     if (hf === null || !expected.has(hf)) throw bad(`unexpected tensor "${t.name}" for a llama model with ${config.numLayers} layers.`);
     const want = expected.get(hf)!;
-    if (want.length !== t.shape.length || want.some((d, i) => d !== t.shape[i])) {
+    if (!sameShape(t.shape, want)) {
       throw bad(`tensor "${t.name}" (${hf}) has shape [${t.shape.join(', ')}], expected [${want.join(', ')}].`);
     }
-    if (!DEQUANTIZABLE.has(t.type)) {
-      throw bad(`tensor "${t.name}" has type ${ggmlTypeName(t.type)} (${t.type}), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0).`);
-    }
+    const { dtype } = dequantizerOf(t.type, `${name}: tensor "${t.name}"`);
     infos.set(hf, t);
-    const dtype: DType = t.type === GGML_F16 ? 'F16' : t.type === GGML_BF16 ? 'BF16' : 'F32';
     tensors.push({ name: hf, dtype, shape: t.shape.slice() });
   }
   for (const [hf, shape] of expected) {
     if (!infos.has(hf)) throw bad(`tensor ${hfToGgufName(hf)} (${hf}, shape [${shape.join(', ')}]) is missing.`);
   }
   return new GgufWeights(src, config, tensors, vocab, infos);
-}
-
-function hfToGgufName(hf: string): string {
-  const inv: Record<string, string> = {
-    'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight',
-  };
-  if (inv[hf]) return inv[hf]!;
-  const m = /^model\.layers\.(\d+)\.(?:self_attn|mlp)?\.?([a-z_]+)\.(weight|bias)$/.exec(hf);
-  if (!m) return hf;
-  const part: Record<string, string> = {
-    q_proj: 'attn_q', k_proj: 'attn_k', v_proj: 'attn_v', o_proj: 'attn_output', gate_proj: 'ffn_gate', up_proj: 'ffn_up',
-    down_proj: 'ffn_down', input_layernorm: 'attn_norm', post_attention_layernorm: 'ffn_norm',
-  };
-  return `blk.${m[1]}.${part[m[2]!] ?? m[2]}.${m[3]}`;
 }
 
 /** EmbeddedVocab from tokenizer.ggml.* (llama.cpp llama-vocab.cpp reads the same keys). */

@@ -7,12 +7,12 @@ import { WebqloraError } from '../errors.ts';
 import { configFromHf, expectedTensors, type ModelConfig } from '../model/config.ts';
 import type { Quant4Tensor } from '../quant/types.ts';
 import { checkBnbWeight, dequantizeToDtype, findBnbWeights, readBnbQuant, type BnbQuantType, type QuantStateFields, type TensorStore } from './bnb.ts';
-import { toFloat32, type DType } from './dtype.ts';
+import { sameShape, toFloat32, type DType } from './dtype.ts';
 import { openSafetensors, type SafetensorsFile } from './safetensors.ts';
-import type { ByteSource, DirSource } from './source.ts';
+import { closeSource, readJson, type ByteSource, type DirSource } from './source.ts';
 import type { TensorRef, WeightSource } from './weights.ts';
 
-export const INDEX_FILE = 'model.safetensors.index.json';
+const INDEX_FILE = 'model.safetensors.index.json';
 
 /** bnb settings of one quantized weight, from its quant_state. */
 export interface QuantInfo {
@@ -30,19 +30,8 @@ export interface HfWeightSource extends WeightSource {
   quantInfo(name: string): QuantInfo | null;
 }
 
-type Closable = { close?: () => Promise<void> };
-
 async function closeAll(srcs: ByteSource[]): Promise<void> {
-  await Promise.all(srcs.map((s) => (s as Closable).close?.().catch(() => {})));
-}
-
-async function readJson(src: ByteSource): Promise<unknown> {
-  const text = new TextDecoder('utf-8', { fatal: false }).decode(await src.read(0, src.size));
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new WebqloraError(`${src.name}: not valid JSON (${(e as Error).message}).`);
-  }
+  await Promise.all(srcs.map((s) => closeSource(s).catch(() => {})));
 }
 
 /** Opens an HF model directory (float or bnb 4-bit) as a WeightSource. */
@@ -227,8 +216,4 @@ function checkAgainstConfig(c: ModelConfig, refs: Map<string, TensorRef>, quant:
       throw new WebqloraError(`${file}: ${e.name}: dtype ${r.dtype} is not a floating-point type (expected F32, F16 or BF16).`);
     }
   }
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
 }

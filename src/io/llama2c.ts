@@ -10,7 +10,7 @@
 // with D = C / H. q/k rows are in the interleaved RoPE order, like GGUF.
 import { WebqloraError } from '../errors.ts';
 import { toFloat32 } from './dtype.ts';
-import { interleavedToRotateHalf } from './gguf.ts';
+import { rotateHalfQK } from './gguf.ts';
 import type { ByteSource } from './source.ts';
 import type { TensorRef, WeightSource } from './weights.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
@@ -40,10 +40,7 @@ class Llama2cWeights implements WeightSource {
     if (this.closed) throw new WebqloraError(`${this.src.name}: the model was closed before reading ${name}.`);
     if (!loc) throw new WebqloraError(`${this.src.name}: no tensor named "${name}".`);
     const w = toFloat32(await this.src.read(loc[0], loc[1] * 4), 'F32', `${this.src.name}: ${name}`);
-    const c = this.config;
-    if (name.endsWith('.self_attn.q_proj.weight')) return interleavedToRotateHalf(w, c.numHeads, c.headDim, c.hiddenSize);
-    if (name.endsWith('.self_attn.k_proj.weight')) return interleavedToRotateHalf(w, c.numKVHeads, c.headDim, c.hiddenSize);
-    return w;
+    return rotateHalfQK(name, w, this.config);
   }
 
   async readQuant(_name: string): Promise<Quant4Tensor | null> {

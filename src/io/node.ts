@@ -8,6 +8,7 @@ import { WebqloraError } from '../errors.ts';
 import { outOfRange, type ByteSink, type ByteSource, type DirSource, type OutDir } from './source.ts';
 
 export class FileSource implements ByteSource {
+  private closed = false;
   private constructor(readonly name: string, readonly size: number, private readonly fh: FileHandle) {}
   static async open(path: string): Promise<FileSource> {
     let fh: FileHandle;
@@ -16,7 +17,13 @@ export class FileSource implements ByteSource {
     } catch (e) {
       throw new WebqloraError(`${path}: ${fsReason(e)}.`);
     }
-    const st = await fh.stat();
+    let st;
+    try {
+      st = await fh.stat();
+    } catch (e) {
+      await fh.close().catch(() => {});
+      throw new WebqloraError(`${path}: ${fsReason(e)}.`);
+    }
     if (st.isDirectory()) {
       await fh.close();
       throw new WebqloraError(`${path}: is a directory, expected a file.`);
@@ -36,7 +43,10 @@ export class FileSource implements ByteSource {
     }
     return buf;
   }
+  /** Idempotent: a file closed early (io/open.ts) is closed again by its NodeDirSource. */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.fh.close();
   }
 }
@@ -56,8 +66,13 @@ export class NodeDirSource implements DirSource {
     this.opened.push(f);
     return f;
   }
+  /** Files, and symlinks to files (a Hugging Face hub cache snapshot is all symlinks), as open() sees them. */
   async list(): Promise<string[]> {
-    return (await readdir(this.name, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name);
+    const out: string[] = [];
+    for (const d of await readdir(this.name, { withFileTypes: true })) {
+      if (d.isFile() || (d.isSymbolicLink() && (await stat(join(this.name, d.name)).then((s) => s.isFile(), () => false)))) out.push(d.name);
+    }
+    return out;
   }
   async close(): Promise<void> {
     await Promise.all(this.opened.splice(0).map((f) => f.close()));
@@ -104,8 +119,13 @@ export class NodeOutDir implements OutDir {
     return AtomicFileSink.create(join(this.name, rel));
   }
   async sub(rel: string): Promise<OutDir> {
-    await mkdir(join(this.name, rel), { recursive: true });
-    return new NodeOutDir(join(this.name, rel));
+    const path = join(this.name, rel);
+    try {
+      await mkdir(path, { recursive: true });
+    } catch (e) {
+      throw new WebqloraError(`${path}: cannot create the directory (${fsReason(e)}).`);
+    }
+    return new NodeOutDir(path);
   }
 }
 
@@ -123,6 +143,7 @@ export function fsReason(e: unknown): string {
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';
   if (code === 'EISDIR') return 'is a directory';
   if (code === 'ENOTDIR') return 'a parent is not a directory';
+  if (code === 'EEXIST') return 'a file is in the way of a directory';
   if (code === 'ENOSPC') return 'no space left on the device';
   return (e as Error).message ?? String(e);
 }

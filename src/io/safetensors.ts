@@ -14,13 +14,13 @@
 // of 8. It streams tensor data one tensor at a time through a ByteSink.
 import { WebqloraError } from '../errors.ts';
 import { DTYPE_BYTES, isDType, toFloat32, type DType } from './dtype.ts';
-import type { ByteSink, ByteSource } from './source.ts';
+import { MemoryOutDir, type ByteSink, type ByteSource } from './source.ts';
 
 /** Rust `MAX_HEADER_SIZE` (safetensors/src/tensor.rs). */
-export const MAX_HEADER_BYTES = 100_000_000;
+const MAX_HEADER_BYTES = 100_000_000;
 
 /** dtypes this reader accepts, in the order error messages list them. */
-export const SAFETENSORS_DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'F64', 'U8', 'I8', 'I16', 'I32', 'I64', 'BOOL', 'U16', 'U32', 'U64'];
+const SAFETENSORS_DTYPES: readonly DType[] = ['F32', 'F16', 'BF16', 'F64', 'U8', 'I8', 'I16', 'I32', 'I64', 'BOOL', 'U16', 'U32', 'U64'];
 
 /**
  * Rank of each dtype in the Rust `Dtype` enum (safetensors/src/tensor.rs), which is declared in
@@ -87,7 +87,7 @@ export async function openSafetensors(src: ByteSource): Promise<SafetensorsFile>
   const lo = dv.getUint32(0, true), hi = dv.getUint32(4, true);
   // u64 as two halves: anything with a high word is far beyond MAX_HEADER_BYTES anyway.
   const n = hi * 2 ** 32 + lo;
-  if (hi !== 0 || n > MAX_HEADER_BYTES) fail(`header length ${hi !== 0 ? `${BigInt(hi) * 2n ** 32n + BigInt(lo)}` : n} is larger than the 100 MB limit (is this a safetensors file?).`);
+  if (hi !== 0 || n > MAX_HEADER_BYTES) fail(`header length ${hi !== 0 ? `${BigInt(hi) * 2n ** 32n + BigInt(lo)}` : n} is larger than the ${MAX_HEADER_BYTES / 1e6} MB limit (is this a safetensors file?).`);
   if (8 + n > src.size) fail(`header length ${n} runs past the end of the file (${src.size} bytes; is the file truncated?).`);
   if (n === 0) fail('the header is empty (expected a JSON object).');
   const headerRaw = await src.read(8, n);
@@ -216,7 +216,7 @@ export function planSafetensors<E extends { name: string; dtype: DType; shape: n
     if (e.name === '__metadata__') throw new WebqloraError('safetensors: a tensor cannot be named __metadata__.');
     if (seen.has(e.name)) throw new WebqloraError(`safetensors: tensor ${e.name} is given twice.`);
     seen.add(e.name);
-    if (!isDType(e.dtype)) throw new WebqloraError(`safetensors: tensor ${e.name}: dtype ${String(e.dtype)} is not supported.`);
+    if (!isDType(e.dtype)) throw new WebqloraError(`safetensors: tensor ${e.name}: dtype ${String(e.dtype)} is not supported (expected one of ${SAFETENSORS_DTYPES.join(', ')}).`);
     if (!e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new WebqloraError(`safetensors: tensor ${e.name}: shape [${e.shape.join(', ')}] is not a list of non-negative integers.`);
   }
   const sorted = [...entries].sort((a, b) => DTYPE_RANK[b.dtype] - DTYPE_RANK[a.dtype] || compareCodePoints(a.name, b.name));
@@ -268,18 +268,7 @@ export async function writeSafetensors(sink: ByteSink, entries: readonly Safeten
 
 /** A whole safetensors file in memory (small files, tests, browser downloads). */
 export async function serializeSafetensors(entries: readonly SafetensorsEntry[], metadata?: Record<string, string> | null): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let done: Uint8Array | null = null;
-  await writeSafetensors({
-    async write(c) { chunks.push(c.slice()); },
-    async commit() {
-      let n = 0;
-      for (const c of chunks) n += c.length;
-      done = new Uint8Array(n);
-      let o = 0;
-      for (const c of chunks) { done.set(c, o); o += c.length; }
-    },
-    async abort() { chunks.length = 0; },
-  }, entries, metadata);
-  return done!;
+  const out = new MemoryOutDir();
+  await writeSafetensors(await out.create('file'), entries, metadata);
+  return out.files.get('file')!;
 }

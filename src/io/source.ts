@@ -115,6 +115,25 @@ export async function readText(src: ByteSource): Promise<string> {
   return new TextDecoder('utf-8', { fatal: false }).decode(await src.read(0, src.size));
 }
 
+/** JSON.parse, with a parse error as a WebqloraError naming `name` (a file). */
+export function parseJson(text: string, name: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new WebqloraError(`${name}: not valid JSON (${(e as Error).message}).`);
+  }
+}
+
+/** A whole file parsed as JSON (any JSON value; callers check its shape). */
+export async function readJson(src: ByteSource): Promise<unknown> {
+  return parseJson(await readText(src), src.name);
+}
+
+/** Closes a source that holds a resource (a Node FileSource); a no-op for the others. */
+export async function closeSource(src: ByteSource): Promise<void> {
+  await (src as { close?: () => Promise<void> }).close?.();
+}
+
 /** Writes one whole file atomically. */
 export async function writeFileTo(dir: OutDir, rel: string, data: Uint8Array | string): Promise<void> {
   const sink = await dir.create(rel);

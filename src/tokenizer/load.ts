@@ -2,7 +2,7 @@
 // (+ tokenizer_config.json), or a SentencePiece tokenizer.model. Isomorphic: files arrive as
 // ByteSource / DirSource.
 import { WebqloraError } from '../errors.ts';
-import { readText, type ByteSource, type DirSource } from '../io/source.ts';
+import { closeSource, parseJson, readJson, type ByteSource, type DirSource } from '../io/source.ts';
 import type { EmbeddedVocab } from '../io/weights.ts';
 import { chatTemplateFromConfig, HfJsonTokenizer, type TokenizerConfig } from './hf.ts';
 import { parseSentencePieceModel, spmFromVocab, SpmTokenizer } from './spm.ts';
@@ -21,8 +21,8 @@ export function tokenizerFromJson(
   config?: string | TokenizerConfig | null,
   name = 'tokenizer.json',
 ): Tokenizer {
-  const j = typeof json === 'string' ? parseJson(json, name) : json;
-  const c = typeof config === 'string' ? (parseJson(config, 'tokenizer_config.json') as TokenizerConfig) : config ?? null;
+  const j = typeof json === 'string' ? jsonObject(parseJson(json, name), name) : json;
+  const c = typeof config === 'string' ? (jsonObject(parseJson(config, 'tokenizer_config.json'), 'tokenizer_config.json') as TokenizerConfig) : config ?? null;
   return new HfJsonTokenizer(j, c, name);
 }
 
@@ -73,9 +73,9 @@ export function tokenizerFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin
  */
 export async function loadTokenizerFromDir(dir: DirSource): Promise<Tokenizer | null> {
   const cfgSrc = await dir.open('tokenizer_config.json');
-  const config = cfgSrc ? (parseJson(await readText(cfgSrc), cfgSrc.name) as TokenizerConfig) : null;
+  const config = cfgSrc ? (await readObject(cfgSrc) as TokenizerConfig) : null;
   const json = await dir.open('tokenizer.json');
-  if (json) return tokenizerFromJson(parseJson(await readText(json), json.name) as Record<string, unknown>, config, json.name);
+  if (json) return tokenizerFromJson(await readObject(json), config, json.name);
   const model = await dir.open('tokenizer.model');
   if (model) return tokenizerFromSentencePiece(await readAll(model), config, model.name);
   return null;
@@ -84,20 +84,27 @@ export async function loadTokenizerFromDir(dir: DirSource): Promise<Tokenizer | 
 /** Chat template of a model directory's tokenizer_config.json, or null. */
 export async function loadChatTemplate(dir: DirSource): Promise<string | null> {
   const src = await dir.open('tokenizer_config.json');
-  return src ? chatTemplateFromConfig(parseJson(await readText(src), src.name) as TokenizerConfig) : null;
+  return src ? chatTemplateFromConfig(await readObject(src) as TokenizerConfig) : null;
 }
 
-function parseJson(text: string, name: string): Record<string, unknown> {
-  let v: unknown;
+// Each file is read whole, then closed at once (a Node file handle is not held until the directory closes).
+async function readAll(src: ByteSource): Promise<Uint8Array> {
   try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new WebqloraError(`${name}: not valid JSON (${(e as Error).message}).`);
+    return await src.read(0, src.size);
+  } finally {
+    await closeSource(src);
   }
+}
+
+async function readObject(src: ByteSource): Promise<Record<string, unknown>> {
+  try {
+    return jsonObject(await readJson(src), src.name);
+  } finally {
+    await closeSource(src);
+  }
+}
+
+function jsonObject(v: unknown, name: string): Record<string, unknown> {
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new WebqloraError(`${name}: expected a JSON object.`);
   return v as Record<string, unknown>;
-}
-
-async function readAll(src: ByteSource): Promise<Uint8Array> {
-  return src.read(0, src.size);
 }

@@ -14,7 +14,8 @@ import type { EmbeddedVocab } from '../io/weights.ts';
 import { DecodeStream, type DecodeOptions, type EncodeOptions, type Tokenizer } from './tokenizer.ts';
 
 /** sentencepiece_model.proto SentencePiece.Type (GGUF token_type uses the same numbers). */
-export const PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3, PIECE_USER_DEFINED = 4, PIECE_UNUSED = 5, PIECE_BYTE = 6;
+export const PIECE_NORMAL = 1, PIECE_UNKNOWN = 2, PIECE_CONTROL = 3, PIECE_USER_DEFINED = 4, PIECE_BYTE = 6;
+const PIECE_UNUSED = 5;
 
 export interface SpmModel {
   pieces: string[];
@@ -291,9 +292,11 @@ export function spmFromVocab(v: EmbeddedVocab, chatTemplate: string | null = nul
 
 /**
  * Minimal protobuf reader for sentencepiece_model.proto ModelProto: pieces (1) {piece 1, score 2,
- * type 3}, trainer_spec (2) {model_type 3, byte_fallback 35, unk_id 40, bos_id 41, eos_id 42,
- * pad_id 43}, normalizer_spec (3) {name 1, precompiled_charsmap 2, add_dummy_prefix 3,
- * remove_extra_whitespaces 4, escape_whitespaces 5}. Unknown fields are skipped.
+ * type 3}, trainer_spec (2) {model_type 3, unk_id 40, bos_id 41, eos_id 42, pad_id 43},
+ * normalizer_spec (3) {name 1, precompiled_charsmap 2, add_dummy_prefix 3,
+ * remove_extra_whitespaces 4, escape_whitespaces 5}. Unknown fields are skipped, trainer_spec
+ * byte_fallback (35) among them: byte pieces are used whenever the vocabulary has them (as
+ * llama.cpp does), and sentencepiece's trainer only makes them when byte_fallback is set.
  */
 class Proto {
   pos: number;
@@ -354,7 +357,6 @@ export function parseSentencePieceModel(bytes: Uint8Array, file: string): SpmMod
   const scores: number[] = [];
   const types: number[] = [];
   let modelType = 1; // UNIGRAM is the proto default
-  let byteFallback = false;
   let unkId = 0, bosId = 1, eosId = 2, padId = -1;
   let normName = 'nmt_nfkc', charsmap = 0, addDummyPrefix = true, removeExtra = true, escapeWs = true;
   const top = new Proto(bytes, file, 0, bytes.length);
@@ -377,7 +379,6 @@ export function parseSentencePieceModel(bytes: Uint8Array, file: string): SpmMod
         if (ww !== 0) { t.skip(ww); continue; }
         const v = t.varint()[0];
         if (ff === 3) modelType = v;
-        else if (ff === 35) byteFallback = v !== 0;
         else if (ff === 40) unkId = v;
         else if (ff === 41) bosId = v;
         else if (ff === 42) eosId = v;
@@ -405,7 +406,6 @@ export function parseSentencePieceModel(bytes: Uint8Array, file: string): SpmMod
     throw bad(`SentencePiece normalizer "${normName}" is not supported (only identity; use tokenizer.json instead).`);
   }
   if (!escapeWs) throw bad('SentencePiece models without whitespace escaping are not supported.');
-  void byteFallback; // byte pieces are used whenever the vocabulary has them, as sentencepiece does with byte_fallback
   const n = pieces.length;
   const idOf = (id: number, want: number): number | null => (id >= 0 && id < n && types[id] === want ? id : null);
   return {

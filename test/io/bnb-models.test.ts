@@ -15,7 +15,7 @@ import { synthHfFiles, tinyHfConfig } from '../helpers/synth-hf.ts';
 import { MapDirSource, MemoryOutDir, MemorySource } from '../../src/io/source.ts';
 import { fromFloat32, toFloat32, type DType } from '../../src/io/dtype.ts';
 import { openSafetensors, serializeSafetensors, type SafetensorsEntry, type SafetensorsFile } from '../../src/io/safetensors.ts';
-import { bnbTensorEntries, dequantizeToDtype, parseQuantState, readBnbWeights, writeBnbModel, roundToDtype } from '../../src/io/bnb.ts';
+import { bnbTensorEntries, copyTokenizerFiles, dequantizeToDtype, parseQuantState, readBnbWeights, writeBnbModel, roundToDtype, TOKENIZER_FILES } from '../../src/io/bnb.ts';
 import { openHfDir } from '../../src/io/hf.ts';
 import { quantize4bit, dequantize4bit, doubleQuantize } from '../../src/quant/quantize.ts';
 import type { Quant4Tensor } from '../../src/quant/types.ts';
@@ -187,6 +187,24 @@ test('writeBnbModel: a synthetic model round-trips through openHfDir as bnb-4bit
       await src.close();
     }
   }
+});
+
+test('copyTokenizerFiles: the tokenizer files the directory has, byte for byte; nothing from null', async () => {
+  const enc = (t: string) => new TextEncoder().encode(t);
+  const files = new Map<string, Uint8Array>([
+    ['tokenizer.model', Uint8Array.of(0, 1, 2, 255)], ['tokenizer.json', enc('{"model":{}}')], ['special_tokens_map.json', enc('{}')],
+    ['model.safetensors', new Uint8Array(8)], ['README.md', enc('# x')],
+  ]);
+  const out = new MemoryOutDir();
+  const copied: string[] = [];
+  await copyTokenizerFiles(new MapDirSource('d', files), out, copied);
+  assert.equal(copied, TOKENIZER_FILES.filter((f) => files.has(f))); // in TOKENIZER_FILES order
+  assert.equal([...out.files.keys()].sort(), ['special_tokens_map.json', 'tokenizer.json', 'tokenizer.model']);
+  for (const f of copied) assertBitsEqual(out.files.get(f)!, files.get(f)!, f);
+  const none = new MemoryOutDir();
+  await copyTokenizerFiles(null, none);
+  await copyTokenizerFiles(new MapDirSource('empty', new Map()), none);
+  assert.is(none.files.size, 0);
 });
 
 test('writeBnbModel: sharded output with index.json loads back identically', async () => {

@@ -16,7 +16,7 @@ import { STORIES_GGUF, STORIES_HF, assertBitsEqual } from '../helpers/index.ts';
 import { m, writeGguf, f32Bytes, f16Bytes, rotateHalfToInterleaved, buildLlama, llamaMeta, type WriterTensor, type MetaValue } from '../helpers/gguf-writer.ts';
 import { openGguf, readGguf, GgufType } from '../../src/io/gguf.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
-import { BlobSource, MemorySource } from '../../src/io/source.ts';
+import { BlobSource, MemorySource, outOfRange, type ByteSource } from '../../src/io/source.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } from '../../src/io/dtype.ts';
 import { expectedTensors, type ModelConfig } from '../../src/model/config.ts';
@@ -320,7 +320,7 @@ test('errors: tensor type not supported, unknown type, bad row length', async ()
   const q4k = buildLlama(cfg, F32, {
     edit: (ts) => { const t = ts.find((x) => x.name === 'blk.1.ffn_up.weight')!; t.type = Q4_K; t.data = new Uint8Array(96 * 144); },
   });
-  await rejects(openGguf(mem(q4k.bytes)), 'test.gguf:', 'blk.1.ffn_up.weight', 'Q4_K (12)', 'not supported');
+  await rejects(openGguf(mem(q4k.bytes)), 'test.gguf: tensor "blk.1.ffn_up.weight" has type Q4_K (12), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0).');
   const unk = buildLlama(CFG, F32, { edit: (ts) => { ts[0]!.type = 99; } });
   await rejects(openGguf(mem(unk.bytes)), 'token_embd.weight', 'unknown ggml type 99');
   const bad = writeGguf({ metadata: llamaMeta(CFG), tensors: [{ name: 'token_embd.weight', shape: [40, 40], type: Q8_0, data: new Uint8Array(40 * 40 / 32 * 34) }] });
@@ -359,6 +359,85 @@ test('errors: absurd counts and lengths are caught before allocating', async () 
   await rejects(readGguf(mem(huge)), 'tensor "x"', 'larger than the file could hold');
 });
 
+/** `bytes` followed by `pad` zero bytes that are never allocated as a whole (a huge, mostly empty file). */
+function padded(bytes: Uint8Array, pad: number, name = 'big.gguf'): ByteSource {
+  const src = {
+    name,
+    size: bytes.length + pad,
+    async read(offset: number, length: number): Promise<Uint8Array> {
+      if (!(offset >= 0 && length >= 0 && offset + length <= src.size)) throw outOfRange(src, offset, length);
+      const out = new Uint8Array(length);
+      if (offset < bytes.length) out.set(bytes.subarray(offset, Math.min(offset + length, bytes.length)));
+      return out;
+    },
+  };
+  return src;
+}
+
+test('errors: metadata arrays and strings over the limits, unknown array element type', async () => {
+  // u8 array "big": 24-byte header, key (8 + 3), value type (4), element type (4), then the u64 count at 43
+  const arr = writeGguf({ metadata: [['big', m.arr(GgufType.UINT8, [])]] });
+  const setCount = (n: bigint) => { const b = arr.slice(); header(b).setBigUint64(43, n, true); return b; };
+  const LIMIT = 1 << 24;
+  // the file is big enough to hold the elements, so only the element limit stops the read
+  await rejects(readGguf(padded(setCount(BigInt(LIMIT + 1)), LIMIT + 64)),
+    'big.gguf: metadata "big" is an array of 16777217 elements, more than the 16777216-element limit (the header is corrupt).');
+  await rejects(readGguf(padded(setCount(2n ** 40n), LIMIT + 64)), 'the length of metadata "big" is 1099511627776, which cannot fit');
+  // exactly at the limit is read
+  const at = await readGguf(padded(setCount(BigInt(LIMIT)), LIMIT));
+  assert.is((at.metadata.get('big') as Uint8Array).length, LIMIT);
+  // strings: the 64 MiB limit, also in a file large enough to hold them
+  const str = writeGguf({ metadata: [['s', m.str('')]] });
+  header(str).setBigUint64(24 + 8 + 1 + 4, BigInt((64 << 20) + 1), true);
+  await rejects(readGguf(padded(str, (64 << 20) + 64)),
+    'big.gguf: metadata "s" is 67108865 bytes long, more than the 67108864-byte limit (the header is corrupt).');
+  await rejects(readGguf(mem(writeGguf({ metadata: [['a', m.arr(13, [])]] }))), 'test.gguf: metadata "a" is an array of unknown value type 13.');
+});
+
+test('errors: every model metadata check, one sentence naming the key', async () => {
+  const meta = (edit: (md: Array<[string, MetaValue]>) => void, tensors: WriterTensor[] = valid.tensors) => {
+    const md = llamaMeta(CFG);
+    edit(md);
+    return mem(writeGguf({ metadata: md, tensors }));
+  };
+  const set = (key: string, v: MetaValue) => (md: Array<[string, MetaValue]>) => {
+    const i = md.findIndex(([k]) => k === key);
+    if (i >= 0) md[i] = [key, v]; else md.push([key, v]);
+  };
+  const cases: Array<[(md: Array<[string, MetaValue]>) => void, string]> = [
+    [set('llama.rope.freq_base', m.f32(0)), 'test.gguf: metadata llama.rope.freq_base is 0, expected a positive number.'],
+    [set('llama.attention.layer_norm_rms_epsilon', m.f32(-0.5)), 'test.gguf: metadata llama.attention.layer_norm_rms_epsilon is -0.5, expected a positive number.'],
+    [(md) => { set('llama.rope.scaling.type', m.str('linear'))(md); set('llama.rope.scaling.factor', m.f32(-2))(md); }, 'test.gguf: metadata llama.rope.scaling.factor is -2, expected a positive number.'],
+    [set('llama.attention.key_length', m.u32(15)), 'test.gguf: the head dimension llama.attention.key_length 15 is not an even integer (RoPE needs it even).'],
+    [(md) => { set('llama.attention.head_count', m.u32(6))(md); set('llama.attention.head_count_kv', m.u32(6))(md); }, 'test.gguf: the head dimension 64/6 is not an even integer (RoPE needs it even).'],
+    [(md) => { set('llama.attention.head_count', m.u32(64))(md); set('llama.attention.head_count_kv', m.u32(64))(md); }, 'test.gguf: the head dimension 64/64 is not an even integer (RoPE needs it even).'],
+    [set('llama.block_count', m.u32(1000)), `test.gguf: llama.block_count is 1000 but the file has only ${valid.tensors.length} tensors (9002 or more expected).`],
+    [set('tokenizer.ggml.model', m.u32(1)), 'test.gguf: tokenizer.ggml.model is missing or not a string.'],
+    [(md) => { md.splice(md.findIndex(([k]) => k === 'tokenizer.ggml.model'), 1); }, 'test.gguf: tokenizer.ggml.model is missing or not a string.'],
+    [set('tokenizer.ggml.tokens', m.i32s([1, 2, 3])), 'test.gguf: tokenizer.ggml.tokens is missing or not an array of strings.'],
+    [(md) => { md.splice(md.findIndex(([k]) => k === 'tokenizer.ggml.tokens'), 1); }, 'test.gguf: tokenizer.ggml.tokens is missing or not an array of strings.'],
+    [set('tokenizer.ggml.token_type', m.f32s(new Float32Array(40))), 'test.gguf: tokenizer.ggml.token_type must be 40 int32 values (one per token).'],
+    [set('tokenizer.ggml.token_type', m.i32s(new Int32Array(39))), 'test.gguf: tokenizer.ggml.token_type must be 40 int32 values (one per token).'],
+    [set('tokenizer.ggml.merges', m.i32s([1])), 'test.gguf: tokenizer.ggml.merges must be an array of strings.'],
+    [set('tokenizer.ggml.bos_token_id', m.f32(1.5)), 'test.gguf: tokenizer.ggml.bos_token_id is 1.5, expected a token id.'],
+    [set('tokenizer.ggml.eos_token_id', m.str('2')), 'test.gguf: tokenizer.ggml.eos_token_id is 2, expected a token id.'],
+    [set('tokenizer.ggml.unknown_token_id', m.i32(-2)), 'test.gguf: tokenizer.ggml.unknown_token_id is -2, outside the 40-token vocabulary.'],
+    [set('tokenizer.ggml.add_bos_token', m.u8(1)), 'test.gguf: tokenizer.ggml.add_bos_token is 1, expected a boolean.'],
+    [set('tokenizer.ggml.add_eos_token', m.str('true')), 'test.gguf: tokenizer.ggml.add_eos_token is true, expected a boolean.'],
+  ];
+  for (const [edit, msg] of cases) await rejects(openGguf(meta(edit)), msg);
+  // the vocabulary size: from llama.vocab_size, the token list or token_embd.weight; none of them is an error
+  const noTokenizer = (md: Array<[string, MetaValue]>) => { md.splice(md.findIndex(([k]) => k === 'tokenizer.ggml.model')); };
+  const noEmbd = valid.tensors.filter((t) => t.name !== 'token_embd.weight');
+  await rejects(openGguf(meta(noTokenizer, noEmbd)), 'test.gguf: the vocabulary size is unknown (no llama.vocab_size, token list or token_embd.weight).');
+  const fromEmbd = await openGguf(meta(noTokenizer));
+  assert.is(fromEmbd.config.vocabSize, 40);
+  assert.is(fromEmbd.vocab, null);
+  // u64 and i64 ids and a -1 (LLAMA_TOKEN_NULL) are accepted
+  const ids = await openGguf(meta((md) => { set('tokenizer.ggml.bos_token_id', m.u64(1n))(md); set('tokenizer.ggml.eos_token_id', m.i32(-1))(md); set('tokenizer.ggml.add_eos_token', m.bool(true))(md); }));
+  assert.equal([ids.vocab!.bosId, ids.vocab!.eosId, ids.vocab!.addEos], [1, null, true]);
+});
+
 test('errors: duplicate names, missing tensors, wrong shapes, unexpected tensors', async () => {
   const dupT = buildLlama(CFG, F32, { edit: (ts) => { ts.push({ ...ts[4]! }); } });
   await rejects(openGguf(mem(dupT.bytes)), `tensor "${dupT.tensors[4]!.name}" appears twice`);
@@ -366,6 +445,11 @@ test('errors: duplicate names, missing tensors, wrong shapes, unexpected tensors
   await rejects(openGguf(mem(dupK.bytes)), 'metadata key "llama.block_count" appears twice');
   const missing = buildLlama(CFG, F32, { edit: (ts) => { ts.splice(ts.findIndex((t) => t.name === 'blk.1.attn_v.weight'), 1); } });
   await rejects(openGguf(mem(missing.bytes)), 'test.gguf:', 'blk.1.attn_v.weight', 'model.layers.1.self_attn.v_proj.weight', '[32, 64]', 'missing');
+  // the message names the GGUF tensor for every kind of HF name: top-level, norms, mlp
+  for (const [gg, hf, shape] of [['output_norm.weight', 'model.norm.weight', '[64]'], ['blk.0.ffn_norm.weight', 'model.layers.0.post_attention_layernorm.weight', '[64]'], ['blk.1.ffn_gate.weight', 'model.layers.1.mlp.gate_proj.weight', '[96, 64]']]) {
+    const gone = buildLlama(CFG, F32, { edit: (ts) => { ts.splice(ts.findIndex((t) => t.name === gg), 1); } });
+    await rejects(openGguf(mem(gone.bytes)), `test.gguf: tensor ${gg} (${hf}, shape ${shape}) is missing.`);
+  }
   const shape = buildLlama(CFG, F32, { edit: (ts) => { const t = ts.find((x) => x.name === 'blk.0.ffn_down.weight')!; t.shape = [96, 64]; } });
   await rejects(openGguf(mem(shape.bytes)), 'blk.0.ffn_down.weight', 'model.layers.0.mlp.down_proj.weight', 'shape [96, 64], expected [64, 96]');
   const extra = buildLlama(CFG, F32, { edit: (ts) => { ts.push({ name: 'blk.2.attn_q.weight', shape: [64, 64], type: F32, data: new Uint8Array(64 * 64 * 4) }); } });

@@ -15,6 +15,8 @@ import { openSafetensors } from '../../src/io/safetensors.ts';
 import { openHfDir } from '../../src/io/hf.ts';
 import { openModel } from '../../src/io/open.ts';
 import { configFromHf, configToHf, type ModelConfig } from '../../src/model/config.ts';
+import type { DType } from '../../src/io/dtype.ts';
+import type { ByteSource, DirSource } from '../../src/io/source.ts';
 
 async function rejects(p: Promise<unknown> | (() => unknown), re: RegExp, what = String(re)): Promise<string> {
   try {
@@ -195,6 +197,8 @@ test('directory errors: wrong shapes, missing tensors and shards, bad index, bad
   await rejects(openHfDir(d.dir), /maps to "\.\.\/x\.safetensors", expected a file name in the same directory/);
   d.files.set('model.safetensors.index.json', new TextEncoder().encode('{"weight_map": [1]}'));
   await rejects(openHfDir(d.dir), /expected an object with a "weight_map"/);
+  d.files.set('model.safetensors.index.json', new TextEncoder().encode('{"metadata": {}, "weight_map": {}}'));
+  await rejects(openHfDir(d.dir), /^synth\/model\.safetensors\.index\.json: the weight_map is empty\.$/);
   d.files.set('model.safetensors.index.json', new TextEncoder().encode('{"weight_map": '));
   await rejects(openHfDir(d.dir), /model\.safetensors\.index\.json: not valid JSON/);
   // no config, no weights, pickled weights
@@ -215,6 +219,10 @@ test('directory errors: wrong shapes, missing tensors and shards, bad index, bad
     [{ quant_method: 'bitsandbytes', load_in_8bit: true }, /8-bit bitsandbytes checkpoints are not supported/],
     [{ quant_method: 'bitsandbytes', load_in_4bit: true, bnb_4bit_quant_storage: 'bfloat16' }, /bnb_4bit_quant_storage "bfloat16" is not supported/],
     [{ quant_method: 'bitsandbytes', load_in_4bit: true }, /says bitsandbytes 4-bit, but the weights hold no quant_state tensors/],
+    ['bitsandbytes', /^synth\/config\.json: "quantization_config" must be an object\.$/],
+    [[{ load_in_4bit: true }], /^synth\/config\.json: "quantization_config" must be an object\.$/],
+    [{ quant_method: 'bitsandbytes' }, /^synth\/config\.json: quantization_config has neither load_in_4bit nor load_in_8bit set\.$/],
+    [{ load_in_4bit: false, load_in_8bit: false }, /^synth\/config\.json: quantization_config has neither load_in_4bit nor load_in_8bit set\.$/],
   ] as const) {
     d = await synthDir({ ...cfg, quantization_config: qc });
     await rejects(openHfDir(d.dir), re);
@@ -228,13 +236,14 @@ test('bnb directory errors: parts missing or with the wrong shape', async () => 
   const out = new MemoryOutDir();
   await writeBnbModel(await openHfDir(d.dir), out, { quantType: 'nf4', doubleQuant: true, blocksize: 64 });
   const st = await openSafetensors(new MemorySource('m', out.files.get('model.safetensors')!));
-  const rewrite = async (edit: (name: string) => { drop?: boolean; shape?: number[]; dtype?: 'F32' | 'U8' } | null) => {
+  const rewrite = async (edit: (name: string) => { drop?: boolean; shape?: number[]; dtype?: DType; copyAs?: string } | null) => {
     const { serializeSafetensors } = await import('../../src/io/safetensors.ts');
     const entries = [];
     for (const [name, t] of st.tensors) {
       const e = edit(name);
       if (e?.drop) continue;
       entries.push({ name, dtype: e?.dtype ?? t.dtype, shape: e?.shape ?? t.shape, data: await st.readRaw(name) });
+      if (e?.copyAs) entries.push({ name: e.copyAs, dtype: t.dtype, shape: t.shape, data: await st.readRaw(name) });
     }
     const files = new Map(out.files);
     files.set('model.safetensors', await serializeSafetensors(entries, { format: 'pt' }));
@@ -245,9 +254,43 @@ test('bnb directory errors: parts missing or with the wrong shape', async () => 
   await rejects(openHfDir(await rewrite((n) => (n === w ? { drop: true } : null))), new RegExp(`${w.replace(/\./g, '\\.')} is missing \\(its quant_state is present`));
   await rejects(openHfDir(await rewrite((n) => (n === `${w}.absmax` ? { shape: [2, 3] } : null))), /down_proj\.weight\.absmax: shape \[2, 3\], expected \[6\] for a nf4 weight of shape \[16, 24\] with blocksize 64/);
   await rejects(openHfDir(await rewrite((n) => (n === `${w}.quant_map` ? { shape: [4, 4] } : null))), /quant_map: shape \[4, 4\], expected \[16\]/);
+  const esc = (x: string) => x.replace(/\./g, '\\.');
+  // a weight with quant_states of both types
+  await rejects(openHfDir(await rewrite((n) => (n === `${w}.quant_state.bitsandbytes__nf4` ? { copyAs: `${w}.quant_state.bitsandbytes__fp4` } : null))),
+    new RegExp(`^${esc(w)}: has both a quant_state\\.bitsandbytes__nf4 and a __fp4 \\(expected exactly one\\)\\.$`));
+  // the quant_state must be U8 JSON bytes
+  await rejects(openHfDir(await rewrite((n) => (n === `${w}.quant_state.bitsandbytes__nf4` ? { dtype: 'I8' } : null))),
+    new RegExp(`^q/model\\.safetensors: ${esc(w)}\\.quant_state\\.bitsandbytes__nf4: dtype I8, expected U8 \\(UTF-8 JSON bytes\\)\\.$`));
+  // packed weights in another quant_storage dtype; other parts in the wrong dtype
+  await rejects(openHfDir(await rewrite((n) => (n === w ? { dtype: 'I8' } : null))),
+    new RegExp(`^q/model\\.safetensors: ${esc(w)}: dtype I8, expected U8 \\(only bnb_4bit_quant_storage uint8 is supported\\)\\.$`));
+  await rejects(openHfDir(await rewrite((n) => (n === `${w}.quant_map` ? { dtype: 'I32' } : null))),
+    new RegExp(`^q/model\\.safetensors: ${esc(w)}\\.quant_map: dtype I32, expected F32\\.$`));
   const ok = await openHfDir(await rewrite(() => null));
   assert.is(ok.format, 'bnb-4bit');
   assert.equal((ok as unknown as { quantInfo(n: string): unknown }).quantInfo(w), { quantType: 'nf4', blocksize: 64, doubleQuant: true, dtype: 'F32' });
+});
+
+test('openModel closes the config.json it opens only to detect a directory; every file is closed by close()', async () => {
+  const d = await synthDir(tinyHfConfig(), { shardOf: (_, i) => (i < 5 ? 'a.safetensors' : 'b.safetensors') });
+  const open = new Map<string, number>();
+  const bump = (rel: string, by: number) => open.set(rel, (open.get(rel) ?? 0) + by);
+  const counting: DirSource = {
+    name: 'counting',
+    list: () => d.dir.list(),
+    async open(rel: string): Promise<ByteSource | null> {
+      const s = await d.dir.open(rel);
+      if (!s) return null;
+      bump(rel, 1);
+      let closed = false;
+      return { name: s.name, size: s.size, read: (o, l) => s.read(o, l), close: async () => { if (!closed) { closed = true; bump(rel, -1); } } } as ByteSource;
+    },
+  };
+  const ws = await openModel(counting);
+  // open now: config.json once (openHfDir's own), the index and both shards
+  assert.equal(Object.fromEntries(open), { 'config.json': 1, 'model.safetensors.index.json': 1, 'a.safetensors': 1, 'b.safetensors': 1 });
+  await ws.close();
+  assert.ok([...open.values()].every((n) => n === 0), JSON.stringify(Object.fromEntries(open)));
 });
 
 test('openModel / openModelPath: format detection and errors', async () => {

@@ -12,7 +12,7 @@ import { WebqloraError } from '../../src/errors.ts';
 import { MemorySource, type ByteSource } from '../../src/io/source.ts';
 import { NodeOutDir } from '../../src/io/node.ts';
 import { DTYPE_BYTES, toFloat32, type DType } from '../../src/io/dtype.ts';
-import { openSafetensors, serializeSafetensors, writeSafetensors, compareCodePoints, type SafetensorsEntry } from '../../src/io/safetensors.ts';
+import { openSafetensors, planSafetensors, serializeSafetensors, writeSafetensors, compareCodePoints, type SafetensorsEntry } from '../../src/io/safetensors.ts';
 
 const ALL_DTYPES: DType[] = ['F32', 'F16', 'BF16', 'F64', 'U8', 'I8', 'I16', 'I32', 'I64', 'BOOL', 'U16', 'U32', 'U64'];
 
@@ -200,6 +200,22 @@ test('every malformed file is a WebqloraError naming the file, the tensor and th
   assert.is(ok.tensors.size, 0);
 });
 
+test('writer: entries it cannot write are refused with one sentence naming the tensor', () => {
+  const ok: SafetensorsEntry = { name: 'w', dtype: 'F32', shape: [2], data: new Uint8Array(8) };
+  const cases: Array<[SafetensorsEntry[], string]> = [
+    [[{ ...ok, name: '__metadata__' }], 'safetensors: a tensor cannot be named __metadata__.'],
+    [[ok, { ...ok, dtype: 'U8', shape: [8] }], 'safetensors: tensor w is given twice.'],
+    [[{ ...ok, dtype: 'F8_E4M3' as DType }], 'safetensors: tensor w: dtype F8_E4M3 is not supported (expected one of F32, F16, BF16, F64, U8, I8, I16, I32, I64, BOOL, U16, U32, U64).'],
+    [[{ ...ok, shape: [-1] }], 'safetensors: tensor w: shape [-1] is not a list of non-negative integers.'],
+    [[{ ...ok, shape: [2, 1.5] }], 'safetensors: tensor w: shape [2, 1.5] is not a list of non-negative integers.'],
+    [[{ ...ok, shape: [2 ** 53] }], 'safetensors: tensor w: shape [9007199254740992] is not a list of non-negative integers.'],
+  ];
+  for (const [entries, msg] of cases) {
+    assert.throws(() => planSafetensors(entries), (e: unknown) => e instanceof WebqloraError && e.message === msg, msg);
+  }
+  assert.is(planSafetensors([ok]).dataBytes, 8);
+});
+
 test('writer: lazy data is requested one tensor at a time, in file order', async () => {
   const log: string[] = [];
   const mk = (name: string, dtype: DType): SafetensorsEntry => ({
@@ -241,6 +257,7 @@ test('writer: a failing tensor aborts the file and leaves nothing in the directo
       assert.unreachable();
     } catch (e) {
       assert.instance(e, WebqloraError);
+      assert.is((e as Error).message, 'safetensors: tensor a is given twice.');
     }
     assert.equal(readdirSync(dir), []);
     await writeSafetensors(await out.create('model.safetensors'), [good]);

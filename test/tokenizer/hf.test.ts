@@ -186,6 +186,10 @@ test('tokenizerFromJson: strings, config overrides, errors', () => {
   assert.throws(() => tokenizerFromJson('{', null, 'x/tokenizer.json'), (e: unknown) => e instanceof WebqloraError && /x\/tokenizer.json: not valid JSON/.test((e as Error).message));
   assert.throws(() => tokenizerFromJson({ foo: 1 }), (e: unknown) => e instanceof WebqloraError && /no "model"/.test((e as Error).message));
   assert.throws(() => tokenizerFromJson('[1]'), (e: unknown) => e instanceof WebqloraError && /expected a JSON object/.test((e as Error).message));
+  // a "model" the library cannot turn into a tokenizer: its reason, inside our sentence
+  assert.throws(() => tokenizerFromJson({ model: { type: 'Nope' } }, null, 'x/tokenizer.json'),
+    (e: unknown) => e instanceof WebqloraError && /^x\/tokenizer\.json: cannot build the tokenizer \(.+\)\.$/.test((e as Error).message));
+  assert.throws(() => tokenizerFromJson('{}', '[]'), (e: unknown) => e instanceof WebqloraError && e.message === 'tokenizer_config.json: expected a JSON object.');
 });
 
 test('loadTokenizerFromDir through a browser-style MapDirSource', async () => {

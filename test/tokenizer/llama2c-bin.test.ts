@@ -6,6 +6,7 @@ import * as assert from 'uvu/assert';
 import { openModelPath } from '../../src/io/node.ts';
 import { tokenizerFromLlama2cBin, tokenizerFromVocab } from '../../src/tokenizer/load.ts';
 import { STORIES_GGUF } from '../helpers/index.ts';
+import { WebqloraError } from '../../src/errors.ts';
 
 async function exportBin(): Promise<{ bin: Uint8Array; vocab: NonNullable<Awaited<ReturnType<typeof openModelPath>>['vocab']> }> {
   const src = await openModelPath(STORIES_GGUF);
@@ -34,21 +35,39 @@ test('tokenizer.bin gives the same ids as the GGUF vocabulary', async () => {
   assert.is(b.eosId, 2);
 });
 
+/** A tokenizer.bin: max_token_length, then per token f32 score, i32 length, bytes. */
+function bin(maxLen: number, tokens: string[], tail: number[] = []): Uint8Array {
+  const enc = tokens.map((t) => new TextEncoder().encode(t));
+  const out = new Uint8Array(4 + enc.reduce((s, b) => s + 8 + b.length, 0) + tail.length);
+  const dv = new DataView(out.buffer);
+  dv.setInt32(0, maxLen, true);
+  let o = 4;
+  enc.forEach((b, i) => { dv.setFloat32(o, -i, true); dv.setInt32(o + 4, b.length, true); out.set(b, o + 8); o += 8 + b.length; });
+  out.set(tail, o);
+  return out;
+}
+
 test('malformed tokenizer.bin files are refused with a sentence', async () => {
-  const { bin } = await exportBin();
-  const cases: Array<[Uint8Array, RegExp]> = [
-    [bin.subarray(0, 2), /too short/],
-    [bin.subarray(0, bin.length - 3), /token \d+ has length|truncated/],
-    [Uint8Array.from([255, 255, 255, 127]), /max_token_length/],
+  const { bin: real } = await exportBin();
+  const ok = bin(4, ['unk', 's', '/s', 'ab']);
+  assert.is(tokenizerFromLlama2cBin(ok).vocabSize, 4);
+  const cases: Array<[Uint8Array, string]> = [
+    [real.subarray(0, 2), 'tok.bin: too short for a llama2.c tokenizer.bin.'],
+    [Uint8Array.from([255, 255, 255, 127]), 'tok.bin: max_token_length 2147483647 is not plausible (not a llama2.c tokenizer.bin?).'],
+    [Uint8Array.from([0, 0, 0, 0]), 'tok.bin: max_token_length 0 is not plausible (not a llama2.c tokenizer.bin?).'],
+    // a token header (score + length) cut short
+    [bin(4, ['a', 'b', 'c'], [0, 0, 0, 0, 1]), 'tok.bin: truncated at token 3.'],
+    [ok.subarray(0, 4 + 9 + 4), 'tok.bin: truncated at token 1.'],
+    // a token's bytes cut short, or longer than max_token_length, or negative
+    [ok.subarray(0, ok.length - 1), 'tok.bin: token 3 has length 2 (max 4, 1 bytes left).'],
+    [bin(4, ['a', 'b', 'c', 'hello']), 'tok.bin: token 3 has length 5 (max 4, 5 bytes left).'],
+    [bin(4, ['a'], [0, 0, 0, 0, 255, 255, 255, 255]), 'tok.bin: token 1 has length -1 (max 4, 0 bytes left).'],
+    // too few tokens for <unk>, <s>, </s>
+    [bin(4, ['a', 'b']), 'tok.bin: only 2 tokens.'],
+    [bin(4, []), 'tok.bin: only 0 tokens.'],
   ];
-  for (const [bytes, re] of cases) {
-    try {
-      tokenizerFromLlama2cBin(bytes, 'tok.bin');
-      assert.unreachable();
-    } catch (e) {
-      assert.match((e as Error).message, re);
-      assert.is((e as Error).name, 'WebqloraError');
-    }
+  for (const [bytes, message] of cases) {
+    assert.throws(() => tokenizerFromLlama2cBin(bytes, 'tok.bin'), (e: unknown) => e instanceof WebqloraError && e.message === message, message);
   }
 });
 

@@ -163,6 +163,11 @@ test('merge order: highest score first, leftmost on ties; user-defined pieces st
   assert.equal(t.encode('a<t>b').map((i) => t.idToToken(i)), ['▁a', '<t>', 'b']);
   assert.equal(t.encode('c'), [3, 0]); // '▁' then unknown 'c' (no byte pieces) → <unk>
   assert.is(t.decode([3, 4, 0, 5]), 'ab'); // unk skipped as special
+  // neither byte pieces nor an unknown token: text outside the vocabulary is an error
+  const noUnk = tokenizerFromVocab(vocab(toks, types.map((x) => (x === 2 ? 1 : x)), undefined, { unkId: null }));
+  assert.equal(noUnk.encode('ab').map((i) => noUnk.idToToken(i)), ['▁a', 'b']); // all scores 0: leftmost first
+  assert.throws(() => noUnk.encode('abc'), (e: unknown) => e instanceof WebqloraError &&
+    e.message === 'tokenizer: the text contains "c", which the vocabulary cannot represent (no byte fallback and no unknown token).');
 });
 
 function protoVarint(n: number): number[] {
@@ -176,12 +181,12 @@ const lenField = (num: number, body: number[]) => [...field(num, 2), ...protoVar
 const strBytes = (s: string) => [...new TextEncoder().encode(s)];
 function f32le(x: number): number[] { const b = new Uint8Array(4); new DataView(b.buffer).setFloat32(0, x, true); return [...b]; }
 
-/** A ModelProto with the given pieces, trainer model_type and normalizer name. */
-function modelProto(pieces: Array<[string, number, number]>, modelType = 2, norm = 'identity', addDummy = true): Uint8Array {
+/** A ModelProto with the given pieces, trainer model_type and normalizer name (escape_whitespaces written only when false). */
+function modelProto(pieces: Array<[string, number, number]>, modelType = 2, norm = 'identity', addDummy = true, escapeWs = true): Uint8Array {
   const out: number[] = [];
   for (const [p, s, t] of pieces) out.push(...lenField(1, [...lenField(1, strBytes(p)), ...field(2, 5), ...f32le(s), ...field(3, 0), ...protoVarint(t)]));
   out.push(...lenField(2, [...field(3, 0), ...protoVarint(modelType), ...field(40, 0), ...protoVarint(0), ...field(41, 0), ...protoVarint(1), ...field(42, 0), ...protoVarint(2), ...field(43, 0), ...protoVarint(-1)]));
-  out.push(...lenField(3, [...lenField(1, strBytes(norm)), ...field(3, 0), ...protoVarint(addDummy ? 1 : 0), ...field(4, 0), ...protoVarint(0)]));
+  out.push(...lenField(3, [...lenField(1, strBytes(norm)), ...field(3, 0), ...protoVarint(addDummy ? 1 : 0), ...field(4, 0), ...protoVarint(0), ...(escapeWs ? [] : [...field(5, 0), 0])]));
   return Uint8Array.from(out);
 }
 
@@ -222,6 +227,7 @@ test('errors: unsupported SentencePiece models, corrupt protobuf, bad ids, non-l
   await rejects(() => parseSentencePieceModel(modelProto(SMALL, 1), 'u.model'), 'u.model:', 'unigram is not supported');
   await rejects(() => parseSentencePieceModel(modelProto(SMALL, 2, 'nmt_nfkc'), 'n.model'), 'n.model:', 'normalizer "nmt_nfkc" is not supported');
   await rejects(() => parseSentencePieceModel(new Uint8Array(0), 'e.model'), 'e.model:', 'no pieces');
+  await rejects(() => parseSentencePieceModel(modelProto(SMALL, 2, 'identity', true, false), 'w.model'), 'w.model: SentencePiece models without whitespace escaping are not supported.');
   await rejects(() => parseSentencePieceModel(MODEL_BYTES.subarray(0, 1000), 'cut.model'), 'cut.model:', 'corrupt');
   await rejects(() => parseSentencePieceModel(new TextEncoder().encode('{"not": "protobuf"}'), 'j.model'), 'j.model:');
   await rejects(() => spm.decode([32000]), 'token id 32000 is outside the vocabulary');
