@@ -6,20 +6,19 @@ import type { Backend } from '../backend/backend.ts';
 import { createBackend, type BackendChoice } from '../backend/index.ts';
 import { dawnGpu } from '../backend/webgpu/dawn.ts';
 import { WebqloraError } from '../errors.ts';
-import { fsReason, NodeDirSource, nodeGc, openModelPath } from '../io/node.ts';
+import { FileSource, fsReason, NodeDirSource, nodeGc, openModelPath } from '../io/node.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { LoraAdapters } from '../model/lora.ts';
 import { loadAdapter } from '../model/peft.ts';
 import { openGguf } from '../io/gguf.ts';
-import { MemorySource } from '../io/source.ts';
-import { loadModel } from '../model/load.ts';
+import { loadModel, MAX_POSITIONS } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { bool, choice, num, required, str, type FlagSpec, type Parsed } from './args.ts';
-import { fmtMiB, Progress } from './progress.ts';
+import { fmtBytes, Progress } from './progress.ts';
 
 export const MODEL_FLAGS: FlagSpec = {
   model: { type: 'string' },
@@ -57,21 +56,31 @@ export async function backendFrom(cmd: string, p: Parsed, progress: Progress): P
   return createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
 }
 
-/** Loads the model given by --model with the quantization flags, showing progress. */
-export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, maxPositions?: number): Promise<{ model: LlamaModel; source: WeightSource; spec: string }> {
+/**
+ * Loads the model given by --model with the quantization flags (showing progress) and its
+ * tokenizer. `seqLen`, when given, is checked against the model's context before any weight is
+ * read. The model file is closed before this returns, whatever happens.
+ */
+export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, seqLen?: number): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string }> {
   const spec = required(cmd, p, 'model');
   const q = quantFlags(cmd, p);
   const source = await openModelPath(spec);
-  const t0 = performance.now();
-  const model = await loadModel(source, backend, {
-    quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions, pageWeights: bool(p, 'page-weights', false), collect: nodeGc,
-    onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
-  });
-  const mem = backend.memory();
-  const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
-  const paged = model.pager ? `, base layers paged from ${fmtMiB(model.pager.hostBytes)} of host memory` : '';
-  progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtMiB(mem.liveBytes)} in ${backend.name} memory${paged}`);
-  return { model, source, spec };
+  try {
+    const context = Math.min(source.config.maxPositionEmbeddings, MAX_POSITIONS);
+    if (seqLen !== undefined && seqLen > context) throw new WebqloraError(`webqlora ${cmd}: --seq-len ${seqLen} exceeds the model's context of ${context} positions.`);
+    const t0 = performance.now();
+    const model = await loadModel(source, backend, {
+      quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions: seqLen, pageWeights: bool(p, 'page-weights', false), collect: nodeGc,
+      onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
+    });
+    const mem = backend.memory();
+    const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
+    const paged = model.pager ? `, base layers paged from ${fmtBytes(model.pager.hostBytes)} of host memory` : '';
+    progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtBytes(mem.liveBytes)} in ${backend.name} memory${paged}`);
+    return { model, tok: await tokenizerFor(p, spec, source), spec };
+  } finally {
+    await source.close();
+  }
 }
 
 /** --tokenizer PATH, else the model directory's tokenizer, else the model file's own vocabulary. */
@@ -105,27 +114,37 @@ export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
       await dir.close();
     }
   }
-  const bytes = new Uint8Array(await readFile(path));
   const ext = extname(path);
-  if (ext === '.json') return tokenizerFromJson(new TextDecoder().decode(bytes), null, path);
-  if (ext === '.model') return tokenizerFromSentencePiece(bytes, null, path);
-  if (ext === '.bin') return tokenizerFromLlama2cBin(bytes, path);
+  if (ext === '.json') return tokenizerFromJson(await readFile(path, 'utf8'), null, path);
+  if (ext === '.model') return tokenizerFromSentencePiece(new Uint8Array(await readFile(path)), null, path);
+  if (ext === '.bin') return tokenizerFromLlama2cBin(new Uint8Array(await readFile(path)), path);
   if (ext === '.gguf') {
-    const src = await openGguf(new MemorySource(path, bytes));
-    if (!src.vocab) throw new WebqloraError(`${path}: this GGUF file carries no vocabulary.`);
-    return tokenizerFromVocab(src.vocab);
+    // only the header: the vocabulary is in the metadata, the weights are never read
+    const file = await FileSource.open(path);
+    try {
+      const vocab = (await openGguf(file)).vocab;
+      if (!vocab) throw new WebqloraError(`${path}: this GGUF file carries no vocabulary.`);
+      return tokenizerFromVocab(vocab);
+    } finally {
+      await file.close();
+    }
   }
   throw new WebqloraError(`${path}: unknown tokenizer file (expected tokenizer.json, a SentencePiece .model, a llama2.c tokenizer.bin or a .gguf with a vocabulary).`);
 }
 
-/** A PEFT adapter directory loaded onto the backend (files closed afterwards). */
-export async function loadAdapterDir(path: string, backend: Backend, config: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+/** Runs `fn` on a directory and closes every file it opened, whatever happens. */
+export async function withDir<T>(path: string, fn: (dir: NodeDirSource) => Promise<T>): Promise<T> {
   const dir = new NodeDirSource(path);
   try {
-    return await loadAdapter(dir, backend, config, opts);
+    return await fn(dir);
   } finally {
     await dir.close();
   }
+}
+
+/** A PEFT adapter directory loaded onto the backend. */
+export function loadAdapterDir(path: string, backend: Backend, config: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+  return withDir(path, (dir) => loadAdapter(dir, backend, config, opts));
 }
 
 export function jsonLine(obj: unknown): void {

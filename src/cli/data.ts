@@ -1,5 +1,5 @@
 // Data flags shared by train and eval.
-import { evalBatches as evalBatchGen, loadDataset, padIdFor, type Dataset, type Example, type FormatOption } from '../data/index.ts';
+import { loadDataset, type Dataset, type FormatOption } from '../data/index.ts';
 import type { ByteSource } from '../io/source.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { bool, choice, type Parsed } from './args.ts';
@@ -19,8 +19,4 @@ export function describeDataset(ds: Dataset): string {
   if (ds.truncated) s += `, ${ds.truncated} truncated`;
   if (ds.dropped) s += `, ${ds.dropped} dropped (nothing left to score)`;
   return s;
-}
-
-export function evalBatches(examples: readonly Example[], batchSize: number, _seqLen: number, tok: Tokenizer | null): { count: number; iter: () => Iterable<ReturnType<typeof evalBatchGen> extends Generator<infer B> ? B : never> } {
-  return { count: Math.ceil(examples.length / batchSize), iter: () => evalBatchGen(examples, { batchSize, padId: padIdFor(tok) }) };
 }

@@ -1,7 +1,7 @@
 // Human progress output on stderr: one updating line on a terminal, occasional plain lines
 // otherwise (CI logs). --json output goes to stdout as one object per line instead.
 export class Progress {
-  private last = 0;
+  private last = -Infinity; // the first update always shows
   private width = 0;
   private readonly tty: boolean;
   private readonly t0 = performance.now();
@@ -52,6 +52,11 @@ export function fmtDuration(s: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-export function fmtMiB(bytes: number): string {
-  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+/** Bytes in binary units: 512 B, 3.20 KiB, 41.5 MiB, 1.03 GiB. */
+export function fmtBytes(b: number): string {
+  if (b < 1024) return `${b} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = b / 1024, i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }

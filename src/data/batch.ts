@@ -6,7 +6,8 @@
 //   targets  [B*T] i32  targets[b*T + t] = labels_b[t + 1] — position t predicts token t+1, the
 //                       HF shift; −100 at the last real position and over the padding
 // The loss is the sum of cross-entropy over targets ≠ −100 divided by the scored tokens of the
-// whole accumulated batch (DESIGN.md); `scoredInNext(k)` gives that count before running them.
+// whole accumulated batch (DESIGN.md): the trainer draws a step's micro-batches, counts their
+// scored targets, then runs them.
 //
 // Order per epoch, from a seed derived from (seed, epoch) so every epoch reshuffles:
 //   'grouped'     HF LengthGroupedSampler (qlora sets group_by_length): a seeded permutation cut
@@ -127,15 +128,7 @@ export class Batcher {
     return batch;
   }
 
-  /** Scored targets in the next k micro-batches (the accumulated batch), without consuming them. */
-  scoredInNext(k: number): number {
-    let ep = this.ep, pos = this.pos, total = 0;
-    for (let j = 0; j < k; j++) {
-      for (const i of this.rows(ep, pos)) total += this.scored[i]!;
-      if (++pos === this.batchesPerEpoch) { ep++; pos = 0; }
-    }
-    return total;
-  }
+
 
   state(): BatcherState {
     return { epoch: this.ep, batch: this.pos, seed: this.seed, order: this.order, batchSize: this.batchSize, gradAccum: this.gradAccum, examples: this.examples.length };

@@ -171,7 +171,8 @@ export function tokenizeChat(tok: DataTokenizer, renderer: ChatRenderer, message
 
 /**
  * The token ids of a chat prompt for generation: the conversation rendered with the generation
- * prompt, BOS handled as in `tokenizeChat`. Shared with generate so inference sees what training saw.
+ * prompt, BOS handled as in `tokenizeChat`, so an application generating from a conversation feeds
+ * the model exactly what training showed it (the CLI's generate takes a raw prompt).
  */
 export function encodeChatPrompt(tok: DataTokenizer, messages: readonly ChatMessage[]): number[] {
   const renderer = chatRendererFor(tok);

@@ -9,7 +9,7 @@ import { generate } from '../generate/generate.ts';
 import { SampleRng } from '../generate/sample.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { loadModel } from '../model/load.ts';
-import { LoraAdapters } from '../model/lora.ts';
+import { DEFAULT_LORA, LoraAdapters } from '../model/lora.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { Trainer, TRAIN_DEFAULTS, type StepRecord } from '../train/trainer.ts';
 import { demoJsonl } from './data.ts';
@@ -47,7 +47,7 @@ export async function runDemo(source: WeightSource, tok: Tokenizer, backend: Bac
     return out;
   };
   const before = await show(null);
-  const lora = new LoraAdapters(backend, model.config, { r: 16, alpha: 32, dropout: 0.05, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false }, true);
+  const lora = new LoraAdapters(backend, model.config, { ...DEFAULT_LORA }, true);
   const rng = new SampleRng(1);
   lora.initPeft(() => rng.next());
   const batcher = batcherFor(ds, tok, { batchSize: 8, order: 'grouped', seed: 0 });

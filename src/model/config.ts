@@ -49,6 +49,11 @@ export interface RopeScaling {
 export const LINEAR_NAMES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 export type LinearName = (typeof LINEAR_NAMES)[number];
 
+/** Whether a linear layer carries a bias: q/k/v of attention-bias (Qwen2) models. */
+export function hasBias(c: ModelConfig, lin: LinearName): boolean {
+  return c.attentionBias && (lin === 'q_proj' || lin === 'k_proj' || lin === 'v_proj');
+}
+
 /** HF parameter name of a block's linear layer weight. */
 export function linearWeightName(layer: number, lin: LinearName): string {
   const group = lin === 'gate_proj' || lin === 'up_proj' || lin === 'down_proj' ? 'mlp' : 'self_attn';
@@ -74,7 +79,7 @@ export function expectedTensors(c: ModelConfig): Array<{ name: string; shape: nu
     out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
     for (const lin of LINEAR_NAMES) {
       out.push({ name: linearWeightName(l, lin), shape: linearShape(c, lin) });
-      if (c.attentionBias && (lin === 'q_proj' || lin === 'k_proj' || lin === 'v_proj')) {
+      if (hasBias(c, lin)) {
         out.push({ name: linearWeightName(l, lin).replace(/weight$/, 'bias'), shape: [linearShape(c, lin)[0]] });
       }
     }

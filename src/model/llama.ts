@@ -231,7 +231,8 @@ export class LlamaModel {
     be.matmul(ws.dh, ws.logits, this.lmHead, R, C, c.vocabSize);
     be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(c.numLayers), this.finalNorm, ws.rstdF, R, C, false);
     for (let l = c.numLayers - 1; l >= 0; l--) {
-      if (ws.checkpointing) this.layerForward(ws, l, B, T, 0, lora, seed);
+      // the last layer's activations are still in the shared set from the forward pass
+      if (ws.checkpointing && l < c.numLayers - 1) this.layerForward(ws, l, B, T, 0, lora, seed);
       this.layerBackward(ws, l, B, T, lora, seed);
     }
   }
@@ -370,16 +371,18 @@ export class Workspace {
         rstd2: f(R, `${p}.rstd2`), g: f(R * F, `${p}.g`), u: f(R * F, `${p}.u`), a: f(R * F, `${p}.a`), t,
       };
     });
-    this.hF = f(R * C, 'hF');
-    this.rstdF = f(R, 'rstdF');
+    // generation only needs the last row's norm (lastNorm); training and eval the whole head
+    this.hF = opts.kvCache ? none('hF') : f(R * C, 'hF');
+    this.rstdF = opts.kvCache ? none('rstdF') : f(R, 'rstdF');
     this.logits = opts.training || !opts.kvCache ? f(R * V, 'logits') : none('logits');
     this.lastRow = f(C, 'lastRow');
     this.lastNorm = f(C, 'lastNorm');
     this.lastRstd = f(1, 'lastRstd');
     this.lastLogits = f(V, 'lastLogits');
     const maxK = Math.max(C, F, HD);
-    this.xd = r > 0 ? f(R * maxK, 'xd') : none('xd');
     const tr = opts.training;
+    // LoRA dropout runs only in training (it needs a seed)
+    this.xd = r > 0 && tr ? f(R * maxK, 'xd') : none('xd');
     this.xd2 = r > 0 && tr ? f(R * maxK, 'xd2') : none('xd2');
     this.dres = tr ? f(R * C, 'dres') : none('dres');
     this.dh = tr ? f(R * C, 'dh') : none('dh');

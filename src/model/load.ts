@@ -4,12 +4,11 @@
 // (never re-quantized). Embeddings, norms and lm_head stay in the checkpoint's precision, as
 // transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
 import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
-import { WebqloraError } from '../errors.ts';
 import { f32ToBf16, f32ToF16 } from '../io/dtype.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkBlocksize, quantize4bit } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
-import { LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
+import { hasBias, LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
 import { LayerPager, LlamaModel, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
 
 export interface LoadOptions {
@@ -36,13 +35,16 @@ export interface LoadOptions {
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
+/** RoPE tables are built for at most this many positions. */
+export const MAX_POSITIONS = 1 << 16;
+
 export async function loadModel(src: WeightSource, backend: Backend, opts: LoadOptions = {}): Promise<LlamaModel> {
   const c = src.config;
   const mode = opts.quant ?? 'nf4';
   const blocksize = opts.blocksize ?? 64;
   const doubleQuant = opts.doubleQuant ?? true;
-  if (mode !== 'none') checkBlocksize(blocksize, '--blocksize');
-  const maxPositions = Math.min(opts.maxPositions ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, 1 << 16);
+  if (mode !== 'none') checkBlocksize(blocksize);
+  const maxPositions = Math.min(opts.maxPositions ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, MAX_POSITIONS);
   const total = 3 + c.numLayers * (2 + LINEAR_NAMES.length) + (c.tieWordEmbeddings ? 0 : 1);
   let done = 0;
   const progress = (name: string) => opts.onProgress?.(++done, total, name);
@@ -103,7 +105,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
         const label = `layers.${l}.${name}`;
         let layer: LinearLayer;
         const stored = mode !== 'none' && src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
-        if (stored || mode !== 'none') {
+        if (mode !== 'none') {
           const q: Quant4Tensor = stored ?? (await quantize4bit(await readLinear(wname, N * K), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {
@@ -134,7 +136,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
           layer = { name, N, K, weight: { kind: 'f32', w: t }, bias: null };
         }
         progress(wname);
-        if (c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj')) {
+        if (hasBias(c, name)) {
           const bname = wname.replace(/weight$/, 'bias');
           const b = await src.readFloat(bname);
           const t = backend.alloc('f32', N, `${label}.bias`);
@@ -156,7 +158,6 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   } catch (e) {
     for (const t of allocated) backend.free(t);
     for (const w of quantized) backend.freeQuant(w);
-    if (e instanceof WebqloraError) throw e;
     throw e;
   }
 }

@@ -3,7 +3,7 @@
 // s = alpha / r (rsLoRA: alpha / √r). PEFT's default init: A ~ Kaiming-uniform(a = √5), which is
 // U(−1/√K, 1/√K), and B = 0, so a fresh adapter is a no-op.
 import { WebqloraError } from '../errors.ts';
-import { LINEAR_NAMES, linearShape, type LinearName, type ModelConfig } from './config.ts';
+import { LINEAR_NAMES, linearShape, linearWeightName, type LinearName, type ModelConfig } from './config.ts';
 import type { Backend, Tensor } from '../backend/backend.ts';
 
 export interface LoraConfig {
@@ -17,6 +17,17 @@ export interface LoraConfig {
 
 /** QLoRA paper defaults (QLORA_SPEC §7.1) adapted to a CLI default rank: r 16, alpha 32, all linear layers. */
 export const DEFAULT_LORA: LoraConfig = { r: 16, alpha: 32, dropout: 0.05, targets: [...LINEAR_NAMES], useRslora: false };
+
+/**
+ * The one check of a LoRA configuration, wherever it comes from (flags, an adapter_config.json,
+ * a checkpoint): r ≥ 1, alpha > 0, 0 ≤ dropout < 1, at least one target. `where` names the source.
+ */
+export function checkLoraConfig(c: LoraConfig, where: string): void {
+  if (!(Number.isInteger(c.r) && c.r >= 1)) throw new WebqloraError(`${where}: LoRA rank r must be a positive integer, got ${c.r}.`);
+  if (!(Number.isFinite(c.alpha) && c.alpha > 0)) throw new WebqloraError(`${where}: lora_alpha must be a positive number, got ${c.alpha}.`);
+  if (!(c.dropout >= 0 && c.dropout < 1)) throw new WebqloraError(`${where}: lora_dropout must be in [0, 1), got ${c.dropout}.`);
+  if (c.targets.length === 0) throw new WebqloraError(`${where}: no target modules.`);
+}
 
 export function loraScaling(c: LoraConfig): number {
   return c.useRslora ? c.alpha / Math.sqrt(c.r) : c.alpha / c.r;
@@ -57,6 +68,7 @@ export class LoraAdapters {
   readonly scaling: number;
 
   constructor(readonly backend: Backend, readonly model: ModelConfig, readonly config: LoraConfig, withGrads: boolean) {
+    checkLoraConfig(config, 'LoRA');
     this.scaling = loraScaling(config);
     const r = config.r;
     for (let l = 0; l < model.numLayers; l++) {
@@ -116,6 +128,5 @@ const NO_GRAD: Tensor = { type: 'f32', length: 0, label: 'no-grad' };
 
 /** PEFT key of an adapter tensor (adapter name "default" stripped, as PEFT saves it). */
 export function peftKey(layer: number, name: LinearName, which: 'A' | 'B'): string {
-  const group = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
-  return `base_model.model.model.layers.${layer}.${group}.${name}.lora_${which}.weight`;
+  return `base_model.model.${linearWeightName(layer, name).replace(/weight$/, `lora_${which}.weight`)}`;
 }

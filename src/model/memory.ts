@@ -5,7 +5,7 @@
 // the step phase (everything resident), plus the runtime's own baseline.
 import { CountingBackend } from '../backend/counting.ts';
 import { quantBytesFor, type QuantMode } from '../quant/types.ts';
-import { LINEAR_NAMES, linearShape, type ModelConfig } from './config.ts';
+import { hasBias, LINEAR_NAMES, linearShape, type ModelConfig } from './config.ts';
 import { Workspace } from './llama.ts';
 import { LoraAdapters, type LoraConfig } from './lora.ts';
 
@@ -39,17 +39,26 @@ export const RUNTIME_BASELINE_BYTES = 96 * 2 ** 20;
 
 const BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
 
+/** Weight bytes as loadModel holds them, by part (tables in the checkpoint's precision). */
+export function weightParts(c: ModelConfig, q: { quant: QuantMode; doubleQuant: boolean; blocksize: number }): { embeddings: number; norms: number; layer: number } {
+  const tableBytes = c.vocabSize * c.hiddenSize * BYTES[c.torchDtype];
+  let layer = 0, biases = 0;
+  for (const name of LINEAR_NAMES) {
+    const [N, K] = linearShape(c, name);
+    layer += q.quant === 'none' ? 4 * N * K : quantBytesFor(N * K, q.blocksize, q.doubleQuant);
+    if (hasBias(c, name)) biases += 4 * N;
+  }
+  return { embeddings: tableBytes * (c.tieWordEmbeddings ? 1 : 2), norms: 4 * c.hiddenSize * (2 * c.numLayers + 1) + biases * c.numLayers, layer };
+}
+
 export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): MemoryEstimate {
   const parts: Record<string, number> = {};
   const tableBytes = c.vocabSize * c.hiddenSize * BYTES[c.torchDtype];
-  parts.embeddings = tableBytes * (c.tieWordEmbeddings ? 1 : 2);
-  parts.norms = 4 * c.hiddenSize * (2 * c.numLayers + 1) + (c.attentionBias ? 4 * c.numLayers * (c.numHeads + 2 * c.numKVHeads) * c.headDim : 0);
+  const w = weightParts(c, o);
+  parts.embeddings = w.embeddings;
+  parts.norms = w.norms;
   parts.rope = 4 * o.seqLen * c.headDim;
-  let layerWeights = 0;
-  for (const name of LINEAR_NAMES) {
-    const [N, K] = linearShape(c, name);
-    layerWeights += o.quant === 'none' ? 4 * N * K : quantBytesFor(N * K, o.blocksize, o.doubleQuant);
-  }
+  const layerWeights = w.layer;
   parts.baseLayers = o.pageWeights ? layerWeights : layerWeights * c.numLayers;
   const hostWeights = o.pageWeights ? layerWeights * c.numLayers : 0;
 
@@ -61,7 +70,7 @@ export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): M
   else if (o.optimizer === 'paged-adamw') {
     hostOptimizer = parts.lora;
     let maxT = 0;
-    for (let l = 0; l < 1; l++) for (const name of o.lora.targets) { const [N, K] = linearShape(c, name); maxT = Math.max(maxT, o.lora.r * Math.max(N, K)); }
+    for (const name of o.lora.targets) { const [N, K] = linearShape(c, name); maxT = Math.max(maxT, o.lora.r * Math.max(N, K)); }
     parts.optimizer = 2 * 4 * maxT;
   } else parts.optimizer = 0;
   const before = cb.liveBytes;

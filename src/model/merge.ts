@@ -4,8 +4,8 @@
 // checkpoint), and the result is never re-quantized: re-quantizing adds rounding error
 // (huggingface/peft #2321) and merging into the original float weights mismatches what the
 // adapter learned against (artidoro/qlora #28) — QLORA_SPEC §9.8.
-import type { Backend } from '../backend/backend.ts';
-import { pythonJsonDumps, TOKENIZER_FILES } from '../io/bnb.ts';
+import type { Backend, Tensor } from '../backend/backend.ts';
+import { copyTokenizerFiles, pythonJsonDumps } from '../io/bnb.ts';
 import { fromFloat32, TORCH_DTYPE } from '../io/dtype.ts';
 import { writeSafetensors, type SafetensorsEntry } from '../io/safetensors.ts';
 import { writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
@@ -31,6 +31,10 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
   const linearOf = new Map<string, { layer: number; name: LinearName }>();
   for (let l = 0; l < c.numLayers; l++) for (const n of LINEAR_NAMES) linearOf.set(linearWeightName(l, n), { layer: l, name: n });
   const tensors = expectedTensors(c);
+  // one backend buffer for every s·B·A, sized for the widest linear layer
+  let widest = 0;
+  for (const n of LINEAR_NAMES) { const [N, K] = linearShape(c, n); widest = Math.max(widest, N * K); }
+  const delta = lora.pairs.length ? backend.alloc('f32', widest, 'merge.delta') : null;
   let done = 0;
   const entries: SafetensorsEntry[] = tensors.map((t) => ({
     name: t.name,
@@ -38,24 +42,24 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
     shape: t.shape,
     data: async () => {
       const lin = linearOf.get(t.name);
-      const v = lin ? await mergedLinear(src, lora, backend, lin.layer, lin.name, opts) : await src.readFloat(t.name);
+      const v = lin ? await mergedLinear(src, lora, backend, delta, lin.layer, lin.name, opts) : await src.readFloat(t.name);
       opts.onProgress?.(++done, tensors.length, t.name);
       return fromFloat32(v, opts.dtype);
     },
   }));
-  await writeSafetensors(await out.create('model.safetensors'), entries, { format: 'pt' });
+  try {
+    await writeSafetensors(await out.create('model.safetensors'), entries, { format: 'pt' });
+  } finally {
+    if (delta) backend.free(delta);
+  }
+  await copyTokenizerFiles(opts.copyFrom ?? null, out);
+  // config.json last: a directory that has one holds a finished model
   const cfg = { ...configToHf(c), torch_dtype: TORCH_DTYPE[opts.dtype] };
   await writeFileTo(out, 'config.json', pythonJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n');
-  if (opts.copyFrom) {
-    for (const f of TOKENIZER_FILES) {
-      const s = await opts.copyFrom.open(f);
-      if (s) await writeFileTo(out, f, await s.read(0, s.size));
-    }
-  }
   return { tensors: tensors.length };
 }
 
-async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, layer: number, name: LinearName, o: MergeOptions): Promise<Float32Array> {
+async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, delta: Tensor | null, layer: number, name: LinearName, o: MergeOptions): Promise<Float32Array> {
   const wname = linearWeightName(layer, name);
   const [N, K] = linearShape(src.config, name);
   let w: Float32Array;
@@ -64,15 +68,10 @@ async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, 
   else if (o.quant === 'none') w = await src.readFloat(wname);
   else w = await dequantize4bit(await quantize4bit(await src.readFloat(wname), { quantType: o.quant, blocksize: o.blocksize, doubleQuant: o.doubleQuant, shape: [N, K] }));
   const pair = lora.get(layer, name);
-  if (!pair) return w;
+  if (!pair || !delta) return w;
   // ΔW [N, K] = s · B[N, r] · A[r, K], computed by the backend's GEMM
-  const delta = be.alloc('f32', N * K, `merge.${name}`);
-  try {
-    be.matmul(delta, pair.B, pair.A, N, K, lora.config.r, { alpha: lora.scaling });
-    const d = (await be.read(delta)) as Float32Array;
-    for (let i = 0; i < w.length; i++) w[i] = w[i]! + d[i]!;
-  } finally {
-    be.free(delta);
-  }
+  be.matmul(delta, pair.B, pair.A, N, K, lora.config.r, { alpha: lora.scaling });
+  const d = (await be.read(delta, 0, N * K)) as Float32Array;
+  for (let i = 0; i < w.length; i++) w[i] = w[i]! + d[i]!;
   return w;
 }

@@ -4,10 +4,10 @@
 import type { Backend } from '../backend/backend.ts';
 import { WebqloraError } from '../errors.ts';
 import { pythonJsonDumps } from '../io/bnb.ts';
-import { openSafetensors, writeSafetensors, type SafetensorsEntry } from '../io/safetensors.ts';
-import { readText, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
-import { LINEAR_NAMES, linearShape, type LinearName, type ModelConfig } from './config.ts';
-import { LoraAdapters, peftKey, type LoraConfig } from './lora.ts';
+import { openSafetensors, writeSafetensors, type SafetensorsEntry, type SafetensorsFile } from '../io/safetensors.ts';
+import { parseJson, readText, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
+import { LINEAR_NAMES, type LinearName, type ModelConfig } from './config.ts';
+import { checkLoraConfig, LoraAdapters, peftKey, type LoraConfig } from './lora.ts';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -58,12 +58,7 @@ async function bytesOf(be: Backend, t: Parameters<Backend['read']>[0]): Promise<
 
 /** Reads and validates adapter_config.json into a LoraConfig. */
 export function parseAdapterConfig(text: string, file: string): LoraConfig & { baseModel: string | null } {
-  let j: Record<string, unknown>;
-  try {
-    j = JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new WebqloraError(`${file}: invalid JSON (${(e as Error).message}).`);
-  }
+  const j = parseJson(text, file) as Record<string, unknown>;
   if (!j || typeof j !== 'object' || Array.isArray(j)) throw new WebqloraError(`${file}: expected a JSON object.`);
   const peftType = j.peft_type ?? 'LORA';
   if (peftType !== 'LORA') throw new WebqloraError(`${file}: peft_type ${String(peftType)} is not supported (only LORA adapters are).`);
@@ -79,8 +74,9 @@ export function parseAdapterConfig(text: string, file: string): LoraConfig & { b
   unsupported('rank_pattern', emptyObj, 'one rank for every layer');
   unsupported('alpha_pattern', emptyObj, 'one alpha for every layer');
   const r = j.r, alpha = j.lora_alpha ?? r;
-  if (typeof r !== 'number' || !Number.isInteger(r) || r < 1) throw new WebqloraError(`${file}: "r" must be a positive integer.`);
-  if (typeof alpha !== 'number' || !(alpha > 0)) throw new WebqloraError(`${file}: "lora_alpha" must be a positive number.`);
+  if (typeof r !== 'number') throw new WebqloraError(`${file}: "r" must be a positive integer.`);
+  if (typeof alpha !== 'number') throw new WebqloraError(`${file}: "lora_alpha" must be a positive number.`);
+  if (j.lora_dropout != null && typeof j.lora_dropout !== 'number') throw new WebqloraError(`${file}: "lora_dropout" must be a number.`);
   const dropout = typeof j.lora_dropout === 'number' ? j.lora_dropout : 0;
   let targets: LinearName[];
   const tm = j.target_modules;
@@ -93,47 +89,65 @@ export function parseAdapterConfig(text: string, file: string): LoraConfig & { b
     throw new WebqloraError(`${file}: "target_modules" must be a list of module names or "all-linear".`);
   }
   if (targets.length === 0) throw new WebqloraError(`${file}: "target_modules" is empty.`);
-  return { r, alpha, dropout, targets, useRslora: j.use_rslora === true, baseModel: typeof j.base_model_name_or_path === 'string' ? j.base_model_name_or_path : null };
+  const config: LoraConfig = { r, alpha, dropout, targets, useRslora: j.use_rslora === true };
+  checkLoraConfig(config, file);
+  return { ...config, baseModel: typeof j.base_model_name_or_path === 'string' ? j.base_model_name_or_path : null };
+}
+
+/** An adapter directory, opened: its parsed config and its (unread) weights file. */
+export interface AdapterFiles {
+  config: LoraConfig & { baseModel: string | null };
+  weights: SafetensorsFile;
+}
+
+export async function openAdapter(dir: DirSource): Promise<AdapterFiles> {
+  const cfgSrc = await dir.open(ADAPTER_CONFIG);
+  if (!cfgSrc) throw new WebqloraError(`${dir.name}: no ${ADAPTER_CONFIG} (is this a PEFT adapter directory?).`);
+  const config = parseAdapterConfig(await readText(cfgSrc), cfgSrc.name);
+  const wSrc = await dir.open(ADAPTER_WEIGHTS);
+  if (!wSrc) {
+    const hasBin = (await dir.list()).includes('adapter_model.bin');
+    throw new WebqloraError(`${dir.name}: no ${ADAPTER_WEIGHTS}${hasBin ? ' (adapter_model.bin is a pickle; re-save it with safetensors)' : ''}.`);
+  }
+  return { config, weights: await openSafetensors(wSrc) };
 }
 
 /**
- * Loads a PEFT LoRA adapter directory onto the backend. Every targeted module of every layer
- * must be present with the right shape; F32, F16 and BF16 tensors are accepted; keys saved with
- * the adapter name (".lora_A.default.weight") are accepted too.
+ * Reads an adapter's A and B tensors into `lora` (which must have the file's rank and targets).
+ * Every targeted module of every layer must be present with the right shape; F32, F16 and BF16
+ * are accepted, and keys saved with the adapter name (".lora_A.default.weight") too.
  */
-export async function loadAdapter(dir: DirSource, backend: Backend, model: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
-  const cfgSrc = await dir.open(ADAPTER_CONFIG);
-  if (!cfgSrc) throw new WebqloraError(`${dir.name}: no ${ADAPTER_CONFIG} (is this a PEFT adapter directory?).`);
-  const cfg = parseAdapterConfig(await readText(cfgSrc), cfgSrc.name);
-  const wSrc = await dir.open(ADAPTER_WEIGHTS);
-  if (!wSrc) {
-    const hasBin = await dir.open('adapter_model.bin');
-    throw new WebqloraError(`${dir.name}: no ${ADAPTER_WEIGHTS}${hasBin ? ' (adapter_model.bin is a pickle; re-save it with safetensors)' : ''}.`);
-  }
-  const st = await openSafetensors(wSrc);
+export async function readAdapterWeights(st: SafetensorsFile, lora: LoraAdapters): Promise<void> {
   const names = new Map<string, string>();
   for (const k of st.tensors.keys()) names.set(k.replace('.default.weight', '.weight'), k);
-  const lora = new LoraAdapters(backend, model, { ...cfg, dropout: opts.dropout ?? cfg.dropout }, opts.withGrads ?? false);
   const used = new Set<string>();
-  try {
-    for (const p of lora.pairs) {
-      const [N, K] = linearShape(model, p.name);
-      for (const which of ['A', 'B'] as const) {
-        const key = peftKey(p.layer, p.name, which);
-        const stored = names.get(key);
-        if (!stored) throw new WebqloraError(`${wSrc.name}: missing tensor ${key}.`);
-        used.add(stored);
-        const info = st.info(stored);
-        const want = which === 'A' ? [cfg.r, K] : [N, cfg.r];
-        if (info.shape.length !== 2 || info.shape[0] !== want[0] || info.shape[1] !== want[1]) {
-          throw new WebqloraError(`${wSrc.name}: ${key}: expected [${want.join(', ')}], got [${info.shape.join(', ')}] (does the adapter belong to this model?).`);
-        }
-        if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new WebqloraError(`${wSrc.name}: ${key}: dtype ${info.dtype} is not supported (expected F32, F16 or BF16).`);
-        backend.write(which === 'A' ? p.A : p.B, await st.readFloat(stored));
+  const r = lora.config.r;
+  for (const p of lora.pairs) {
+    for (const which of ['A', 'B'] as const) {
+      const key = peftKey(p.layer, p.name, which);
+      const stored = names.get(key);
+      if (!stored) throw new WebqloraError(`${st.name}: missing tensor ${key}.`);
+      used.add(stored);
+      const info = st.info(stored);
+      const want = which === 'A' ? [r, p.K] : [p.N, r];
+      if (info.shape.length !== 2 || info.shape[0] !== want[0] || info.shape[1] !== want[1]) {
+        throw new WebqloraError(`${st.name}: ${key}: expected [${want.join(', ')}], got [${info.shape.join(', ')}] (does the adapter belong to this model?).`);
       }
+      if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new WebqloraError(`${st.name}: ${key}: dtype ${info.dtype} is not supported (expected F32, F16 or BF16).`);
+      lora.backend.write(which === 'A' ? p.A : p.B, await st.readFloat(stored));
     }
-    const extra = [...st.tensors.keys()].filter((k) => !used.has(k));
-    if (extra.length) throw new WebqloraError(`${wSrc.name}: tensor ${extra[0]} is not a LoRA weight of a targeted module (${extra.length} such tensors).`);
+  }
+  const extra = [...st.tensors.keys()].filter((k) => !used.has(k));
+  if (extra.length) throw new WebqloraError(`${st.name}: tensor ${extra[0]} is not a LoRA weight of a targeted module (${extra.length} such tensors).`);
+}
+
+/** Loads a PEFT LoRA adapter directory onto the backend (see readAdapterWeights for what is accepted). */
+export async function loadAdapter(dir: DirSource, backend: Backend, model: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+  const { config, weights } = await openAdapter(dir);
+  const { baseModel: _, ...cfg } = config;
+  const lora = new LoraAdapters(backend, model, { ...cfg, dropout: opts.dropout ?? cfg.dropout }, opts.withGrads ?? false);
+  try {
+    await readAdapterWeights(weights, lora);
   } catch (e) {
     lora.free();
     throw e;

@@ -5,9 +5,9 @@
 // every bit of state and continues identically.
 import { WebqloraError } from '../errors.ts';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.ts';
-import { readText, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
+import { readJson, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
 import type { LoraConfig } from '../model/lora.ts';
-import { loadAdapter, saveAdapter } from '../model/peft.ts';
+import { openAdapter, readAdapterWeights, saveAdapter } from '../model/peft.ts';
 import type { StepRecord, Trainer, TrainOptions } from './trainer.ts';
 
 export const TRAINER_STATE = 'trainer_state.json';
@@ -46,12 +46,7 @@ export async function saveCheckpoint(runDir: OutDir, trainer: Trainer, history: 
 export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
   const src = await dir.open(TRAINER_STATE);
   if (!src) throw new WebqloraError(`${dir.name}: no ${TRAINER_STATE} (the checkpoint is incomplete).`);
-  let s: TrainerState;
-  try {
-    s = JSON.parse(await readText(src)) as TrainerState;
-  } catch (e) {
-    throw new WebqloraError(`${src.name}: invalid JSON (${(e as Error).message}).`);
-  }
+  const s = (await readJson(src)) as TrainerState | null;
   if (s?.version !== STATE_VERSION || !Number.isInteger(s.step) || !s.options || !s.lora) {
     throw new WebqloraError(`${src.name}: not a webqlora trainer state (version ${String(s?.version)}).`);
   }
@@ -60,21 +55,12 @@ export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
 
 /** Restores adapter weights, optimizer moments and the data position into a fresh trainer. */
 export async function restoreCheckpoint(dir: DirSource, trainer: Trainer, state: TrainerState): Promise<void> {
-  const be = trainer.model.backend;
-  const saved = await loadAdapter(dir, be, trainer.model.config, { withGrads: false });
-  try {
-    if (saved.pairs.length !== trainer.lora.pairs.length || saved.config.r !== trainer.lora.config.r) {
-      throw new WebqloraError(`${dir.name}: the checkpoint's adapter does not match this run's LoRA settings.`);
-    }
-    for (let i = 0; i < saved.pairs.length; i++) {
-      const a = saved.pairs[i]!, b = trainer.lora.pairs[i]!;
-      be.copy(b.A, 0, a.A, 0, a.A.length);
-      be.copy(b.B, 0, a.B, 0, a.B.length);
-    }
-    await be.flush();
-  } finally {
-    saved.free();
-  }
+  const { config, weights } = await openAdapter(dir);
+  const mine = trainer.lora.config;
+  const same = config.r === mine.r && config.alpha === mine.alpha && config.useRslora === mine.useRslora
+    && config.targets.length === mine.targets.length && config.targets.every((t) => mine.targets.includes(t));
+  if (!same) throw new WebqloraError(`${dir.name}: the checkpoint's adapter (r ${config.r}, alpha ${config.alpha}, ${config.targets.join(',')}) does not match this run's LoRA settings.`);
+  await readAdapterWeights(weights, trainer.lora);
   const optSrc = await dir.open(OPTIMIZER_FILE);
   if (!optSrc) throw new WebqloraError(`${dir.name}: no ${OPTIMIZER_FILE}.`);
   const st = await openSafetensors(optSrc);

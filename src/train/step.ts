@@ -21,24 +21,22 @@ export interface MicroBatch {
  * per optimizer step.
  */
 export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdapters, mb: MicroBatch, gradScale: number, seed: number | undefined, lossAcc: Tensor): void {
+  forwardLoss(model, ws, lora, mb, seed, gradScale);
+  model.backend.add(lossAcc, ws.losses, mb.B * mb.T);
+  model.backward(ws, mb.B, mb.T, lora, seed);
+}
+
+/**
+ * Forward and per-row losses into ws.losses. With `gradScale`, ws.logits is left holding
+ * d(loss)/d(logits) scaled by it, ready for model.backward.
+ */
+export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number): void {
   const be = model.backend, R = mb.B * mb.T;
   be.write(ws.ids, mb.ids.subarray(0, R));
   be.write(ws.targets, mb.targets.subarray(0, R));
   model.forward(ws, mb.B, mb.T, { lora, seed });
   model.head(ws, R);
   be.crossEntropy(ws.losses, ws.logits, ws.targets, R, model.config.vocabSize, gradScale);
-  be.add(lossAcc, ws.losses, R);
-  model.backward(ws, mb.B, mb.T, lora, seed);
-}
-
-/** Forward only: per-row losses into ws.losses (for evaluation and finite differences). */
-export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined): void {
-  const be = model.backend, R = mb.B * mb.T;
-  be.write(ws.ids, mb.ids.subarray(0, R));
-  be.write(ws.targets, mb.targets.subarray(0, R));
-  model.forward(ws, mb.B, mb.T, { lora, seed });
-  model.head(ws, R);
-  be.crossEntropy(ws.losses, ws.logits, ws.targets, R, model.config.vocabSize);
 }
 
 /** Number of scored rows (target ≠ −100) of a micro-batch. */

@@ -32,7 +32,7 @@ export interface TrainOptions {
   seed: number;
 }
 
-/** QLoRA paper defaults (QLORA_SPEC §6-7): paged AdamW 32-bit, lr 2e-4, constant, clip 0.3, wd 0. */
+/** QLoRA paper defaults (QLORA_SPEC §6-7) — lr 2e-4, constant, clip 0.3, wd 0 — with plain AdamW (paged-adamw is opt-in). */
 export const TRAIN_DEFAULTS: Omit<TrainOptions, 'totalSteps'> = {
   optimizer: 'adamw', lr: 2e-4, schedule: 'constant', warmupRatio: 0.03, maxGradNorm: 0.3, weightDecay: 0,
   beta1: 0.9, beta2: 0.999, eps: 1e-8, batchSize: 1, gradAccum: 1, seqLen: 512, checkpointing: false, seed: 0,
@@ -135,8 +135,9 @@ class PagedAdamW implements Optimizer {
         this.be.write(this.sm, m);
         this.be.write(this.sv, v);
         this.be.adamwStep(t, g, this.sm, this.sv, t.length, hp);
-        m.set((await this.be.read(this.sm, 0, t.length)) as Float32Array);
-        v.set((await this.be.read(this.sv, 0, t.length)) as Float32Array);
+        const [nm, nv] = await Promise.all([this.be.read(this.sm, 0, t.length), this.be.read(this.sv, 0, t.length)]);
+        m.set(nm as Float32Array);
+        v.set(nv as Float32Array);
       }
     }
   }
@@ -237,8 +238,8 @@ export class Trainer {
       throw new WebqloraError(`step ${this.step + 1}: the loss or the gradient is not finite (loss ${loss}, gradient norm ${gradNorm}); lower --lr or check the data.`);
     }
     const clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
+    // the update is enqueued; the next step's readback orders it (no extra host sync here)
     if (scored > 0) await this.opt.update(this.lora.pairs, lr, this.step + 1, clip);
-    await be.flush();
     this.step++;
     const seconds = (performance.now() - t0) / 1000;
     return { step: this.step, loss, lr, grad_norm: gradNorm, tokens, scored, tokens_per_s: tokens / seconds, seconds };

@@ -126,22 +126,6 @@ test('restore refuses other data or flags', () => {
   assert.is(fails(new Batcher(ex, { batchSize: 3, seed: 3 }), null), 'the saved data position is not a batcher state (expected {"epoch", "batch", ...}).');
 });
 
-test('scoredInNext(k) = the scored tokens of the next k micro-batches, across an epoch end, without consuming them', () => {
-  const ex = randomExamples(10, 20, 5);
-  const b = new Batcher(ex, { batchSize: 3, seed: 1 }); // 4 batches per epoch
-  for (let step = 0; step < 6; step++) {
-    const k = 3;
-    const predicted = b.scoredInNext(k);
-    const before = b.state();
-    let actual = 0;
-    for (let i = 0; i < k; i++) actual += b.next().scored;
-    assert.is(predicted, actual, `step ${step}`);
-    const again = new Batcher(ex, { batchSize: 3, seed: 1 });
-    again.restore(before);
-    assert.is(again.scoredInNext(k), predicted);
-  }
-});
-
 test('T is the longest row of the batch; grouped batches pad less than shuffled ones', () => {
   const ex = randomExamples(800, 200, 21);
   const padding = (order: 'grouped' | 'shuffled') => {

@@ -34,9 +34,9 @@ export const demoCommand: Command = {
     const progress = new Progress();
     const backend = await backendFrom(cmd, p, progress);
     const t0 = performance.now();
+    const path = bundledModel();
+    const source = await openModelPath(path);
     try {
-      const path = bundledModel();
-      const source = await openModelPath(path);
       const tok = tokenizerFromVocab(source.vocab!);
       progress.log(`model: stories260K (Karpathy's tinyllamas, MIT), held as NF4 + double quantization; LoRA r 16 on all 7 linear layers`);
       const res = await runDemo(source, tok, backend, {
@@ -45,7 +45,6 @@ export const demoCommand: Command = {
         onStep: (rec, total) => progress.update(`step ${rec.step}/${total} | loss ${rec.loss.toFixed(4)} | ${rec.tokens_per_s.toFixed(0)} tok/s | ${fmtDuration((performance.now() - t0) / 1000)}`, rec.step === total),
       });
       progress.done();
-      await source.close();
       await saveAdapter(res.lora, new NodeOutDir(out), 'stories260K.gguf');
       const w = process.stdout;
       w.write(`\nloss ${res.firstLoss.toFixed(3)} → ${res.lastLoss.toFixed(3)} in ${steps} steps (${fmtDuration((performance.now() - t0) / 1000)})\n`);
@@ -56,6 +55,7 @@ export const demoCommand: Command = {
       w.write(`\nadapter saved to ${out}/ (PEFT format); try: webqlora generate --model ${path} --adapter ${out} --prompt "Once upon a time"\n`);
       return 0;
     } finally {
+      await source.close();
       await backend.destroy();
     }
   },

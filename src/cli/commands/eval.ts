@@ -1,12 +1,12 @@
 // webqlora eval --model M [--adapter DIR] --data D [--format ...] [--batch-size 1] [--seq-len 512]
 //   [quantization/backend flags] [--json]
 // Loss and perplexity = exp(mean NLL over every predicted token).
-import { WebqloraError } from '../../errors.ts';
 import { evaluate } from '../../eval/evaluate.ts';
 import { FileSource } from '../../io/node.ts';
 import { bool, num, parseFlags, required, str } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
-import { evalBatches, loadDataFrom } from '../data.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS } from '../common.ts';
+import { loadDataFrom } from '../data.ts';
+import { evalBatches, padIdFor } from '../../data/index.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -25,18 +25,15 @@ export const evalCommand: Command = {
     const progress = new Progress(process.stderr, json);
     const backend = await backendFrom(cmd, p, progress);
     try {
-      const { model, source, spec } = await loadModelFrom(cmd, p, backend, progress, seqLen);
-      const tok = await tokenizerFor(p, spec, source);
-      await source.close();
-      if (seqLen > model.maxPositions) throw new WebqloraError(`webqlora eval: --seq-len ${seqLen} exceeds the model's context of ${model.maxPositions} positions.`);
+      const { model, tok } = await loadModelFrom(cmd, p, backend, progress, seqLen);
       const dataSrc = await FileSource.open(dataPath);
       const data = await loadDataFrom(cmd, p, dataSrc, tok, model.config.vocabSize, seqLen, progress).finally(() => dataSrc.close());
       const adapterDir = str(p, 'adapter');
       const adapters = adapterDir ? await loadAdapterDir(adapterDir, backend, model.config) : null;
-      const batches = evalBatches(data.examples, batch, seqLen, tok);
-      const res = await evaluate(model, batches.iter(), {
+      const count = Math.ceil(data.examples.length / batch);
+      const res = await evaluate(model, evalBatches(data.examples, { batchSize: batch, padId: padIdFor(tok) }), {
         maxBatch: batch, maxSeqLen: seqLen, adapters,
-        onBatch: (done, tokens) => progress.update(`eval [${done}/${batches.count}] ${tokens} tokens`),
+        onBatch: (done, tokens) => progress.update(`eval [${done}/${count}] ${tokens} tokens`),
       });
       progress.done();
       if (json) jsonLine({ loss: res.loss, perplexity: res.perplexity, tokens: res.tokens });

@@ -4,7 +4,7 @@
 import { WebqloraError } from '../../errors.ts';
 import { generate } from '../../generate/generate.ts';
 import { bool, num, parseFlags, str } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS } from '../common.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -26,9 +26,7 @@ export const generateCommand: Command = {
     const progress = new Progress(process.stderr, json);
     const backend = await backendFrom(cmd, p, progress);
     try {
-      const { model, source, spec } = await loadModelFrom(cmd, p, backend, progress);
-      const tok = await tokenizerFor(p, spec, source);
-      await source.close();
+      const { model, tok, spec } = await loadModelFrom(cmd, p, backend, progress);
       let promptIds: number[];
       if (promptIdsFlag !== undefined) {
         promptIds = promptIdsFlag.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {

@@ -7,11 +7,11 @@ import { FileSource, openModelPath } from '../../io/node.ts';
 import { openSafetensors } from '../../io/safetensors.ts';
 import type { QuantInfo } from '../../io/hf.ts';
 import type { WeightSource } from '../../io/weights.ts';
-import { LINEAR_NAMES, expectedTensors, linearWeightName, paramCount, type ModelConfig } from '../../model/config.ts';
-import { quantBytesFor } from '../../quant/types.ts';
+import { paramCount, type ModelConfig } from '../../model/config.ts';
 import { bool, choice, num, parseFlags, str, type Parsed } from '../args.ts';
 import { quantFlags } from '../common.ts';
-import { estimateTrainingMemory, RUNTIME_BASELINE_BYTES, type TrainMemoryOptions } from '../../model/memory.ts';
+import { fmtBytes } from '../progress.ts';
+import { estimateTrainingMemory, RUNTIME_BASELINE_BYTES, weightParts, type TrainMemoryOptions } from '../../model/memory.ts';
 import { DEFAULT_LORA, parseTargets } from '../../model/lora.ts';
 
 interface TensorRow {
@@ -21,36 +21,16 @@ interface TensorRow {
   quant?: QuantInfo;
 }
 
-export interface MemoryEstimate {
-  /** Every weight in float32. */
-  none: number;
-  /** Block linear layers NF4 (blocksize 64, plain absmax); embeddings, norms, lm_head float32. */
-  nf4: number;
-  /** The same with double quantization. */
-  nf4_double_quant: number;
+/** Weight memory as loadModel holds it, for f32 / NF4 / NF4+DQ linear layers (blocksize 64). */
+export function weightMemory(c: ModelConfig): { none: number; nf4: number; nf4_double_quant: number } {
+  const total = (q: Parameters<typeof weightParts>[1]) => { const w = weightParts(c, q); return w.embeddings + w.norms + w.layer * c.numLayers; };
+  return {
+    none: total({ quant: 'none', doubleQuant: false, blocksize: 64 }),
+    nf4: total({ quant: 'nf4', doubleQuant: false, blocksize: 64 }),
+    nf4_double_quant: total({ quant: 'nf4', doubleQuant: true, blocksize: 64 }),
+  };
 }
 
-/** Weight memory under each storage scheme (QLoRA keeps embeddings/norms/lm_head unquantized). */
-export function memoryEstimate(c: ModelConfig): MemoryEstimate {
-  const linear = new Set<string>();
-  for (let l = 0; l < c.numLayers; l++) for (const lin of LINEAR_NAMES) linear.add(linearWeightName(l, lin));
-  const est: MemoryEstimate = { none: 0, nf4: 0, nf4_double_quant: 0 };
-  for (const t of expectedTensors(c)) {
-    const n = numel(t.shape);
-    est.none += 4 * n;
-    est.nf4 += linear.has(t.name) ? quantBytesFor(n, 64, false) : 4 * n;
-    est.nf4_double_quant += linear.has(t.name) ? quantBytesFor(n, 64, true) : 4 * n;
-  }
-  return est;
-}
-
-export function formatBytes(b: number): string {
-  if (b < 1024) return `${b} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = b / 1024, i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
-}
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
@@ -73,7 +53,7 @@ async function inspectSafetensorsFile(path: string, json: boolean): Promise<numb
     if (json) {
       process.stdout.write(JSON.stringify({ path, format: 'safetensors', metadata: st.metadata, tensors: rows, elements, bytes: src.size }) + '\n');
     } else {
-      let s = `${path}\nformat: safetensors (${formatBytes(src.size)})\n`;
+      let s = `${path}\nformat: safetensors (${fmtBytes(src.size)})\n`;
       if (st.metadata) s += `metadata: ${JSON.stringify(st.metadata)}\n`;
       s += `tensors (${rows.length}, ${elements.toLocaleString('en-US')} elements):\n${tensorTable(rows)}`;
       process.stdout.write(s);
@@ -110,7 +90,7 @@ async function inspectModel(path: string, json: boolean, p: Parsed): Promise<num
       return q ? { name: t.name, dtype: t.dtype, shape: t.shape, quant: q } : { name: t.name, dtype: t.dtype, shape: t.shape };
     });
     const params = paramCount(ws.config);
-    const mem = memoryEstimate(ws.config);
+    const mem = weightMemory(ws.config);
     const to = trainOptions(p, ws.config);
     const train = estimateTrainingMemory(ws.config, to);
     if (json) {
@@ -121,20 +101,20 @@ async function inspectModel(path: string, json: boolean, p: Parsed): Promise<num
     s += table(Object.entries(ws.config).map(([k, v]) => [k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)]));
     s += `tensors (${rows.length}):\n${tensorTable(rows)}`;
     s += `parameters: ${params.toLocaleString('en-US')}\n`;
-    s += 'weight memory (block linear layers 4-bit, embeddings/norms/lm_head f32):\n';
+    s += `weight memory (block linear layers as below; embeddings and lm_head in ${ws.config.torchDtype}, norms f32):\n`;
     s += table([
-      ['none (f32)', formatBytes(mem.none)],
-      ['nf4 (blocksize 64)', formatBytes(mem.nf4)],
-      ['nf4 + double quant', formatBytes(mem.nf4_double_quant)],
+      ['none (f32)', fmtBytes(mem.none)],
+      ['nf4 (blocksize 64)', fmtBytes(mem.nf4)],
+      ['nf4 + double quant', fmtBytes(mem.nf4_double_quant)],
     ]);
     const desc = `${to.quant}${to.quant !== 'none' && to.doubleQuant ? '+dq' : ''}, LoRA r ${to.lora.r}, batch ${to.batch} × ${to.seqLen} tokens${to.checkpointing ? ', checkpointing' : ''}${to.pageWeights ? ', paged weights' : ''}, ${to.optimizer}`;
     s += `training memory estimate (${desc}; same flags as train):\n`;
     s += table([
-      ...Object.entries(train.parts).map(([k, v]) => [`  ${k}`, formatBytes(v)]),
-      ['backend memory', formatBytes(train.backendBytes)],
-      ['host memory (paged layers / optimizer)', formatBytes(train.hostBytes)],
-      ['peak while loading', formatBytes(train.loadPeakBytes + RUNTIME_BASELINE_BYTES)],
-      ['predicted peak RSS', formatBytes(train.peakBytes)],
+      ...Object.entries(train.parts).map(([k, v]) => [`  ${k}`, fmtBytes(v)]),
+      ['backend memory', fmtBytes(train.backendBytes)],
+      ['host memory (paged layers / optimizer)', fmtBytes(train.hostBytes)],
+      ['peak while loading', fmtBytes(train.loadPeakBytes + RUNTIME_BASELINE_BYTES)],
+      ['predicted peak RSS', fmtBytes(train.peakBytes)],
     ]);
     process.stdout.write(s);
     return 0;

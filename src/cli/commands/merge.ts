@@ -5,9 +5,8 @@ import { join } from 'node:path';
 import { WebqloraError } from '../../errors.ts';
 import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
 import { mergeAdapter } from '../../model/merge.ts';
-import { loadAdapter } from '../../model/peft.ts';
 import { bool, choice, parseFlags, required } from '../args.ts';
-import { backendFrom, jsonLine, MODEL_FLAGS, quantFlags } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, MODEL_FLAGS, quantFlags } from '../common.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -26,21 +25,18 @@ export const mergeCommand: Command = {
     const progress = new Progress(process.stderr, json);
     const backend = await backendFrom(cmd, p, progress);
     const source = await openModelPath(spec);
-    const adir = new NodeDirSource(adapterDir);
+    const copyFrom = (await stat(spec).catch(() => null))?.isDirectory() ? new NodeDirSource(spec) : null;
     try {
-      const lora = await loadAdapter(adir, backend, source.config);
-      const st = await stat(spec).catch(() => null);
-      const copyFrom = st?.isDirectory() ? new NodeDirSource(spec) : null;
+      const lora = await loadAdapterDir(adapterDir, backend, source.config);
       const r = await mergeAdapter(source, lora, backend, new NodeOutDir(out), {
         dtype, quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, copyFrom,
         onProgress: (d, t, name) => progress.update(`merging [${d}/${t}] ${name}`),
       });
-      await copyFrom?.close();
       progress.done(`merged ${adapterDir} into ${spec} → ${out} (${r.tensors} tensors, ${dtype})`);
       if (json) jsonLine({ out, tensors: r.tensors, dtype });
       return 0;
     } finally {
-      await adir.close();
+      await copyFrom?.close();
       await source.close();
       await backend.destroy();
     }

@@ -6,7 +6,7 @@ import { writeBnbModel } from '../../io/bnb.ts';
 import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
 import { checkBlocksize } from '../../quant/quantize.ts';
 import { bool, choice, num, parseFlags, required, str } from '../args.ts';
-import { formatBytes } from './inspect.ts';
+import { fmtBytes, Progress } from '../progress.ts';
 
 export const quantize = {
   summary: 'write a bnb 4-bit (NF4/FP4) Hugging Face checkpoint',
@@ -38,17 +38,14 @@ export const quantize = {
     const src = await openModelPath(model);
     const modelIsDir = await stat(model).then((s) => s.isDirectory(), () => false);
     const copyFrom = modelIsDir ? new NodeDirSource(model) : null;
-    const tty = !json && process.stderr.isTTY;
+    const progress = new Progress(process.stderr, json);
     try {
       const t0 = performance.now();
       const res = await writeBnbModel(src, new NodeOutDir(out), {
         quantType, doubleQuant, blocksize, copyFrom,
-        onProgress: json ? undefined : (done, total, name) => {
-          const line = `quantize: ${done}/${total} ${name}`;
-          process.stderr.write(tty ? `\r\x1b[K${line}` : `${line}\n`);
-        },
+        onProgress: (done, total, name) => progress.update(`quantize: ${done}/${total} ${name}`, done === total),
       });
-      if (tty) process.stderr.write('\n');
+      progress.done();
       const seconds = (performance.now() - t0) / 1000;
       if (json) {
         process.stdout.write(JSON.stringify({
@@ -58,7 +55,7 @@ export const quantize = {
       } else {
         process.stdout.write(`wrote ${out} (${res.files.join(', ')}): `
           + `${res.tensors} tensors, ${res.quantized} quantized ${quantType}${doubleQuant ? ' + double quant' : ''} (blocksize ${blocksize}), `
-          + `${formatBytes(res.bytes)} of weights in ${seconds.toFixed(1)} s\n`);
+          + `${fmtBytes(res.bytes)} of weights in ${seconds.toFixed(1)} s\n`);
       }
       return 0;
     } finally {

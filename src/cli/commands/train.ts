@@ -7,19 +7,19 @@ import { batcherFor, DEFAULT_EXAMPLE_OPTIONS, loadTrainValid, padIdFor } from '.
 import { evalBatches } from '../../data/batch.ts';
 import { WebqloraError } from '../../errors.ts';
 import { evaluate } from '../../eval/evaluate.ts';
-import { FileSource, NodeDirSource, NodeOutDir, removeStaleTemps } from '../../io/node.ts';
+import { FileSource, NodeOutDir, removeStaleTemps } from '../../io/node.ts';
 import { writeFileTo } from '../../io/source.ts';
 import { SampleRng } from '../../generate/sample.ts';
-import { DEFAULT_LORA, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
+import { checkLoraConfig, DEFAULT_LORA, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
 import { saveAdapter } from '../../model/peft.ts';
 import { readTrainerState, restoreCheckpoint, saveCheckpoint, type TrainerState } from '../../train/checkpoint.ts';
 import { lossCurveSvg } from '../../train/svg.ts';
 import { Trainer, TRAIN_DEFAULTS, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
 import { bool, choice, num, parseFlags, required, str, type Parsed } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, tokenizerFor } from '../common.ts';
+import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, withDir } from '../common.ts';
 import { describeDataset, FORMATS } from '../data.ts';
-import { fmtDuration, fmtMiB, Progress } from '../progress.ts';
+import { fmtDuration, fmtBytes, Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
 const FLAGS = {
@@ -92,9 +92,7 @@ async function train(p: Parsed): Promise<number> {
     await removeStaleTemps(out);
     resumeDir = await latestCheckpoint(out);
     if (resumeDir) {
-      const dir = new NodeDirSource(resumeDir);
-      state = await readTrainerState(dir);
-      await dir.close();
+      state = await withDir(resumeDir, readTrainerState);
       progress.log(`resuming from ${resumeDir} (step ${state.step})`);
     } else {
       progress.log(`no complete checkpoint in ${out}: starting from the beginning`);
@@ -104,23 +102,43 @@ async function train(p: Parsed): Promise<number> {
   }
   if (str(p, 'steps') !== undefined && str(p, 'epochs') !== undefined) throw new WebqloraError('webqlora train: give --steps or --epochs, not both.');
 
+  // Every flag and input file is checked before the (possibly long) model load.
   const base = state ? state.options : { ...trainOptionsFrom(p), totalSteps: 0 };
-  const backend = await backendFrom(cmd, p, progress);
-  try {
-    const { model, source, spec } = await loadModelFrom(cmd, p, backend, progress, base.seqLen);
-    const tok = await tokenizerFor(p, spec, source);
-    await source.close();
-    if (base.seqLen > model.maxPositions) throw new WebqloraError(`webqlora train: --seq-len ${base.seqLen} exceeds the model's context of ${model.maxPositions} positions.`);
+  const initAdapter = str(p, 'init-adapter');
+  const flagDropout = str(p, 'lora-dropout') !== undefined ? num(cmd, p, 'lora-dropout', 0, { min: 0, max: 0.99 }) : undefined;
+  const freshLora: LoraConfig | null = state || initAdapter ? null : {
+    r: num(cmd, p, 'lora-r', DEFAULT_LORA.r, { int: true, min: 1 }),
+    alpha: num(cmd, p, 'lora-alpha', DEFAULT_LORA.alpha),
+    dropout: flagDropout ?? DEFAULT_LORA.dropout,
+    targets: parseTargets(str(p, 'target') ?? 'all-linear'),
+    useRslora: bool(p, 'use-rslora', false),
+  };
+  if (freshLora) checkLoraConfig(freshLora, 'webqlora train');
+  const saveEvery = num(cmd, p, 'save-every', 0, { int: true, min: 0 });
+  const validPath = str(p, 'valid');
+  const format = choice(cmd, p, 'format', FORMATS, 'auto');
+  const dataOpts = {
+    format, trainOnPrompt: bool(p, 'train-on-prompt', false), seed: base.seed, maxLen: base.seqLen,
+    sourceMaxLen: num(cmd, p, 'source-max-len', DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, { int: true, min: 1 }),
+    targetMaxLen: num(cmd, p, 'target-max-len', DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, { int: true, min: 1 }),
+  };
+  const trainSrc = await FileSource.open(dataPath);
+  const validSrc = validPath ? await FileSource.open(validPath).catch(async (e) => { await trainSrc.close(); throw e; }) : null;
+  const closeData = async () => { await trainSrc.close(); await validSrc?.close(); };
 
-    const validPath = str(p, 'valid');
-    const format = choice(cmd, p, 'format', FORMATS, 'auto');
-    const trainSrc = await FileSource.open(dataPath);
-    const validSrc = validPath ? await FileSource.open(validPath) : null;
+  let backend;
+  try {
+    backend = await backendFrom(cmd, p, progress);
+  } catch (e) {
+    await closeData();
+    throw e;
+  }
+  try {
+    const loaded = await loadModelFrom(cmd, p, backend, progress, base.seqLen).catch(async (e) => { await closeData(); throw e; });
+    const { model, tok, spec } = loaded;
     const { train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, {
-      format, tokenizer: tok, vocabSize: model.config.vocabSize, maxLen: base.seqLen, trainOnPrompt: bool(p, 'train-on-prompt', false), seed: base.seed,
-      sourceMaxLen: num(cmd, p, 'source-max-len', DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, { int: true, min: 1 }),
-      targetMaxLen: num(cmd, p, 'target-max-len', DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, { int: true, min: 1 }),
-    }).finally(async () => { await trainSrc.close(); await validSrc?.close(); });
+      ...dataOpts, tokenizer: tok, vocabSize: model.config.vocabSize,
+    }).finally(closeData);
     progress.log(describeDataset(trainSet));
     if (validSet) progress.log(`validation: ${validSet.examples.length} examples (${validSource === 'file' ? validPath : 'held out from the training data'})`);
 
@@ -134,22 +152,13 @@ async function train(p: Parsed): Promise<number> {
 
     // Adapters: from the checkpoint, from --init-adapter, or fresh with PEFT's initialisation.
     let lora: LoraAdapters;
-    const initAdapter = str(p, 'init-adapter');
     if (state) {
       lora = new LoraAdapters(backend, model.config, state.lora, true);
     } else if (initAdapter) {
-      const dropout = str(p, 'lora-dropout') !== undefined ? num(cmd, p, 'lora-dropout', 0, { min: 0, max: 0.99 }) : undefined;
-      lora = await loadAdapterDir(initAdapter, backend, model.config, { withGrads: true, dropout });
+      lora = await loadAdapterDir(initAdapter, backend, model.config, { withGrads: true, dropout: flagDropout });
       progress.log(`initial adapter ${initAdapter}: r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.config.targets.join(',')}`);
     } else {
-      const cfg: LoraConfig = {
-        r: num(cmd, p, 'lora-r', DEFAULT_LORA.r, { int: true, min: 1 }),
-        alpha: num(cmd, p, 'lora-alpha', DEFAULT_LORA.alpha, { min: 0 }),
-        dropout: num(cmd, p, 'lora-dropout', DEFAULT_LORA.dropout, { min: 0, max: 0.99 }),
-        targets: parseTargets(str(p, 'target') ?? 'all-linear'),
-        useRslora: bool(p, 'use-rslora', false),
-      };
-      lora = new LoraAdapters(backend, model.config, cfg, true);
+      lora = new LoraAdapters(backend, model.config, freshLora!, true);
       const rng = new SampleRng(opts.seed ^ 0x5eed);
       lora.initPeft(() => rng.next());
     }
@@ -157,12 +166,10 @@ async function train(p: Parsed): Promise<number> {
     const trainer = new Trainer(model, lora, batcher, opts);
     const history: StepRecord[] = state ? [...state.history] : [];
     if (state && resumeDir) {
-      const dir = new NodeDirSource(resumeDir);
-      await restoreCheckpoint(dir, trainer, state);
-      await dir.close();
+      const st = state;
+      await withDir(resumeDir, (dir) => restoreCheckpoint(dir, trainer, st));
     }
     const runDir = new NodeOutDir(out);
-    const saveEvery = num(cmd, p, 'save-every', 0, { int: true, min: 0 });
     const baseName = spec;
     progress.log(`training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.config.targets.length} modules × ${model.config.numLayers} layers) for ${totalSteps} steps, ${opts.batchSize}×${opts.gradAccum} sequences of ≤ ${opts.seqLen} tokens per step`);
 
@@ -176,7 +183,7 @@ async function train(p: Parsed): Promise<number> {
       else {
         const elapsed = (performance.now() - t0) / 1000;
         const eta = (elapsed / (trainer.step - startStep)) * (totalSteps - trainer.step);
-        progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtMiB(rss)} | ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
+        progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtBytes(rss)} | ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
       }
       if (saveEvery > 0 && trainer.step % saveEvery === 0 && trainer.step < totalSteps) await saveCheckpoint(runDir, trainer, history, baseName);
     }

@@ -1,0 +1,141 @@
+// Every user-facing error of the model, adapter, checkpoint, trainer, generation and data layers
+// is one WebqloraError sentence naming the file or setting; each message is asserted here.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createReferenceBackend } from '../../src/backend/reference/index.ts';
+import { WebqloraError } from '../../src/errors.ts';
+import { MapDirSource } from '../../src/io/source.ts';
+import { serializeSafetensors } from '../../src/io/safetensors.ts';
+import { configFromHf } from '../../src/model/config.ts';
+import { loadModel } from '../../src/model/load.ts';
+import { checkLoraConfig, DEFAULT_LORA, LoraAdapters, parseTargets, peftKey } from '../../src/model/lora.ts';
+import { adapterConfigJson, loadAdapter, parseAdapterConfig } from '../../src/model/peft.ts';
+import { syntheticFromConfig } from '../../src/model/synthetic.ts';
+import { generate } from '../../src/generate/generate.ts';
+import { readTrainerState, restoreCheckpoint, STATE_VERSION } from '../../src/train/checkpoint.ts';
+import { Trainer, TRAIN_DEFAULTS } from '../../src/train/trainer.ts';
+import { Batcher } from '../../src/data/batch.ts';
+import { readRecords } from '../../src/data/read.ts';
+import type { ByteSource } from '../../src/io/source.ts';
+import { TINY } from './tiny.ts';
+
+function throwsUser(fn: () => unknown, re: RegExp, what = re.source): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.instance(e, WebqloraError, what);
+    assert.match((e as Error).message, re, what);
+    return;
+  }
+  assert.unreachable(`${what}: no error`);
+}
+async function rejectsUser(p: Promise<unknown>, re: RegExp, what = re.source): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    assert.instance(e, WebqloraError, what);
+    assert.match((e as Error).message, re, what);
+    return;
+  }
+  assert.unreachable(`${what}: no error`);
+}
+const enc = (s: string) => new TextEncoder().encode(s);
+
+test('LoRA settings: one check wherever they come from', () => {
+  throwsUser(() => checkLoraConfig({ ...DEFAULT_LORA, r: 0 }, 'x'), /^x: LoRA rank r must be a positive integer, got 0\.$/);
+  throwsUser(() => checkLoraConfig({ ...DEFAULT_LORA, alpha: 0 }, 'x'), /^x: lora_alpha must be a positive number, got 0\.$/);
+  throwsUser(() => checkLoraConfig({ ...DEFAULT_LORA, dropout: 1 }, 'x'), /^x: lora_dropout must be in \[0, 1\), got 1\.$/);
+  throwsUser(() => checkLoraConfig({ ...DEFAULT_LORA, dropout: -0.1 }, 'x'), /lora_dropout must be in \[0, 1\), got -0\.1/);
+  throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, dropout: 2 }, false), /^LoRA: lora_dropout must be in/);
+  throwsUser(() => parseTargets(' , '), /--target: no module named/);
+  throwsUser(() => parseTargets('q_proj,lm_head'), /--target: unknown module 'lm_head'/);
+});
+
+test('adapter_config.json: every refusal names the file and the key', () => {
+  const ok = JSON.parse(adapterConfigJson(DEFAULT_LORA, 'base')) as Record<string, unknown>;
+  const bad = (patch: Record<string, unknown>, re: RegExp) => throwsUser(() => parseAdapterConfig(JSON.stringify({ ...ok, ...patch }), 'a/adapter_config.json'), re);
+  throwsUser(() => parseAdapterConfig('{', 'a/adapter_config.json'), /^a\/adapter_config\.json: not valid JSON/);
+  throwsUser(() => parseAdapterConfig('[1]', 'a/adapter_config.json'), /expected a JSON object/);
+  bad({ peft_type: 'IA3' }, /peft_type IA3 is not supported \(only LORA adapters are\)/);
+  bad({ use_dora: true }, /use_dora = true is not supported \(DoRA adapters are not implemented\)/);
+  bad({ bias: 'all' }, /bias = "all" is not supported/);
+  bad({ fan_in_fan_out: true }, /fan_in_fan_out = true is not supported/);
+  bad({ modules_to_save: ['lm_head'] }, /modules_to_save = \["lm_head"\] is not supported/);
+  bad({ layers_to_transform: [0] }, /layers_to_transform = \[0\] is not supported \(adapters must cover every layer\)/);
+  bad({ rank_pattern: { q_proj: 4 } }, /rank_pattern = .* is not supported \(one rank for every layer\)/);
+  bad({ alpha_pattern: { q_proj: 4 } }, /alpha_pattern = .* is not supported/);
+  bad({ r: 'big' }, /"r" must be a positive integer/);
+  bad({ r: 2.5 }, /LoRA rank r must be a positive integer, got 2\.5/);
+  bad({ lora_alpha: 'x' }, /"lora_alpha" must be a positive number/);
+  bad({ lora_alpha: -1 }, /lora_alpha must be a positive number, got -1/);
+  bad({ lora_dropout: 'x' }, /"lora_dropout" must be a number/);
+  bad({ lora_dropout: 1.5 }, /^a\/adapter_config\.json: lora_dropout must be in \[0, 1\), got 1\.5\.$/);
+  bad({ target_modules: 'q_proj' }, /"target_modules" must be a list of module names or "all-linear"/);
+  bad({ target_modules: ['c_attn'] }, /target_modules c_attn are not Llama linear layers/);
+  bad({ target_modules: [] }, /"target_modules" is empty/);
+});
+
+test('adapter directories: missing files, tensors, shapes and dtypes', async () => {
+  const be = createReferenceBackend();
+  const cfg = { r: 2, alpha: 4, dropout: 0, targets: ['q_proj' as const], useRslora: false };
+  const conf = enc(adapterConfigJson(cfg, 'base'));
+  const tensors = (edit: (e: Array<{ name: string; dtype: 'F32' | 'U8'; shape: number[]; data: Uint8Array }>) => void) => {
+    const e: Array<{ name: string; dtype: 'F32' | 'U8'; shape: number[]; data: Uint8Array }> = [];
+    for (let l = 0; l < TINY.numLayers; l++) {
+      e.push({ name: peftKey(l, 'q_proj', 'A'), dtype: 'F32', shape: [2, 16], data: new Uint8Array(2 * 16 * 4) });
+      e.push({ name: peftKey(l, 'q_proj', 'B'), dtype: 'F32', shape: [16, 2], data: new Uint8Array(16 * 2 * 4) });
+    }
+    edit(e);
+    return serializeSafetensors(e);
+  };
+  const dir = async (files: Record<string, Uint8Array>) => new MapDirSource('ad', new Map(Object.entries(files)));
+  await rejectsUser(loadAdapter(await dir({}), be, TINY), /^ad: no adapter_config\.json \(is this a PEFT adapter directory\?\)\.$/);
+  await rejectsUser(loadAdapter(await dir({ 'adapter_config.json': conf }), be, TINY), /^ad: no adapter_model\.safetensors\.$/);
+  await rejectsUser(loadAdapter(await dir({ 'adapter_config.json': conf, 'adapter_model.bin': new Uint8Array(4) }), be, TINY), /adapter_model\.bin is a pickle; re-save it with safetensors/);
+  const withW = async (w: Uint8Array) => loadAdapter(await dir({ 'adapter_config.json': conf, 'adapter_model.safetensors': w }), be, TINY);
+  await rejectsUser(withW(await tensors((e) => e.splice(1, 1))), /missing tensor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_B\.weight/);
+  await rejectsUser(withW(await tensors((e) => { e[0]!.shape = [16, 2]; })), /lora_A\.weight: expected \[2, 16\], got \[16, 2\] \(does the adapter belong to this model\?\)/);
+  await rejectsUser(withW(await tensors((e) => { e[0]!.dtype = 'U8'; e[0]!.data = new Uint8Array(32); })), /dtype U8 is not supported \(expected F32, F16 or BF16\)/);
+  await rejectsUser(withW(await tensors((e) => e.push({ name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [1], data: new Uint8Array(4) }))), /tensor base_model\.model\.lm_head\.lora_A\.weight is not a LoRA weight of a targeted module \(1 such tensors\)/);
+  const lora = await withW(await tensors(() => {}));
+  assert.is(lora.pairs.length, TINY.numLayers);
+});
+
+test('checkpoints: incomplete, foreign or mismatched state is refused', async () => {
+  const dir = (files: Record<string, string>) => new MapDirSource('run/checkpoint-4', new Map(Object.entries(files).map(([k, v]) => [k, enc(v)])));
+  await rejectsUser(readTrainerState(dir({})), /^run\/checkpoint-4: no trainer_state\.json \(the checkpoint is incomplete\)\.$/);
+  await rejectsUser(readTrainerState(dir({ 'trainer_state.json': '{' })), /trainer_state\.json: not valid JSON/);
+  await rejectsUser(readTrainerState(dir({ 'trainer_state.json': '{"version": 99}' })), /trainer_state\.json: not a webqlora trainer state \(version 99\)/);
+  const be = createReferenceBackend();
+  const model = await loadModel(syntheticFromConfig(TINY, 1), be, { quant: 'none' });
+  const lora = new LoraAdapters(be, TINY, { ...DEFAULT_LORA, r: 2 }, true);
+  const noData = { next: () => { throw new Error('unused'); }, state: () => null, restore: () => {} };
+  const trainer = new Trainer(model, lora, noData, { ...TRAIN_DEFAULTS, batchSize: 1, seqLen: 4, totalSteps: 1 });
+  const other = enc(adapterConfigJson({ ...DEFAULT_LORA, r: 4 }, 'base'));
+  const state = { version: STATE_VERSION, step: 1, data: null, options: trainer.o, lora: lora.config, baseModel: 'b', history: [] };
+  const ck = new MapDirSource('run/checkpoint-1', new Map([['adapter_config.json', other], ['adapter_model.safetensors', await serializeSafetensors([])]]));
+  await rejectsUser(restoreCheckpoint(ck, trainer, state), /^run\/checkpoint-1: the checkpoint's adapter \(r 4, alpha 32, .*\) does not match this run's LoRA settings\.$/);
+  throwsUser(() => trainer.importOptimizer(new Map()), /^optimizer state: layers\.0\.q_proj\.lora_A\.exp_avg is missing or has the wrong size \(expected \d+ values\)\.$/);
+});
+
+test('model configs, generation and data: the remaining sentences', async () => {
+  throwsUser(() => configFromHf({ architectures: [] }, 'm/config.json'), /^m\/config\.json: "architectures" must be a non-empty list of names\.$/);
+  throwsUser(() => configFromHf({ architectures: ['GPT2LMHeadModel'] }, 'm/config.json'), /architecture GPT2LMHeadModel is not supported/);
+  const be = createReferenceBackend();
+  const model = await loadModel(syntheticFromConfig(TINY, 1), be, { quant: 'none', maxPositions: 8 });
+  await rejectsUser(generate(model, []), /^the prompt is empty/);
+  await rejectsUser(generate(model, [1, 2, 3, 4, 5, 6, 7, 8]), /^the prompt has 8 tokens; the model's context holds 8\.$/);
+  await rejectsUser(generate(model, [1, 99]), /prompt token id 99 is outside the vocabulary \[0, 37\)/);
+  const ex = [{ inputIds: [1, 2, 3], labels: [1, 2, 3] }];
+  throwsUser(() => new Batcher(ex, { batchSize: 0 }), /^batch size must be a positive integer, got 0\.$/);
+  throwsUser(() => new Batcher(ex, { batchSize: 1, gradAccum: 1.5 }), /^gradient accumulation must be a positive integer, got 1\.5\.$/);
+  throwsUser(() => new Batcher(ex, { batchSize: 1, order: 'random' as 'grouped' }), /^unknown batch order "random"\.$/);
+  throwsUser(() => new Batcher([], { batchSize: 1 }), /^there are no examples to batch\.$/);
+  throwsUser(() => new Batcher(ex, { batchSize: 2, dropLast: true }), /^1 examples cannot fill one batch of 2 \(lower the batch size\)\.$/);
+  throwsUser(() => new Batcher([{ inputIds: [1], labels: [] }], { batchSize: 1 }), /^example 0: input ids and labels must be non-empty and of equal length\.$/);
+  // a 300 MiB '[', newline, spaces — without holding it
+  const huge: ByteSource = { name: 'big.json', size: 300 * 2 ** 20, read: async (o, n) => new Uint8Array(n).fill(32).map((c, i) => (o + i === 0 ? 91 : o + i === 1 ? 10 : c)) };
+  await rejectsUser(readRecords(huge, { layout: 'json' }).next(), /^big\.json: a JSON array of 300 MiB is too large to read whole \(write one record per line as JSONL instead\)\.$/);
+});
+
+test.run();
