@@ -40,7 +40,7 @@ execFileSync(process.execPath, [join(root, 'scripts/gen-tables.mjs')], { stdio: 
 
 // 2. WebAssembly kernels, one file per variant in asconfig.json.
 const asconfig = JSON.parse(readFileSync(join(root, 'asconfig.json'), 'utf8'));
-const variants = Object.keys(asconfig.targets).filter((t) => t !== 'debug');
+const variants = Object.keys(asconfig.targets);
 const asInputs = [...walk(join(root, 'assembly'), (p) => p.endsWith('.ts')), join(root, 'asconfig.json')];
 const asHash = hashFiles(asInputs);
 const stamp = join(root, 'build/.assembly-hash');
