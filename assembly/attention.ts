@@ -1,8 +1,11 @@
 // Causal grouped-query attention with a KV-cache layout, forward and backward.
 // Backend.attention ↔ attention, Backend.attentionBackward ↔ attention_backward.
 //   q, out, dq, dout f32 [B·T, H, D]; k, v, dk, dv f32 [B, kvStride, KVH, D] (rows 0..S-1 valid);
-//   lse f32 [B, H, T]. Query t of a sequence sits at absolute position pos0 + t and attends to
-//   keys 0 .. min(S − 1, pos0 + t). Query head h reads kv head floor(h / (H / KVH)). Scale 1/√D.
+//   lse f32 [B, H, T]. Query t of a sequence sits at absolute position p = pos0 + t and attends to
+//   keys max(0, p − window + 1) .. min(S − 1, p) (window 0: from key 0). Query head h reads kv
+//   head floor(h / (H / KVH)). score = (q·k)·scale (the host passes 1/√D by default), then with
+//   softcap > 0 score ← softcap·tanh(score / softcap) (Gemma 2), whose derivative 1 − tanh² the
+//   backward multiplies into dS. Keys outside the window are never scored, not masked.
 // The forward is flash-style: per query row one pass over the keys in blocks of KB with an
 // online softmax (running max m, running sum l, output accumulator rescaled when m grows), so
 // no [T, S] score matrix exists; it keeps lse = m + log(l) for the backward, which recomputes
@@ -121,13 +124,24 @@ const KB: i32 = 64;
   }
 }
 
+/** s[j] ← cap·tanh(s[j] / cap) for j < ns (the soft-cap of the scores). Returns max_j s[j]. */
+@inline function capRows(s: usize, ns: i32, cap: f32): f32 {
+  let m: f32 = -Infinity;
+  for (let j: i32 = 0; j < ns; j++) {
+    const o = <usize>j << 2;
+    const y = cap * Mathf.tanh(load<f32>(s + o) / cap);
+    store<f32>(s + o, y);
+    m = max(m, y);
+  }
+  return m;
+}
+
 /**
  * Writes out and lse. scratch: this thread's area (KB + D floats used).
  * Work range: (sequence, query head) pairs bh = b·H + h in [bh0, bh1).
  */
-export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scratch: usize, bh0: i32, bh1: i32): void {
+export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, scratch: usize, bh0: i32, bh1: i32): void {
   const rep = H / KVH;
-  const scale: f32 = 1.0 / Mathf.sqrt(<f32>D);
   const scores = scratch;
   const acc = scratch + (<usize>KB << 2);
   const rowKV = (<usize>KVH * <usize>D) << 2; // bytes from key s to key s + 1
@@ -139,11 +153,13 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
       const qo = (<usize>((b * T + t) * H + h) * <usize>D) << 2;
       const qr = q + qo;
       const nk = min(S, pos0 + t + 1);
+      const first = window > 0 ? max(0, pos0 + t + 1 - window) : 0;
       let m: f32 = -Infinity, l: f32 = 0;
       zero(acc, D);
-      for (let s0: i32 = 0; s0 < nk; s0 += KB) {
+      for (let s0: i32 = first; s0 < nk; s0 += KB) {
         const ns = min(KB, nk - s0);
-        const bmax = dotRows(scores, qr, kb + <usize>s0 * rowKV, rowKV, ns, D, scale);
+        let bmax = dotRows(scores, qr, kb + <usize>s0 * rowKV, rowKV, ns, D, scale);
+        if (softcap > 0) bmax = capRows(scores, ns, softcap);
         if (bmax > m) {
           if (l != 0) {
             // the running max grew: rescale what was accumulated under the old one
@@ -176,13 +192,13 @@ const TQ: i32 = 16;
  * dk/dv and the dq rows of its query heads, so disjoint ranges never write the same memory.
  *
  * Flash-attention-2 shape: for a tile of TQ queries and a block of KB keys, P = exp(QKᵀ·scale − lse)
- * and dS = P ⊙ (dO·Vᵀ − Di) are formed in scratch (zero where the causal mask hides a key), then
- * dQ += dS·K, dK += dSᵀ·Q·scale and dV += Pᵀ·dO run with the accumulated rows in registers, so
- * each dk/dv row is read and written once per query tile rather than once per query.
+ * and dS = P ⊙ (dO·Vᵀ − Di) are formed in scratch (zero where the causal mask or the window hides
+ * a key), then dQ += dS·K, dK += dSᵀ·Q·scale and dV += Pᵀ·dO run with the accumulated rows in
+ * registers, so each dk/dv row is read and written once per query tile rather than once per query.
+ * The key blocks start at the tile's first query's window start, so hidden keys cost nothing.
  */
-export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scratch: usize, g0: i32, g1: i32): void {
+export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, scratch: usize, g0: i32, g1: i32): void {
   const rep = H / KVH;
-  const scale: f32 = 1.0 / Mathf.sqrt(<f32>D);
   const P = scratch; // f32 [TQ][KB]: probabilities of the tile × block
   const dS = scratch + (<usize>(TQ * KB) << 2); // f32 [TQ][KB]: dp, then ds
   const Dt = scratch + (<usize>(2 * TQ * KB) << 2); // f32 [TQ]: dout·out of the tile's rows
@@ -208,37 +224,56 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
           store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, out + qh + <usize>(t0 + i) * rowQ, D));
         }
         const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
-        for (let s0: i32 = 0; s0 < nkTile; s0 += KB) {
+        const firstTile = window > 0 ? max(0, pos0 + t0 + 1 - window) : 0; // first key seen by its first query
+        for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
           const ns = min(KB, nkTile - s0);
           const k0 = kb + <usize>s0 * rowKV, v0 = vb + <usize>s0 * rowKV;
           for (let i: i32 = 0; i < tq; i++) {
             const t = t0 + i;
             const pi = P + <usize>i * rowP, di = dS + <usize>i * rowP;
-            const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0)); // keys this query sees
+            // keys [s0 + j0, s0 + nv) of the block are this query's (causal end, window start)
+            const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0));
+            const j0 = window > 0 ? min(nv, max(0, pos0 + t + 1 - window - s0)) : 0;
+            const pj = pi + (<usize>j0 << 2), dj = di + (<usize>j0 << 2), kj = k0 + <usize>j0 * rowKV;
             const qr = q0 + <usize>i * rowQ, dor = do0 + <usize>i * rowQ;
             const L = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
             const Di = load<f32>(Dt + (<usize>i << 2));
-            dotRows(pi, qr, k0, rowKV, nv, D, scale);
-            dotRows(di, dor, v0, rowKV, nv, D, 1);
-            for (let j: i32 = 0; j < nv; j++) {
-              const o = <usize>j << 2;
-              const p = Mathf.exp(load<f32>(pi + o) - L); // probabilities recomputed from the saved lse
-              store<f32>(pi + o, p);
-              store<f32>(di + o, p * (load<f32>(di + o) - Di));
+            dotRows(pj, qr, kj, rowKV, nv - j0, D, scale);
+            dotRows(dj, dor, v0 + <usize>j0 * rowKV, rowKV, nv - j0, D, 1);
+            if (softcap > 0) {
+              for (let j = j0; j < nv; j++) {
+                const o = <usize>j << 2;
+                const th = Mathf.tanh(load<f32>(pi + o) / softcap);
+                const p = Mathf.exp(softcap * th - L);
+                store<f32>(pi + o, p);
+                store<f32>(di + o, p * (load<f32>(di + o) - Di) * (1 - th * th)); // d softcap = 1 − tanh²
+              }
+            } else {
+              for (let j = j0; j < nv; j++) {
+                const o = <usize>j << 2;
+                const p = Mathf.exp(load<f32>(pi + o) - L); // probabilities recomputed from the saved lse
+                store<f32>(pi + o, p);
+                store<f32>(di + o, p * (load<f32>(di + o) - Di));
+              }
+            }
+            for (let j: i32 = 0; j < j0; j++) {
+              store<f32>(pi + (<usize>j << 2), 0);
+              store<f32>(di + (<usize>j << 2), 0);
             }
             for (let j = nv; j < ns; j++) {
               store<f32>(pi + (<usize>j << 2), 0);
               store<f32>(di + (<usize>j << 2), 0);
             }
-            accumRows(dq0 + <usize>i * rowQ, di, 4, k0, rowKV, nv, D, 1);
+            accumRows(dq0 + <usize>i * rowQ, dj, 4, kj, rowKV, nv - j0, D, 1);
           }
-          // first tile row that sees key s0 + j: the rows before it hold zeros for that key
+          // tile rows [i0, i1) see key s0 + j (causal start, window end); the others hold zeros for it
           for (let j: i32 = 0; j < ns; j++) {
             const i0 = max(0, s0 + j - pos0 - t0);
-            if (i0 >= tq) continue;
+            const i1 = window > 0 ? min(tq, s0 + j - pos0 + window - t0) : tq;
+            if (i0 >= i1) continue;
             const o = <usize>j << 2;
-            accumRows(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, tq - i0, D, scale); // dK = scale·dSᵀ·Q
-            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, tq - i0, D, 1);
+            accumRows(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, scale); // dK = scale·dSᵀ·Q
+            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, 1);
           }
         }
         for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);

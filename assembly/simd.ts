@@ -66,3 +66,33 @@ const EXP_LO: f32 = -87.33654;
 @inline export function exp1(x: f32): f32 {
   return f32x4.extract_lane(expf4(f32x4.splat(x)), 0);
 }
+
+// tanh(x) four lanes at a time (cephes tanhf): |x| < 0.625: x + x³·P(x²); otherwise
+// sign(x)·(1 − 2/(e^{2|x|} + 1)) with expf4, |x| clamped to 10 first (tanh(10) is 1 in f32) so the
+// exp never overflows and large arguments give ±1, never NaN. Within 2 ulp of the correctly
+// rounded tanh (expf4's error is damped by 2/(E + 1) ≤ 0.45); NaN stays NaN (f32x4.min keeps
+// it). Used by softcap, geglu and the soft-capped cross-entropy; wgsl/tanh.wgsl is the same
+// arithmetic. Scalar callers use tanh1 (lane 0 of the same arithmetic).
+const TANH_SMALL: f32 = 0.625;
+const TANH_CLAMP: f32 = 10;
+
+@inline export function tanhf4(x: v128): v128 {
+  const one = f32x4.splat(1);
+  const a = f32x4.min(f32x4.abs(x), f32x4.splat(TANH_CLAMP));
+  const z = f32x4.mul(x, x);
+  let p = f32x4.splat(-5.70498872745e-3);
+  p = f32x4.add(f32x4.mul(p, z), f32x4.splat(2.06390887954e-2));
+  p = f32x4.add(f32x4.mul(p, z), f32x4.splat(-5.37397155531e-2));
+  p = f32x4.add(f32x4.mul(p, z), f32x4.splat(1.33314422036e-1));
+  p = f32x4.add(f32x4.mul(p, z), f32x4.splat(-3.33332819422e-1));
+  const small = f32x4.add(f32x4.mul(f32x4.mul(p, z), x), x);
+  const big = f32x4.sub(one, f32x4.div(f32x4.splat(2), f32x4.add(expf4(f32x4.add(a, a)), one)));
+  // the sign of x on the |x| branch
+  const signed = v128.or(big, v128.and(x, i32x4.splat(0x80000000)));
+  return v128.bitselect(small, signed, f32x4.lt(a, f32x4.splat(TANH_SMALL)));
+}
+
+/** tanh of one value with tanhf4's arithmetic. */
+@inline export function tanh1(x: f32): f32 {
+  return f32x4.extract_lane(tanhf4(f32x4.splat(x)), 0);
+}

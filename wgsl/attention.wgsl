@@ -2,7 +2,11 @@
 // Backend.attentionBackward ↔ attention_backward (dq and Di) then attention_backward_kv (dk, dv).
 //
 // Shapes (legend of backend.ts): q, out, dq, dout [B·T, H, D]; k, v, dk, dv [B, kvStride, KVH, D];
-// lse, Di [B, H, T]. Query head h reads kv head h / (H / KVH); query t attends keys 0 .. pos0 + t.
+// lse, Di [B, H, T]. Query head h reads kv head h / (H / KVH); query t (at p = pos0 + t) attends
+// keys p − window < j ≤ p (window 0: 0 ≤ j ≤ p). score = f32(q·k)·scale, then with softcap > 0
+// score ← softcap·tanh(score / softcap) (Gemma 2); the backward multiplies dS by 1 − tanh².
+// Key (query) tiles outside every row's window are not staged at all; within a tile the rows
+// outside a row's window are skipped.
 //
 // One invocation per query row (forward, dq) or per key row (dk, dv), WG rows per workgroup;
 // the other side's rows are staged KT at a time in workgroup memory. Rows are D ≤ 4·MAX_D4
@@ -15,6 +19,11 @@
 //             dS_tj = P_tj·(dout_t·v_j − Di_t); dq_t = scale·Σ_j dS_tj·k_j,
 //             dk_j = Σ_t (dS_tj·scale)·q_t, dv_j = Σ_t P_tj·dout_t (sums over the heads of a group).
 //             dq needs no atomics because dk/dv are gathered per key by a second kernel.
+//
+// tanh is tanh_f32 (tanh.wgsl), not the builtin: WGSL promises only the accuracy of
+// sinh(x)/cosh(x) (absolute, not relative, near 0), and a soft-cap of 50 multiplies that by 50.
+
+// #include "tanh.wgsl"
 
 struct Params {
   B: u32,
@@ -25,6 +34,10 @@ struct Params {
   pos0: u32,
   kv_stride: u32,
   scale: f32,
+  /** 0: no soft-cap */
+  softcap: f32,
+  /** 0: unlimited (the host also passes 0 for a window no query exceeds) */
+  window: u32,
   // where this dispatch's first sequence starts in the bindings (the host splits the batch when
   // a tensor is larger than one binding): vec4s of q/out/dout/dq, of k/v/dk/dv; floats of lse/Di
   q_off: u32,
@@ -102,6 +115,14 @@ fn hsum(v: vec4<f32>) -> f32 {
   return (v.x + v.y) + (v.z + v.w);
 }
 
+/** The first key that absolute position p attends (the window start; 0 without a window). */
+fn first_key(p: u32) -> u32 {
+  if (P.window == 0u || p < P.window) {
+    return 0u;
+  }
+  return p + 1u - P.window;
+}
+
 /** Stages kv rows j0 .. j0+KT−1 (those ≤ last; zeros after) of k into t0 and of v into t1. */
 fn stage_kv(lid: u32, bi: u32, kh: u32, j0: u32, last: u32) {
   for (var e = lid; e < KT * D4; e += WG) {
@@ -133,23 +154,29 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
   var mx = NEG;
   var l = 0.0;
   let jmax = P.pos0 + t; // this row's last key
-  // the last key any row of this workgroup needs (pos0 + T ≤ S)
+  let jmin = first_key(jmax); // and its first
+  // the keys any row of this workgroup needs (pos0 + T ≤ S)
   let last = P.pos0 + min(wid.x * WG + WG, P.T) - 1u;
-  for (var j0 = 0u; j0 <= last; j0 += KT) {
+  let first = first_key(P.pos0 + wid.x * WG);
+  for (var j0 = first; j0 <= last; j0 += KT) {
     workgroupBarrier();
     stage_kv(lid, r.bi, r.kh, j0, last);
     workgroupBarrier();
-    if (live && j0 <= jmax) {
+    if (live && j0 <= jmax && j0 + KT > jmin) {
       var sc: array<f32, MAX_KT>;
       var tmax = mx;
       for (var jj = 0u; jj < KT; jj++) {
-        if (j0 + jj <= jmax) {
+        if (j0 + jj <= jmax && j0 + jj >= jmin) {
           var dot = vec4<f32>();
           for (var d = 0u; d < D4; d++) {
             dot += qr[d] * t0[jj * D4 + d];
           }
-          sc[jj] = hsum(dot) * P.scale;
-          tmax = max(tmax, sc[jj]);
+          var s = hsum(dot) * P.scale;
+          if (P.softcap > 0.0) {
+            s = P.softcap * tanh_f32(s / P.softcap);
+          }
+          sc[jj] = s;
+          tmax = max(tmax, s);
         }
       }
       // rescale what was accumulated under the old maximum once per tile
@@ -159,7 +186,7 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
         acc[d] = acc[d] * corr;
       }
       for (var jj = 0u; jj < KT; jj++) {
-        if (j0 + jj <= jmax) {
+        if (j0 + jj <= jmax && j0 + jj >= jmin) {
           let p = exp(sc[jj] - tmax);
           l = l + p;
           for (var d = 0u; d < D4; d++) {
@@ -198,22 +225,30 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
   let dsum = hsum(dsum4);
   let li = l_row(r.bi, r.h, min(t, P.T - 1u));
   let l = lse[li];
+  let jmin = first_key(t);
   let last = min(wid.x * WG + WG, P.T) - 1u;
-  for (var j0 = 0u; j0 <= last; j0 += KT) {
+  for (var j0 = first_key(wid.x * WG); j0 <= last; j0 += KT) {
     workgroupBarrier();
     stage_kv(lid, r.bi, r.kh, j0, last);
     workgroupBarrier();
     if (live) {
       for (var jj = 0u; jj < KT; jj++) {
-        if (j0 + jj <= t) {
+        if (j0 + jj <= t && j0 + jj >= jmin) {
           var dot = vec4<f32>();
           var dp = vec4<f32>();
           for (var d = 0u; d < D4; d++) {
             dot += qr[d] * t0[jj * D4 + d];
             dp += gr[d] * t1[jj * D4 + d];
           }
-          let p = exp(hsum(dot) * P.scale - l);
-          let ds = p * (hsum(dp) - dsum);
+          var s = hsum(dot) * P.scale;
+          var dcap = 1.0;
+          if (P.softcap > 0.0) {
+            let th = tanh_f32(s / P.softcap);
+            s = P.softcap * th;
+            dcap = 1.0 - th * th;
+          }
+          let p = exp(s - l);
+          let ds = p * (hsum(dp) - dsum) * dcap;
           for (var d = 0u; d < D4; d++) {
             acc[d] += ds * t0[jj * D4 + d];
           }
@@ -232,7 +267,8 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
 @compute @workgroup_size(WG)
 fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   // dk, dv of one key row per invocation: wid.x tile of WG key rows of [0, kvStride), wid.y b·KVH + kh.
-  // Queries see keys ≤ t only, so keys ≥ T (and the padding rows ≥ S) get zeros.
+  // Queries see keys ≤ t only, so keys ≥ T (and the padding rows ≥ S) get zeros; with a window
+  // key j is seen by queries j ≤ t < j + window only.
   let bi = wid.y / P.KVH;
   let kh = wid.y % P.KVH;
   let group = P.H / P.KVH;
@@ -250,9 +286,14 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
     gv[d] = vec4<f32>();
   }
   let first = wid.x * WG; // the first query that can see a key of this tile
+  // one past the last query that can (the tile's last key + window − 1)
+  var tend = P.T;
+  if (P.window != 0u) {
+    tend = min(P.T, first + WG - 1u + P.window);
+  }
   for (var hh = 0u; hh < group; hh++) {
     let h = kh * group + hh;
-    for (var tq = first; tq < P.T; tq += KT) {
+    for (var tq = first; tq < tend; tq += KT) {
       workgroupBarrier();
       // stage q rows into t0, dout rows into t1, lse and Di into s0, s1
       for (var e = lid; e < KT * D4; e += WG) {
@@ -282,15 +323,22 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
       if (live) {
         for (var tt = 0u; tt < KT; tt++) {
           let t = tq + tt;
-          if (t < P.T && t >= j) {
+          if (t < P.T && t >= j && (P.window == 0u || t - j < P.window)) {
             var dot = vec4<f32>();
             var dp = vec4<f32>();
             for (var d = 0u; d < D4; d++) {
               dot += t0[tt * D4 + d] * kr[d];
               dp += t1[tt * D4 + d] * vr[d];
             }
-            let p = exp(hsum(dot) * P.scale - s0[tt]);
-            let ds = p * (hsum(dp) - s1[tt]) * P.scale;
+            var s = hsum(dot) * P.scale;
+            var dcap = 1.0;
+            if (P.softcap > 0.0) {
+              let th = tanh_f32(s / P.softcap);
+              s = P.softcap * th;
+              dcap = 1.0 - th * th;
+            }
+            let p = exp(s - s0[tt]);
+            let ds = p * (hsum(dp) - s1[tt]) * dcap * P.scale;
             for (var d = 0u; d < D4; d++) {
               gk[d] += ds * t0[tt * D4 + d];
               gv[d] += p * t1[tt * D4 + d];

@@ -1,6 +1,7 @@
 // Elementwise kernels (backend.ts): Backend.add ↔ add, Backend.dropout ↔ dropout,
-// Backend.copy ↔ copy, Backend.fill ↔ fill.
+// Backend.copy ↔ copy, Backend.fill ↔ fill, Backend.softcap ↔ softcap.
 //   add      o[i] += alpha·x[i]
+//   softcap  o[i] = cap·tanh(o[i] / cap)   (in place; tanh_f32 of tanh.wgsl)
 //   dropout  o[i] = hash32(seed, i0 + i) ≥ threshold ? x[i]·scale : 0 (scale = f32(1/(1−p)),
 //            a product, so every backend is bit-identical; rng.wgsl)
 //   copy     bytes dst[dst_byte ..+nbytes] = src[src_byte ..]    (any alignment; one word each)
@@ -9,6 +10,7 @@
 // non-zero value); each invocation owns one destination word and keeps the bytes outside the range.
 // #include "grid.wgsl"
 // #include "rng.wgsl"
+// #include "tanh.wgsl"
 
 struct Params {
   n: u32,
@@ -23,6 +25,7 @@ struct Params {
   src_byte: u32,
   nbytes: u32,
   pattern: u32,
+  cap: f32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -61,6 +64,15 @@ fn dropout(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
     r = x_at(i) * P.scale;
   }
   o[P.o_off + i] = r;
+}
+
+@compute @workgroup_size(256)
+fn softcap(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = grid_index(wid, nwg, lid);
+  if (i >= P.n) {
+    return;
+  }
+  o[P.o_off + i] = P.cap * tanh_f32(o[P.o_off + i] / P.cap);
 }
 
 /** Mask of the bytes of destination word w that lie in [dst_byte, dst_byte + nbytes). */

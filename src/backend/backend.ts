@@ -81,6 +81,19 @@ export interface AttentionShape {
   pos0: number;
   /** key/value rows allocated per sequence in k and v (>= S; the cache capacity) */
   kvStride: number;
+  /** Score scale. Default 1/√D; Gemma uses query_pre_attn_scalar^(−1/2). */
+  scale?: number;
+  /**
+   * Attention logit soft-cap (Gemma 2): after scaling, score ← cap·tanh(score / cap), before the
+   * mask and the softmax; lse is then the log-sum-exp of the capped scores. 0 or absent: none.
+   */
+  softcap?: number;
+  /**
+   * Sliding window (Mistral, Gemma, Qwen2 sliding layers; transformers' sliding_window_causal
+   * mask): the query at absolute position p attends to keys j with p − window < j ≤ p, i.e. at
+   * most `window` keys including itself. 0 or absent: unlimited (plain causal).
+   */
+  window?: number;
 }
 
 export interface AdamWParams {
@@ -172,14 +185,26 @@ export interface Backend {
   /**
    * Causal grouped-query attention. q [B·T, H, D]; k, v [B, kvStride, KVH, D] (rows 0..S-1 of
    * each sequence are valid); out [B·T, H, D]; lse f32 [B, H, T] (log-sum-exp of the scaled
-   * scores, kept for the backward). Query head h reads kv head floor(h / (H / KVH)). Scale 1/√D.
-   * Requires H mod KVH = 0 and pos0 + T ≤ S ≤ kvStride; query t attends to keys 0 .. pos0 + t.
+   * scores, kept for the backward). Query head h reads kv head floor(h / (H / KVH)).
+   * score = f32(f32(q·k) · scale) (scale default 1/√D), then the optional soft-cap, then the mask.
+   * Requires H mod KVH = 0 and pos0 + T ≤ S ≤ kvStride; query t attends to keys 0 .. pos0 + t,
+   * and only the last `window` of those when s.window is set.
    * Cache rows S..kvStride−1 may hold anything (even NaN) and must not affect any output.
    */
   attention(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): void;
 
   /** out[n] = silu(gate[n]) · up[n], silu(g) = g / (1 + e^−g). out may alias gate or up. */
   swiglu(out: Tensor, gate: Tensor, up: Tensor, n: number): void;
+
+  /**
+   * GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh):
+   * out[n] = gelu(gate[n]) · up[n], gelu(g) = 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))).
+   * out may alias gate or up.
+   */
+  geglu(out: Tensor, gate: Tensor, up: Tensor, n: number): void;
+
+  /** In place x[i] ← cap · tanh(x[i] / cap) for i < n (Gemma 2's final logit soft-cap), cap > 0. */
+  softcap(x: Tensor, n: number, cap: number): void;
 
   /** out[i] += alpha · x[i] for i < n. */
   add(out: Tensor, x: Tensor, n: number, alpha?: number): void;
@@ -200,8 +225,11 @@ export interface Backend {
    * given, logits is overwritten with its gradient: (softmax − onehot) · gradScale (0 rows for
    * ignored targets) — the caller passes 1 / (scored tokens in the batch). Targets other than
    * −100 must lie in [0, V). Without gradScale, logits is left unchanged.
+   * With `softcap` > 0 (Gemma 2's final logit soft-cap, fused here so the backward needs no saved
+   * copy), logits holds the raw z and every formula above uses y = cap·tanh(z / cap) in place of
+   * the logits; the gradient written is then d/dz = (softmax(y) − onehot) · gradScale · (1 − (y/cap)²).
    */
-  crossEntropy(losses: Tensor, logits: Tensor, targets: Tensor, R: number, V: number, gradScale?: number): void;
+  crossEntropy(losses: Tensor, logits: Tensor, targets: Tensor, R: number, V: number, gradScale?: number, softcap?: number): void;
 
   // ---- backward kernels ---------------------------------------------------------------
 
@@ -225,12 +253,17 @@ export interface Backend {
    * dq [B·T, H, D] overwritten; dk, dv [B, kvStride, KVH, D] overwritten (sums over the query
    * heads of each group). pos0 must be 0 (training has no cache). Every element of dk and dv is
    * written: rows no query attends to, including the padding rows S..kvStride−1, become 0.
-   * Probabilities are recomputed as exp(score − lse); D_i = Σ_d dout·out.
+   * Probabilities are recomputed as exp(score − lse); D_i = Σ_d dout·out. scale, softcap and
+   * window as in attention (with a soft-cap the score gradient is multiplied by 1 − tanh²(z/cap),
+   * z the uncapped scaled score).
    */
   attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, s: AttentionShape): void;
 
   /** dgate, dup (overwritten) from dout and the forward inputs gate, up. */
   swigluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, n: number): void;
+
+  /** dgate, dup (overwritten) from dout and the forward inputs gate, up (backward of geglu). */
+  gegluBackward(dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, n: number): void;
 
   // ---- optimizer ----------------------------------------------------------------------
 

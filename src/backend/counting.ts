@@ -55,6 +55,8 @@ export class CountingBackend implements Backend {
   rope(): void {}
   attention(): void {}
   swiglu(): void {}
+  geglu(): void {}
+  softcap(): void {}
   add(): void {}
   dropout(): void {}
   crossEntropy(): void {}
@@ -63,6 +65,7 @@ export class CountingBackend implements Backend {
   ropeBackward(): void {}
   attentionBackward(): void {}
   swigluBackward(): void {}
+  gegluBackward(): void {}
   sumSquares(): void {}
   adamwStep(): void {}
   sgdStep(): void {}

@@ -1,5 +1,5 @@
 // Checks every backend shares at its boundary (STYLE.md §6: validate once, trust inside).
-import type { BufferType, QuantUpload, QuantWeight } from './backend.ts';
+import type { AttentionShape, BufferType, QuantUpload, QuantWeight } from './backend.ts';
 
 /** Bytes per element of each buffer type. */
 export const BUFFER_BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
@@ -38,4 +38,14 @@ export function checkSameQuant(slot: QuantSlotShape, u: QuantUpload): void {
   if (!same) {
     throw new Error(`writeQuant ${slot.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot [${slot.N}, ${slot.K}] ${slot.quantType} bs${slot.blocksize}${slot.doubleQuant ? ' dq' : ''}`);
   }
+}
+
+/**
+ * The optional fields of an AttentionShape (attention, attentionBackward): scale > 0 finite,
+ * softcap ≥ 0 finite (0: none), window ≥ 0 integer (0: unlimited). Absent fields are fine.
+ */
+export function checkAttentionOptions(s: AttentionShape, what: string): void {
+  if (s.scale !== undefined && !(Number.isFinite(s.scale) && s.scale > 0)) throw new Error(`${what}: scale ${s.scale} must be a finite number > 0 (leave it out for 1/√D)`);
+  if (s.softcap !== undefined && !(Number.isFinite(s.softcap) && s.softcap >= 0)) throw new Error(`${what}: softcap ${s.softcap} must be a finite number ≥ 0 (0 or absent: no soft-cap)`);
+  if (s.window !== undefined && !(Number.isSafeInteger(s.window) && s.window >= 0)) throw new Error(`${what}: window ${s.window} must be an integer ≥ 0 (0 or absent: unlimited)`);
 }

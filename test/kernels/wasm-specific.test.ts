@@ -162,6 +162,9 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
   await splitEqual('add', [o], n, [5, 50], (lo, hi) => K_.add(P(o), P(a), -0.5, lo, hi));
   await splitEqual('swiglu', [o], n, [3, 98], (lo, hi) => K_.swiglu(P(o), P(g), P(u), lo, hi));
   await splitEqual('swiglu_backward', [o, o2], n, [1, 64], (lo, hi) => K_.swiglu_backward(P(o), P(o2), P(a), P(g), P(u), lo, hi));
+  await splitEqual('geglu', [o], n, [3, 98], (lo, hi) => K_.geglu(P(o), P(g), P(u), lo, hi));
+  await splitEqual('geglu_backward', [o, o2], n, [1, 64], (lo, hi) => K_.geglu_backward(P(o), P(o2), P(a), P(g), P(u), lo, hi));
+  await splitEqual('softcap', [o], n, [5, 50], (lo, hi) => K_.softcap(P(o), 0.75, lo, hi));
   await splitEqual('dropout', [o], n, [1, 2, 3, 41], (lo, hi) => K_.dropout(P(o), P(a), dropThreshold(0.3), dropScale(0.3), 0xdeadbeef, lo, hi));
 
   const V = 50;
@@ -170,6 +173,9 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
   const logits = put(rng.f32(R * V, 3), 'logits'), losses = out(R, 'losses');
   const targets = put(Int32Array.from({ length: R }, (_, i) => (i === 4 ? -100 : rng.int(V))), 'targets');
   await splitEqual('cross_entropy', [losses, logits], R, [4, 5], (lo, hi) => K_.cross_entropy(P(losses), P(logits), P(targets), V, 1, 1 / 10, lo, hi));
+  for (const grad of [0, 1]) {
+    await splitEqual(`cross_entropy_softcap grad ${grad}`, [losses, logits], R, [4, 5], (lo, hi) => K_.cross_entropy_softcap(P(losses), P(logits), P(targets), V, grad, 1 / 10, 2.5, lo, hi));
+  }
 
   const pm = put(rng.f32(n), 'p'), m = put(rng.f32(n, 0.1), 'm'), vv = put(rng.uniform(n, 0, 0.01), 'v');
   await splitEqual('adamw_step', [pm, m, vv], n, [7, 66], (lo, hi) => K_.adamw_step(P(pm), P(a), P(m), P(vv), 1e-3, 0.9, 0.999, 0.1, 0.001, 1e-8, 1 - 1e-5, 0.19, 0.002, 0.5, lo, hi));

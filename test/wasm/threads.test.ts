@@ -150,6 +150,39 @@ cases.push({
   },
 });
 cases.push({
+  name: 'geglu, gegluBackward, softcap',
+  async setup(be) {
+    const rng = new Rng(25);
+    const n = 150001;
+    const a = put(be, rng.f32(n), 'a'), g = put(be, rng.f32(n, 3), 'g'), u = put(be, rng.f32(n), 'u');
+    const o1 = put(be, rng.f32(n), 'o1'), o2 = put(be, rng.f32(n), 'o2'), o3 = put(be, rng.f32(n), 'o3'), x = put(be, rng.f32(n, 40), 'x');
+    return {
+      outputs: [o1, o2, o3, x],
+      run: () => {
+        be.geglu(o1, g, u, n);
+        be.gegluBackward(o2, o3, a, g, u, n);
+        be.softcap(x, n, 30);
+      },
+    };
+  },
+});
+cases.push({
+  name: 'crossEntropy with soft-cap, with and without gradient (an ignored row)',
+  async setup(be) {
+    const rng = new Rng(26);
+    const R = 64, V = 5000;
+    const logits = put(be, rng.f32(R * V, 40), 'logits'), losses = put(be, rng.f32(R), 'losses'), losses2 = put(be, rng.f32(R), 'losses2');
+    const targets = put(be, Int32Array.from({ length: R }, (_, i) => (i === 5 ? -100 : rng.int(V))), 'targets');
+    return {
+      outputs: [losses2, losses, logits],
+      run: () => {
+        be.crossEntropy(losses2, logits, targets, R, V, undefined, 30);
+        be.crossEntropy(losses, logits, targets, R, V, 1 / 63, 30);
+      },
+    };
+  },
+});
+cases.push({
   name: 'crossEntropy with gradient (an ignored row)',
   async setup(be) {
     const rng = new Rng(19);

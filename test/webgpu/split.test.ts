@@ -83,6 +83,9 @@ test('crossEntropy: logits larger than a binding, loss and in-place gradient, ig
   const tg = Int32Array.from({ length: R }, (_, r) => (r % 4 === 3 ? -100 : rng.int(V)));
   await check({ what: 'crossEntropy', inputs: { tg }, outputs: { losses: R, logits }, run: (x, t) => x.crossEntropy(t.losses!, t.logits!, t.tg!, R, V, 0.125) },
     { atol: 1.5e-5, rtol: 2e-5, why: 'as test/kernels/crossentropy.test.ts' }, 3);
+  const raw = randn(rng, R * V, 40);
+  await check({ what: 'crossEntropy softcap', inputs: { tg }, outputs: { losses: R, logits: raw }, run: (x, t) => x.crossEntropy(t.losses!, t.logits!, t.tg!, R, V, 0.125, 30) },
+    { atol: 6e-6, rtol: 2e-5, why: 'as test/kernels/crossentropy.test.ts (softcap parity)' }, 3);
 });
 
 test('elementwise kernels over vectors larger than a binding (the dropout mask keeps its global index)', async () => {
@@ -95,6 +98,9 @@ test('elementwise kernels over vectors larger than a binding (the dropout mask k
   await check({ what: 'dropout in place', outputs: { x: prior }, run: (b, t) => b.dropout(t.x!, t.x!, n, 0.3, 78) }, 'exact', 3);
   await check({ what: 'swiglu', inputs: { x, y }, outputs: { out: n }, run: (b, t) => b.swiglu(t.out!, t.x!, t.y!, n) }, { atol: 1e-7, rtol: 1e-6, why: 'as swiglu.test.ts' }, 3);
   await check({ what: 'swigluBackward', inputs: { x, y, z }, outputs: { dg: n, du: n }, run: (b, t) => b.swigluBackward(t.dg!, t.du!, t.z!, t.x!, t.y!, n) }, { atol: 1e-6, rtol: 2e-6, why: 'as swiglu.test.ts' }, 3);
+  await check({ what: 'geglu', inputs: { x, y }, outputs: { out: n }, run: (b, t) => b.geglu(t.out!, t.x!, t.y!, n) }, { atol: 1e-6, rtol: 1e-6, why: 'as geglu.test.ts' }, 3);
+  await check({ what: 'gegluBackward', inputs: { x, y, z }, outputs: { dg: n, du: n }, run: (b, t) => b.gegluBackward(t.dg!, t.du!, t.z!, t.x!, t.y!, n) }, { atol: 4e-6, rtol: 4e-6, why: 'as geglu.test.ts' }, 3);
+  await check({ what: 'softcap', outputs: { x: Float32Array.from(prior, (v) => 3 * v) }, run: (b, t) => b.softcap(t.x!, n, 2.5) }, { atol: 1e-30, rtol: 8 * U32, why: 'as softcap.test.ts' }, 3);
   const params = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3, gradScale: 0.5 };
   await check({ what: 'adamwStep', inputs: { g: x }, outputs: { p: y, m: Float32Array.from(z, (v) => v * 0.1), v: Float32Array.from(z, (v) => v * v * 0.01) }, run: (b, t) => b.adamwStep(t.p!, t.g!, t.m!, t.v!, n, params) },
     { atol: 1e-7, rtol: 1e-6, why: 'as optim.test.ts' }, 3);

@@ -23,9 +23,14 @@ import type {
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold, hash32 } from '../rng.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
+import { BUFFER_BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
 
 export type ReferencePrecision = 'f32' | 'f64';
+
+// GELU, tanh approximation (PyTorch gelu(approximate='tanh'), Gemma's gelu_pytorch_tanh):
+// gelu(g) = 0.5·g·(1 + tanh(β·(g + κ·g³))), β = √(2/π), κ = 0.044715.
+const GELU_BETA = Math.sqrt(2 / Math.PI);
+const GELU_KAPPA = 0.044715;
 /** Storage per BufferType: f32 → Float32Array ('f32') or Float64Array ('f64'); i32 → Int32Array;
  * u8 → Uint8Array; f16/bf16 → Uint16Array of raw half bits. */
 export type RefArray = Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
@@ -320,7 +325,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const qs = F(q, B * T * H * D, 'attention q');
       const ks = F(k, B * kvStride * KVH * D, 'attention k'), vs = F(v, B * kvStride * KVH * D, 'attention v');
       checkAttention(s);
-      const scale = r(1 / Math.sqrt(D));
+      const { scale, cap, window } = attnOptions(s);
       const group = H / KVH;
       const sc = new Float64Array(S); // scratch: this is the reference, it may allocate
       for (let b = 0; b < B; b++) {
@@ -328,21 +333,23 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           const kh = Math.floor(h / group);
           for (let t = 0; t < T; t++) {
             const qo = ((b * T + t) * H + h) * D;
-            const last = pos0 + t; // keys 0..last inclusive
+            const last = pos0 + t; // keys first..last inclusive; the others are masked (never scored)
+            const first = window > 0 ? Math.max(0, last - window + 1) : 0;
             let mx = -Infinity;
-            for (let j = 0; j <= last; j++) {
+            for (let j = first; j <= last; j++) {
               const ko = ((b * kvStride + j) * KVH + kh) * D;
               let dot = 0;
               for (let d = 0; d < D; d++) dot = r(dot + r(qs[qo + d]! * ks[ko + d]!));
               sc[j] = r(dot * scale);
+              if (cap > 0) sc[j] = r(cap * r(Math.tanh(r(sc[j]! / cap)))); // Gemma 2 soft-cap, before the mask
               if (sc[j]! > mx) mx = sc[j]!;
             }
             let sum = 0;
-            for (let j = 0; j <= last; j++) { sc[j] = r(Math.exp(r(sc[j]! - mx))); sum = r(sum + sc[j]!); }
+            for (let j = first; j <= last; j++) { sc[j] = r(Math.exp(r(sc[j]! - mx))); sum = r(sum + sc[j]!); }
             ls[(b * H + h) * T + t] = r(mx + r(Math.log(sum)));
             for (let d = 0; d < D; d++) {
               let acc = 0;
-              for (let j = 0; j <= last; j++) acc = r(acc + r(r(sc[j]! / sum) * vs[((b * kvStride + j) * KVH + kh) * D + d]!));
+              for (let j = first; j <= last; j++) acc = r(acc + r(r(sc[j]! / sum) * vs[((b * kvStride + j) * KVH + kh) * D + d]!));
               os[qo + d] = acc;
             }
           }
@@ -358,6 +365,22 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       }
     },
 
+    geglu(out, gate, up, n) {
+      const o = F(out, n, 'geglu out'), g = F(gate, n, 'geglu gate'), u = F(up, n, 'geglu up');
+      for (let i = 0; i < n; i++) {
+        const gv = g[i]!;
+        const t = geluTanh(gv, r(r(gv * gv) * gv));
+        o[i] = r(r(r(0.5 * gv) * r(1 + t)) * u[i]!);
+      }
+    },
+
+    softcap(x, n, cap) {
+      if (!(cap > 0 && cap < Infinity)) throw new Error(`reference softcap: cap must be a positive finite number, got ${cap}`);
+      const xs = F(x, n, 'softcap x');
+      const c = r(cap);
+      for (let i = 0; i < n; i++) xs[i] = capped(xs[i]!, c);
+    },
+
     add(out, x, n, alpha = 1) {
       const o = F(out, n, 'add out'), xs = F(x, n, 'add x');
       const al = r(alpha);
@@ -371,17 +394,27 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       for (let i = 0; i < n; i++) o[i] = hash32(seed, i) >= thr ? r(xs[i]! * scale) : 0;
     },
 
-    crossEntropy(losses, logits, targets, R, V, gradScale) {
-      const ls = F(losses, R, 'crossEntropy losses'), lg = F(logits, R * V, 'crossEntropy logits'), tg = I(targets, R, 'crossEntropy targets');
+    crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
+      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`reference crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
+      const ls = F(losses, R, 'crossEntropy losses'), zs = F(logits, R * V, 'crossEntropy logits'), tg = I(targets, R, 'crossEntropy targets');
+      // with a soft-cap the formulas below read y = cap·tanh(z / cap), one row at a time, from a
+      // copy (the logits buffer keeps z until its gradient is written)
+      const cap = r(softcap);
+      const ys = cap > 0 ? new Float64Array(V) : null;
       for (let i = 0; i < R; i++) {
         const t = tg[i]!;
-        const o = i * V;
         if (t === -100) {
           ls[i] = 0;
-          if (gradScale !== undefined) for (let j = 0; j < V; j++) lg[o + j] = 0;
+          if (gradScale !== undefined) for (let j = 0; j < V; j++) zs[i * V + j] = 0;
           continue;
         }
         if (!(t >= 0 && t < V)) throw new Error(`reference crossEntropy: target ${t} at row ${i} is outside [0, ${V})`);
+        let lg = zs, o = i * V;
+        if (ys) {
+          for (let j = 0; j < V; j++) ys[j] = capped(zs[o + j]!, cap);
+          lg = ys;
+          o = 0;
+        }
         let mx = -Infinity;
         for (let j = 0; j < V; j++) if (lg[o + j]! > mx) mx = lg[o + j]!;
         let sum = 0;
@@ -392,7 +425,13 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           const gs = r(gradScale);
           for (let j = 0; j < V; j++) {
             const pj = r(r(Math.exp(r(lg[o + j]! - mx))) / sum);
-            lg[o + j] = r(r(pj - (j === t ? 1 : 0)) * gs);
+            const gj = r(r(pj - (j === t ? 1 : 0)) * gs);
+            if (!ys) lg[o + j] = gj;
+            else {
+              // d/dz through the cap: dy/dz = 1 − tanh² = 1 − (y/cap)²
+              const q = r(ys[j]! / cap);
+              zs[i * V + j] = r(gj * r(1 - r(q * q)));
+            }
           }
         }
       }
@@ -429,7 +468,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const gs = F(dout, nq, 'attentionBackward dout'), qs = F(q, nq, 'attentionBackward q');
       const ks = F(k, nkv, 'attentionBackward k'), vs = F(v, nkv, 'attentionBackward v');
       const os = F(out, nq, 'attentionBackward out'), ls = F(lse, B * H * T, 'attentionBackward lse');
-      const scale = r(1 / Math.sqrt(D));
+      const { scale, cap, window } = attnOptions(s);
       const group = H / KVH;
       // dk, dv are sums over queries and the heads of a group: start from zero (rows nobody
       // attends to, including the padding rows S..kvStride-1, stay zero).
@@ -442,26 +481,34 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           for (let t = 0; t < T; t++) {
             const qo = ((b * T + t) * H + h) * D;
             const last = t; // pos0 = 0
+            const first = window > 0 ? Math.max(0, last - window + 1) : 0;
             const l = ls[(b * H + h) * T + t]!;
             // Di = Σ_d dout·out (= Σ_j P_j·dP_j)
             let Di = 0;
             for (let d = 0; d < D; d++) Di = r(Di + r(gs[qo + d]! * os[qo + d]!));
-            for (let j = 0; j <= last; j++) {
+            for (let j = first; j <= last; j++) {
               const ko = ((b * kvStride + j) * KVH + kh) * D;
               let dot = 0, dp = 0;
               for (let d = 0; d < D; d++) {
                 dot = r(dot + r(qs[qo + d]! * ks[ko + d]!));
                 dp = r(dp + r(gs[qo + d]! * vs[ko + d]!));
               }
-              P[j] = r(Math.exp(r(r(dot * scale) - l))); // probabilities recomputed from the saved lse
+              let score = r(dot * scale), th = 0;
+              if (cap > 0) {
+                th = r(Math.tanh(r(score / cap)));
+                score = r(cap * th);
+              }
+              P[j] = r(Math.exp(r(score - l))); // probabilities recomputed from the saved lse
               dS[j] = r(P[j]! * r(dp - Di));
+              // d(cap·tanh(x/cap))/dx = 1 − tanh² = 1 − (score/cap)²
+              if (cap > 0) dS[j] = r(dS[j]! * r(1 - r(th * th)));
             }
             for (let d = 0; d < D; d++) {
               let acc = 0;
-              for (let j = 0; j <= last; j++) acc = r(acc + r(dS[j]! * ks[((b * kvStride + j) * KVH + kh) * D + d]!));
+              for (let j = first; j <= last; j++) acc = r(acc + r(dS[j]! * ks[((b * kvStride + j) * KVH + kh) * D + d]!));
               dqs[qo + d] = r(acc * scale);
             }
-            for (let j = 0; j <= last; j++) {
+            for (let j = first; j <= last; j++) {
               const ko = ((b * kvStride + j) * KVH + kh) * D;
               const dsj = r(dS[j]! * scale);
               for (let d = 0; d < D; d++) {
@@ -485,6 +532,23 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
         const dsilu = r(sg * r(1 + r(gv * r(1 - sg))));
         dg[i] = r(r(dov * uv) * dsilu);
         du[i] = r(dov * silu);
+      }
+    },
+
+    gegluBackward(dgate, dup, dout, gate, up, n) {
+      const dg = F(dgate, n, 'gegluBackward dgate'), du = F(dup, n, 'gegluBackward dup');
+      const go = F(dout, n, 'gegluBackward dout'), g = F(gate, n, 'gegluBackward gate'), u = F(up, n, 'gegluBackward up');
+      const beta = r(GELU_BETA), kappa3 = r(3 * GELU_KAPPA);
+      for (let i = 0; i < n; i++) {
+        const gv = g[i]!, uv = u[i]!, dov = go[i]!;
+        // PyTorch's GeluBackward (approximate='tanh') order: left = 0.5·g, right = 1 + t,
+        // gelu' = 0.5·right + left·(1 − t²)·β·(1 + 3κ·g²)
+        const sq = r(gv * gv);
+        const t = geluTanh(gv, r(sq * gv));
+        const left = r(0.5 * gv), right = r(1 + t);
+        const dgelu = r(r(0.5 * right) + r(r(left * r(1 - r(t * t))) * r(beta * r(1 + r(kappa3 * sq)))));
+        dg[i] = r(r(dov * uv) * dgelu);
+        du[i] = r(dov * r(left * right));
       }
     },
 
@@ -528,9 +592,25 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     return r(1 / r(1 + r(Math.exp(-g))));
   }
 
+  /** tanh(β·(g + κ·g³)) of the tanh-approximated GELU, given g³ (PyTorch's order of operations). */
+  function geluTanh(g: number, g3: number): number {
+    return r(Math.tanh(r(r(GELU_BETA) * r(g + r(r(GELU_KAPPA) * g3)))));
+  }
+
+  /** cap·tanh(z / cap) (softcap, the soft-capped cross-entropy). */
+  function capped(z: number, cap: number): number {
+    return r(cap * r(Math.tanh(r(z / cap))));
+  }
+
   function checkAttention(s: AttentionShape): void {
     if (!(s.H % s.KVH === 0)) throw new Error(`reference attention: H ${s.H} is not a multiple of KVH ${s.KVH}`);
     if (!(s.pos0 + s.T <= s.S && s.S <= s.kvStride)) throw new Error(`reference attention: need pos0 + T <= S <= kvStride, got pos0 ${s.pos0}, T ${s.T}, S ${s.S}, kvStride ${s.kvStride}`);
+    checkAttentionOptions(s, 'reference attention');
+  }
+
+  /** scale (rounded like every other scalar; default 1/√D), soft-cap (0: none), window (0: unlimited). */
+  function attnOptions(s: AttentionShape): { scale: number; cap: number; window: number } {
+    return { scale: r(s.scale ?? 1 / Math.sqrt(s.D)), cap: r(s.softcap ?? 0), window: s.window ?? 0 };
   }
 
   /** rope (dir 1) and its transpose ropeBackward (dir −1, rotation by −θ) on x [R, nh, D]. */

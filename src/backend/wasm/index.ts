@@ -17,7 +17,7 @@ import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, Mem
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
+import { BUFFER_BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
 import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
 import { CTRL, MAX_THREADS, ThreadPool, threadSupport } from './pool.ts';
 import { DESC_BYTES, QPART, wasmQuantLayout } from './layout.ts';
@@ -61,6 +61,7 @@ class WasmQuant implements QuantWeight, QuantSlotShape {
 /** Kernels the pool may run, by export name; a job names one by its index here. */
 const PAR_KERNELS = ['matmul', 'q_matmul', 'q_matmul_backward_input', 'rms_norm', 'rms_norm_backward', 'rope', 'rope_backward',
   'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'cross_entropy',
+  'geglu', 'geglu_backward', 'softcap', 'cross_entropy_softcap',
   'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par'] as const;
 type ParKernel = (typeof PAR_KERNELS)[number];
 const FN_INDEX = new Map<string, number>(PAR_KERNELS.map((n, i) => [n, i]));
@@ -390,11 +391,21 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       checkAttention(s, maxHeadDim);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
       par('attention', [f32(out, nq, 'attention out'), f32(lse, s.B * s.H * s.T, 'attention lse'), f32(q, nq, 'attention q'),
-        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.H], 14, 13, 1, 4 * s.T * s.S * s.D);
+        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), s0, 0, s.B * s.H],
+      17, 16, 1, 4 * s.T * attnKeys(s) * s.D);
     },
 
     swiglu(out, gate, up, n) {
       par('swiglu', [f32(out, n, 'swiglu out'), f32(gate, n, 'swiglu gate'), f32(up, n, 'swiglu up'), 0, n], 3, -1, 16, 24);
+    },
+
+    geglu(out, gate, up, n) {
+      par('geglu', [f32(out, n, 'geglu out'), f32(gate, n, 'geglu gate'), f32(up, n, 'geglu up'), 0, n], 3, -1, 16, 40);
+    },
+
+    softcap(x, n, cap) {
+      if (!(cap > 0 && cap < Infinity)) throw new Error(`softcap: cap must be a positive finite number, got ${cap}`);
+      par('softcap', [f32(x, n, 'softcap x'), cap, 0, n], 2, -1, 16, 32);
     },
 
     add(out, x, n, alpha = 1) {
@@ -406,15 +417,17 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       par('dropout', [f32(out, n, 'dropout out'), f32(x, n, 'dropout x'), dropThreshold(p), dropScale(p), seed >>> 0, 0, n], 5, -1, 16, 4);
     },
 
-    crossEntropy(losses, logits, targets, R, V, gradScale) {
+    crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
+      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
       const pt = buf(targets, 'i32', R, 'crossEntropy targets');
       const tv = km.i32(pt, R);
       for (let r = 0; r < R; r++) {
         const t = tv[r]!;
         if (t !== -100 && !(t >= 0 && t < V)) throw new Error(`crossEntropy: target ${t} at row ${r} is outside [0, ${V}) and is not the ignore index -100`);
       }
-      par('cross_entropy', [f32(losses, R, 'crossEntropy losses'), f32(logits, R * V, 'crossEntropy logits'), pt,
-        V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 6, -1, 1, 24 * V);
+      const pl = f32(losses, R, 'crossEntropy losses'), pg = f32(logits, R * V, 'crossEntropy logits');
+      if (softcap > 0) par('cross_entropy_softcap', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, softcap, 0, R], 7, -1, 1, 48 * V);
+      else par('cross_entropy', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 6, -1, 1, 24 * V);
     },
 
     // ---- backward ---------------------------------------------------------------------
@@ -444,12 +457,17 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       par('attention_backward', [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
         f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
         f32(out, nq, 'attentionBackward out'), f32(lse, s.B * s.H * s.T, 'attentionBackward lse'),
-        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, s0, 0, s.B * s.KVH], 18, 17, 1, 8 * (s.H / s.KVH) * s.T * s.S * s.D);
+        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), s0, 0, s.B * s.KVH], 21, 20, 1, 8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
     },
 
     swigluBackward(dgate, dup, dout, gate, up, n) {
       par('swiglu_backward', [f32(dgate, n, 'swigluBackward dgate'), f32(dup, n, 'swigluBackward dup'), f32(dout, n, 'swigluBackward dout'),
         f32(gate, n, 'swigluBackward gate'), f32(up, n, 'swigluBackward up'), 0, n], 5, -1, 16, 32);
+    },
+
+    gegluBackward(dgate, dup, dout, gate, up, n) {
+      par('geglu_backward', [f32(dgate, n, 'gegluBackward dgate'), f32(dup, n, 'gegluBackward dup'), f32(dout, n, 'gegluBackward dout'),
+        f32(gate, n, 'gegluBackward gate'), f32(up, n, 'gegluBackward up'), 0, n], 5, -1, 16, 48);
     },
 
     // ---- optimizer --------------------------------------------------------------------
@@ -500,4 +518,20 @@ function checkAttention(s: AttentionShape, maxHeadDim: number): void {
   if (s.pos0 + s.T > s.S) throw bad('pos0 + T exceeds S');
   if (s.D > maxHeadDim) throw bad(`head dim above ${maxHeadDim}`);
   if (s.pos0 < 0) throw bad('pos0 must be ≥ 0');
+  checkAttentionOptions(s, 'attention');
+}
+
+/**
+ * The kernels' scale, softcap, window arguments. Default scale f32(1 / f32(√D)): the bits the
+ * kernel computed itself before scale was an option (f32 √ and ÷ are correctly rounded, and so
+ * is their f64 evaluation rounded once). A window no query can exceed is passed as 0.
+ */
+function attnOptions(s: AttentionShape): [number, number, number] {
+  const w = s.window ?? 0;
+  return [s.scale ?? Math.fround(1 / Math.fround(Math.sqrt(s.D))), s.softcap ?? 0, w < s.pos0 + s.T ? w : 0];
+}
+
+/** Keys a query scores at most (the window or S): sizes a chunk of work. */
+function attnKeys(s: AttentionShape): number {
+  return s.window ? Math.min(s.window, s.S) : s.S;
 }

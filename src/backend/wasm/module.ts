@@ -59,8 +59,12 @@ export interface KernelExports {
   add(out: number, x: number, alpha: number, i0: number, i1: number): void;
   swiglu(out: number, gate: number, up: number, i0: number, i1: number): void;
   swiglu_backward(dgate: number, dup: number, dout: number, gate: number, up: number, i0: number, i1: number): void;
+  geglu(out: number, gate: number, up: number, i0: number, i1: number): void;
+  geglu_backward(dgate: number, dup: number, dout: number, gate: number, up: number, i0: number, i1: number): void;
+  softcap(x: number, cap: number, i0: number, i1: number): void;
   dropout(out: number, x: number, threshold: number, scale: number, seed: number, i0: number, i1: number): void;
   cross_entropy(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, r0: number, r1: number): void;
+  cross_entropy_softcap(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, cap: number, r0: number, r1: number): void;
   sum_squares(out: number, x: number, accumulate: number, i0: number, i1: number): void;
   adamw_step(param: number, grad: number, m: number, v: number, lr: number, beta1: number, beta2: number, omb1: number, omb2: number, eps: number, decay: number, bc1: number, bc2: number, gradScale: number, i0: number, i1: number): void;
   sgd_step(param: number, grad: number, lr: number, gradScale: number, i0: number, i1: number): void;

@@ -20,7 +20,7 @@ import type { QuantType } from '../../quant/types.ts';
 import { WebqloraError } from '../../errors.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES as BYTES, checkQuantUpload, checkSameQuant } from '../validate.ts';
+import { BUFFER_BYTES as BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant } from '../validate.ts';
 import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
 
 const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
@@ -258,6 +258,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     if (s.KVH < 1 || s.H % s.KVH !== 0) throw bad('H must be a multiple of KVH');
     if (!(s.pos0 >= 0 && s.pos0 + s.T <= s.S && s.S <= s.kvStride)) throw bad('need pos0 + T ≤ S ≤ kvStride');
     if (s.D < 4 || s.D > MAX_HEAD_DIM || s.D % 4 !== 0) throw bad(`the webgpu attention kernels take head dims that are multiples of 4 up to ${MAX_HEAD_DIM}`);
+    checkAttentionOptions(s, what);
   };
 
   /** Byte copy dst[db ..+nb] = src[sb ..] through wgsl/elementwise.wgsl copy (any alignment). */
@@ -551,6 +552,28 @@ function makeBackend(rt: GpuRuntime): Backend {
       }
     },
 
+    geglu(out, gate, up, n) {
+      const bo = f32(out, n, 'geglu out'), bg = f32(gate, n, 'geglu gate'), bu = f32(up, n, 'geglu up');
+      const alias = (bg === bo ? 1 : 0) | (bu === bo ? 2 : 0);
+      for (const [i0, i1] of ranges(n, [bo, bg, bu])) {
+        const c = i1 - i0, ov = win(bo, 4, i0, c, 'geglu out');
+        const views: Record<string, View> = { o: ov.v };
+        const params: Record<string, number> = { n: c, o_off: ov.off };
+        if (!(alias & 1)) { const g = win(bg, 4, i0, c, 'geglu gate'); views.gate = g.v; params.g_off = g.off; }
+        if (!(alias & 2)) { const u = win(bu, 4, i0, c, 'geglu up'); views.up = u.v; params.u_off = u.off; }
+        rt.dispatch('swiglu', 'geglu', { ALIAS: alias }, views, params, rt.grid1d(c));
+      }
+    },
+
+    softcap(x, n, cap) {
+      if (!(cap > 0 && cap < Infinity)) throw new Error(`softcap: cap must be a positive finite number, got ${cap}`);
+      const bx = f32(x, n, 'softcap x');
+      for (const [i0, i1] of ranges(n, [bx])) {
+        const c = i1 - i0, xv = win(bx, 4, i0, c, 'softcap x');
+        rt.dispatch('elementwise', 'softcap', {}, { o: xv.v }, { n: c, o_off: xv.off, cap }, rt.grid1d(c));
+      }
+    },
+
     add(out, x, n, alpha = 1) {
       elementwise('add', out, x, n, { alpha });
     },
@@ -560,7 +583,8 @@ function makeBackend(rt: GpuRuntime): Backend {
       elementwise('dropout', out, x, n, { threshold: dropThreshold(p), scale: dropScale(p), seed: seed >>> 0 });
     },
 
-    crossEntropy(losses, logits, targets, R, V, gradScale) {
+    crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
+      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
       const bl = f32(losses, R, 'crossEntropy losses'), bg = f32(logits, R * V, 'crossEntropy logits'), bt = buf(targets, 'i32', R, 'crossEntropy targets');
       // whole rows of logits per dispatch (all of them when the logits fit one binding)
       const per = bg.size <= rt.maxBinding ? R : Math.floor(rt.windowBytes / (V * 4));
@@ -570,7 +594,7 @@ function makeBackend(rt: GpuRuntime): Backend {
         const rows = Math.min(per, R - r0);
         const gv = win(bg, 4, r0 * V, rows * V, 'crossEntropy logits');
         rt.dispatch('loss', 'cross_entropy', { RED_WG: redWg(V) }, { losses: lv, logits: gv.v, targets: tv }, {
-          V, rows, row0: r0, l_off: gv.off, grad: gradScale === undefined ? 0 : 1, grad_scale: gradScale ?? 0, nan: NaN,
+          V, rows, row0: r0, l_off: gv.off, grad: gradScale === undefined ? 0 : 1, grad_scale: gradScale ?? 0, nan: NaN, cap: softcap,
         }, rt.fold(rows));
       }
     },
@@ -639,6 +663,18 @@ function makeBackend(rt: GpuRuntime): Backend {
       }
     },
 
+    gegluBackward(dgate, dup, dout, gate, up, n) {
+      const bdg = f32(dgate, n, 'gegluBackward dgate'), bdu = f32(dup, n, 'gegluBackward dup'), bdo = f32(dout, n, 'gegluBackward dout');
+      const bg = f32(gate, n, 'gegluBackward gate'), bu = f32(up, n, 'gegluBackward up');
+      for (const [i0, i1] of ranges(n, [bdg, bdu, bdo, bg, bu])) {
+        const c = i1 - i0;
+        const o = win(bdg, 4, i0, c, 'gegluBackward dgate'), o2 = win(bdu, 4, i0, c, 'gegluBackward dup'), d = win(bdo, 4, i0, c, 'gegluBackward dout');
+        const g = win(bg, 4, i0, c, 'gegluBackward gate'), u = win(bu, 4, i0, c, 'gegluBackward up');
+        rt.dispatch('swiglu', 'geglu_backward', {}, { o: o.v, o2: o2.v, dout: d.v, gate: g.v, up: u.v },
+          { n: c, o_off: o.off, o2_off: o2.off, d_off: d.off, g_off: g.off, u_off: u.off }, rt.grid1d(c));
+      }
+    },
+
     // ---- optimizer --------------------------------------------------------------------
 
     sumSquares(out, x, n, accumulate) {
@@ -700,7 +736,9 @@ function makeBackend(rt: GpuRuntime): Backend {
         }
       }
       run(views, {
-        B: nb, T: s.T, S: s.S, H: s.H, KVH: s.KVH, pos0: s.pos0, kv_stride: s.kvStride, scale: 1 / Math.sqrt(s.D),
+        B: nb, T: s.T, S: s.S, H: s.H, KVH: s.KVH, pos0: s.pos0, kv_stride: s.kvStride, scale: s.scale ?? 1 / Math.sqrt(s.D),
+        // a window no query exceeds is no window (and then always fits the u32)
+        softcap: s.softcap ?? 0, window: s.window && s.window < s.pos0 + s.T ? s.window : 0,
         q_off: offs.q! / 16, kv_off: offs.kv! / 16, l_off: offs.l! / 4,
       }, nb);
     }
