@@ -10,7 +10,7 @@
 //   W.quant_state.bitsandbytes__nf4|fp4  U8 [len]            UTF-8 JSON of the non-tensor fields
 // bnb Linear4bit._save_to_state_dict + QuantState.as_dict(packed=True); readers: QuantState.from_dict.
 import { WebqloraError } from '../errors.ts';
-import { LINEAR_NAMES, configToHf, expectedTensors, linearWeightName, type ModelConfig } from '../model/config.ts';
+import { LINEAR_NAMES, configToHf, expectedTensors, linearSource, type ModelConfig } from '../model/config.ts';
 import { quantize4bit, doubleQuantize, dequantize4bit, checkBlocksize, quantMapOf } from '../quant/quantize.ts';
 import { DYNAMIC_SIGNED } from '../quant/tables.ts';
 import { ALLOWED_BLOCKSIZES, NESTED_BLOCKSIZE, numBlocks, type Quant4Tensor, type QuantType } from '../quant/types.ts';
@@ -435,7 +435,7 @@ export async function writeBnbModel(src: WeightSource, out: OutDir, opts: BnbWri
   const dtype = c.torchDtype;
   const have = new Map(src.tensors.map((t) => [t.name, t]));
   const linear = new Set<string>();
-  for (let l = 0; l < c.numLayers; l++) for (const lin of LINEAR_NAMES) linear.add(linearWeightName(l, lin));
+  for (let l = 0; l < c.numLayers; l++) for (const lin of LINEAR_NAMES) linear.add(`${linearSource(c, l, lin).path}.weight`);
   // The model's parameters as present in the source (lm_head is absent when tied, as
   // save_pretrained drops it).
   const names = expectedTensors(c).map((t) => t.name).filter((n) => have.has(n));

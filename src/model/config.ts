@@ -3,8 +3,10 @@
 //   B batch, T time (sequence), C hidden size, H query heads, KVH key/value heads, D head dim,
 //   F MLP (intermediate) size, V vocabulary, L layers, R LoRA rank, S quantization block size.
 
-export type Architecture = 'LlamaForCausalLM' | 'MistralForCausalLM' | 'Qwen2ForCausalLM';
-export const SUPPORTED_ARCHITECTURES: readonly Architecture[] = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'];
+import { variantOf, type Variant } from './families.ts';
+
+/** The HF class name ("LlamaForCausalLM", …); the family's switches are in `variant`. */
+export type Architecture = string;
 
 export interface ModelConfig {
   architecture: Architecture;
@@ -35,14 +37,24 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** dtype of the checkpoint's float tensors ('F32' | 'F16' | 'BF16'), as the file declares it. */
   torchDtype: 'F32' | 'F16' | 'BF16';
+  /** How the family differs from plain Llama (families.ts); absent = plain Llama. */
+  variant?: Variant;
+  /** The config.json this came from, written back as it was by merge and quantize. */
+  hfConfig?: Record<string, unknown> | null;
 }
 
 export interface RopeScaling {
-  ropeType: 'llama3' | 'linear';
+  /**
+   * llama3 / linear: transformers' rope types; factors: llama.cpp's per-dimension divisors of
+   * the inverse frequencies (a GGUF's rope_freqs tensor, how it stores Llama 3 scaling).
+   */
+  ropeType: 'llama3' | 'linear' | 'factors';
   factor: number;
   lowFreqFactor?: number;
   highFreqFactor?: number;
   originalMaxPositionEmbeddings?: number;
+  /** D/2 divisors (ropeType 'factors') */
+  factors?: number[];
 }
 
 /** The seven linear layers of a decoder block, by their HF module names. */
@@ -54,10 +66,15 @@ export function hasBias(c: ModelConfig, lin: LinearName): boolean {
   return c.attentionBias && (lin === 'q_proj' || lin === 'k_proj' || lin === 'v_proj');
 }
 
-/** HF parameter name of a block's linear layer weight. */
-export function linearWeightName(layer: number, lin: LinearName): string {
+/** HF module path of a block's (logical) linear layer. */
+export function linearModule(layer: number, lin: LinearName): string {
   const group = lin === 'gate_proj' || lin === 'up_proj' || lin === 'down_proj' ? 'mlp' : 'self_attn';
-  return `model.layers.${layer}.${group}.${lin}.weight`;
+  return `model.layers.${layer}.${group}.${lin}`;
+}
+
+/** HF parameter name of a block's linear layer weight (unfused layout). */
+export function linearWeightName(layer: number, lin: LinearName): string {
+  return `${linearModule(layer, lin)}.weight`;
 }
 
 /** [out, in] of each linear layer. */
@@ -72,18 +89,84 @@ export function linearShape(c: ModelConfig, lin: LinearName): [number, number] {
   }
 }
 
-/** Every parameter the model expects, with its HF name and shape. */
+/**
+ * The stored module that holds a logical linear layer: its own (most families) or a fused one
+ * (Phi-3's qkv_proj = [q; k; v] and gate_up_proj = [gate; up], stacked by rows). `module` is the
+ * name PEFT targets and saves adapters under; rows [row0, row0 + N) of its weight are this layer.
+ */
+export interface LinearSource {
+  /** PEFT/HF module short name (q_proj, qkv_proj, …) */
+  module: string;
+  /** full module path, e.g. model.layers.0.self_attn.qkv_proj */
+  path: string;
+  row0: number;
+  /** out features of the whole stored module */
+  rows: number;
+}
+
+export function linearSource(c: ModelConfig, layer: number, lin: LinearName): LinearSource {
+  const [N] = linearShape(c, lin);
+  if (variantOf(c).fused) {
+    const qd = c.numHeads * c.headDim, kvd = c.numKVHeads * c.headDim, F = c.intermediateSize;
+    const fused = (module: string, group: string, row0: number, rows: number): LinearSource => ({ module, path: `model.layers.${layer}.${group}.${module}`, row0, rows });
+    switch (lin) {
+      case 'q_proj': return fused('qkv_proj', 'self_attn', 0, qd + 2 * kvd);
+      case 'k_proj': return fused('qkv_proj', 'self_attn', qd, qd + 2 * kvd);
+      case 'v_proj': return fused('qkv_proj', 'self_attn', qd + kvd, qd + 2 * kvd);
+      case 'gate_proj': return fused('gate_up_proj', 'mlp', 0, 2 * F);
+      case 'up_proj': return fused('gate_up_proj', 'mlp', F, 2 * F);
+      default: break;
+    }
+  }
+  return { module: lin, path: linearModule(layer, lin), row0: 0, rows: N };
+}
+
+/** Norm weights of a block, by role: HF name (null when the family has no such norm). */
+export interface BlockNormNames {
+  /** before attention */
+  attnIn: string;
+  /** after attention, before the residual add (Gemma) */
+  attnOut: string | null;
+  /** before the MLP */
+  mlpIn: string;
+  /** after the MLP, before the residual add (Gemma) */
+  mlpOut: string | null;
+  /** per-head q/k norms [D] (Qwen3, Gemma 3) */
+  q: string | null;
+  k: string | null;
+}
+
+export function blockNormNames(c: ModelConfig, l: number): BlockNormNames {
+  const v = variantOf(c), p = `model.layers.${l}`;
+  // Gemma's "post_attention_layernorm" is the norm of the attention output; Llama's is the pre-MLP norm
+  return {
+    attnIn: `${p}.input_layernorm.weight`,
+    attnOut: v.sandwichNorms ? `${p}.post_attention_layernorm.weight` : null,
+    mlpIn: v.sandwichNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`,
+    mlpOut: v.sandwichNorms ? `${p}.post_feedforward_layernorm.weight` : null,
+    q: v.qkNorm ? `${p}.self_attn.q_norm.weight` : null,
+    k: v.qkNorm ? `${p}.self_attn.k_norm.weight` : null,
+  };
+}
+
+/** Every parameter the model expects, with its HF name and shape, in the family's layout. */
 export function expectedTensors(c: ModelConfig): Array<{ name: string; shape: number[] }> {
   const out: Array<{ name: string; shape: number[] }> = [{ name: 'model.embed_tokens.weight', shape: [c.vocabSize, c.hiddenSize] }];
   for (let l = 0; l < c.numLayers; l++) {
-    out.push({ name: `model.layers.${l}.input_layernorm.weight`, shape: [c.hiddenSize] });
+    const norms = blockNormNames(c, l);
+    out.push({ name: norms.attnIn, shape: [c.hiddenSize] });
+    if (norms.q) out.push({ name: norms.q, shape: [c.headDim] }, { name: norms.k!, shape: [c.headDim] });
+    const seen = new Set<string>();
     for (const lin of LINEAR_NAMES) {
-      out.push({ name: linearWeightName(l, lin), shape: linearShape(c, lin) });
-      if (hasBias(c, lin)) {
-        out.push({ name: linearWeightName(l, lin).replace(/weight$/, 'bias'), shape: [linearShape(c, lin)[0]] });
-      }
+      const src = linearSource(c, l, lin);
+      if (seen.has(src.path)) continue;
+      seen.add(src.path);
+      out.push({ name: `${src.path}.weight`, shape: [src.rows, linearShape(c, lin)[1]] });
+      if (hasBias(c, lin)) out.push({ name: `${src.path}.bias`, shape: [src.rows] });
     }
-    out.push({ name: `model.layers.${l}.post_attention_layernorm.weight`, shape: [c.hiddenSize] });
+    if (norms.attnOut) out.push({ name: norms.attnOut, shape: [c.hiddenSize] });
+    out.push({ name: norms.mlpIn, shape: [c.hiddenSize] });
+    if (norms.mlpOut) out.push({ name: norms.mlpOut, shape: [c.hiddenSize] });
   }
   out.push({ name: 'model.norm.weight', shape: [c.hiddenSize] });
   if (!c.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [c.vocabSize, c.hiddenSize] });
@@ -95,172 +178,4 @@ export function paramCount(c: ModelConfig): number {
   return expectedTensors(c).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
 }
 
-// ---------------------------------------------------------------------------------------------
-// HF config.json ⇄ ModelConfig
-
-import { WebqloraError } from '../errors.ts';
-
-const MODEL_TYPE: Record<Architecture, string> = { LlamaForCausalLM: 'llama', MistralForCausalLM: 'mistral', Qwen2ForCausalLM: 'qwen2' };
-
-/**
- * Normalizes an HF config.json (transformers LlamaConfig / MistralConfig / Qwen2Config fields).
- * `fileName` prefixes every message. Throws WebqloraError naming the key on anything missing,
- * mistyped or unsupported.
- */
-export function configFromHf(json: unknown, fileName: string): ModelConfig {
-  const fail = (msg: string): never => { throw new WebqloraError(`${fileName}: ${msg}`); };
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) return fail('expected a JSON object.');
-  const j = json as Record<string, unknown>;
-  const has = (k: string) => j[k] !== undefined && j[k] !== null;
-
-  let architecture: Architecture | undefined;
-  if (has('architectures')) {
-    const archs = j.architectures;
-    if (!Array.isArray(archs) || archs.length === 0 || !archs.every((a) => typeof a === 'string')) return fail('"architectures" must be a non-empty list of names.');
-    const a = (archs as string[]).find((x) => (SUPPORTED_ARCHITECTURES as readonly string[]).includes(x));
-    if (!a) return fail(`architecture ${(archs as string[]).join(', ')} is not supported (expected LlamaForCausalLM, MistralForCausalLM or Qwen2ForCausalLM).`);
-    architecture = a as Architecture;
-  } else if (has('model_type')) {
-    const mt = j.model_type;
-    architecture = (Object.keys(MODEL_TYPE) as Architecture[]).find((a) => MODEL_TYPE[a] === mt);
-    if (!architecture) return fail(`model_type ${JSON.stringify(mt)} is not supported (expected "llama", "mistral" or "qwen2").`);
-  } else {
-    return fail('missing "architectures".');
-  }
-
-  const int = (k: string, def?: number, min = 1): number => {
-    if (!has(k)) {
-      if (def !== undefined) return def;
-      return fail(`missing "${k}".`);
-    }
-    const v = j[k];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) return fail(`"${k}" must be an integer >= ${min}, got ${JSON.stringify(v)}.`);
-    return v;
-  };
-  const pos = (k: string, def?: number): number => {
-    if (!has(k)) {
-      if (def !== undefined) return def;
-      return fail(`missing "${k}".`);
-    }
-    const v = j[k];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(`"${k}" must be a positive number, got ${JSON.stringify(v)}.`);
-    return v;
-  };
-  const flag = (k: string, def: boolean): boolean => {
-    if (!has(k)) return def;
-    if (typeof j[k] !== 'boolean') return fail(`"${k}" must be true or false, got ${JSON.stringify(j[k])}.`);
-    return j[k] as boolean;
-  };
-
-  const hiddenSize = int('hidden_size');
-  const intermediateSize = int('intermediate_size');
-  const numLayers = int('num_hidden_layers');
-  const numHeads = int('num_attention_heads');
-  const numKVHeads = int('num_key_value_heads', numHeads);
-  if (numHeads % numKVHeads !== 0) fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKVHeads}.`);
-  if (!has('head_dim') && hiddenSize % numHeads !== 0) fail(`hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} (set "head_dim").`);
-  const headDim = int('head_dim', hiddenSize / numHeads);
-  const vocabSize = int('vocab_size');
-  const maxPositionEmbeddings = int('max_position_embeddings');
-  const rmsNormEps = pos('rms_norm_eps');
-  const ropeTheta = pos('rope_theta', 10000);
-  const tieWordEmbeddings = flag('tie_word_embeddings', false);
-  // Qwen2 always has q/k/v biases (Qwen2Attention); Llama makes them optional; Mistral has none.
-  const attentionBias = architecture === 'Qwen2ForCausalLM' ? true : flag('attention_bias', false);
-  if (flag('mlp_bias', false)) fail('"mlp_bias": true is not supported (webqlora models have no MLP biases).');
-  if (has('hidden_act') && j.hidden_act !== 'silu') fail(`hidden_act ${JSON.stringify(j.hidden_act)} is not supported (expected "silu").`);
-
-  let ropeScaling: RopeScaling | null = null;
-  if (has('rope_scaling')) {
-    const rs = j.rope_scaling;
-    if (typeof rs !== 'object' || rs === null || Array.isArray(rs)) return fail('"rope_scaling" must be an object or null.');
-    const r = rs as Record<string, unknown>;
-    const type = r.rope_type ?? r.type;
-    const num = (k: string): number => {
-      const v = r[k];
-      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(`rope_scaling.${k} must be a positive number, got ${JSON.stringify(v) ?? 'nothing'}.`);
-      return v;
-    };
-    if (type === 'llama3') {
-      ropeScaling = {
-        ropeType: 'llama3', factor: num('factor'), lowFreqFactor: num('low_freq_factor'), highFreqFactor: num('high_freq_factor'),
-        originalMaxPositionEmbeddings: num('original_max_position_embeddings'),
-      };
-    } else if (type === 'linear') {
-      ropeScaling = { ropeType: 'linear', factor: num('factor') };
-    } else if (type !== 'default') {
-      return fail(`rope_scaling type ${JSON.stringify(type) ?? '(missing)'} is not supported (expected "llama3", "linear" or null).`);
-    }
-  }
-
-  const tokenId = (k: string): number | null => {
-    if (!has(k)) return null;
-    const v = j[k];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) return fail(`"${k}" must be a token id, got ${JSON.stringify(v)}.`);
-    return v;
-  };
-  const bosTokenId = tokenId('bos_token_id');
-  let eosTokenIds: number[] = [];
-  if (Array.isArray(j.eos_token_id)) {
-    if (!j.eos_token_id.every((v) => Number.isSafeInteger(v) && (v as number) >= 0)) fail(`"eos_token_id" must be a token id or a list of them, got ${JSON.stringify(j.eos_token_id)}.`);
-    eosTokenIds = [...(j.eos_token_id as number[])];
-  } else {
-    const e = tokenId('eos_token_id');
-    if (e !== null) eosTokenIds = [e];
-  }
-
-  // transformers v5 writes "dtype", v4 "torch_dtype".
-  let torchDtype: ModelConfig['torchDtype'] = 'F32';
-  const dt = has('torch_dtype') ? j.torch_dtype : has('dtype') ? j.dtype : undefined;
-  if (dt !== undefined) {
-    const name = typeof dt === 'string' ? dt.replace(/^torch\./, '') : '';
-    const map: Record<string, ModelConfig['torchDtype']> = { float32: 'F32', float16: 'F16', bfloat16: 'BF16' };
-    if (!map[name]) return fail(`torch_dtype ${JSON.stringify(dt)} is not supported (expected "float32", "float16" or "bfloat16").`);
-    torchDtype = map[name]!;
-  }
-
-  return {
-    architecture, hiddenSize, intermediateSize, numLayers, numHeads, numKVHeads, headDim, vocabSize,
-    maxPositionEmbeddings, rmsNormEps, ropeTheta, ropeScaling, tieWordEmbeddings, attentionBias,
-    bosTokenId, eosTokenIds, torchDtype,
-  };
-}
-
-/** An HF config.json object for a ModelConfig (for converted or quantized models). */
-export function configToHf(c: ModelConfig): Record<string, unknown> {
-  const torch = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' }[c.torchDtype];
-  let ropeScaling: Record<string, unknown> | null = null;
-  if (c.ropeScaling?.ropeType === 'llama3') {
-    ropeScaling = {
-      rope_type: 'llama3', factor: c.ropeScaling.factor, low_freq_factor: c.ropeScaling.lowFreqFactor,
-      high_freq_factor: c.ropeScaling.highFreqFactor, original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
-    };
-  } else if (c.ropeScaling) {
-    ropeScaling = { rope_type: 'linear', factor: c.ropeScaling.factor };
-  }
-  const out: Record<string, unknown> = {
-    architectures: [c.architecture],
-    model_type: MODEL_TYPE[c.architecture],
-    hidden_size: c.hiddenSize,
-    intermediate_size: c.intermediateSize,
-    num_hidden_layers: c.numLayers,
-    num_attention_heads: c.numHeads,
-    num_key_value_heads: c.numKVHeads,
-    head_dim: c.headDim,
-    vocab_size: c.vocabSize,
-    max_position_embeddings: c.maxPositionEmbeddings,
-    rms_norm_eps: c.rmsNormEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: ropeScaling,
-    tie_word_embeddings: c.tieWordEmbeddings,
-    hidden_act: 'silu',
-    bos_token_id: c.bosTokenId,
-    eos_token_id: c.eosTokenIds.length === 1 ? c.eosTokenIds[0] : c.eosTokenIds.length === 0 ? null : [...c.eosTokenIds],
-    torch_dtype: torch,
-  };
-  if (c.architecture === 'LlamaForCausalLM') {
-    out.attention_bias = c.attentionBias;
-    out.mlp_bias = false;
-  }
-  return out;
-}
+export { configFromHf, configToHf } from './families.ts';

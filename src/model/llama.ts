@@ -4,20 +4,28 @@
 // Legend: B batch, T time, R = B·T rows, C hidden, H heads, KVH kv heads, D head dim,
 // HD = H·D, KVD = KVH·D, F ffn, V vocab, r LoRA rank, L layers.
 //
-// One decoder layer (x is the residual stream [R, C]):
-//   h1 = rmsnorm(x)·w_in                 (rstd1 kept)
+// One decoder layer (x is the residual stream [R, C]); [brackets] are the family switches of
+// `Variant` (families.ts), the only place families differ:
+//   h1 = rmsnorm(x)·w_in                 (rstd1 kept; Gemma norms multiply by 1 + w, folded in at load)
 //   q, k, v = h1·Wqᵀ, h1·Wkᵀ, h1·Wvᵀ     (+ bias for Qwen2; + LoRA)
-//   q, k = rope(q), rope(k)
-//   att = causal_gqa_attention(q, k, v)  (lse kept)
-//   x2 = x + att·Woᵀ
+//   [qkNorm] q, k = rmsnorm_per_head(q)·w_q, rmsnorm_per_head(k)·w_k
+//   q, k = rope(q), rope(k)              (sliding layers may have their own RoPE base)
+//   att = causal_gqa_attention(q, k, v)  (lse kept; [attnScale], [attnSoftcap], [window per layer])
+//   o = att·Woᵀ ; [sandwichNorms] o = rmsnorm(o)·w_attn_out
+//   x2 = x + o
 //   h2 = rmsnorm(x2)·w_post              (rstd2 kept)
-//   a = silu(h2·Wgᵀ) ⊙ (h2·Wuᵀ)
-//   x' = x2 + a·Wdᵀ
-// Head: logits = rmsnorm(x_L)·w_final·Eᵀ (E = lm_head, or the embedding when tied).
+//   a = act(h2·Wgᵀ) ⊙ (h2·Wuᵀ)           (act = silu, or [gelu_tanh])
+//   m = a·Wdᵀ ; [sandwichNorms] m = rmsnorm(m)·w_mlp_out
+//   x' = x2 + m
+// Embedding: x_0 = E[ids] ([embedScale] × f32(√C)).
+// Head: logits = rmsnorm(x_L)·w_final·Eᵀ (E = lm_head, or the embedding when tied);
+// [finalSoftcap] logits = cap·tanh(logits / cap), fused into the cross-entropy.
 import type { AttentionShape, Backend, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend/backend.ts';
 import { deriveSeed } from '../backend/rng.ts';
+import { WebqloraError } from '../errors.ts';
 import { LINEAR_NAMES, type LinearName, type ModelConfig } from './config.ts';
-import type { LoraAdapters } from './lora.ts';
+import { variantOf, type Variant } from './families.ts';
+import type { LoraAdapters, LoraPair } from './lora.ts';
 
 export type LinearWeight = { kind: 'q4'; w: QuantWeight } | { kind: 'f32'; w: Tensor };
 
@@ -31,10 +39,16 @@ export interface LinearLayer {
 }
 
 export interface BlockWeights {
-  /** f32 [C] */
+  /** f32 [C]: before attention */
   inNorm: Tensor;
-  /** f32 [C] */
+  /** f32 [C]: before the MLP */
   postNorm: Tensor;
+  /** f32 [C]: of the attention output and of the MLP output ([sandwichNorms]) */
+  attnOutNorm: Tensor | null;
+  mlpOutNorm: Tensor | null;
+  /** f32 [D]: per-head q and k norms ([qkNorm]) */
+  qNorm: Tensor | null;
+  kNorm: Tensor | null;
   lin: Record<LinearName, LinearLayer>;
 }
 
@@ -87,6 +101,9 @@ export class LayerPager {
 
 export class LlamaModel {
   readonly rope: RopeTables;
+  /** RoPE of the sliding layers when their base differs (Gemma 3); else the same tables */
+  readonly ropeLocal: RopeTables;
+  readonly variant: Variant;
   /** Set when base layers are paged from host memory (loadModel's pageWeights). */
   pager: LayerPager | null = null;
 
@@ -104,7 +121,15 @@ export class LlamaModel {
     /** RoPE table rows (the longest sequence this model will run). */
     readonly maxPositions: number,
   ) {
+    this.variant = variantOf(config);
     this.rope = buildRope(backend, config, maxPositions);
+    const loc = this.variant.ropeLocal;
+    this.ropeLocal = loc ? buildRope(backend, { ...config, ropeTheta: loc.theta, ropeScaling: loc.scaling }, maxPositions) : this.rope;
+  }
+
+  /** RoPE tables of layer l. */
+  ropeOf(l: number): RopeTables {
+    return this.variant.slidingLayers[l] ? this.ropeLocal : this.rope;
   }
 
   /** Frees every backend buffer of the model. */
@@ -113,12 +138,10 @@ export class LlamaModel {
     be.free(this.embed);
     if (this.lmHead !== this.embed) be.free(this.lmHead);
     be.free(this.finalNorm);
-    be.free(this.rope.cos);
-    be.free(this.rope.sin);
+    for (const t of new Set([this.rope.cos, this.rope.sin, this.ropeLocal.cos, this.ropeLocal.sin])) be.free(t);
     const freed = new Set<unknown>();
     for (const b of this.blocks) {
-      be.free(b.inNorm);
-      be.free(b.postNorm);
+      for (const t of [b.inNorm, b.postNorm, b.attnOutNorm, b.mlpOutNorm, b.qNorm, b.kNorm]) if (t) be.free(t);
       for (const name of LINEAR_NAMES) {
         const lin = b.lin[name];
         if (!freed.has(lin.weight.w)) {
@@ -141,15 +164,60 @@ export class LlamaModel {
   forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null } = {}): void {
     const c = this.config, be = this.backend, R = B * T;
     ws.checkRows(B, T);
-    be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
+    if (this.variant.embedScale) {
+      // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer
+      const tmp = ws.acts(0).h1;
+      be.embedding(tmp, this.embed, ws.ids, R, c.hiddenSize);
+      be.fill(ws.layerIn(0), 0, 0, R * c.hiddenSize);
+      be.add(ws.layerIn(0), tmp, R * c.hiddenSize, Math.fround(Math.sqrt(c.hiddenSize)));
+    } else {
+      be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
+    }
     for (let l = 0; l < c.numLayers; l++) this.layerForward(ws, l, B, T, opts.pos0 ?? 0, opts.lora ?? null, opts.seed);
   }
 
-  /** logits [R, V] = rmsnorm(x_L)·Eᵀ for all rows (training, eval). */
-  head(ws: Workspace, R: number): void {
-    const c = this.config, be = this.backend;
-    be.rmsNorm(ws.hF, ws.rstdF, ws.layerIn(c.numLayers), this.finalNorm, R, c.hiddenSize, c.rmsNormEps);
-    be.matmul(ws.logits, ws.hF, this.lmHead, R, c.vocabSize, c.hiddenSize, { transB: true });
+  /**
+   * The loss head, in chunks of rows so that no [R, V] logits (or logit gradient) ever exist:
+   * hF = rmsnorm(x_L)·w_final for all rows, then for each chunk of at most ws.headRows *scored*
+   * rows (targets ≠ −100; unscored rows compute no logits at all): logits_c = hF_c·Eᵀ, the
+   * cross-entropy into ws.losses (0 for unscored rows) and, with `gradScale`, its gradient
+   * d(hF) = dlogits_c·E into ws.dh (0 for unscored rows), which backward() continues from.
+   * `targets` are the host copy of the micro-batch's targets [R] (they decide the chunks).
+   */
+  lossHead(ws: Workspace, R: number, targets: Int32Array, gradScale?: number): void {
+    const c = this.config, be = this.backend, C = c.hiddenSize, V = c.vocabSize, cap = this.variant.finalSoftcap;
+    be.rmsNorm(ws.hF, ws.rstdF, ws.layerIn(c.numLayers), this.finalNorm, R, C, c.rmsNormEps);
+    be.fill(ws.losses, 0, 0, R);
+    const grad = gradScale !== undefined;
+    if (grad) be.fill(ws.dh, 0, 0, R * C);
+    // runs of consecutive scored rows, cut at chunk boundaries: [row, chunk row, length]
+    const H = ws.headRows, tc = ws.headTargetsHost;
+    let runs: Array<[number, number, number]> = [], n = 0;
+    const flush = () => {
+      if (n === 0) return;
+      be.write(ws.headTargets, tc.subarray(0, n));
+      for (const [r, i, len] of runs) be.copy(ws.headIn, i * C, ws.hF, r * C, len * C);
+      be.matmul(ws.headLogits, ws.headIn, this.lmHead, n, V, C, { transB: true });
+      be.crossEntropy(ws.headLosses, ws.headLogits, ws.headTargets, n, V, gradScale, cap > 0 ? cap : undefined);
+      for (const [r, i, len] of runs) be.copy(ws.losses, r, ws.headLosses, i, len);
+      if (grad) {
+        be.matmul(ws.headIn, ws.headLogits, this.lmHead, n, C, V);
+        for (const [r, i, len] of runs) be.copy(ws.dh, r * C, ws.headIn, i * C, len * C);
+      }
+      runs = [];
+      n = 0;
+    };
+    for (let r = 0; r < R; r++) {
+      const t = targets[r]!;
+      if (t === -100) continue;
+      if (!(t >= 0 && t < V)) throw new WebqloraError(`token id ${t} (row ${r} of the batch) is outside the model's vocabulary of ${V} tokens (does the tokenizer belong to this model?).`);
+      const last = runs[runs.length - 1];
+      if (last && last[0] + last[2] === r) last[2]++;
+      else runs.push([r, n, 1]);
+      tc[n++] = t;
+      if (n === H) flush();
+    }
+    flush();
   }
 
   /** logits [V] of row `row` only (generation). */
@@ -158,77 +226,102 @@ export class LlamaModel {
     be.copy(ws.lastRow, 0, ws.layerIn(c.numLayers), row * C, C);
     be.rmsNorm(ws.lastNorm, ws.lastRstd, ws.lastRow, this.finalNorm, 1, C, c.rmsNormEps);
     be.matmul(ws.lastLogits, ws.lastNorm, this.lmHead, 1, c.vocabSize, C, { transB: true });
+    if (this.variant.finalSoftcap > 0) be.softcap(ws.lastLogits, c.vocabSize, this.variant.finalSoftcap);
   }
 
   private layerForward(ws: Workspace, l: number, B: number, T: number, pos0: number, lora: LoraAdapters | null, seed: number | undefined): void {
-    const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
-    const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim;
-    const x = ws.layerIn(l), out = ws.layerIn(l + 1);
+    const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
+    const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim, D = c.headDim;
+    const x = ws.layerIn(l), out = ws.layerIn(l + 1), rope = this.ropeOf(l);
     this.pager?.ensure(l);
     const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) =>
-      this.linearForward(ws, blk.lin[name], lora?.get(l, name) ?? null, lora, input, y, a.t[name], R, accumulate, dropSeed(seed, l, name));
+      this.linearForward(ws, blk.lin[name], lora?.get(l, name) ?? null, input, y, a.t[name], R, accumulate, dropSeed(seed, l, lora?.get(l, name) ?? null, name));
 
     be.rmsNorm(a.h1, a.rstd1, x, blk.inNorm, R, C, c.rmsNormEps);
-    lin('q_proj', a.h1, a.q, false);
-    lin('k_proj', a.h1, a.k, false);
+    if (v.qkNorm) {
+      lin('q_proj', a.h1, a.qr, false);
+      lin('k_proj', a.h1, a.kr, false);
+      be.rmsNorm(a.q, a.rstdq, a.qr, blk.qNorm!, R * c.numHeads, D, c.rmsNormEps);
+      be.rmsNorm(a.k, a.rstdk, a.kr, blk.kNorm!, R * c.numKVHeads, D, c.rmsNormEps);
+    } else {
+      lin('q_proj', a.h1, a.q, false);
+      lin('k_proj', a.h1, a.k, false);
+    }
     lin('v_proj', a.h1, a.v, false);
-    be.rope(a.q, this.rope, R, T, c.numHeads, c.headDim, pos0);
-    be.rope(a.k, this.rope, R, T, c.numKVHeads, c.headDim, pos0);
+    be.rope(a.q, rope, R, T, c.numHeads, D, pos0);
+    be.rope(a.k, rope, R, T, c.numKVHeads, D, pos0);
     if (ws.kv) {
       // B = 1: append this chunk's keys/values to the cache and attend over positions 0..pos0+T−1
       be.copy(ws.kv.k[l]!, pos0 * KVD, a.k, 0, T * KVD);
       be.copy(ws.kv.v[l]!, pos0 * KVD, a.v, 0, T * KVD);
-      be.attention(a.att, a.lse, a.q, ws.kv.k[l]!, ws.kv.v[l]!, this.attnShape(1, T, pos0 + T, pos0, ws.kv.maxSeq));
+      be.attention(a.att, a.lse, a.q, ws.kv.k[l]!, ws.kv.v[l]!, this.attnShape(l, 1, T, pos0 + T, pos0, ws.kv.maxSeq));
     } else {
-      be.attention(a.att, a.lse, a.q, a.k, a.v, this.attnShape(B, T, T, 0, T));
+      be.attention(a.att, a.lse, a.q, a.k, a.v, this.attnShape(l, B, T, T, 0, T));
     }
     be.copy(a.x2, 0, x, 0, R * C);
-    lin('o_proj', a.att, a.x2, true);
+    if (blk.attnOutNorm) {
+      lin('o_proj', a.att, a.o, false);
+      be.rmsNorm(ws.tmpC, a.rstdo, a.o, blk.attnOutNorm, R, C, c.rmsNormEps);
+      be.add(a.x2, ws.tmpC, R * C);
+    } else {
+      lin('o_proj', a.att, a.x2, true);
+    }
     be.rmsNorm(a.h2, a.rstd2, a.x2, blk.postNorm, R, C, c.rmsNormEps);
     lin('gate_proj', a.h2, a.g, false);
     lin('up_proj', a.h2, a.u, false);
-    be.swiglu(a.a, a.g, a.u, R * c.intermediateSize);
+    if (v.activation === 'gelu_tanh') be.geglu(a.a, a.g, a.u, R * c.intermediateSize);
+    else be.swiglu(a.a, a.g, a.u, R * c.intermediateSize);
     be.copy(out, 0, a.x2, 0, R * C);
-    lin('down_proj', a.a, out, true);
+    if (blk.mlpOutNorm) {
+      lin('down_proj', a.a, a.m, false);
+      be.rmsNorm(ws.tmpC, a.rstdm, a.m, blk.mlpOutNorm, R, C, c.rmsNormEps);
+      be.add(out, ws.tmpC, R * C);
+    } else {
+      lin('down_proj', a.a, out, true);
+    }
   }
 
-  attnShape(B: number, T: number, S: number, pos0: number, kvStride: number): AttentionShape {
-    const c = this.config;
-    return { B, T, S, H: c.numHeads, KVH: c.numKVHeads, D: c.headDim, pos0, kvStride };
+  /** Attention shape of layer l: scale, soft-cap and (on sliding layers) the window of the family. */
+  attnShape(l: number, B: number, T: number, S: number, pos0: number, kvStride: number): AttentionShape {
+    const c = this.config, v = this.variant;
+    const s: AttentionShape = { B, T, S, H: c.numHeads, KVH: c.numKVHeads, D: c.headDim, pos0, kvStride };
+    if (v.attnScale !== null) s.scale = v.attnScale;
+    if (v.attnSoftcap > 0) s.softcap = v.attnSoftcap;
+    if (v.slidingLayers[l] && v.slidingWindow > 0) s.window = v.slidingWindow;
+    return s;
   }
 
   /**
    * y (=|+=) x·Wᵀ + bias + s·(drop(x)·Aᵀ)·Bᵀ. x [R, K], y [R, N]; t [R, r] receives drop(x)·Aᵀ
    * (kept for the backward).
    */
-  private linearForward(ws: Workspace, lin: LinearLayer, pair: ReturnType<LoraAdapters['get']>, lora: LoraAdapters | null, x: Tensor, y: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
+  private linearForward(ws: Workspace, lin: LinearLayer, pair: LoraPair | null, x: Tensor, y: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
     const be = this.backend;
     // Only q/k/v carry a bias (Qwen2), and they never accumulate into the residual stream.
     const bias = lin.bias ?? undefined;
     if (lin.weight.kind === 'q4') be.qMatmul(y, x, lin.weight.w, R, { accumulate, bias });
     else be.matmul(y, x, lin.weight.w, R, lin.N, lin.K, { transB: true, accumulate, bias });
-    if (!pair || !lora || !t) return;
-    const r = lora.config.r, p = lora.config.dropout;
+    if (!pair || !t) return;
+    const r = pair.r, p = ws.dropout;
     let xin = x;
     if (seed !== undefined && p > 0) {
       be.dropout(ws.xd, x, R * lin.K, p, seed);
       xin = ws.xd;
     }
     be.matmul(t, xin, pair.A, R, r, lin.K, { transB: true });
-    be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: lora.scaling, accumulate: true });
+    be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: pair.scaling, accumulate: true });
   }
 
   // ---- backward ------------------------------------------------------------------------
 
   /**
-   * Backward of the whole model after forward() and head() of the same batch, with ws.logits
-   * already turned into d(logits) by crossEntropy. Accumulates LoRA gradients into the
+   * Backward of the whole model after forward() and lossHead() with a gradScale of the same
+   * batch (ws.dh holds d(hF)). Accumulates LoRA gradients into the
    * adapters' dA/dB. With checkpointing, each layer's forward is recomputed from its saved input.
    */
   backward(ws: Workspace, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
     const c = this.config, be = this.backend, R = B * T, C = c.hiddenSize;
-    // head: d(hF) = dlogits · E ; d(x_L) = rmsnorm backward
-    be.matmul(ws.dh, ws.logits, this.lmHead, R, C, c.vocabSize);
+    // head: d(hF) is in ws.dh (lossHead); d(x_L) = rmsnorm backward
     be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(c.numLayers), this.finalNorm, ws.rstdF, R, C, false);
     for (let l = c.numLayers - 1; l >= 0; l--) {
       // the last layer's activations are still in the shared set from the forward pass
@@ -239,25 +332,43 @@ export class LlamaModel {
 
   /** ws.dres holds d(layer output) on entry and d(layer input) on exit. */
   private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
-    const c = this.config, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
-    const R = B * T, C = c.hiddenSize;
+    const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
+    const R = B * T, C = c.hiddenSize, D = c.headDim, rope = this.ropeOf(l);
     this.pager?.ensure(l);
     const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) =>
-      this.linearBackward(ws, blk.lin[name], lora.get(l, name), lora, dy, dx, x, a.t[name], R, accumulate, dropSeed(seed, l, name));
+      this.linearBackward(ws, blk.lin[name], lora.get(l, name), dy, dx, x, a.t[name], R, accumulate, dropSeed(seed, l, lora.get(l, name), name));
 
-    // x' = x2 + a·Wdᵀ
-    back('down_proj', ws.dres, ws.da, a.a, false);
-    be.swigluBackward(ws.dg, ws.du, ws.da, a.g, a.u, R * c.intermediateSize);
+    // x' = x2 + m, m = [norm](a·Wdᵀ)
+    let dm = ws.dres;
+    if (blk.mlpOutNorm) {
+      be.rmsNormBackward(ws.dtmp, ws.dres, a.m, blk.mlpOutNorm, a.rstdm, R, C, false);
+      dm = ws.dtmp;
+    }
+    back('down_proj', dm, ws.da, a.a, false);
+    if (v.activation === 'gelu_tanh') be.gegluBackward(ws.dg, ws.du, ws.da, a.g, a.u, R * c.intermediateSize);
+    else be.swigluBackward(ws.dg, ws.du, ws.da, a.g, a.u, R * c.intermediateSize);
     back('gate_proj', ws.dg, ws.dh, a.h2, false);
     back('up_proj', ws.du, ws.dh, a.h2, true);
     be.rmsNormBackward(ws.dres, ws.dh, a.x2, blk.postNorm, a.rstd2, R, C, true);
-    // x2 = x + att·Woᵀ
-    back('o_proj', ws.dres, ws.datt, a.att, false);
-    be.attentionBackward(ws.dq, ws.dk, ws.dv, ws.datt, a.q, a.k, a.v, a.att, a.lse, this.attnShape(B, T, T, 0, T));
-    be.ropeBackward(ws.dq, this.rope, R, T, c.numHeads, c.headDim, 0);
-    be.ropeBackward(ws.dk, this.rope, R, T, c.numKVHeads, c.headDim, 0);
-    back('q_proj', ws.dq, ws.dh, a.h1, false);
-    back('k_proj', ws.dk, ws.dh, a.h1, true);
+    // x2 = x + o, o = [norm](att·Woᵀ)
+    let dO = ws.dres;
+    if (blk.attnOutNorm) {
+      be.rmsNormBackward(ws.dtmp, ws.dres, a.o, blk.attnOutNorm, a.rstdo, R, C, false);
+      dO = ws.dtmp;
+    }
+    back('o_proj', dO, ws.datt, a.att, false);
+    be.attentionBackward(ws.dq, ws.dk, ws.dv, ws.datt, a.q, a.k, a.v, a.att, a.lse, this.attnShape(l, B, T, T, 0, T));
+    be.ropeBackward(ws.dq, rope, R, T, c.numHeads, D, 0);
+    be.ropeBackward(ws.dk, rope, R, T, c.numKVHeads, D, 0);
+    let dq = ws.dq, dk = ws.dk;
+    if (v.qkNorm) {
+      be.rmsNormBackward(ws.dqr, ws.dq, a.qr, blk.qNorm!, a.rstdq, R * c.numHeads, D, false);
+      be.rmsNormBackward(ws.dkr, ws.dk, a.kr, blk.kNorm!, a.rstdk, R * c.numKVHeads, D, false);
+      dq = ws.dqr;
+      dk = ws.dkr;
+    }
+    back('q_proj', dq, ws.dh, a.h1, false);
+    back('k_proj', dk, ws.dh, a.h1, true);
     back('v_proj', ws.dv, ws.dh, a.h1, true);
     be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(l), blk.inNorm, a.rstd1, R, C, true);
   }
@@ -266,12 +377,12 @@ export class LlamaModel {
    * Backward of linearForward. dy [R, N]; dx [R, K] (=|+=) dy·W + LoRA path; accumulates
    * dB += s·dyᵀ·t and dA += dtᵀ·drop(x) with dt = s·dy·B.
    */
-  private linearBackward(ws: Workspace, lin: LinearLayer, pair: ReturnType<LoraAdapters['get']>, lora: LoraAdapters, dy: Tensor, dx: Tensor, x: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
+  private linearBackward(ws: Workspace, lin: LinearLayer, pair: LoraPair | null, dy: Tensor, dx: Tensor, x: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
     const be = this.backend;
     if (lin.weight.kind === 'q4') be.qMatmulBackwardInput(dx, dy, lin.weight.w, R, { accumulate });
     else be.matmul(dx, dy, lin.weight.w, R, lin.K, lin.N, { accumulate });
     if (!pair || !t) return;
-    const r = lora.config.r, p = lora.config.dropout, s = lora.scaling;
+    const r = pair.r, p = ws.dropout, s = pair.scaling;
     be.matmul(pair.dB, dy, t, lin.N, r, R, { transA: true, alpha: s, accumulate: true });
     be.matmul(ws.dt, dy, pair.B, R, r, lin.N, { alpha: s });
     const dropped = seed !== undefined && p > 0;
@@ -293,17 +404,26 @@ export class LlamaModel {
 }
 
 const LIN_INDEX: Record<LinearName, number> = Object.fromEntries(LINEAR_NAMES.map((n, i) => [n, i])) as Record<LinearName, number>;
-function dropSeed(seed: number | undefined, layer: number, name: LinearName): number | undefined {
-  return seed === undefined ? undefined : deriveSeed(seed, layer, LIN_INDEX[name]);
+/** Dropout seed of an adapted linear: the parts of one fused module share their first part's mask. */
+function dropSeed(seed: number | undefined, layer: number, pair: LoraPair | null, name: LinearName): number | undefined {
+  if (seed === undefined) return undefined;
+  return deriveSeed(seed, layer, LIN_INDEX[pair ? pair.module.parts[0]!.name : name]);
 }
 
 /** Activations of one decoder layer that its backward needs. */
 export interface LayerActs {
   h1: Tensor; rstd1: Tensor; q: Tensor; k: Tensor; v: Tensor; att: Tensor; lse: Tensor;
   x2: Tensor; h2: Tensor; rstd2: Tensor; g: Tensor; u: Tensor; a: Tensor;
+  /** [qkNorm] q, k before their norm [R, H·D], [R, KVH·D]; rstd [R·H], [R·KVH] (else empty) */
+  qr: Tensor; kr: Tensor; rstdq: Tensor; rstdk: Tensor;
+  /** [sandwichNorms] attention and MLP outputs before their norm [R, C]; rstd [R] (else empty) */
+  o: Tensor; rstdo: Tensor; m: Tensor; rstdm: Tensor;
   /** LoRA t = drop(x)·Aᵀ [R, r] per adapted linear layer */
   t: Partial<Record<LinearName, Tensor>>;
 }
+
+/** Bytes of logits one loss-head chunk may hold. */
+export const HEAD_CHUNK_BYTES = 16 * 2 ** 20;
 
 export interface WorkspaceOptions {
   /** Largest B and T this workspace serves. */
@@ -313,8 +433,12 @@ export interface WorkspaceOptions {
   training: boolean;
   /** Recompute each layer in the backward from its saved input instead of keeping every activation. */
   checkpointing: boolean;
-  /** LoRA rank (0 = no adapters). */
+  /** Largest LoRA rank of any adapted module (0 = no adapters). */
   loraRank: number;
+  /** LoRA dropout probability (training). Default 0. */
+  loraDropout?: number;
+  /** Rows per loss-head chunk (default: as many as HEAD_CHUNK_BYTES of logits hold). */
+  headRows?: number;
   /** KV cache capacity in positions (generation, B = 1). */
   kvCache?: number;
 }
@@ -327,21 +451,33 @@ export class Workspace {
   readonly R: number;
   readonly checkpointing: boolean;
   readonly ids: Tensor;
-  readonly targets: Tensor;
   readonly losses: Tensor;
   readonly hF: Tensor;
   readonly rstdF: Tensor;
-  readonly logits: Tensor;
+  /** Loss head chunk (lossHead): at most headRows scored rows at a time. */
+  readonly headRows: number;
+  /** [headRows, C] rows of hF in, d(hF) out */
+  readonly headIn: Tensor;
+  /** [headRows, V] logits, then their gradient */
+  readonly headLogits: Tensor;
+  /** i32 [headRows] and f32 [headRows] */
+  readonly headTargets: Tensor;
+  readonly headLosses: Tensor;
+  readonly headTargetsHost: Int32Array;
   readonly lastRow: Tensor;
   readonly lastNorm: Tensor;
   readonly lastRstd: Tensor;
   readonly lastLogits: Tensor;
   readonly xd: Tensor;
   readonly xd2: Tensor;
+  /** [R, C] scratch of the sandwich norms' outputs */
+  readonly tmpC: Tensor;
+  readonly dropout: number;
   readonly kv: { k: Tensor[]; v: Tensor[]; maxSeq: number } | null;
   // backward scratch (training only; zero-length placeholders otherwise)
   readonly dres: Tensor; readonly dh: Tensor; readonly dq: Tensor; readonly dk: Tensor; readonly dv: Tensor;
   readonly datt: Tensor; readonly dg: Tensor; readonly du: Tensor; readonly da: Tensor; readonly dt: Tensor;
+  readonly dqr: Tensor; readonly dkr: Tensor; readonly dtmp: Tensor;
   private readonly xs: Tensor[];
   private readonly layerActs: LayerActs[];
   private readonly all: Tensor[] = [];
@@ -349,13 +485,13 @@ export class Workspace {
   constructor(readonly backend: Backend, readonly config: ModelConfig, readonly opts: WorkspaceOptions) {
     const c = config, B = opts.batch, T = opts.seqLen, R = B * T;
     const C = c.hiddenSize, F = c.intermediateSize, HD = c.numHeads * c.headDim, KVD = c.numKVHeads * c.headDim, V = c.vocabSize;
-    const r = opts.loraRank;
+    const r = opts.loraRank, v = variantOf(c);
     this.R = R;
+    this.dropout = opts.loraDropout ?? 0;
     this.checkpointing = opts.training && opts.checkpointing;
     const f = (n: number, label: string) => this.track(backend.alloc('f32', n, label));
     const none = (label: string) => this.track(backend.alloc('f32', 0, label));
     this.ids = this.track(backend.alloc('i32', R, 'ids'));
-    this.targets = this.track(backend.alloc('i32', R, 'targets'));
     this.losses = f(R, 'losses');
     // residual stream: every layer input is kept for training; inference ping-pongs two buffers
     const nx = opts.training ? c.numLayers + 1 : 2;
@@ -369,12 +505,23 @@ export class Workspace {
         h1: f(R * C, `${p}.h1`), rstd1: f(R, `${p}.rstd1`), q: f(R * HD, `${p}.q`), k: f(R * KVD, `${p}.k`), v: f(R * KVD, `${p}.v`),
         att: f(R * HD, `${p}.att`), lse: f(B * c.numHeads * T, `${p}.lse`), x2: f(R * C, `${p}.x2`), h2: f(R * C, `${p}.h2`),
         rstd2: f(R, `${p}.rstd2`), g: f(R * F, `${p}.g`), u: f(R * F, `${p}.u`), a: f(R * F, `${p}.a`), t,
+        qr: v.qkNorm ? f(R * HD, `${p}.qr`) : none(`${p}.qr`), kr: v.qkNorm ? f(R * KVD, `${p}.kr`) : none(`${p}.kr`),
+        rstdq: v.qkNorm ? f(R * c.numHeads, `${p}.rstdq`) : none(`${p}.rstdq`), rstdk: v.qkNorm ? f(R * c.numKVHeads, `${p}.rstdk`) : none(`${p}.rstdk`),
+        o: v.sandwichNorms ? f(R * C, `${p}.o`) : none(`${p}.o`), rstdo: v.sandwichNorms ? f(R, `${p}.rstdo`) : none(`${p}.rstdo`),
+        m: v.sandwichNorms ? f(R * C, `${p}.m`) : none(`${p}.m`), rstdm: v.sandwichNorms ? f(R, `${p}.rstdm`) : none(`${p}.rstdm`),
       };
     });
     // generation only needs the last row's norm (lastNorm); training and eval the whole head
     this.hF = opts.kvCache ? none('hF') : f(R * C, 'hF');
     this.rstdF = opts.kvCache ? none('rstdF') : f(R, 'rstdF');
-    this.logits = opts.training || !opts.kvCache ? f(R * V, 'logits') : none('logits');
+    // the loss head's chunk: ≤ 16 MiB of logits (and never more rows than the batch has)
+    const loss = opts.training || !opts.kvCache;
+    this.headRows = loss ? Math.max(1, Math.min(R, opts.headRows ?? Math.floor(HEAD_CHUNK_BYTES / (4 * V)))) : 0;
+    this.headIn = loss ? f(this.headRows * C, 'head.in') : none('head.in');
+    this.headLogits = loss ? f(this.headRows * V, 'head.logits') : none('head.logits');
+    this.headTargets = this.track(backend.alloc('i32', this.headRows, 'head.targets'));
+    this.headLosses = loss ? f(this.headRows, 'head.losses') : none('head.losses');
+    this.headTargetsHost = new Int32Array(this.headRows);
     this.lastRow = f(C, 'lastRow');
     this.lastNorm = f(C, 'lastNorm');
     this.lastRstd = f(1, 'lastRstd');
@@ -394,6 +541,10 @@ export class Workspace {
     this.du = tr ? f(R * F, 'du') : none('du');
     this.da = tr ? f(R * F, 'da') : none('da');
     this.dt = tr && r > 0 ? f(R * r, 'dt') : none('dt');
+    this.tmpC = v.sandwichNorms ? f(R * C, 'tmpC') : none('tmpC');
+    this.dqr = tr && v.qkNorm ? f(R * HD, 'dqr') : none('dqr');
+    this.dkr = tr && v.qkNorm ? f(R * KVD, 'dkr') : none('dkr');
+    this.dtmp = tr && v.sandwichNorms ? f(R * C, 'dtmp') : none('dtmp');
     if (opts.kvCache) {
       const S = opts.kvCache;
       this.kv = {
@@ -443,6 +594,8 @@ export function ropeAngles(c: ModelConfig, P: number): { cos: Float32Array; sin:
   const sc = c.ropeScaling;
   if (sc?.ropeType === 'linear') {
     for (let i = 0; i < half; i++) invFreq[i]! /= sc.factor;
+  } else if (sc?.ropeType === 'factors') {
+    for (let i = 0; i < half; i++) invFreq[i]! /= sc.factors![i]!;
   } else if (sc?.ropeType === 'llama3') {
     // transformers _compute_llama3_parameters: long wavelengths slowed by `factor`, short ones
     // kept, a smooth ramp between low_freq_factor and high_freq_factor.

@@ -6,9 +6,10 @@
 import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
 import { f32ToBf16, f32ToF16 } from '../io/dtype.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { checkBlocksize, quantize4bit } from '../quant/quantize.ts';
+import { checkBlocksize, quantize4bit, sliceQuantRows } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
-import { hasBias, LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
+import { blockNormNames, expectedTensors, hasBias, LINEAR_NAMES, linearShape, linearSource, type LinearName } from './config.ts';
+import { variantOf } from './families.ts';
 import { LayerPager, LlamaModel, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
 
 export interface LoadOptions {
@@ -45,14 +46,15 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   const doubleQuant = opts.doubleQuant ?? true;
   if (mode !== 'none') checkBlocksize(blocksize);
   const maxPositions = Math.min(opts.maxPositions ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, MAX_POSITIONS);
-  const total = 3 + c.numLayers * (2 + LINEAR_NAMES.length) + (c.tieWordEmbeddings ? 0 : 1);
+  const variant = variantOf(c);
+  const total = expectedTensors(c).length;
   let done = 0;
   const progress = (name: string) => opts.onProgress?.(++done, total, name);
 
   // one host buffer for every linear weight read as float32 (each is quantized and dropped at
   // once), so a load does not leave a float32 copy of every weight behind for the GC
   let widest = 0;
-  for (const name of LINEAR_NAMES) { const [N, K] = linearShape(c, name); widest = Math.max(widest, N * K); }
+  for (const name of LINEAR_NAMES) { const src = linearSource(c, 0, name); widest = Math.max(widest, src.rows * linearShape(c, name)[1]); }
   const scratch = mode !== 'none' ? new Float32Array(widest) : null;
   const readLinear = (wname: string, n: number) => src.readFloat(wname, scratch ? scratch.subarray(0, n) : undefined);
   const allocated: Tensor[] = [];
@@ -60,8 +62,10 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   const paging = opts.pageWeights ?? false;
   const host: Array<Record<LinearName, QuantUpload | Float32Array>> = [];
   const slots = {} as Record<LinearName, LinearWeight>;
-  const f32Tensor = async (name: string, label: string): Promise<Tensor> => {
+  /** A norm weight; Gemma's x̂·(1 + w) is folded in here, in float32 as transformers computes it. */
+  const normTensor = async (name: string, label: string): Promise<Tensor> => {
     const v = await src.readFloat(name);
+    if (variant.normPlusOne) for (let i = 0; i < v.length; i++) v[i] = Math.fround(1 + v[i]!);
     const t = backend.alloc('f32', v.length, label);
     allocated.push(t);
     backend.write(t, v);
@@ -92,21 +96,41 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     const embed = await tableTensor('model.embed_tokens.weight', 'embed_tokens');
     const lmHead = c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
     opts.collect?.();
-    const finalNorm = await f32Tensor('model.norm.weight', 'norm');
+    const finalNorm = await normTensor('model.norm.weight', 'norm');
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < c.numLayers; l++) {
-      const inNorm = await f32Tensor(`model.layers.${l}.input_layernorm.weight`, `layers.${l}.input_layernorm`);
-      const postNorm = await f32Tensor(`model.layers.${l}.post_attention_layernorm.weight`, `layers.${l}.post_attention_layernorm`);
+      const nn = blockNormNames(c, l);
+      const optNorm = (name: string | null, label: string) => (name ? normTensor(name, `layers.${l}.${label}`) : Promise.resolve(null));
+      const inNorm = await normTensor(nn.attnIn, `layers.${l}.input_layernorm`);
+      const postNorm = await normTensor(nn.mlpIn, `layers.${l}.mlp_norm`);
+      const attnOutNorm = await optNorm(nn.attnOut, 'attn_out_norm');
+      const mlpOutNorm = await optNorm(nn.mlpOut, 'mlp_out_norm');
+      const qNorm = await optNorm(nn.q, 'q_norm');
+      const kNorm = await optNorm(nn.k, 'k_norm');
       const lin = {} as Record<LinearName, LinearLayer>;
       const hostLayer = {} as Record<LinearName, QuantUpload | Float32Array>;
+      // the stored module last read: a fused one (Phi-3) serves several logical linears
+      let cached = null as { path: string; q: Quant4Tensor | null; f: Float32Array | null; bias: Float32Array | null } | null;
       for (const name of LINEAR_NAMES) {
-        const wname = linearWeightName(l, name);
+        const ls = linearSource(c, l, name);
+        const wname = `${ls.path}.weight`;
         const [N, K] = linearShape(c, name);
+        const whole = ls.rows === N;
         const label = `layers.${l}.${name}`;
+        if (cached?.path !== ls.path) {
+          cached = { path: ls.path, q: null, f: null, bias: null };
+          if (mode !== 'none') {
+            const stored = src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
+            cached.q = stored ?? (await quantize4bit(await readLinear(wname, ls.rows * K), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [ls.rows, K] }));
+          } else {
+            cached.f = await src.readFloat(wname);
+          }
+          if (hasBias(c, name)) cached.bias = await src.readFloat(`${ls.path}.bias`);
+          progress(wname);
+        }
         let layer: LinearLayer;
-        const stored = mode !== 'none' && src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
         if (mode !== 'none') {
-          const q: Quant4Tensor = stored ?? (await quantize4bit(await readLinear(wname, N * K), { quantType: mode as Exclude<QuantMode, 'none'>, blocksize, doubleQuant, shape: [N, K] }));
+          const q = whole ? cached.q! : sliceQuantRows(cached.q!, ls.row0, N);
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {
             hostLayer[name] = up;
@@ -120,33 +144,32 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
             quantized.push(w);
             layer = { name, N, K, weight: { kind: 'q4', w }, bias: null };
           }
-        } else if (paging) {
-          hostLayer[name] = await src.readFloat(wname);
-          if (!slots[name]) {
-            const t = backend.alloc('f32', N * K, `paged.${name}`);
-            allocated.push(t);
-            slots[name] = { kind: 'f32', w: t };
-          }
-          layer = { name, N, K, weight: slots[name], bias: null };
         } else {
-          const v = await src.readFloat(wname);
-          const t = backend.alloc('f32', N * K, label);
-          allocated.push(t);
-          backend.write(t, v);
-          layer = { name, N, K, weight: { kind: 'f32', w: t }, bias: null };
+          const v = whole ? cached.f! : cached.f!.slice(ls.row0 * K, (ls.row0 + N) * K);
+          if (paging) {
+            hostLayer[name] = v;
+            if (!slots[name]) {
+              const t = backend.alloc('f32', N * K, `paged.${name}`);
+              allocated.push(t);
+              slots[name] = { kind: 'f32', w: t };
+            }
+            layer = { name, N, K, weight: slots[name], bias: null };
+          } else {
+            const t = backend.alloc('f32', N * K, label);
+            allocated.push(t);
+            backend.write(t, v);
+            layer = { name, N, K, weight: { kind: 'f32', w: t }, bias: null };
+          }
         }
-        progress(wname);
-        if (hasBias(c, name)) {
-          const bname = wname.replace(/weight$/, 'bias');
-          const b = await src.readFloat(bname);
+        if (cached.bias) {
           const t = backend.alloc('f32', N, `${label}.bias`);
           allocated.push(t);
-          backend.write(t, b);
+          backend.write(t, cached.bias.subarray(ls.row0, ls.row0 + N));
           layer.bias = t;
         }
         lin[name] = layer;
       }
-      blocks.push({ inNorm, postNorm, lin });
+      blocks.push({ inNorm, postNorm, attnOutNorm, mlpOutNorm, qNorm, kNorm, lin });
       if (paging) host.push(hostLayer);
     }
     const effective = quantized.length > 0

@@ -12,7 +12,7 @@ import { writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { dequantize4bit, quantize4bit } from '../quant/quantize.ts';
 import type { QuantMode } from '../quant/types.ts';
-import { configToHf, expectedTensors, LINEAR_NAMES, linearShape, linearWeightName, type LinearName } from './config.ts';
+import { configToHf, expectedTensors, LINEAR_NAMES, linearShape, linearSource } from './config.ts';
 import type { LoraAdapters } from './lora.ts';
 
 export interface MergeOptions {
@@ -28,8 +28,9 @@ export interface MergeOptions {
 /** Writes config.json and model.safetensors (one tensor computed at a time) into `out`. */
 export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backend: Backend, out: OutDir, opts: MergeOptions): Promise<{ tensors: number }> {
   const c = src.config;
-  const linearOf = new Map<string, { layer: number; name: LinearName }>();
-  for (let l = 0; l < c.numLayers; l++) for (const n of LINEAR_NAMES) linearOf.set(linearWeightName(l, n), { layer: l, name: n });
+  // stored linear weight name → its layer (a fused Phi-3 module holds several logical linears)
+  const linearOf = new Map<string, number>();
+  for (let l = 0; l < c.numLayers; l++) for (const n of LINEAR_NAMES) linearOf.set(`${linearSource(c, l, n).path}.weight`, l);
   const tensors = expectedTensors(c);
   // one backend buffer for every s·B·A, sized for the widest linear layer
   let widest = 0;
@@ -41,8 +42,8 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
     dtype: opts.dtype,
     shape: t.shape,
     data: async () => {
-      const lin = linearOf.get(t.name);
-      const v = lin ? await mergedLinear(src, lora, backend, delta, lin.layer, lin.name, opts) : await src.readFloat(t.name);
+      const layer = linearOf.get(t.name);
+      const v = layer !== undefined ? await mergedLinear(src, lora, backend, delta, layer, t.name, t.shape as [number, number], opts) : await src.readFloat(t.name);
       opts.onProgress?.(++done, tensors.length, t.name);
       return fromFloat32(v, opts.dtype);
     },
@@ -59,19 +60,27 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
   return { tensors: tensors.length };
 }
 
-async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, delta: Tensor | null, layer: number, name: LinearName, o: MergeOptions): Promise<Float32Array> {
-  const wname = linearWeightName(layer, name);
-  const [N, K] = linearShape(src.config, name);
+/**
+ * deq(W) + s·B·A of one stored linear weight [rows, K]: the base exactly as training held it
+ * (a fused module is quantized whole, as on load), plus each adapted logical linear's delta in
+ * its rows.
+ */
+async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, delta: Tensor | null, layer: number, wname: string, shape: [number, number], o: MergeOptions): Promise<Float32Array> {
   let w: Float32Array;
   const stored = src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
   if (stored) w = await dequantize4bit(stored);
   else if (o.quant === 'none') w = await src.readFloat(wname);
-  else w = await dequantize4bit(await quantize4bit(await src.readFloat(wname), { quantType: o.quant, blocksize: o.blocksize, doubleQuant: o.doubleQuant, shape: [N, K] }));
-  const pair = lora.get(layer, name);
-  if (!pair || !delta) return w;
-  // ΔW [N, K] = s · B[N, r] · A[r, K], computed by the backend's GEMM
-  be.matmul(delta, pair.B, pair.A, N, K, lora.config.r, { alpha: lora.scaling });
-  const d = (await be.read(delta, 0, N * K)) as Float32Array;
-  for (let i = 0; i < w.length; i++) w[i] = w[i]! + d[i]!;
+  else w = await dequantize4bit(await quantize4bit(await src.readFloat(wname), { quantType: o.quant, blocksize: o.blocksize, doubleQuant: o.doubleQuant, shape }));
+  const K = shape[1];
+  for (const name of LINEAR_NAMES) {
+    const ls = linearSource(src.config, layer, name);
+    const pair = `${ls.path}.weight` === wname ? lora.get(layer, name) : null;
+    if (!pair || !delta) continue;
+    // ΔW [N, K] = s · B[N, r] · A[r, K], computed by the backend's GEMM, added to rows row0..
+    be.matmul(delta, pair.B, pair.A, pair.N, K, pair.r, { alpha: pair.scaling });
+    const d = (await be.read(delta, 0, pair.N * K)) as Float32Array;
+    const o0 = ls.row0 * K;
+    for (let i = 0; i < d.length; i++) w[o0 + i] = w[o0 + i]! + d[i]!;
+  }
   return w;
 }

@@ -156,3 +156,31 @@ export async function dequantize4bit(q: Quant4Tensor): Promise<Float32Array> {
   }
   return out;
 }
+
+/**
+ * Rows [row0, row0 + rows) of a quantized [N, K] weight as a weight of its own, with exactly the
+ * values bitsandbytes dequantizes for those rows (Phi-3's fused qkv_proj / gate_up_proj are
+ * quantized whole, as bnb does, and split here). The slice must start on a block boundary. Its
+ * absmax stays double-quantized when it also starts on a nested-block boundary; otherwise the
+ * slice's absmax is recovered once (bnb's rule, bit-exact) and kept as float32.
+ */
+export function sliceQuantRows(q: Quant4Tensor, row0: number, rows: number): Quant4Tensor {
+  const K = q.shape[1]!, e0 = row0 * K, n = rows * K, bs = q.blocksize;
+  if (e0 % bs !== 0 || e0 % 2 !== 0) throw new Error(`sliceQuantRows: row ${row0} × ${K} does not start a ${bs}-block`);
+  const b0 = e0 / bs, nb = Math.ceil(n / bs);
+  const packed = q.packed.slice(e0 / 2, e0 / 2 + Math.ceil(n / 2));
+  const out: Quant4Tensor = { ...q, shape: [rows, K], packed, absmax: null, dq: null };
+  if (q.absmax) {
+    out.absmax = q.absmax.slice(b0, b0 + nb);
+  } else if (q.dq) {
+    const dq = q.dq, nbs = dq.nestedBlocksize;
+    if (b0 % nbs === 0) {
+      out.dq = { ...dq, codes: dq.codes.slice(b0, b0 + nb), nestedAbsmax: dq.nestedAbsmax.slice(b0 / nbs, Math.ceil((b0 + nb) / nbs)) };
+    } else {
+      const f = Math.fround, a = new Float32Array(nb);
+      for (let b = 0; b < nb; b++) a[b] = f(f(dq.nestedQuantMap[dq.codes[b0 + b]!]! * dq.nestedAbsmax[Math.floor((b0 + b) / nbs)]!) + dq.offset);
+      out.absmax = a;
+    }
+  }
+  return out;
+}

@@ -6,7 +6,7 @@
 import { WebqloraError } from '../errors.ts';
 import { openSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import { readJson, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
-import type { LoraConfig } from '../model/lora.ts';
+import { describeTargets, resolveModules, type LoraConfig } from '../model/lora.ts';
 import { openAdapter, readAdapterWeights, saveAdapter } from '../model/peft.ts';
 import type { StepRecord, Trainer, TrainOptions } from './trainer.ts';
 
@@ -57,9 +57,9 @@ export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
 export async function restoreCheckpoint(dir: DirSource, trainer: Trainer, state: TrainerState): Promise<void> {
   const { config, weights } = await openAdapter(dir);
   const mine = trainer.lora.config;
-  const same = config.r === mine.r && config.alpha === mine.alpha && config.useRslora === mine.useRslora
-    && config.targets.length === mine.targets.length && config.targets.every((t) => mine.targets.includes(t));
-  if (!same) throw new WebqloraError(`${dir.name}: the checkpoint's adapter (r ${config.r}, alpha ${config.alpha}, ${config.targets.join(',')}) does not match this run's LoRA settings.`);
+  const modules = (c: LoraConfig) => JSON.stringify(resolveModules(trainer.model.config, c, dir.name));
+  const same = config.useRslora === mine.useRslora && modules(config) === modules(mine);
+  if (!same) throw new WebqloraError(`${dir.name}: the checkpoint's adapter (r ${config.r}, alpha ${config.alpha}, targets ${describeTargets(config)}) does not match this run's LoRA settings.`);
   await readAdapterWeights(weights, trainer.lora);
   const optSrc = await dir.open(OPTIMIZER_FILE);
   if (!optSrc) throw new WebqloraError(`${dir.name}: no ${OPTIMIZER_FILE}.`);

@@ -27,16 +27,14 @@ export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdap
 }
 
 /**
- * Forward and per-row losses into ws.losses. With `gradScale`, ws.logits is left holding
- * d(loss)/d(logits) scaled by it, ready for model.backward.
+ * Forward and per-row losses into ws.losses. With `gradScale`, ws.dh is left holding the
+ * gradient of the loss (scaled by it) w.r.t. the final normed hidden state, ready for model.backward.
  */
 export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number): void {
   const be = model.backend, R = mb.B * mb.T;
   be.write(ws.ids, mb.ids.subarray(0, R));
-  be.write(ws.targets, mb.targets.subarray(0, R));
   model.forward(ws, mb.B, mb.T, { lora, seed });
-  model.head(ws, R);
-  be.crossEntropy(ws.losses, ws.logits, ws.targets, R, model.config.vocabSize, gradScale);
+  model.lossHead(ws, R, mb.targets, gradScale);
 }
 
 /** Number of scored rows (target ≠ −100) of a micro-batch. */

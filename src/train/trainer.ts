@@ -6,7 +6,7 @@ import { deriveSeed } from '../backend/rng.ts';
 import { WebqloraError } from '../errors.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { Workspace } from '../model/llama.ts';
-import type { LoraAdapters, LoraPair } from '../model/lora.ts';
+import type { LoraAdapters, LoraParam } from '../model/lora.ts';
 import { lrAt, warmupSteps, type Schedule } from './schedule.ts';
 import { forwardBackward, scoredTokens, type MicroBatch } from './step.ts';
 
@@ -59,7 +59,7 @@ export interface StepRecord {
 
 /** Optimizer state that can be saved and restored exactly (float32 arrays by name). */
 interface Optimizer {
-  update(pairs: LoraPair[], lr: number, step: number, gradScale: number): Promise<void>;
+  update(params: LoraParam[], lr: number, step: number, gradScale: number): Promise<void>;
   exportState(): Promise<Map<string, Float32Array>>;
   importState(state: Map<string, Float32Array>): void;
   free(): void;
@@ -68,9 +68,9 @@ interface Optimizer {
 class AdamW implements Optimizer {
   private readonly m = new Map<Tensor, Tensor>();
   private readonly v = new Map<Tensor, Tensor>();
-  constructor(private readonly be: Backend, pairs: LoraPair[], private readonly o: TrainOptions) {
-    for (const p of pairs) {
-      for (const t of [p.A, p.B]) {
+  constructor(private readonly be: Backend, params: LoraParam[], private readonly o: TrainOptions) {
+    for (const { value: t } of params) {
+      {
         const m = be.alloc('f32', t.length, `${t.label}.exp_avg`), v = be.alloc('f32', t.length, `${t.label}.exp_avg_sq`);
         be.fill(m, 0);
         be.fill(v, 0);
@@ -79,12 +79,9 @@ class AdamW implements Optimizer {
       }
     }
   }
-  async update(pairs: LoraPair[], lr: number, step: number, gradScale: number): Promise<void> {
+  async update(params: LoraParam[], lr: number, step: number, gradScale: number): Promise<void> {
     const hp = { lr, beta1: this.o.beta1, beta2: this.o.beta2, eps: this.o.eps, weightDecay: this.o.weightDecay, step, gradScale };
-    for (const p of pairs) {
-      this.be.adamwStep(p.A, p.dA, this.m.get(p.A)!, this.v.get(p.A)!, p.A.length, hp);
-      this.be.adamwStep(p.B, p.dB, this.m.get(p.B)!, this.v.get(p.B)!, p.B.length, hp);
-    }
+    for (const { value: t, grad: g } of params) this.be.adamwStep(t, g, this.m.get(t)!, this.v.get(t)!, t.length, hp);
   }
   async exportState(): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
@@ -115,10 +112,10 @@ class PagedAdamW implements Optimizer {
   private readonly v = new Map<Tensor, Float32Array>();
   private readonly sm: Tensor;
   private readonly sv: Tensor;
-  constructor(private readonly be: Backend, pairs: LoraPair[], private readonly o: TrainOptions) {
+  constructor(private readonly be: Backend, params: LoraParam[], private readonly o: TrainOptions) {
     let max = 1;
-    for (const p of pairs) {
-      for (const t of [p.A, p.B]) {
+    for (const { value: t } of params) {
+      {
         this.m.set(t, new Float32Array(t.length));
         this.v.set(t, new Float32Array(t.length));
         max = Math.max(max, t.length);
@@ -127,10 +124,10 @@ class PagedAdamW implements Optimizer {
     this.sm = be.alloc('f32', max, 'paged.exp_avg');
     this.sv = be.alloc('f32', max, 'paged.exp_avg_sq');
   }
-  async update(pairs: LoraPair[], lr: number, step: number, gradScale: number): Promise<void> {
+  async update(params: LoraParam[], lr: number, step: number, gradScale: number): Promise<void> {
     const hp = { lr, beta1: this.o.beta1, beta2: this.o.beta2, eps: this.o.eps, weightDecay: this.o.weightDecay, step, gradScale };
-    for (const p of pairs) {
-      for (const [t, g] of [[p.A, p.dA], [p.B, p.dB]] as const) {
+    for (const { value: t, grad: g } of params) {
+      {
         const m = this.m.get(t)!, v = this.v.get(t)!;
         this.be.write(this.sm, m);
         this.be.write(this.sv, v);
@@ -163,11 +160,8 @@ class PagedAdamW implements Optimizer {
 
 class Sgd implements Optimizer {
   constructor(private readonly be: Backend) {}
-  async update(pairs: LoraPair[], lr: number, _step: number, gradScale: number): Promise<void> {
-    for (const p of pairs) {
-      this.be.sgdStep(p.A, p.dA, p.A.length, lr, gradScale);
-      this.be.sgdStep(p.B, p.dB, p.B.length, lr, gradScale);
-    }
+  async update(params: LoraParam[], lr: number, _step: number, gradScale: number): Promise<void> {
+    for (const { value: t, grad: g } of params) this.be.sgdStep(t, g, t.length, lr, gradScale);
   }
   async exportState(): Promise<Map<string, Float32Array>> { return new Map(); }
   importState(): void {}
@@ -191,8 +185,8 @@ export class Trainer {
 
   constructor(readonly model: LlamaModel, readonly lora: LoraAdapters, readonly data: MicroBatchSource, readonly o: TrainOptions) {
     const be = model.backend;
-    this.ws = new Workspace(be, model.config, { batch: o.batchSize, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.config.r });
-    this.opt = o.optimizer === 'sgd' ? new Sgd(be) : o.optimizer === 'paged-adamw' ? new PagedAdamW(be, lora.pairs, o) : new AdamW(be, lora.pairs, o);
+    this.ws = new Workspace(be, model.config, { batch: o.batchSize, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.maxRank, loraDropout: lora.config.dropout });
+    this.opt = o.optimizer === 'sgd' ? new Sgd(be) : o.optimizer === 'paged-adamw' ? new PagedAdamW(be, lora.params, o) : new AdamW(be, lora.params, o);
     // per-row losses [B·T] followed by the squared gradient norm: one readback per step
     this.lossAcc = be.alloc('f32', o.batchSize * o.seqLen + 1, 'lossAcc');
     this.normSq = be.alloc('f32', 1, 'gradNormSq');
@@ -221,9 +215,8 @@ export class Trainer {
       }
     }
     let first = true;
-    for (const p of this.lora.pairs) {
-      be.sumSquares(this.normSq, p.dA, p.dA.length, !first);
-      be.sumSquares(this.normSq, p.dB, p.dB.length, true);
+    for (const p of this.lora.params) {
+      be.sumSquares(this.normSq, p.grad, p.grad.length, !first);
       first = false;
     }
     const R = o.batchSize * o.seqLen;
@@ -239,7 +232,7 @@ export class Trainer {
     }
     const clip = o.maxGradNorm > 0 ? Math.min(1, o.maxGradNorm / (gradNorm + 1e-6)) : 1;
     // the update is enqueued; the next step's readback orders it (no extra host sync here)
-    if (scored > 0) await this.opt.update(this.lora.pairs, lr, this.step + 1, clip);
+    if (scored > 0) await this.opt.update(this.lora.params, lr, this.step + 1, clip);
     this.step++;
     const seconds = (performance.now() - t0) / 1000;
     return { step: this.step, loss, lr, grad_norm: gradNorm, tokens, scored, tokens_per_s: tokens / seconds, seconds };

@@ -193,7 +193,7 @@ test('user mistakes: one sentence, exit 2, nothing written', () => {
   const cases: Array<[string[], RegExp]> = [
     [['--data', join(TMP, 'broken.jsonl')], /broken\.jsonl:2: .*"text" must be a string/],
     [['--data', data, '--lr', 'fast'], /--lr expects a number/],
-    [['--data', data, '--target', 'q_proj,lm_head'], /unknown module 'lm_head'/],
+    [['--data', data, '--target', 'q_proj,lm_head'], /--target: LoRA on 'lm_head' is not implemented/],
     [['--data', data, '--steps', '2', '--epochs', '1'], /--steps or --epochs, not both/],
     [['--data', data, '--seq-len', '100000'], /exceeds the model's context/],
     [['--data', join(TMP, 'missing.jsonl')], /missing\.jsonl: no such file/],

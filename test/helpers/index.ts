@@ -77,3 +77,10 @@ export function poison<T extends Float32Array | Uint8Array | Int32Array>(a: T): 
   else a.fill(0x7badbeef);
   return a;
 }
+
+/** A config as the model computes with it: the variant made explicit, the source's raw config.json dropped. */
+export function mathConfig(c: import('../../src/model/config.ts').ModelConfig): unknown {
+  const { hfConfig: _raw, ...rest } = c;
+  return { ...rest, variant: variantOfConfig(c) };
+}
+import { variantOf as variantOfConfig } from '../../src/model/families.ts';

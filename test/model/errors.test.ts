@@ -48,7 +48,12 @@ test('LoRA settings: one check wherever they come from', () => {
   throwsUser(() => checkLoraConfig({ ...DEFAULT_LORA, dropout: -0.1 }, 'x'), /lora_dropout must be in \[0, 1\), got -0\.1/);
   throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, dropout: 2 }, false), /^LoRA: lora_dropout must be in/);
   throwsUser(() => parseTargets(' , '), /--target: no module named/);
-  throwsUser(() => parseTargets('q_proj,lm_head'), /--target: unknown module 'lm_head'/);
+  throwsUser(() => parseTargets('q_proj,a-b'), /--target: 'a-b' is not a module name/);
+  throwsUser(() => parseTargets('q_proj,lm_head'), /^--target: LoRA on 'lm_head' is not implemented/);
+  throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, targets: ['q_proj', 'lm_head'] }, false), /^LoRA: target module "lm_head" matches no linear layer \(LoRA on the embedding or lm_head is not implemented\)\.$/);
+  throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, targets: ['qkv_proj'] }, false), /^LoRA: target module "qkv_proj" matches no linear layer \(this model's linear modules are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj\)\.$/);
+  throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, layersToTransform: [7] }, false), /layers_to_transform names layer 7, but the model has 2 layers/);
+  throwsUser(() => new LoraAdapters(createReferenceBackend(), TINY, { ...DEFAULT_LORA, targets: '(?P<x>q)_proj' }, false), /uses Python-only regex syntax/);
 });
 
 test('adapter_config.json: every refusal names the file and the key', () => {
@@ -61,29 +66,32 @@ test('adapter_config.json: every refusal names the file and the key', () => {
   bad({ bias: 'all' }, /bias = "all" is not supported/);
   bad({ fan_in_fan_out: true }, /fan_in_fan_out = true is not supported/);
   bad({ modules_to_save: ['lm_head'] }, /modules_to_save = \["lm_head"\] is not supported/);
-  bad({ layers_to_transform: [0] }, /layers_to_transform = \[0\] is not supported \(adapters must cover every layer\)/);
-  bad({ rank_pattern: { q_proj: 4 } }, /rank_pattern = .* is not supported \(one rank for every layer\)/);
-  bad({ alpha_pattern: { q_proj: 4 } }, /alpha_pattern = .* is not supported/);
+  bad({ layers_to_transform: 'x' }, /"layers_to_transform" must be a layer index or a list of them/);
+  bad({ rank_pattern: { q_proj: 0 } }, /LoRA rank rank_pattern\["q_proj"\] must be a positive integer, got 0/);
+  bad({ alpha_pattern: { q_proj: 'x' } }, /"alpha_pattern" must map module patterns to numbers/);
+  bad({ layers_pattern: 'blocks' }, /layers_pattern = "blocks" is not supported/);
+  bad({ lora_bias: true }, /lora_bias = true is not supported/);
+  bad({ exclude_modules: ['q_proj'] }, /exclude_modules = \["q_proj"\] is not supported/);
+  bad({ target_modules: '(unclosed' }, /target_modules "\(unclosed" is not a valid regular expression/);
   bad({ r: 'big' }, /"r" must be a positive integer/);
   bad({ r: 2.5 }, /LoRA rank r must be a positive integer, got 2\.5/);
   bad({ lora_alpha: 'x' }, /"lora_alpha" must be a positive number/);
   bad({ lora_alpha: -1 }, /lora_alpha must be a positive number, got -1/);
   bad({ lora_dropout: 'x' }, /"lora_dropout" must be a number/);
   bad({ lora_dropout: 1.5 }, /^a\/adapter_config\.json: lora_dropout must be in \[0, 1\), got 1\.5\.$/);
-  bad({ target_modules: 'q_proj' }, /"target_modules" must be a list of module names or "all-linear"/);
-  bad({ target_modules: ['c_attn'] }, /target_modules c_attn are not Llama linear layers/);
+  bad({ target_modules: 3 }, /"target_modules" must be a list of module names, "all-linear" or a regex string/);
   bad({ target_modules: [] }, /"target_modules" is empty/);
 });
 
 test('adapter directories: missing files, tensors, shapes and dtypes', async () => {
   const be = createReferenceBackend();
-  const cfg = { r: 2, alpha: 4, dropout: 0, targets: ['q_proj' as const], useRslora: false };
+  const cfg = { r: 2, alpha: 4, dropout: 0, targets: ['q_proj'], useRslora: false };
   const conf = enc(adapterConfigJson(cfg, 'base'));
   const tensors = (edit: (e: Array<{ name: string; dtype: 'F32' | 'U8'; shape: number[]; data: Uint8Array }>) => void) => {
     const e: Array<{ name: string; dtype: 'F32' | 'U8'; shape: number[]; data: Uint8Array }> = [];
     for (let l = 0; l < TINY.numLayers; l++) {
-      e.push({ name: peftKey(l, 'q_proj', 'A'), dtype: 'F32', shape: [2, 16], data: new Uint8Array(2 * 16 * 4) });
-      e.push({ name: peftKey(l, 'q_proj', 'B'), dtype: 'F32', shape: [16, 2], data: new Uint8Array(16 * 2 * 4) });
+      e.push({ name: peftKey(`model.layers.${l}.self_attn.q_proj`, 'A'), dtype: 'F32', shape: [2, 16], data: new Uint8Array(2 * 16 * 4) });
+      e.push({ name: peftKey(`model.layers.${l}.self_attn.q_proj`, 'B'), dtype: 'F32', shape: [16, 2], data: new Uint8Array(16 * 2 * 4) });
     }
     edit(e);
     return serializeSafetensors(e);
@@ -114,7 +122,7 @@ test('checkpoints: incomplete, foreign or mismatched state is refused', async ()
   const other = enc(adapterConfigJson({ ...DEFAULT_LORA, r: 4 }, 'base'));
   const state = { version: STATE_VERSION, step: 1, data: null, options: trainer.o, lora: lora.config, baseModel: 'b', history: [] };
   const ck = new MapDirSource('run/checkpoint-1', new Map([['adapter_config.json', other], ['adapter_model.safetensors', await serializeSafetensors([])]]));
-  await rejectsUser(restoreCheckpoint(ck, trainer, state), /^run\/checkpoint-1: the checkpoint's adapter \(r 4, alpha 32, .*\) does not match this run's LoRA settings\.$/);
+  await rejectsUser(restoreCheckpoint(ck, trainer, state), /^run\/checkpoint-1: the checkpoint's adapter \(r 4, alpha 32, targets .*\) does not match this run's LoRA settings\.$/);
   throwsUser(() => trainer.importOptimizer(new Map()), /^optimizer state: layers\.0\.q_proj\.lora_A\.exp_avg is missing or has the wrong size \(expected \d+ values\)\.$/);
 });
 
