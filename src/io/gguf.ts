@@ -15,11 +15,13 @@
 //   string = u64 byte length + UTF-8 bytes (no NUL); array = u32 elem_type + u64 count + elems.
 // ggml `ne` is innermost-first: ne[0] is the row length, so the row-major shape is ne reversed.
 import { WebqloraError } from '../errors.ts';
-import { f16ToF32, numel, sameShape, toFloat32 } from './dtype.ts';
+import { numel, sameShape, toFloat32 } from './dtype.ts';
+import * as quants from './ggml-quants.ts';
 import type { ByteSource } from './source.ts';
 import type { EmbeddedVocab, TensorRef, WeightSource } from './weights.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
 import type { Quant4Tensor } from '../quant/types.ts';
+import { ggufArch, ggufNames, ggufToHfConfig, type GgufArch, type MetaReader } from './gguf-arch.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Low-level: header, metadata, tensor infos
@@ -53,7 +55,7 @@ const GGML_TYPES: Record<number, readonly [string, number, number]> = {
   27: ['I64', 1, 8], 28: ['F64', 1, 8], 29: ['IQ1_M', 256, 56], 30: ['BF16', 1, 2],
   34: ['TQ1_0', 256, 54], 35: ['TQ2_0', 256, 66], 39: ['MXFP4', 32, 17],
 };
-const GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q8_0 = 8, GGML_BF16 = 30;
+const GGML_F16 = 1, GGML_BF16 = 30;
 
 export function ggmlTypeName(type: number): string {
   return GGML_TYPES[type]?.[0] ?? `unknown type ${type}`;
@@ -156,7 +158,7 @@ function decodeUtf8(b: Uint8Array, start: number, len: number): string {
   return utf8.decode(b.subarray(start, start + len));
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: false });
+const utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 /** Reads the header, metadata and tensor infos (no tensor data) and validates them. */
 export async function readGguf(src: ByteSource): Promise<GgufFile> {
@@ -344,45 +346,43 @@ interface Dequantizer {
   decode(bytes: Uint8Array, n: number, what: string): Float32Array;
 }
 
+const GGML_TYPE_BY_NAME = new Map(Object.entries(GGML_TYPES).map(([t, [name]]) => [name, Number(t)]));
+
 /**
- * Every supported tensor type (the messages list these keys). Quantized types are reported as
- * F32 (their values are exact in float32).
- *
- * Q8_0: blocks of 32 elements, { f16 d; int8 qs[32] } (34 bytes); x[j] = qs[j]·d.
- * Q4_0: blocks of 32 elements, { f16 d; u8 qs[16] } (18 bytes); x[j] = ((qs[j] & 15) − 8)·d and
- * x[j+16] = ((qs[j] >> 4) − 8)·d for j < 16 (low nibbles are the first half of the block).
- * Both products are exact in float32 (8-bit integer × 11-bit mantissa).
+ * A tensor type: its dequantizer with the byte count checked first, where the tensor's name is
+ * known. Block types (ggml-quants.ts) are reported as F32: their values are gguf-py's float32 ones.
  */
+function dequantizer(type: string, dequantize: (b: Uint8Array, n: number) => Float32Array, dtype: Dequantizer['dtype'] = 'F32'): [number, Dequantizer] {
+  const t = GGML_TYPE_BY_NAME.get(type)!;
+  const [, S, bytes] = GGML_TYPES[t]!;
+  return [t, {
+    dtype,
+    decode(b, n, what) {
+      const need = Math.ceil(n / S) * bytes;
+      if (n % S !== 0 || b.length < need) {
+        throw new WebqloraError(`${what}: ${n} ${type} values need ${need} bytes (${S} per ${bytes}-byte block) but the data has ${b.length} (the tensor is truncated or corrupt).`);
+      }
+      return dequantize(b, n);
+    },
+  }];
+}
+
+/** Every supported tensor type (the messages list these keys); ggml-quants.ts documents the block types. */
 const DEQUANTIZERS = new Map<number, Dequantizer>([
-  [GGML_F32, { dtype: 'F32', decode: (b, _n, what) => toFloat32(b, 'F32', what) }],
-  [GGML_F16, { dtype: 'F16', decode: (b, _n, what) => toFloat32(b, 'F16', what) }],
-  [GGML_BF16, { dtype: 'BF16', decode: (b, _n, what) => toFloat32(b, 'BF16', what) }],
-  [GGML_Q8_0, {
-    dtype: 'F32',
-    decode(bytes, n) {
-      const out = new Float32Array(n);
-      for (let b = 0, o = 0; o < n; b += 34, o += 32) {
-        const d = f16ToF32(bytes[b]! | (bytes[b + 1]! << 8));
-        for (let j = 0; j < 32; j++) out[o + j] = ((bytes[b + 2 + j]! << 24) >> 24) * d;
-      }
-      return out;
-    },
-  }],
-  [GGML_Q4_0, {
-    dtype: 'F32',
-    decode(bytes, n) {
-      const out = new Float32Array(n);
-      for (let b = 0, o = 0; o < n; b += 18, o += 32) {
-        const d = f16ToF32(bytes[b]! | (bytes[b + 1]! << 8));
-        for (let j = 0; j < 16; j++) {
-          const q = bytes[b + 2 + j]!;
-          out[o + j] = ((q & 15) - 8) * d;
-          out[o + j + 16] = ((q >> 4) - 8) * d;
-        }
-      }
-      return out;
-    },
-  }],
+  dequantizer('F32', (b, n) => toFloat32(b.subarray(0, 4 * n), 'F32', 'F32')),
+  dequantizer('F16', (b, n) => toFloat32(b.subarray(0, 2 * n), 'F16', 'F16'), 'F16'),
+  dequantizer('BF16', (b, n) => toFloat32(b.subarray(0, 2 * n), 'BF16', 'BF16'), 'BF16'),
+  dequantizer('Q8_0', quants.dequantizeQ8_0),
+  dequantizer('Q4_0', quants.dequantizeQ4_0),
+  dequantizer('Q4_1', quants.dequantizeQ4_1),
+  dequantizer('Q5_0', quants.dequantizeQ5_0),
+  dequantizer('Q5_1', quants.dequantizeQ5_1),
+  dequantizer('Q2_K', quants.dequantizeQ2_K),
+  dequantizer('Q3_K', quants.dequantizeQ3_K),
+  dequantizer('Q4_K', quants.dequantizeQ4_K),
+  dequantizer('Q5_K', quants.dequantizeQ5_K),
+  dequantizer('Q6_K', quants.dequantizeQ6_K),
+  dequantizer('IQ4_NL', quants.dequantizeIQ4_NL),
 ]);
 
 const SUPPORTED_TYPES = [...DEQUANTIZERS.keys()].map(ggmlTypeName).join(', ');
@@ -392,6 +392,24 @@ function dequantizerOf(type: number, what: string): Dequantizer {
   const d = DEQUANTIZERS.get(type);
   if (!d) throw new WebqloraError(`${what} has type ${ggmlTypeName(type)} (${type}), which is not supported (supported: ${SUPPORTED_TYPES}).`);
   return d;
+}
+
+/**
+ * `n` float32 values of ggml type `type` from their stored bytes, exactly as ggml/gguf-py
+ * dequantize them. Throws a WebqloraError naming `what` for an unsupported type or too few bytes.
+ */
+export function dequantizeGguf(type: number, bytes: Uint8Array, n: number, what: string): Float32Array {
+  return dequantizerOf(type, what).decode(bytes, n, what);
+}
+
+/**
+ * One tensor of a GGUF file by its GGUF name, row-major, as stored: no HF renaming and no q/k row
+ * permutation (openGguf's readFloat does both). Any architecture; `file` is readGguf(src).
+ */
+export async function readGgufTensor(src: ByteSource, file: GgufFile, name: string): Promise<Float32Array> {
+  const info = file.tensors.find((t) => t.name === name);
+  if (!info) throw new WebqloraError(`${src.name}: no tensor named "${name}".`);
+  return dequantizeGguf(info.type, await src.read(info.offset, info.byteLength), numel(info.shape), `${src.name}: tensor "${name}"`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,40 +450,6 @@ export function rotateHalfQK(name: string, w: Float32Array, c: ModelConfig): Flo
 // ---------------------------------------------------------------------------------------------
 // High-level: a llama GGUF as a WeightSource with HF names and layouts
 
-// GGUF llama tensor names ↔ HF names (llama.cpp gguf-py constants.py MODEL_TENSOR names): whole
-// names outside the blocks, and the part after blk.N. / model.layers.N. inside them.
-const GGUF_TO_HF_TOP = new Map([
-  ['token_embd.weight', 'model.embed_tokens.weight'],
-  ['output_norm.weight', 'model.norm.weight'],
-  ['output.weight', 'lm_head.weight'],
-]);
-const GGUF_TO_HF_BLOCK = new Map([
-  ['attn_q', 'self_attn.q_proj'], ['attn_k', 'self_attn.k_proj'], ['attn_v', 'self_attn.v_proj'], ['attn_output', 'self_attn.o_proj'],
-  ['ffn_gate', 'mlp.gate_proj'], ['ffn_up', 'mlp.up_proj'], ['ffn_down', 'mlp.down_proj'],
-  ['attn_norm', 'input_layernorm'], ['ffn_norm', 'post_attention_layernorm'],
-]);
-const invert = (m: Map<string, string>) => new Map([...m].map(([k, v]) => [v, k]));
-const HF_TO_GGUF_TOP = invert(GGUF_TO_HF_TOP);
-const HF_TO_GGUF_BLOCK = invert(GGUF_TO_HF_BLOCK);
-
-/** GGUF llama tensor name → HF name, or null for a name llama models do not have. */
-function ggufToHfName(name: string): string | null {
-  const top = GGUF_TO_HF_TOP.get(name);
-  if (top) return top;
-  const m = /^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$/.exec(name);
-  const part = m ? GGUF_TO_HF_BLOCK.get(m[2]!) : undefined;
-  return part ? `model.layers.${Number(m![1])}.${part}.${m![3]}` : null;
-}
-
-/** HF name → GGUF name (for messages; an unknown name is returned unchanged). */
-function hfToGgufName(hf: string): string {
-  const top = HF_TO_GGUF_TOP.get(hf);
-  if (top) return top;
-  const m = /^model\.layers\.(\d+)\.(.+)\.(weight|bias)$/.exec(hf);
-  const part = m ? HF_TO_GGUF_BLOCK.get(m[2]!) : undefined;
-  return part ? `blk.${m![1]}.${part}.${m![3]}` : hf;
-}
-
 /** The shortest decimal that is the same float32 (1e-5 rather than 9.999999747378752e-6). */
 function shortestF32(x: number): number {
   for (let p = 1; p <= 9; p++) {
@@ -484,6 +468,7 @@ class GgufWeights implements WeightSource {
     readonly tensors: TensorRef[],
     readonly vocab: EmbeddedVocab | null,
     private readonly infos: Map<string, GgufTensorInfo>,
+    private readonly arch: GgufArch,
   ) {}
   get name(): string { return this.src.name; }
 
@@ -493,7 +478,9 @@ class GgufWeights implements WeightSource {
     if (!info) throw new WebqloraError(`${this.src.name}: no tensor named "${name}".`);
     const what = `${this.src.name}: ${name}`;
     const w = dequantizerOf(info.type, what).decode(await this.src.read(info.offset, info.byteLength), numel(info.shape), what);
-    return rotateHalfQK(name, w, this.config);
+    // Gemma stores 1 + w (exact back to w for the weights near 0 and 1 norms hold; within 1 ulp otherwise)
+    if (this.arch.normShift && /norm\.weight$/.test(name)) for (let i = 0; i < w.length; i++) w[i] = Math.fround(w[i]! - 1);
+    return this.arch.permuteQK ? rotateHalfQK(name, w, this.config) : w;
   }
 
   async readQuant(_name: string): Promise<Quant4Tensor | null> {
@@ -507,9 +494,10 @@ class GgufWeights implements WeightSource {
 }
 
 /**
- * Opens a llama-architecture GGUF file: reads and checks the header, maps tensor names to HF,
- * builds the ModelConfig and the embedded vocabulary. Tensor data is read later, one tensor per
- * readFloat call. The caller keeps ownership of `src` (close it after the WeightSource).
+ * Opens a GGUF model file of any architecture in gguf-arch.ts: reads and checks the header, maps
+ * tensor names to HF, builds the ModelConfig (through the HF config path) and the embedded
+ * vocabulary. Tensor data is read later, one tensor per readFloat call. The caller keeps
+ * ownership of `src` (close it after the WeightSource).
  */
 export async function openGguf(src: ByteSource): Promise<WeightSource> {
   const file = await readGguf(src);
@@ -517,83 +505,88 @@ export async function openGguf(src: ByteSource): Promise<WeightSource> {
   const bad = (msg: string) => new WebqloraError(`${name}: ${msg}`);
   const md = file.metadata;
 
-  const arch = md.get('general.architecture');
-  if (arch === undefined) throw bad('general.architecture is missing (is this a model file?).');
-  if (arch !== 'llama') throw bad(`architecture "${String(arch)}" is not supported (expected llama).`);
+  const archName = md.get('general.architecture');
+  if (archName === undefined) throw bad('general.architecture is missing (is this a model file?).');
+  if (typeof archName !== 'string') throw bad('general.architecture is not a string.');
+  const arch = ggufArch(archName, name);
 
-  const int = (key: string, required: boolean, def?: number): number => {
-    const v = md.get(key);
-    if (v === undefined) {
-      if (required) throw bad(`metadata ${key} is missing.`);
-      return def!;
-    }
-    const x = typeof v === 'bigint' ? Number(v) : v;
-    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x <= 0) throw bad(`metadata ${key} is ${String(v)}, expected a positive integer.`);
-    return x;
-  };
-  const float = (key: string, def: number): number => {
-    const v = md.get(key);
-    if (v === undefined) return def;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad(`metadata ${key} is ${String(v)}, expected a positive number.`);
-    return shortestF32(v);
+  const meta: MetaReader = {
+    has: (key) => md.has(key),
+    int(key, def) {
+      const v = md.get(key);
+      if (v === undefined) {
+        if (def !== undefined) return def;
+        throw bad(`metadata ${key} is missing.`);
+      }
+      const x = typeof v === 'bigint' ? Number(v) : v;
+      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x <= 0) throw bad(`metadata ${key} is ${String(v)}, expected a positive integer.`);
+      return x;
+    },
+    float(key, def) {
+      const v = md.get(key);
+      if (v === undefined) {
+        if (def !== undefined) return def;
+        throw bad(`metadata ${key} is missing.`);
+      }
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw bad(`metadata ${key} is ${String(v)}, expected a positive number.`);
+      return shortestF32(v);
+    },
+    str(key, def) {
+      const v = md.get(key);
+      if (v === undefined) {
+        if (def !== undefined) return def;
+        throw bad(`metadata ${key} is missing.`);
+      }
+      if (typeof v !== 'string') throw bad(`metadata ${key} is ${String(v)}, expected a string.`);
+      return v;
+    },
   };
 
   const byGguf = new Map(file.tensors.map((t) => [t.name, t]));
-  if (byGguf.has('rope_freqs.weight')) {
-    throw bad('Llama-3.1-style RoPE scaling stored in the rope_freqs tensor is not supported (load the model from its HF directory instead).');
-  }
   const vocab = readVocab(md, name);
-
-  const C = int('llama.embedding_length', true);
-  const H = int('llama.attention.head_count', true);
-  const KVH = int('llama.attention.head_count_kv', false, H);
-  const keyLength = md.has('llama.attention.key_length');
-  const D = keyLength ? int('llama.attention.key_length', true) : C / H;
-  if (!Number.isInteger(D) || D % 2 !== 0) {
-    throw bad(`the head dimension ${keyLength ? `llama.attention.key_length ${D}` : `${C}/${H}`} is not an even integer (RoPE needs it even).`);
+  // Every block has at least 6 tensors (Phi-3's fused layout; 9 for llama): a corrupt block_count
+  // must not make us list millions of names.
+  const L = meta.int(`${arch.name}.block_count`);
+  if (L * 6 > file.tensors.length) {
+    throw bad(`${arch.name}.block_count is ${L} but the file has only ${file.tensors.length} tensors (${L * 6 + 2} or more expected).`);
   }
-  if (H % KVH !== 0) throw bad(`llama.attention.head_count ${H} is not a multiple of head_count_kv ${KVH}.`);
   const embd = byGguf.get('token_embd.weight');
-  const V = md.has('llama.vocab_size') ? int('llama.vocab_size', true) : vocab ? vocab.tokens.length : embd?.shape[0];
-  if (V === undefined) throw bad('the vocabulary size is unknown (no llama.vocab_size, token list or token_embd.weight).');
-  const scaling = md.get('llama.rope.scaling.type');
-  let ropeScaling: ModelConfig['ropeScaling'] = null;
-  if (scaling !== undefined && scaling !== 'none') {
-    if (scaling !== 'linear') throw bad(`RoPE scaling "${String(scaling)}" is not supported (only linear).`);
-    ropeScaling = { ropeType: 'linear', factor: float('llama.rope.scaling.factor', 1) };
+  const V = md.has(`${arch.name}.vocab_size`) ? meta.int(`${arch.name}.vocab_size`) : vocab ? vocab.tokens.length : embd?.shape[0];
+  if (V === undefined) throw bad(`the vocabulary size is unknown (no ${arch.name}.vocab_size, token list or token_embd.weight).`);
+  const config = ggufToHfConfig(arch, meta, { vocabSize: V, tied: !byGguf.has('output.weight'), bos: vocab?.bosId ?? null, eos: vocab?.eosId ?? null }, name);
+  delete config.hfConfig; // made up from metadata: written back through configToHf, not verbatim
+  // llama.cpp's llama graph takes q/k/v biases when the file has them (as Qwen2 always does)
+  if (byGguf.has('blk.0.attn_q.bias')) {
+    if (arch.name !== 'llama' && arch.name !== 'qwen2') throw bad(`tensor "blk.0.attn_q.bias": attention biases are not part of the ${arch.name} architecture.`);
+    if (byGguf.has('blk.0.attn_output.bias')) throw bad('tensor "blk.0.attn_output.bias": a bias on the attention output projection is not supported.');
+    config.attentionBias = true;
   }
-  const wtypes = file.tensors.filter((t) => t.shape.length === 2).map((t) => t.type);
-  const config: ModelConfig = {
-    architecture: 'LlamaForCausalLM',
-    hiddenSize: C,
-    intermediateSize: int('llama.feed_forward_length', true),
-    numLayers: int('llama.block_count', true),
-    numHeads: H,
-    numKVHeads: KVH,
-    headDim: D,
-    vocabSize: V,
-    maxPositionEmbeddings: int('llama.context_length', false, 2048),
-    rmsNormEps: float('llama.attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: float('llama.rope.freq_base', 10000),
-    ropeScaling,
-    tieWordEmbeddings: !byGguf.has('output.weight'),
-    attentionBias: byGguf.has('blk.0.attn_q.bias'),
-    bosTokenId: vocab?.bosId ?? null,
-    eosTokenIds: vocab?.eosId != null ? [vocab.eosId] : [],
-    // The float type the model was converted from: BF16 if any weight is BF16, F32 if all are F32.
-    torchDtype: wtypes.includes(GGML_BF16) ? 'BF16' : wtypes.every((t) => t === GGML_F32) ? 'F32' : 'F16',
-  };
+  // The precision the embedding and lm_head tables are held in: the file's own half type when
+  // they are stored as F16/BF16; float32 otherwise (F32, or block-quantized values, which a half
+  // type would round: llama.cpp computes with the exact dequantized values).
+  const tableType = (embd ?? file.tensors[0]!).type;
+  config.torchDtype = tableType === GGML_BF16 ? 'BF16' : tableType === GGML_F16 ? 'F16' : 'F32';
 
-  // Every block has 9 tensors: a corrupt block_count must not make us list millions of names.
-  if (config.numLayers * 9 > file.tensors.length) {
-    throw bad(`llama.block_count is ${config.numLayers} but the file has only ${file.tensors.length} tensors (${config.numLayers * 9 + 2} or more expected).`);
+  // Llama 3 rope scaling travels as llama.cpp's rope_freqs tensor: per-dimension divisors
+  const ropeFreqs = byGguf.get('rope_freqs.weight');
+  if (ropeFreqs) {
+    if (ropeFreqs.shape.length !== 1 || ropeFreqs.shape[0] !== config.headDim / 2) throw bad(`tensor "rope_freqs.weight" has shape [${ropeFreqs.shape.join(', ')}], expected [${config.headDim / 2}].`);
+    const what = `${name}: tensor "rope_freqs.weight"`;
+    const f = dequantizerOf(ropeFreqs.type, what).decode(await src.read(ropeFreqs.offset, ropeFreqs.byteLength), config.headDim / 2, what);
+    if (!f.every((x) => Number.isFinite(x) && x > 0)) throw bad('tensor "rope_freqs.weight" holds a value that is not a positive number.');
+    if (config.ropeScaling) throw bad('has both rope_freqs and a rope scaling type; one of them would be ignored.');
+    config.ropeScaling = { ropeType: 'factors', factor: 1, factors: Array.from(f) };
   }
+
   const expected = new Map(expectedTensors(config).map((t) => [t.name, t.shape]));
+  const toGguf = ggufNames(arch, [...expected.keys()]);
+  const toHf = new Map([...toGguf].map(([h, g]) => [g, h]));
   const infos = new Map<string, GgufTensorInfo>();
   const tensors: TensorRef[] = [];
   for (const t of file.tensors) {
-    const hf = ggufToHfName(t.name);
-    if (hf === null || !expected.has(hf)) throw bad(`unexpected tensor "${t.name}" for a llama model with ${config.numLayers} layers.`);
+    if (t.name === 'rope_freqs.weight') continue;
+    const hf = toHf.get(t.name);
+    if (hf === undefined) throw bad(`unexpected tensor "${t.name}" for a ${arch.name} model with ${config.numLayers} layers.`);
     const want = expected.get(hf)!;
     if (!sameShape(t.shape, want)) {
       throw bad(`tensor "${t.name}" (${hf}) has shape [${t.shape.join(', ')}], expected [${want.join(', ')}].`);
@@ -603,13 +596,16 @@ export async function openGguf(src: ByteSource): Promise<WeightSource> {
     tensors.push({ name: hf, dtype, shape: t.shape.slice() });
   }
   for (const [hf, shape] of expected) {
-    if (!infos.has(hf)) throw bad(`tensor ${hfToGgufName(hf)} (${hf}, shape [${shape.join(', ')}]) is missing.`);
+    if (!infos.has(hf)) throw bad(`tensor ${toGguf.get(hf)} (${hf}, shape [${shape.join(', ')}]) is missing.`);
   }
-  return new GgufWeights(src, config, tensors, vocab, infos);
+  return new GgufWeights(src, config, tensors, vocab, infos, arch);
 }
 
-/** EmbeddedVocab from tokenizer.ggml.* (llama.cpp llama-vocab.cpp reads the same keys). */
-function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVocab | null {
+/**
+ * EmbeddedVocab from tokenizer.ggml.* (llama.cpp llama-vocab.cpp reads the same keys), or null
+ * when the metadata has no vocabulary. Exported for vocabulary-only files (tokenizerFromGguf).
+ */
+export function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVocab | null {
   const bad = (msg: string) => new WebqloraError(`${name}: ${msg}`);
   const model = md.get('tokenizer.ggml.model');
   const tokens = md.get('tokenizer.ggml.tokens');
@@ -629,6 +625,8 @@ function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVocab | nu
   if (merges !== undefined && !(Array.isArray(merges) && merges.every((m) => typeof m === 'string'))) {
     throw bad('tokenizer.ggml.merges must be an array of strings.');
   }
+  const pre = md.get('tokenizer.ggml.pre');
+  if (pre !== undefined && typeof pre !== 'string') throw bad(`tokenizer.ggml.pre is ${String(pre)}, expected a string.`);
   const id = (key: string): number | null => {
     const v = md.get(key);
     if (v === undefined) return null;
@@ -646,6 +644,7 @@ function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVocab | nu
   };
   return {
     model,
+    pre: pre ?? null,
     tokens: tokens as string[],
     scores: (scores as Float32Array | undefined) ?? null,
     tokenTypes: (types as Int32Array | undefined) ?? null,
@@ -654,8 +653,10 @@ function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVocab | nu
     eosId: id('tokenizer.ggml.eos_token_id'),
     unkId: id('tokenizer.ggml.unknown_token_id'),
     padId: id('tokenizer.ggml.padding_token_id'),
-    // llama.cpp defaults: SentencePiece vocabularies add BOS, others only when the file says so.
-    addBos: flag('tokenizer.ggml.add_bos_token', model === 'llama'),
+    // llama.cpp defaults: SentencePiece vocabularies and the Llama 3 pre-tokenizer add BOS,
+    // others only when the file says so; only SentencePiece has the dummy-prefix space.
+    addBos: flag('tokenizer.ggml.add_bos_token', model === 'llama' || (model === 'gpt2' && pre === 'llama-bpe')),
     addEos: flag('tokenizer.ggml.add_eos_token', false),
+    addSpacePrefix: flag('tokenizer.ggml.add_space_prefix', model === 'llama'),
   };
 }

@@ -18,6 +18,11 @@ export type WeightFormat = 'hf' | 'bnb-4bit' | 'gguf' | 'llama2c' | 'synthetic';
 /** Vocabulary carried inside a model file (GGUF tokenizer.ggml.*, llama2.c has none). */
 export interface EmbeddedVocab {
   model: 'llama' | 'gpt2' | string;
+  /**
+   * tokenizer.ggml.pre: llama.cpp's name for how a gpt2 (byte-level BPE) vocabulary splits text
+   * before merging ('llama-bpe', 'qwen2', 'smollm', 'gpt-2', ...); null when the file has none.
+   */
+  pre: string | null;
   tokens: string[];
   scores: Float32Array | null;
   /** GGUF token types (1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte). */
@@ -29,6 +34,11 @@ export interface EmbeddedVocab {
   padId: number | null;
   addBos: boolean;
   addEos: boolean;
+  /**
+   * tokenizer.ggml.add_space_prefix: a SentencePiece vocabulary prepends '▁' to the text (the
+   * dummy prefix). llama.cpp's default is true for 'llama' vocabularies; Gemma files say false.
+   */
+  addSpacePrefix: boolean;
 }
 
 export interface WeightSource {

@@ -2,17 +2,41 @@
 // (+ tokenizer_config.json), or a SentencePiece tokenizer.model. Isomorphic: files arrive as
 // ByteSource / DirSource.
 import { WebqloraError } from '../errors.ts';
+import { readGguf, readVocab } from '../io/gguf.ts';
 import { closeSource, parseJson, readJson, type ByteSource, type DirSource } from '../io/source.ts';
 import type { EmbeddedVocab } from '../io/weights.ts';
+import { ggufBpeTokenizerJson } from './gguf-bpe.ts';
 import { chatTemplateFromConfig, HfJsonTokenizer, type TokenizerConfig } from './hf.ts';
 import { parseSentencePieceModel, spmFromVocab, SpmTokenizer } from './spm.ts';
 import type { Tokenizer } from './tokenizer.ts';
 
 export { chatTemplateFromConfig, type TokenizerConfig } from './hf.ts';
 
-/** The tokenizer of a GGUF model's embedded vocabulary (SentencePiece "llama" vocabularies). */
-export function tokenizerFromVocab(v: EmbeddedVocab, chatTemplate: string | null = null): Tokenizer {
-  return spmFromVocab(v, chatTemplate);
+/**
+ * The tokenizer of a GGUF model's embedded vocabulary: SentencePiece ("llama": Llama 1/2, Mistral,
+ * Gemma) or byte-level BPE ("gpt2" with a supported tokenizer.ggml.pre: GPT-2, SmolLM, Qwen2,
+ * Llama 3, run through @huggingface/tokenizers as the tokenizer.json it came from).
+ */
+export function tokenizerFromVocab(v: EmbeddedVocab, chatTemplate: string | null = null, name = 'GGUF vocabulary'): Tokenizer {
+  if (v.model === 'llama') return spmFromVocab(v, chatTemplate);
+  if (v.model === 'gpt2') {
+    const { json, config } = ggufBpeTokenizerJson(v, chatTemplate, name);
+    return new HfJsonTokenizer(json, config, name);
+  }
+  throw new WebqloraError(`${name}: the vocabulary is of type "${v.model}"; only SentencePiece ("llama") and byte-level BPE ("gpt2") vocabularies are supported (load a tokenizer.json instead).`);
+}
+
+/**
+ * The tokenizer of a GGUF file, read from its metadata alone (no tensor is read, and the file may
+ * hold nothing but a vocabulary, like llama.cpp's ggml-vocab-*.gguf), with its
+ * tokenizer.chat_template. The caller keeps ownership of `src`.
+ */
+export async function tokenizerFromGguf(src: ByteSource): Promise<Tokenizer> {
+  const md = (await readGguf(src)).metadata;
+  const vocab = readVocab(md, src.name);
+  if (!vocab) throw new WebqloraError(`${src.name}: this GGUF file carries no vocabulary (no tokenizer.ggml.tokens).`);
+  const tpl = md.get('tokenizer.chat_template');
+  return tokenizerFromVocab(vocab, typeof tpl === 'string' ? tpl : null, src.name);
 }
 
 /** A tokenizer.json (text or parsed) with an optional tokenizer_config.json (text or parsed). */
@@ -62,9 +86,9 @@ export function tokenizerFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin
   if (pieces.length < 3) throw new WebqloraError(`${name}: only ${pieces.length} tokens.`);
   pieces[0] = '<unk>'; pieces[1] = '<s>'; pieces[2] = '</s>'; // stored as "\n<s>\n" etc.
   return tokenizerFromVocab({
-    model: 'llama', tokens: pieces, scores: Float32Array.from(scores), tokenTypes: null, merges: null,
-    bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: true, addEos: false,
-  });
+    model: 'llama', pre: null, tokens: pieces, scores: Float32Array.from(scores), tokenTypes: null, merges: null,
+    bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: true, addEos: false, addSpacePrefix: true,
+  }, null, name);
 }
 
 /**

@@ -1,5 +1,5 @@
-// SentencePiece BPE tokenizer (the Llama-1/2, TinyLlama, Mistral vocabulary), built from a GGUF
-// `tokenizer.ggml.*` vocabulary or from a SentencePiece `tokenizer.model` protobuf.
+// SentencePiece BPE tokenizer (the Llama-1/2, TinyLlama, Mistral, Gemma vocabularies), built from
+// a GGUF `tokenizer.ggml.*` vocabulary or from a SentencePiece `tokenizer.model` protobuf.
 //
 // Encoding follows sentencepiece bpe_model.cc (and llama.cpp's llm_tokenizer_spm, which does the
 // same): normalize (identity; prepend '▁' when add_dummy_prefix; spaces → '▁'), split into
@@ -9,6 +9,9 @@
 // <unk> when the vocabulary has no byte pieces.
 // Decoding follows the HF Llama decoder (Replace '▁' → ' ', ByteFallback, Fuse, Strip one leading
 // space), which is what sentencepiece's DecodeIds produces too.
+// Gemma (1-3) has no dummy prefix: convert_hf_to_gguf.py writes tokenizer.ggml.add_space_prefix =
+// false, and transformers' GemmaConverter writes neither the Prepend normalizer nor the Strip
+// decoder; addDummyPrefix switches both ends.
 import { WebqloraError } from '../errors.ts';
 import type { EmbeddedVocab } from '../io/weights.ts';
 import { DecodeStream, type DecodeOptions, type EncodeOptions, type Tokenizer } from './tokenizer.ts';
@@ -259,7 +262,7 @@ function decodeByteRun(bytes: number[]): string {
 /** SentencePiece tokenizer from a GGUF `tokenizer.ggml.model = llama` vocabulary. */
 export function spmFromVocab(v: EmbeddedVocab, chatTemplate: string | null = null): SpmTokenizer {
   if (v.model !== 'llama') {
-    throw new WebqloraError(`tokenizer: the embedded vocabulary is of type "${v.model}", only SentencePiece ("llama") vocabularies are supported (load a tokenizer.json instead).`);
+    throw new WebqloraError(`tokenizer: the embedded vocabulary is of type "${v.model}", not a SentencePiece ("llama") vocabulary.`);
   }
   const n = v.tokens.length;
   let types = v.tokenTypes;
@@ -279,7 +282,8 @@ export function spmFromVocab(v: EmbeddedVocab, chatTemplate: string | null = nul
     eosId: v.eosId,
     unkId: v.unkId,
     padId: v.padId,
-    addDummyPrefix: true, // tokenizer.ggml.add_space_prefix defaults to true in llama.cpp
+    addDummyPrefix: v.addSpacePrefix,
+    // llama.cpp's SentencePiece path never applies tokenizer.ggml.remove_extra_whitespaces
     removeExtraWhitespaces: false,
     addBos: v.addBos,
     addEos: v.addEos,
@@ -349,7 +353,8 @@ class Proto {
   sub(range: [number, number]): Proto { return new Proto(this.b, this.file, range[0], range[1]); }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: false });
+// ignoreBOM: Llama-2's piece 30143 is U+FEFF itself, which a default TextDecoder would drop.
+const utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
 /** Parses a SentencePiece `tokenizer.model`; throws WebqloraError naming `file` if it is not a BPE model we can run. */
 export function parseSentencePieceModel(bytes: Uint8Array, file: string): SpmModel {

@@ -142,8 +142,8 @@ test('streaming: emoji from byte pieces comes out whole, after the last byte', (
 
 function vocab(tokens: string[], types: number[], scores?: number[], extra: Partial<EmbeddedVocab> = {}): EmbeddedVocab {
   return {
-    model: 'llama', tokens, scores: scores ? Float32Array.from(scores) : null, tokenTypes: Int32Array.from(types),
-    merges: null, bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: false, addEos: false, ...extra,
+    model: 'llama', pre: null, tokens, scores: scores ? Float32Array.from(scores) : null, tokenTypes: Int32Array.from(types),
+    merges: null, bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: false, addEos: false, addSpacePrefix: true, ...extra,
   };
 }
 
@@ -231,7 +231,7 @@ test('errors: unsupported SentencePiece models, corrupt protobuf, bad ids, non-l
   await rejects(() => parseSentencePieceModel(MODEL_BYTES.subarray(0, 1000), 'cut.model'), 'cut.model:', 'corrupt');
   await rejects(() => parseSentencePieceModel(new TextEncoder().encode('{"not": "protobuf"}'), 'j.model'), 'j.model:');
   await rejects(() => spm.decode([32000]), 'token id 32000 is outside the vocabulary');
-  await rejects(() => tokenizerFromVocab({ ...stories, model: 'gpt2' }), 'vocabulary is of type "gpt2"', 'tokenizer.json');
+  await rejects(() => tokenizerFromVocab({ ...stories, model: 'bert' }), 'vocabulary is of type "bert"', 'tokenizer.json');
   const res = await fuzzParser('spm-proto', [modelProto(SMALL)], 600, async (b) => {
     const t = new SpmTokenizer(parseSentencePieceModel(b, 'fuzz.model'));
     t.decode(t.encode('hi there é'));
