@@ -3,6 +3,7 @@
 #   - Mesa lavapipe (a CPU Vulkan driver) from bookworm-backports: Dawn (npm `webgpu`) refuses
 #     bookworm's own Mesa 22, Mesa 25 works. This lets the WebGPU tests run with no GPU.
 #   - Debian's chromium (with SwiftShader) for the browser test, driven by puppeteer-core.
+#   - llama.cpp (npm node-llama-cpp, test-only) into .llamacpp/ for test/llamacpp/; also without root.
 # System packages need root; without root (or apt) this step is skipped with a message and the
 # WebGPU/browser tests will say what is missing. Idempotent: a second run does nothing.
 set -euo pipefail
@@ -35,3 +36,15 @@ else
 fi
 
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+
+# llama.cpp itself, the reference client of test/llamacpp/, through npm node-llama-cpp (pinned in
+# .llamacpp/package.json and its lockfile): ~730 MB with the CUDA/Vulkan builds npm pulls in, so
+# it lives in its own folder and is never part of the root `npm ci`. --ignore-scripts: its
+# postinstall would try to download or build llama.cpp; the tests use the prebuilt CPU binary.
+pinned=$(node -p "require('./.llamacpp/package.json').dependencies['node-llama-cpp']")
+installed=$(node -p "try { require('./.llamacpp/node_modules/node-llama-cpp/package.json').version } catch { '' }")
+if [ "$installed" = "$pinned" ]; then
+  echo "setup: node-llama-cpp $pinned already installed in .llamacpp/"
+else
+  (cd .llamacpp && npm ci --no-audit --no-fund --ignore-scripts)
+fi
