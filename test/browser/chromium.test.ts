@@ -22,7 +22,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, readdirSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
 import * as lib from '../../src/index.ts';
 import { startServer, type StaticServer } from '../../examples/browser/serve.mjs';
 import { dawnGpu } from '../../src/backend/webgpu/dawn.ts';
@@ -90,6 +90,7 @@ let userDataDir = '';
 /** Console errors, uncaught exceptions and failed requests of every page, with the page's URL. */
 const pageProblems: string[] = [];
 const modelBytes = new Uint8Array(readFileSync(STORIES_GGUF));
+const KQUANT_GGUF = join(FIXTURES, 'gguf-kquants', 'llama_kquant_mix.gguf');
 const nodeRuns = new Map<string, Promise<CaseResult | null>>();
 
 /**
@@ -219,6 +220,33 @@ test('wasm in the page, SIMD128 kernels as in Node 20, trains bit for bit as Nod
   }
   assert.is(b.adapterFnv, n.adapterFnv, 'the final adapter_model.safetensors differs between browser and Node');
   assert.is(b.adapterConfig, n.adapterConfig);
+  assertNoPageProblems();
+});
+
+test('a Q4_K_M-mix GGUF (Q4_K/Q5_K/Q6_K) loads from bytes in the page, trains and generates bit for bit as in Node', async () => {
+  if (!up()) return;
+  const opts = { steps: 2, generate: 8, model: 'kquant' };
+  const page = await openPage('test/browser/page.html');
+  await page.waitForFunction(() => (window as unknown as { webqloraReady?: boolean }).webqloraReady === true);
+  let b: CaseResult;
+  try {
+    b = await page.evaluate((o) => (window as unknown as { webqloraTest: { run(p: string, o: object, w: object | null): Promise<CaseResult> } }).webqloraTest.run('wasm', o, { relaxedSimd: false }), opts);
+  } finally {
+    await page.close();
+  }
+  const be = await lib.createWasmBackend({ relaxedSimd: false });
+  let n: CaseResult;
+  try {
+    n = await trainCase(lib, be, new Uint8Array(readFileSync(KQUANT_GGUF)), { steps: 2, generate: 8 });
+  } finally {
+    await be.destroy();
+  }
+  console.log(`\n  Q4_K_M mix in the page: losses ${b.losses.join(' → ')}, generated ${b.generated.join(',')}`);
+  assert.ok(b.losses.every(Number.isFinite) && b.losses[1]! < b.losses[0]!, `the loss did not fall: ${b.losses.join(', ')}`);
+  assert.equal(b.losses, n.losses, 'losses: browser vs Node');
+  assert.equal(b.generated, n.generated, 'generated ids: browser vs Node');
+  assert.is(b.generated.length, 8);
+  assert.is(b.adapterFnv, n.adapterFnv, 'the final adapter differs between browser and Node');
   assertNoPageProblems();
 });
 

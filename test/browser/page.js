@@ -6,14 +6,15 @@ import { trainCase } from './train-case.js';
 const status = document.getElementById('status');
 const say = (line) => { status.textContent += `\n${line}`; };
 
-let modelBytes = null;
-async function model() {
-  if (!modelBytes) {
-    const r = await fetch('../../assets/stories260K.gguf');
-    if (!r.ok) throw new Error(`fetch assets/stories260K.gguf: HTTP ${r.status}`);
-    modelBytes = new Uint8Array(await r.arrayBuffer());
+const MODELS = { stories260K: '../../assets/stories260K.gguf', kquant: '../fixtures/gguf-kquants/llama_kquant_mix.gguf' };
+const modelBytes = new Map();
+async function model(name = 'stories260K') {
+  if (!modelBytes.has(name)) {
+    const r = await fetch(MODELS[name]);
+    if (!r.ok) throw new Error(`fetch ${MODELS[name]}: HTTP ${r.status}`);
+    modelBytes.set(name, new Uint8Array(await r.arrayBuffer()));
   }
-  return modelBytes;
+  return modelBytes.get(name);
 }
 
 window.webqloraTest = {
@@ -55,7 +56,8 @@ window.webqloraTest = {
     try {
       const summary = backend.name === 'wasm' ? lib.wasmBackendInfo(backend).summary : null;
       if (summary && !infos.includes(summary)) infos.push(summary);
-      const res = await trainCase(lib, backend, await model(), options);
+      const { model: name, ...caseOptions } = options;
+      const res = await trainCase(lib, backend, await model(name), caseOptions);
       say(`${backend.name}: losses ${res.losses.map((l) => l.toFixed(5)).join(' ')}`);
       return { ...res, infos };
     } finally {

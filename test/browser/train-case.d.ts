@@ -9,6 +9,8 @@ export interface CaseOptions {
   seed?: number;
   /** demo stories generated as training data */
   stories?: number;
+  /** greedy tokens to generate after training (0: none) */
+  generate?: number;
 }
 
 export interface CaseResult {
@@ -23,6 +25,8 @@ export interface CaseResult {
   adapterConfig: string;
   /** final adapter values, float32, tensors in sorted PEFT key order */
   adapterValues: number[];
+  /** greedy ids after "Once upon a time" with the trained adapter (options.generate of them) */
+  generated: number[];
 }
 
 export declare const CASE_DEFAULTS: Required<CaseOptions>;

@@ -8,7 +8,7 @@
 // the grouped order; AdamW at a constant lr, clipping 0.3, no warmup.
 
 /** Defaults of the compared run (B 4, T 64, 5 optimizer steps). */
-export const CASE_DEFAULTS = { steps: 5, batchSize: 4, seqLen: 64, lr: 3e-3, seed: 0, stories: 64 };
+export const CASE_DEFAULTS = { steps: 5, batchSize: 4, seqLen: 64, lr: 3e-3, seed: 0, stories: 64, generate: 0 };
 
 /** FNV-1a 32-bit of bytes, as 8 hex digits: a cheap fingerprint for exact comparisons. */
 export function fnv1a(bytes) {
@@ -20,7 +20,9 @@ export function fnv1a(bytes) {
 /**
  * Trains for `steps` optimizer steps and reports every step's loss and gradient norm, plus the
  * final adapter: its safetensors fingerprint and its values (float32, PEFT key order).
- * `modelBytes` is the stories260K.gguf file. The backend is the caller's (not destroyed here).
+ * `modelBytes` is a llama GGUF with stories260K's vocabulary (stories260K.gguf, or the K-quant
+ * fixture llama_kquant_mix.gguf). With `generate: n`, n greedy tokens after "Once upon a time"
+ * with the trained adapter are returned too. The backend is the caller's (not destroyed here).
  */
 export async function trainCase(lib, backend, modelBytes, options = {}) {
   const o = { ...CASE_DEFAULTS, ...options };
@@ -48,6 +50,9 @@ export async function trainCase(lib, backend, modelBytes, options = {}) {
       stepSeconds.push(rec.seconds);
     }
     trainer.free();
+    const generated = o.generate > 0
+      ? (await lib.generate(model, tok.encode('Once upon a time'), { maxNewTokens: o.generate, temperature: 0, adapters: lora, stopIds: [] })).outputIds
+      : [];
     const out = new lib.MemoryOutDir('adapter');
     await lib.saveAdapter(lora, out, 'stories260K.gguf');
     const weights = out.files.get(lib.ADAPTER_WEIGHTS);
@@ -63,6 +68,7 @@ export async function trainCase(lib, backend, modelBytes, options = {}) {
       adapterFnv: fnv1a(weights),
       adapterConfig: new TextDecoder().decode(out.files.get(lib.ADAPTER_CONFIG)),
       adapterValues: values,
+      generated,
     };
   } finally {
     await src.close();
