@@ -25,25 +25,41 @@ export interface MergeOptions {
   onProgress?: (done: number, total: number, name: string) => void;
 }
 
-/** Writes config.json and model.safetensors (one tensor computed at a time) into `out`. */
-export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backend: Backend, out: OutDir, opts: MergeOptions): Promise<{ tensors: number }> {
+/**
+ * The merged model's tensors, one at a time (HF names and layout): linear weights are
+ * deq(W) + s·B·A, everything else is read from the source. `free` releases the backend scratch.
+ */
+export function mergedValues(src: WeightSource, lora: LoraAdapters, backend: Backend, opts: Omit<MergeOptions, 'dtype' | 'copyFrom' | 'onProgress'>): { values: (name: string) => Promise<Float32Array>; free: () => void } {
   const c = src.config;
   // stored linear weight name → its layer (a fused Phi-3 module holds several logical linears)
   const linearOf = new Map<string, number>();
   for (let l = 0; l < c.numLayers; l++) for (const n of LINEAR_NAMES) linearOf.set(`${linearSource(c, l, n).path}.weight`, l);
-  const tensors = expectedTensors(c);
+  const shapes = new Map(expectedTensors(c).map((t) => [t.name, t.shape]));
   // one backend buffer for every s·B·A, sized for the widest linear layer
   let widest = 0;
   for (const n of LINEAR_NAMES) { const [N, K] = linearShape(c, n); widest = Math.max(widest, N * K); }
   const delta = lora.pairs.length ? backend.alloc('f32', widest, 'merge.delta') : null;
+  return {
+    values: async (name) => {
+      const layer = linearOf.get(name);
+      return layer !== undefined ? mergedLinear(src, lora, backend, delta, layer, name, shapes.get(name) as [number, number], opts) : src.readFloat(name);
+    },
+    free: () => { if (delta) backend.free(delta); },
+  };
+}
+
+/** Writes config.json and model.safetensors (one tensor computed at a time) into `out`. */
+export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backend: Backend, out: OutDir, opts: MergeOptions): Promise<{ tensors: number }> {
+  const c = src.config;
+  const tensors = expectedTensors(c);
+  const merged = mergedValues(src, lora, backend, opts);
   let done = 0;
   const entries: SafetensorsEntry[] = tensors.map((t) => ({
     name: t.name,
     dtype: opts.dtype,
     shape: t.shape,
     data: async () => {
-      const layer = linearOf.get(t.name);
-      const v = layer !== undefined ? await mergedLinear(src, lora, backend, delta, layer, t.name, t.shape as [number, number], opts) : await src.readFloat(t.name);
+      const v = await merged.values(t.name);
       opts.onProgress?.(++done, tensors.length, t.name);
       return fromFloat32(v, opts.dtype);
     },
@@ -51,7 +67,7 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
   try {
     await writeSafetensors(await out.create('model.safetensors'), entries, { format: 'pt' });
   } finally {
-    if (delta) backend.free(delta);
+    merged.free();
   }
   await copyTokenizerFiles(opts.copyFrom ?? null, out);
   // config.json last: a directory that has one holds a finished model
@@ -65,7 +81,7 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
  * (a fused module is quantized whole, as on load), plus each adapted logical linear's delta in
  * its rows.
  */
-async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, delta: Tensor | null, layer: number, wname: string, shape: [number, number], o: MergeOptions): Promise<Float32Array> {
+async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, delta: Tensor | null, layer: number, wname: string, shape: [number, number], o: Omit<MergeOptions, 'dtype' | 'copyFrom' | 'onProgress'>): Promise<Float32Array> {
   let w: Float32Array;
   const stored = src.format === 'bnb-4bit' ? await src.readQuant(wname) : null;
   if (stored) w = await dequantize4bit(stored);

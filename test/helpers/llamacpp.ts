@@ -32,6 +32,7 @@ interface NlcSequence {
   controlledEvaluate(input: NlcEvalItem[]): Promise<Array<undefined | { next: { token?: number | null; probabilities?: Map<number, number> } }>>;
   evaluate(tokens: number[], o: { temperature?: number; yieldEogToken?: boolean }): AsyncGenerator<number, void, unknown>;
   dispose(): void;
+  clearHistory(): Promise<void>;
 }
 
 let llamaPromise: Promise<NlcLlama | null> | null = null;
@@ -72,7 +73,15 @@ export interface LlamaCppLoadOptions {
 
 /** One GGUF model in llama.cpp with a context computed in f32 end to end. */
 export class LlamaCppModel {
+  private seq: NlcSequence | null = null;
   private constructor(readonly model: NlcModel, private readonly ctx: NlcContext) {}
+
+  /** The context's one sequence, emptied (a disposed sequence is not handed out again in 3.21.1). */
+  private async fresh(): Promise<NlcSequence> {
+    if (!this.seq) this.seq = this.ctx.getSequence();
+    else await this.seq.clearHistory();
+    return this.seq;
+  }
 
   static async load(llama: NlcLlama, modelPath: string, opts: LlamaCppLoadOptions = {}): Promise<LlamaCppModel> {
     const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
@@ -103,37 +112,30 @@ export class LlamaCppModel {
    * (logit more than ~87 under the row's max) are −Infinity or imprecise.
    */
   async logProbs(ids: readonly number[], V: number): Promise<Float64Array> {
-    const seq = this.ctx.getSequence();
-    try {
-      const out = await seq.controlledEvaluate(ids.map((t) => [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]));
-      const lp = new Float64Array(ids.length * V).fill(-Infinity);
-      for (let t = 0; t < ids.length; t++) {
-        const probs = out[t]?.next.probabilities;
-        if (!probs) throw new Error(`llama.cpp returned no probabilities for position ${t}`);
-        for (const [id, p] of probs) lp[t * V + id] = Math.log(p);
-      }
-      return lp;
-    } finally {
-      seq.dispose();
+    const seq = await this.fresh();
+    const out = await seq.controlledEvaluate(ids.map((t) => [t, { generateNext: { probabilities: true, options: { temperature: 0 } } }]));
+    const lp = new Float64Array(ids.length * V).fill(-Infinity);
+    for (let t = 0; t < ids.length; t++) {
+      const probs = out[t]?.next.probabilities;
+      if (!probs) throw new Error(`llama.cpp returned no probabilities for position ${t}`);
+      for (const [id, p] of probs) lp[t * V + id] = Math.log(p);
     }
+    return lp;
   }
 
   /** n greedy (temperature 0, no penalties) ids after `promptIds`; EOS does not stop it. */
   async greedy(promptIds: readonly number[], n: number): Promise<number[]> {
-    const seq = this.ctx.getSequence();
-    try {
-      const ids: number[] = [];
-      for await (const id of seq.evaluate([...promptIds], { temperature: 0, yieldEogToken: true })) {
-        ids.push(id);
-        if (ids.length === n) break;
-      }
-      return ids;
-    } finally {
-      seq.dispose();
+    const seq = await this.fresh();
+    const ids: number[] = [];
+    for await (const id of seq.evaluate([...promptIds], { temperature: 0, yieldEogToken: true })) {
+      ids.push(id);
+      if (ids.length === n) break;
     }
+    return ids;
   }
 
   async dispose(): Promise<void> {
+    this.seq?.dispose();
     await this.ctx.dispose();
     await this.model.dispose();
   }

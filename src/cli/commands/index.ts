@@ -6,6 +6,7 @@ import { evalCommand } from './eval.ts';
 import { trainCommand } from './train.ts';
 import { mergeCommand } from './merge.ts';
 import { demoCommand } from './demo.ts';
+import { exportCommand } from './export.ts';
 
 export interface Command {
   summary: string;
@@ -17,6 +18,7 @@ export const COMMANDS: Record<string, Command> = {
   generate: generateCommand,
   eval: evalCommand,
   merge: mergeCommand,
+  export: exportCommand,
   demo: demoCommand,
   quantize,
   inspect,

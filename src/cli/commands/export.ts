@@ -1,0 +1,43 @@
+// webqlora export --model M --adapter DIR --out A.gguf [--dtype f32|f16|bf16|q8_0]
+// Writes a LoRA adapter as a llama.cpp LoRA adapter GGUF (src/model/gguf-adapter.ts) for the
+// base model's architecture: `llama-cli -m base.gguf --lora A.gguf`, Ollama's ADAPTER line.
+import { stat } from 'node:fs/promises';
+import { basename, dirname, extname } from 'node:path';
+import { WebqloraError } from '../../errors.ts';
+import { NodeOutDir, openModelPath } from '../../io/node.ts';
+import { writeGgufAdapter, type AdapterDtype } from '../../model/gguf-adapter.ts';
+import { createReferenceBackend } from '../../backend/reference/index.ts';
+import { bool, choice, parseFlags, required } from '../args.ts';
+import { jsonLine, loadAdapterDir } from '../common.ts';
+import { Progress } from '../progress.ts';
+import type { Command } from './index.ts';
+
+export const exportCommand: Command = {
+  summary: 'write a LoRA adapter as a llama.cpp GGUF adapter (llama-cli --lora, Ollama ADAPTER)',
+  async run(argv) {
+    const cmd = 'export';
+    const p = parseFlags(cmd, argv, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' } });
+    const json = bool(p, 'json', false);
+    const spec = required(cmd, p, 'model');
+    const adapterPath = required(cmd, p, 'adapter');
+    const out = required(cmd, p, 'out');
+    const dtype = choice<AdapterDtype>(cmd, p, 'dtype', ['f32', 'f16', 'bf16', 'q8_0'], 'f32');
+    if (extname(out).toLowerCase() !== '.gguf') throw new WebqloraError(`webqlora export: --out ${out} must end in .gguf.`);
+    if (await stat(out).then(() => true, () => false)) throw new WebqloraError(`${out} already exists (choose another --out).`);
+    const progress = new Progress(process.stderr, json);
+    // only the model's config is needed (architecture, shapes): no weights are loaded
+    const source = await openModelPath(spec);
+    const backend = createReferenceBackend();
+    try {
+      const lora = await loadAdapterDir(adapterPath, backend, source.config);
+      const r = await writeGgufAdapter(lora, source.config, await new NodeOutDir(dirname(out)).create(basename(out)), { dtype, what: adapterPath });
+      progress.done(`exported ${adapterPath} → ${out} (${r.tensors} tensors, ${dtype}, llama.cpp alpha ${r.alpha})`);
+      if (json) jsonLine({ out, tensors: r.tensors, dtype, alpha: r.alpha });
+      lora.free();
+      return 0;
+    } finally {
+      await source.close();
+      await backend.destroy();
+    }
+  },
+};
