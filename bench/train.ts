@@ -2,11 +2,14 @@
 // tokens), reporting tokens/s, peak RSS and backend memory. Run one configuration per process
 // so peak RSS belongs to it alone:
 //   node --import tsx bench/train.ts --model synthetic:stories15M --seq 256 --steps 3 [--checkpointing] [--page-weights] [--decode 64] [--json]
+// Without --page-weights, base layers are paged when the run would not fit the backend, by the
+// same decision as the CLI (memory.ts autoPageReason).
 import { createBackend } from '../src/backend/index.ts';
 import { wasmBackendInfo } from '../src/backend/wasm/index.ts';
 import { nodeGc, openModelPath } from '../src/io/node.ts';
 import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
+import { autoPageReason, backendCapacity, estimateTrainingMemory } from '../src/model/memory.ts';
 import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/trainer.ts';
 import { generate } from '../src/generate/generate.ts';
 import { SampleRng } from '../src/generate/sample.ts';
@@ -14,6 +17,8 @@ import type { MicroBatch } from '../src/train/step.ts';
 
 export interface TrainBenchResult {
   model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number;
+  /** why the layers were paged without --page-weights (null: not paged by itself) */
+  autoPaged: string | null;
   loadSeconds: number; loadPeakRssBytes: number; stepSeconds: number[]; trainTokensPerS: number | null;
   decodeTokensPerS: number | null; peakRssBytes: number; backendPeakBytes: number; backend: string;
 }
@@ -42,11 +47,17 @@ export class RandomBatches implements MicroBatchSource {
 export async function benchTrain(o: { model: string; seq: number; batch: number; steps: number; checkpointing: boolean; pageWeights: boolean; threads?: number; decode?: number; loraRank?: number }): Promise<TrainBenchResult> {
   const backend = await createBackend({ prefer: 'wasm', threads: o.threads });
   const src = await openModelPath(o.model);
+  const r = o.loraRank ?? DEFAULT_LORA.r;
+  const threads = wasmBackendInfo(backend).threads;
+  const autoPaged = o.pageWeights ? null : autoPageReason(estimateTrainingMemory(src.config, {
+    quant: 'nf4', doubleQuant: true, blocksize: 64, lora: { ...DEFAULT_LORA, r, alpha: 2 * r }, batch: o.batch, seqLen: o.seq,
+    checkpointing: o.checkpointing, pageWeights: false, optimizer: TRAIN_DEFAULTS.optimizer, threads,
+  }), backendCapacity(backend));
+  const pageWeights = o.pageWeights || autoPaged !== null;
   const t0 = performance.now();
-  const model = await loadModel(src, backend, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: Math.max(o.seq, (o.decode ?? 0) + 8), pageWeights: o.pageWeights, collect: nodeGc });
+  const model = await loadModel(src, backend, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: Math.max(o.seq, (o.decode ?? 0) + 8), pageWeights, collect: nodeGc });
   const loadSeconds = (performance.now() - t0) / 1000;
   const loadPeakRssBytes = peakRss();
-  const r = o.loraRank ?? DEFAULT_LORA.r;
   const lora = new LoraAdapters(backend, model.config, { ...DEFAULT_LORA, r, alpha: 2 * r }, o.steps > 0);
   const rng = new SampleRng(2);
   lora.initPeft(() => rng.next());
@@ -69,7 +80,7 @@ export async function benchTrain(o: { model: string; seq: number; batch: number;
     decodeTokensPerS = res.outputIds.length / ((performance.now() - t1) / 1000);
   }
   const out: TrainBenchResult = {
-    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights: o.pageWeights, threads: wasmBackendInfo(backend).threads, loraRank: r,
+    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r,
     loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: backend.name,
   };
   await src.close();

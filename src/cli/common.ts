@@ -1,17 +1,20 @@
 // What every model-loading command shares: the model flags, opening the model and its
 // tokenizer, choosing the backend, loading with a progress line.
 import { stat, readFile } from 'node:fs/promises';
-import { basename, extname } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import type { Backend } from '../backend/backend.ts';
 import { createBackend, type BackendChoice } from '../backend/index.ts';
+import { wasmBackendInfo } from '../backend/wasm/index.ts';
 import { dawnGpu } from '../backend/webgpu/dawn.ts';
 import { WebqloraError } from '../errors.ts';
 import { FileSource, fsReason, NodeDirSource, nodeGc, openModelPath } from '../io/node.ts';
 import type { WeightSource } from '../io/weights.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import type { ModelConfig } from '../model/config.ts';
-import type { LoraAdapters } from '../model/lora.ts';
-import { loadAdapter } from '../model/peft.ts';
+import type { LoraAdapters, LoraConfig } from '../model/lora.ts';
+import { autoPageReason, backendCapacity, type BackendCapacity, type MemoryEstimate } from '../model/memory.ts';
+import { ADAPTER_CONFIG, loadAdapter, parseAdapterConfig } from '../model/peft.ts';
+import { readGgufAdapter } from '../model/gguf-adapter.ts';
 import { openGguf } from '../io/gguf.ts';
 import { loadModel, MAX_POSITIONS } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
@@ -56,28 +59,69 @@ export async function backendFrom(cmd: string, p: Parsed, progress: Progress): P
   return createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
 }
 
+/** --seq-len of train and eval when not given: 512, or the model's context when that is shorter. */
+export const DEFAULT_SEQ_LEN = 512;
+
+/** The positions a model runs (its context; RoPE tables stop at MAX_POSITIONS). */
+export function contextOf(c: ModelConfig): number {
+  return Math.min(c.maxPositionEmbeddings, MAX_POSITIONS);
+}
+
+export function defaultSeqLen(c: ModelConfig): number {
+  return Math.min(DEFAULT_SEQ_LEN, contextOf(c));
+}
+
+/** What a command loads the model for: its sequence length and the memory of its run. */
+export interface RunPlan {
+  /** train, eval: --seq-len, or null for defaultSeqLen; generate: absent (the whole context) */
+  seqLen?: number | null;
+  /**
+   * Backend memory of the run on this model (seqLen resolved; undefined for generate), with or
+   * without paged layers: decides whether layers are paged when --page-weights is not given.
+   */
+  memory: (c: ModelConfig, seqLen: number | undefined, pageWeights: boolean) => MemoryEstimate;
+  /** the backend's limit; default backendCapacity(backend) (tests give a small one) */
+  capacity?: BackendCapacity | null;
+}
+
+/** Threads of the WASM backend (its per-thread scratch is part of a run's memory), else 1. */
+export function backendThreads(backend: Backend): number {
+  return backend.name === 'wasm' ? wasmBackendInfo(backend).threads : 1;
+}
+
 /**
  * Loads the model given by --model with the quantization flags (showing progress) and its
- * tokenizer. `seqLen`, when given, is checked against the model's context before any weight is
- * read. The model file is closed before this returns, whatever happens.
+ * tokenizer. The sequence length (the plan's, or its default) is checked against the model's
+ * context before any weight is read; base layers are paged when --page-weights says so or when
+ * the run would not fit the backend otherwise (said in one line). The model file is closed
+ * before this returns, whatever happens.
  */
-export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, seqLen?: number): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string }> {
+export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, plan?: RunPlan): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string; seqLen: number | undefined }> {
   const spec = required(cmd, p, 'model');
   const q = quantFlags(cmd, p);
   const source = await openModelPath(spec);
   try {
-    const context = Math.min(source.config.maxPositionEmbeddings, MAX_POSITIONS);
+    const context = contextOf(source.config);
+    const seqLen = plan?.seqLen === undefined ? undefined : plan.seqLen ?? defaultSeqLen(source.config);
     if (seqLen !== undefined && seqLen > context) throw new WebqloraError(`webqlora ${cmd}: --seq-len ${seqLen} exceeds the model's context of ${context} positions.`);
+    let pageWeights = bool(p, 'page-weights', false);
+    if (!pageWeights && plan) {
+      const why = autoPageReason(plan.memory(source.config, seqLen, false), plan.capacity !== undefined ? plan.capacity : backendCapacity(backend));
+      if (why) {
+        pageWeights = true;
+        progress.log(why);
+      }
+    }
     const t0 = performance.now();
     const model = await loadModel(source, backend, {
-      quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions: seqLen, pageWeights: bool(p, 'page-weights', false), collect: nodeGc,
+      quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize, maxPositions: seqLen, pageWeights, collect: nodeGc,
       onProgress: (done, total, name) => progress.update(`loading ${basename(spec)} [${done}/${total}] ${name}`),
     });
     const mem = backend.memory();
     const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
     const paged = model.pager ? `, base layers paged from ${fmtBytes(model.pager.hostBytes)} of host memory` : '';
     progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtBytes(mem.liveBytes)} in ${backend.name} memory${paged}`);
-    return { model, tok: await tokenizerFor(p, spec, source), spec };
+    return { model, tok: await tokenizerFor(p, spec, source), spec, seqLen };
   } finally {
     await source.close();
   }
@@ -142,8 +186,29 @@ export async function withDir<T>(path: string, fn: (dir: NodeDirSource) => Promi
   }
 }
 
-/** A PEFT adapter directory loaded onto the backend. */
-export function loadAdapterDir(path: string, backend: Backend, config: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+/**
+ * The LoRA settings of an adapter directory, read before the model loads (they size the run's
+ * memory); null when they cannot be read, which loading the adapter then reports.
+ */
+export async function adapterConfigAt(dir: string): Promise<LoraConfig | null> {
+  const file = join(dir, ADAPTER_CONFIG);
+  try {
+    return parseAdapterConfig(await readFile(file, 'utf8'), file);
+  } catch {
+    return null;
+  }
+}
+
+/** A PEFT adapter directory, or a llama.cpp LoRA adapter `.gguf`, loaded onto the backend. */
+export async function loadAdapterDir(path: string, backend: Backend, config: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
+  if (extname(path).toLowerCase() === '.gguf') {
+    const f = await FileSource.open(path);
+    try {
+      return await readGgufAdapter(f, backend, config, opts);
+    } finally {
+      await f.close();
+    }
+  }
   return withDir(path, (dir) => loadAdapter(dir, backend, config, opts));
 }
 

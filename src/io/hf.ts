@@ -168,6 +168,11 @@ async function openHfDirInner(dir: DirSource, opened: ByteSource[]): Promise<HfW
       if (q) return dequantizeToDtype(q);
       return toFloat32(await store.read(name), t.dtype, `${store.fileOf(name)}: tensor ${name}`, into);
     },
+    async readFloatRows(name: string, row0: number, rows: number, into?: Float32Array): Promise<Float32Array> {
+      need(name);
+      if (quant.has(name)) throw new WebqloraError(`${store.fileOf(name)}: ${name} is 4-bit; its rows are read whole.`);
+      return where.get(name)!.readFloatRows(name, row0, rows, into);
+    },
     readQuant,
     async close(): Promise<void> {
       await closeAll(opened.splice(0));

@@ -70,12 +70,23 @@ export class SafetensorsFile {
     return this.src.read(this.dataOffset + t.begin, t.end - t.begin);
   }
 
+  /** Rows [row0, row0 + rows) of a 2-D float tensor as float32 values (a slice of the stored bytes). */
+  async readFloatRows(name: string, row0: number, rows: number, into?: Float32Array): Promise<Float32Array> {
+    const t = this.info(name);
+    const cols = t.shape[1]!, bytes = DTYPE_BYTES_OF[t.dtype as keyof typeof DTYPE_BYTES_OF];
+    if (t.shape.length !== 2 || !bytes) throw new WebqloraError(`${this.src.name}: tensor ${name} is not a 2-D float tensor.`);
+    const raw = await this.src.read(this.dataOffset + t.begin + row0 * cols * bytes, rows * cols * bytes);
+    return toFloat32(raw, t.dtype, `${this.src.name}: tensor ${name}`, into);
+  }
+
   /** One floating-point tensor (F32, F16, BF16 or F64) as float32 values. */
   async readFloat(name: string, into?: Float32Array): Promise<Float32Array> {
     const t = this.info(name);
     return toFloat32(await this.readRaw(name), t.dtype, `${this.src.name}: tensor ${name}`, into);
   }
 }
+
+const DTYPE_BYTES_OF = { F32: 4, F16: 2, BF16: 2, F64: 8 } as const;
 
 /** Reads and validates the header; tensor data stays on disk until asked for. */
 export async function openSafetensors(src: ByteSource): Promise<SafetensorsFile> {

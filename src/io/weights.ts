@@ -57,6 +57,12 @@ export interface WeightSource {
    * so one buffer serves a whole load; callers must use the returned array either way.
    */
   readFloat(name: string, into?: Float32Array): Promise<Float32Array>;
+  /**
+   * Rows [row0, row0 + rows) of a 2-D float tensor as float32, when the format can read part of a
+   * tensor (HF safetensors, synthetic). Loading reads the [V, C] tables this way so that a large
+   * vocabulary's table never exists whole in float32 next to its half-precision copy.
+   */
+  readFloatRows?(name: string, row0: number, rows: number, into?: Float32Array): Promise<Float32Array>;
   /** A bnb 4-bit weight exactly as stored (never re-quantized), or null if the tensor is not 4-bit. */
   readQuant(name: string): Promise<Quant4Tensor | null>;
   close(): Promise<void>;

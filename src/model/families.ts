@@ -73,7 +73,7 @@ export const FAMILIES: readonly Family[] = [
   { id: 'mistral', architectures: ['MistralForCausalLM'], modelType: 'mistral', qkvBias: 'never', defaultSliding: 'all', switches: PLAIN,
     keys: ['sliding_window'] },
   { id: 'qwen2', architectures: ['Qwen2ForCausalLM'], modelType: 'qwen2', qkvBias: 'always', defaultSliding: 'qwen2', switches: PLAIN,
-    keys: ['sliding_window', 'use_sliding_window', 'max_window_layers', 'layer_types'] },
+    keys: ['sliding_window', 'use_sliding_window', 'max_window_layers', 'layer_types', 'use_mrope'] },
   { id: 'qwen3', architectures: ['Qwen3ForCausalLM'], modelType: 'qwen3', qkvBias: 'never', defaultSliding: 'qwen2', switches: { ...PLAIN, qkNorm: true },
     keys: ['sliding_window', 'use_sliding_window', 'max_window_layers', 'layer_types', 'attention_bias'] },
   { id: 'gemma2', architectures: ['Gemma2ForCausalLM'], modelType: 'gemma2', qkvBias: 'never', defaultSliding: 'alternate',
@@ -82,7 +82,7 @@ export const FAMILIES: readonly Family[] = [
     switches: { ...PLAIN, normPlusOne: true, embedScale: true, sandwichNorms: true, qkNorm: true },
     keys: [...GEMMA_KEYS, 'sliding_window_pattern', '_sliding_window_pattern', 'rope_local_base_freq'] },
   { id: 'phi3', architectures: ['Phi3ForCausalLM'], modelType: 'phi3', qkvBias: 'never', defaultSliding: 'all', switches: { ...PLAIN, fused: true },
-    keys: ['sliding_window', 'embd_pdrop', 'resid_pdrop', 'original_max_position_embeddings', 'partial_rotary_factor'] },
+    keys: ['sliding_window', 'embd_pdrop', 'resid_pdrop', 'original_max_position_embeddings', 'partial_rotary_factor', 'attention_bias'] },
 ];
 
 /** Keys every family reads (the shapes, norms, RoPE, vocabulary) or that never change the math. */
@@ -199,6 +199,7 @@ export function configFromHf(json: unknown, fileName: string): ModelConfig {
   only('embd_pdrop', 0, 'embedding dropout is not implemented');
   only('resid_pdrop', 0, 'residual dropout is not implemented');
   only('rope_interleaved', false, 'only rotate-half RoPE is implemented');
+  only('use_mrope', false, 'multimodal RoPE (Qwen2-VL) is not implemented');
   only('use_bidirectional_attention', false, 'only causal attention is implemented');
   only('partial_rotary_factor', 1, 'RoPE on part of each head is not implemented');
   if (has('pretraining_tp') && int('pretraining_tp') < 1) fail('"pretraining_tp" must be >= 1.');

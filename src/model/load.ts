@@ -73,19 +73,25 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     return t;
   };
   const tableTensor = async (name: string, label: string): Promise<Tensor> => {
-    const v = await src.readFloat(name);
     const half = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : null;
-    const t = backend.alloc(half ?? 'f32', v.length, label);
+    const [V, C] = [c.vocabSize, c.hiddenSize];
+    const t = backend.alloc(half ?? 'f32', V * C, label);
     allocated.push(t);
-    if (!half) backend.write(t, v);
-    else {
-      // convert in slices so no second full-size host copy exists next to the float32 one
-      const cvt = half === 'f16' ? f32ToF16 : f32ToBf16;
-      const slice = new Uint16Array(Math.min(v.length, 1 << 20));
-      for (let s = 0; s < v.length; s += slice.length) {
-        const n = Math.min(slice.length, v.length - s);
-        for (let i = 0; i < n; i++) slice[i] = cvt(v[s + i]!);
-        backend.write(t, n === slice.length ? slice : slice.subarray(0, n), s);
+    // row slices of ~4 MiB of float32 where the format can read them, so a [V, C] table never
+    // exists whole in float32 next to its half copy (Llama 3's 128K × 2048 would be 1 GB)
+    const step = src.readFloatRows ? Math.max(1, Math.floor((1 << 20) / C)) : V;
+    const buf = src.readFloatRows ? new Float32Array(step * C) : null;
+    const slice = half ? new Uint16Array(Math.min(step * C, 1 << 20)) : null;
+    const cvt = half === 'f16' ? f32ToF16 : f32ToBf16;
+    for (let r0 = 0; r0 < V; r0 += step) {
+      const rows = Math.min(step, V - r0), n = rows * C;
+      const v = src.readFloatRows ? await src.readFloatRows(name, r0, rows, buf!.subarray(0, n)) : await src.readFloat(name);
+      if (!half) { backend.write(t, v, r0 * C); continue; }
+      // whole-tensor reads convert in slices too, so no second full-size host copy exists
+      for (let s0 = 0; s0 < n; s0 += slice!.length) {
+        const m = Math.min(slice!.length, n - s0);
+        for (let i = 0; i < m; i++) slice![i] = cvt(v[s0 + i]!);
+        backend.write(t, m === slice!.length ? slice! : slice!.subarray(0, m), r0 * C + s0);
       }
     }
     progress(name);

@@ -65,6 +65,10 @@ test('config: each unimplemented setting that changes the math is refused, namin
   refused({ ...llama, attention_bias: true }, /"attention_bias": true is not supported/, 'llama attention_bias');
   refused({ ...qwen3, attention_bias: true }, /"attention_bias": true is not supported/, 'qwen3 attention_bias');
   refused({ ...llama, mlp_bias: true }, /"mlp_bias": true is not supported/, 'mlp_bias');
+  refused({ ...qwen2, use_mrope: true }, /"use_mrope": true is not supported \(multimodal RoPE/, 'mrope');
+  refused({ ...phi3, attention_bias: true }, /"attention_bias": true is not supported/, 'phi3 attention_bias');
+  configFromHf({ ...qwen2, use_mrope: false }, 'm'); // Qwen2.5's own config carries it
+  configFromHf({ ...phi3, attention_bias: false }, 'm'); // Phi-3.5's own config carries it
   refused({ ...llama, attention_dropout: 0.1 }, /"attention_dropout": 0\.1 is not supported/, 'attention_dropout');
   refused({ ...llama, rope_interleaved: true }, /"rope_interleaved": true is not supported/, 'rope_interleaved');
   refused({ ...llama, hidden_act: 'gelu' }, /hidden_act "gelu" is not supported \(expected "silu"\)/, 'hidden_act');

@@ -1,10 +1,11 @@
-// webqlora eval --model M [--adapter DIR] --data D [--format ...] [--batch-size 1] [--seq-len 512]
-//   [quantization/backend flags] [--json]
+// webqlora eval --model M [--adapter DIR] --data D [--format ...] [--batch-size 1]
+//   [--seq-len min(512, the model's context)] [quantization/backend flags] [--json]
 // Loss and perplexity = exp(mean NLL over every predicted token).
 import { evaluate } from '../../eval/evaluate.ts';
 import { FileSource } from '../../io/node.ts';
 import { bool, num, parseFlags, required, str } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS } from '../common.ts';
+import { adapterConfigAt, backendFrom, backendThreads, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, quantFlags } from '../common.ts';
+import { estimateInferenceMemory } from '../../model/memory.ts';
 import { loadDataFrom } from '../data.ts';
 import { evalBatches, padIdFor } from '../../data/index.ts';
 import { Progress } from '../progress.ts';
@@ -21,14 +22,20 @@ export const evalCommand: Command = {
     const json = bool(p, 'json', false);
     const dataPath = required(cmd, p, 'data');
     const batch = num(cmd, p, 'batch-size', 1, { int: true, min: 1 });
-    const seqLen = num(cmd, p, 'seq-len', 512, { int: true, min: 2 });
+    // null: min(512, the model's context), known once the model is open
+    const seqLenFlag = str(p, 'seq-len') === undefined ? null : num(cmd, p, 'seq-len', 0, { int: true, min: 2 });
+    const adapterDir = str(p, 'adapter');
     const progress = new Progress(process.stderr, json);
     const backend = await backendFrom(cmd, p, progress);
     try {
-      const { model, tok } = await loadModelFrom(cmd, p, backend, progress, seqLen);
+      const q = quantFlags(cmd, p), lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
+      const { model, tok, seqLen: resolved } = await loadModelFrom(cmd, p, backend, progress, {
+        seqLen: seqLenFlag,
+        memory: (c, seqLen, pageWeights) => estimateInferenceMemory(c, { ...q, lora, batch, seqLen: seqLen!, pageWeights, threads }),
+      });
+      const seqLen = resolved!;
       const dataSrc = await FileSource.open(dataPath);
       const data = await loadDataFrom(cmd, p, dataSrc, tok, model.config.vocabSize, seqLen, progress).finally(() => dataSrc.close());
-      const adapterDir = str(p, 'adapter');
       const adapters = adapterDir ? await loadAdapterDir(adapterDir, backend, model.config) : null;
       const count = Math.ceil(data.examples.length / batch);
       const res = await evaluate(model, evalBatches(data.examples, { batchSize: batch, padId: padIdFor(tok) }), {

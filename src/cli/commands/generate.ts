@@ -4,7 +4,8 @@
 import { WebqloraError } from '../../errors.ts';
 import { generate } from '../../generate/generate.ts';
 import { bool, num, parseFlags, str } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS } from '../common.ts';
+import { adapterConfigAt, backendFrom, backendThreads, contextOf, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, quantFlags } from '../common.ts';
+import { estimateInferenceMemory } from '../../model/memory.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -23,10 +24,20 @@ export const generateCommand: Command = {
     const temperature = num(cmd, p, 'temperature', 0, { min: 0 });
     const topP = num(cmd, p, 'top-p', 1, { min: 0, max: 1 });
     const seed = num(cmd, p, 'seed', 0, { int: true, min: 0 });
+    const adapterDir = str(p, 'adapter');
     const progress = new Progress(process.stderr, json);
     const backend = await backendFrom(cmd, p, progress);
     try {
-      const { model, tok, spec } = await loadModelFrom(cmd, p, backend, progress);
+      // the run's memory before the tokenizer exists: a text prompt has at most one token per
+      // UTF-8 byte, plus a few special ones
+      const promptMax = promptIdsFlag !== undefined ? promptIdsFlag.split(',').length : new TextEncoder().encode(prompt!).length + 8;
+      const q = quantFlags(cmd, p), lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
+      const { model, tok, spec } = await loadModelFrom(cmd, p, backend, progress, {
+        memory: (c, _seqLen, pageWeights) => {
+          const context = contextOf(c), kvCache = Math.min(promptMax + maxNew, context);
+          return estimateInferenceMemory(c, { ...q, lora, batch: 1, seqLen: Math.min(128, promptMax, context), kvCache, maxPositions: context, pageWeights, threads });
+        },
+      });
       let promptIds: number[];
       if (promptIdsFlag !== undefined) {
         promptIds = promptIdsFlag.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
@@ -38,7 +49,6 @@ export const generateCommand: Command = {
         if (!tok) throw new WebqloraError(`${spec}: the model has no tokenizer (give --tokenizer PATH, or --prompt-ids).`);
         promptIds = tok.encode(prompt!);
       }
-      const adapterDir = str(p, 'adapter');
       const adapters = adapterDir ? await loadAdapterDir(adapterDir, backend, model.config) : null;
       const stream = tok?.createDecodeStream({ prefix: promptIds });
       const t0 = performance.now();

@@ -1,18 +1,21 @@
 // webqlora inspect PATH [--json]: what a model file holds (format, config, tensors) and how much
-// memory its weights need unquantized and in 4-bit.
+// memory its weights need unquantized and in 4-bit. `inspect synthetic:` lists the synthetic shapes.
 import { stat } from 'node:fs/promises';
 import { WebqloraError } from '../../errors.ts';
 import { numel, type DType } from '../../io/dtype.ts';
 import { FileSource, openModelPath } from '../../io/node.ts';
 import { openSafetensors } from '../../io/safetensors.ts';
+import { ggmlTypeName, openGguf, readGguf } from '../../io/gguf.ts';
 import type { QuantInfo } from '../../io/hf.ts';
 import type { WeightSource } from '../../io/weights.ts';
 import { paramCount, type ModelConfig } from '../../model/config.ts';
 import { bool, choice, num, parseFlags, str, type Parsed } from '../args.ts';
-import { quantFlags } from '../common.ts';
+import { contextOf, defaultSeqLen, quantFlags } from '../common.ts';
 import { fmtBytes } from '../progress.ts';
-import { estimateTrainingMemory, RUNTIME_BASELINE_BYTES, weightParts, type TrainMemoryOptions } from '../../model/memory.ts';
+import { autoPageReason, estimateTrainingMemory, RUNTIME_BASELINE_BYTES, WASM32_CAPACITY, weightParts, type TrainMemoryOptions } from '../../model/memory.ts';
 import { DEFAULT_LORA, parseTargets } from '../../model/lora.ts';
+import { variantOf } from '../../model/families.ts';
+import { SYNTHETIC_CONFIGS } from '../../model/synthetic.ts';
 
 interface TensorRow {
   name: string;
@@ -73,7 +76,7 @@ function trainOptions(p: Parsed, c: ModelConfig): TrainMemoryOptions {
     quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize,
     lora: { ...DEFAULT_LORA, r, targets: parseTargets(str(p, 'target') ?? 'all-linear') },
     batch: num(cmd, p, 'batch-size', 1, { int: true, min: 1 }),
-    seqLen: num(cmd, p, 'seq-len', Math.min(512, c.maxPositionEmbeddings), { int: true, min: 2 }),
+    seqLen: num(cmd, p, 'seq-len', defaultSeqLen(c), { int: true, min: 2 }),
     checkpointing: bool(p, 'checkpointing', false),
     pageWeights: bool(p, 'page-weights', false),
     optimizer: choice(cmd, p, 'optimizer', ['adamw', 'paged-adamw', 'sgd'] as const, 'adamw'),
@@ -81,7 +84,7 @@ function trainOptions(p: Parsed, c: ModelConfig): TrainMemoryOptions {
   };
 }
 
-async function inspectModel(path: string, json: boolean, p: Parsed): Promise<number> {
+async function inspectModel(path: string, json: boolean, p: Parsed, gguf?: GgufSummary): Promise<number> {
   const ws: WeightSource = await openModelPath(path);
   try {
     const quantInfo = (ws as { quantInfo?: (n: string) => QuantInfo | null }).quantInfo;
@@ -91,15 +94,21 @@ async function inspectModel(path: string, json: boolean, p: Parsed): Promise<num
     });
     const params = paramCount(ws.config);
     const mem = weightMemory(ws.config);
-    const to = trainOptions(p, ws.config);
+    const to = { ...trainOptions(p, ws.config), wholeTables: !ws.readFloatRows };
+    // as train on the WASM backend: layers are paged by themselves when the run would not fit
+    const autoPaged = to.pageWeights ? null : autoPageReason(estimateTrainingMemory(ws.config, to), WASM32_CAPACITY);
+    if (autoPaged) to.pageWeights = true;
     const train = estimateTrainingMemory(ws.config, to);
+    // the config as the model computes with it (the source's raw config.json is not repeated)
+    const { hfConfig: _raw, ...shown } = ws.config;
     if (json) {
-      process.stdout.write(JSON.stringify({ path, format: ws.format, config: ws.config, tensors: rows, parameters: params, memory: mem, training_memory: { options: to, ...train } }) + '\n');
+      process.stdout.write(JSON.stringify({ path, format: ws.format, config: shown, tensors: rows, parameters: params, memory: mem, training_memory: { options: to, auto_paged: autoPaged, ...train }, ...(gguf ? { gguf } : {}) }) + '\n');
       return 0;
     }
     let s = `${path}\nformat: ${ws.format}\nconfig:\n`;
-    s += table(Object.entries(ws.config).map(([k, v]) => [k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)]));
+    s += table(Object.entries(shown).map(([k, v]) => [k, typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)]));
     s += `tensors (${rows.length}):\n${tensorTable(rows)}`;
+    if (gguf) s += `gguf v${gguf.version} tensor types: ${typeCounts(gguf)}\n`;
     s += `parameters: ${params.toLocaleString('en-US')}\n`;
     s += `weight memory (block linear layers as below; embeddings and lm_head in ${ws.config.torchDtype}, norms f32):\n`;
     s += table([
@@ -109,6 +118,7 @@ async function inspectModel(path: string, json: boolean, p: Parsed): Promise<num
     ]);
     const desc = `${to.quant}${to.quant !== 'none' && to.doubleQuant ? '+dq' : ''}, LoRA r ${to.lora.r}, batch ${to.batch} × ${to.seqLen} tokens${to.checkpointing ? ', checkpointing' : ''}${to.pageWeights ? ', paged weights' : ''}, ${to.optimizer}`;
     s += `training memory estimate (${desc}; same flags as train):\n`;
+    if (autoPaged) s += `  (${autoPaged}, as train on the WASM backend does without --page-weights)\n`;
     s += table([
       ...Object.entries(train.parts).map(([k, v]) => [`  ${k}`, fmtBytes(v)]),
       ['backend memory', fmtBytes(train.backendBytes)],
@@ -123,6 +133,72 @@ async function inspectModel(path: string, json: boolean, p: Parsed): Promise<num
   }
 }
 
+interface GgufSummary {
+  version: number;
+  metadata_keys: number;
+  architecture: string | null;
+  tensors: Array<{ name: string; type: string; shape: number[]; bytes: number }>;
+}
+
+function typeCounts(g: GgufSummary): string {
+  const n = new Map<string, number>();
+  for (const t of g.tensors) n.set(t.type, (n.get(t.type) ?? 0) + 1);
+  return [...n].map(([t, k]) => `${t} ×${k}`).join(', ');
+}
+
+/**
+ * A .gguf file: the model view (plus its ggml tensor types) when it loads as a model; otherwise
+ * what the header holds (every tensor's GGUF name, ggml type and shape) and why it does not load.
+ */
+async function inspectGgufFile(path: string, json: boolean, p: Parsed): Promise<number> {
+  const src = await FileSource.open(path);
+  let g: GgufSummary, notLoadable: string | null;
+  try {
+    const f = await readGguf(src); // an unreadable header is an error, not a description
+    const arch = f.metadata.get('general.architecture');
+    g = {
+      version: f.version, metadata_keys: f.metadata.size, architecture: typeof arch === 'string' ? arch : null,
+      tensors: f.tensors.map((t) => ({ name: t.name, type: ggmlTypeName(t.type), shape: t.shape, bytes: t.byteLength })),
+    };
+    notLoadable = await openGguf(src).then(
+      async (w) => { await w.close(); return null; },
+      (e: unknown) => { if (e instanceof WebqloraError) return e.message; throw e; },
+    );
+  } finally {
+    await src.close();
+  }
+  if (notLoadable === null) return inspectModel(path, json, p, g);
+  if (json) {
+    process.stdout.write(JSON.stringify({ path, format: 'gguf', gguf: g, model: null, not_loadable: notLoadable }) + '\n');
+    return 0;
+  }
+  let s = `${path}\nformat: gguf v${g.version} (${fmtBytes(src.size)}), architecture ${g.architecture ?? '(none)'}, metadata keys: ${g.metadata_keys}\n`;
+  s += `tensors (${g.tensors.length}; ${typeCounts(g)}):\n`;
+  s += table([['name', 'type', 'shape', 'bytes'], ...g.tensors.map((t) => [t.name, t.type, `[${t.shape.join(', ')}]`, String(t.bytes)])]);
+  s += `not a loadable model: ${notLoadable}\n`;
+  process.stdout.write(s);
+  return 0;
+}
+
+/** `inspect synthetic:`: the synthetic shapes, one line each. */
+function listSynthetic(json: boolean): number {
+  const shapes = Object.entries(SYNTHETIC_CONFIGS).map(([name, c]) => ({
+    name: `synthetic:${name}`, family: variantOf(c).family, architecture: c.architecture, parameters: paramCount(c), layers: c.numLayers,
+    hidden: c.hiddenSize, heads: c.numHeads, kvHeads: c.numKVHeads, headDim: c.headDim, vocab: c.vocabSize, context: contextOf(c),
+    dtype: c.torchDtype, tied: c.tieWordEmbeddings, nf4_double_quant: weightMemory(c).nf4_double_quant,
+  }));
+  if (json) {
+    process.stdout.write(JSON.stringify({ synthetic: shapes }) + '\n');
+    return 0;
+  }
+  process.stdout.write(`synthetic models (seeded random weights in the shapes of real checkpoints; inspect synthetic:NAME for one):\n` + table([
+    ['name', 'family', 'parameters', 'L', 'C', 'H/KVH×D', 'V', 'context', 'dtype', 'nf4+dq'],
+    ...shapes.map((m) => [m.name, m.family, m.parameters.toLocaleString('en-US'), String(m.layers), String(m.hidden), `${m.heads}/${m.kvHeads}×${m.headDim}`,
+      String(m.vocab), String(m.context), `${m.dtype}${m.tied ? ' tied' : ''}`, fmtBytes(m.nf4_double_quant)]),
+  ]));
+  return 0;
+}
+
 export const inspect = {
   summary: 'show a model\'s format, config, tensors and memory estimate',
   async run(argv: string[]): Promise<number> {
@@ -134,8 +210,10 @@ export const inspect = {
     if (p.positionals.length !== 1) throw new WebqloraError('webqlora inspect: expected exactly one PATH (a model directory, .gguf, .bin or .safetensors file).');
     const path = p.positionals[0]!;
     const json = bool(p, 'json', false);
+    if (path === 'synthetic:') return listSynthetic(json);
     const isFile = await stat(path).then((s) => s.isFile(), () => false);
     if (isFile && path.toLowerCase().endsWith('.safetensors')) return inspectSafetensorsFile(path, json);
+    if (isFile && path.toLowerCase().endsWith('.gguf')) return inspectGgufFile(path, json, p);
     return inspectModel(path, json, p);
   },
 };

@@ -10,14 +10,15 @@ import { evaluate } from '../../eval/evaluate.ts';
 import { FileSource, NodeOutDir, removeStaleTemps } from '../../io/node.ts';
 import { writeFileTo } from '../../io/source.ts';
 import { SampleRng } from '../../generate/sample.ts';
-import { checkLoraConfig, DEFAULT_LORA, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
+import { checkLoraConfig, DEFAULT_LORA, describeTargets, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
 import { saveAdapter } from '../../model/peft.ts';
 import { readTrainerState, restoreCheckpoint, saveCheckpoint, type TrainerState } from '../../train/checkpoint.ts';
 import { lossCurveSvg } from '../../train/svg.ts';
 import { Trainer, TRAIN_DEFAULTS, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
 import { bool, choice, num, parseFlags, required, str, type Parsed } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, withDir } from '../common.ts';
+import { adapterConfigAt, backendFrom, backendThreads, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, quantFlags, withDir } from '../common.ts';
+import { estimateTrainingMemory } from '../../model/memory.ts';
 import { describeDataset, FORMATS } from '../data.ts';
 import { fmtDuration, fmtBytes, Progress } from '../progress.ts';
 import type { Command } from './index.ts';
@@ -134,8 +135,19 @@ async function train(p: Parsed): Promise<number> {
     throw e;
   }
   try {
-    const loaded = await loadModelFrom(cmd, p, backend, progress, base.seqLen).catch(async (e) => { await closeData(); throw e; });
+    // --seq-len not given: min(512, the model's context), known once the model is open
+    const seqLenFlag = state || str(p, 'seq-len') !== undefined ? base.seqLen : null;
+    const q = quantFlags(cmd, p), threads = backendThreads(backend);
+    // the adapter's settings size the run; one that cannot be read is reported when it loads
+    const runLora = state?.lora ?? freshLora ?? (initAdapter ? await adapterConfigAt(initAdapter) : null) ?? DEFAULT_LORA;
+    const loaded = await loadModelFrom(cmd, p, backend, progress, {
+      seqLen: seqLenFlag,
+      memory: (c, seqLen, pageWeights) => estimateTrainingMemory(c, {
+        ...q, lora: runLora, batch: base.batchSize, seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads,
+      }),
+    }).catch(async (e) => { await closeData(); throw e; });
     const { model, tok, spec } = loaded;
+    base.seqLen = dataOpts.maxLen = loaded.seqLen!;
     const { train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, {
       ...dataOpts, tokenizer: tok, vocabSize: model.config.vocabSize,
     }).finally(closeData);
@@ -156,7 +168,7 @@ async function train(p: Parsed): Promise<number> {
       lora = new LoraAdapters(backend, model.config, state.lora, true);
     } else if (initAdapter) {
       lora = await loadAdapterDir(initAdapter, backend, model.config, { withGrads: true, dropout: flagDropout });
-      progress.log(`initial adapter ${initAdapter}: r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.config.targets.join(',')}`);
+      progress.log(`initial adapter ${initAdapter}: r ${lora.config.r}, alpha ${lora.config.alpha}, ${describeTargets(lora.config)}`);
     } else {
       lora = new LoraAdapters(backend, model.config, freshLora!, true);
       const rng = new SampleRng(opts.seed ^ 0x5eed);
@@ -171,7 +183,7 @@ async function train(p: Parsed): Promise<number> {
     }
     const runDir = new NodeOutDir(out);
     const baseName = spec;
-    progress.log(`training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.config.targets.length} modules × ${model.config.numLayers} layers) for ${totalSteps} steps, ${opts.batchSize}×${opts.gradAccum} sequences of ≤ ${opts.seqLen} tokens per step`);
+    progress.log(`training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.modules.length} modules) for ${totalSteps} steps, ${opts.batchSize}×${opts.gradAccum} sequences of ≤ ${opts.seqLen} tokens per step`);
 
     const t0 = performance.now();
     const startStep = trainer.step;
