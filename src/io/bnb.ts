@@ -10,6 +10,8 @@
 //   W.quant_state.bitsandbytes__nf4|fp4  U8 [len]            UTF-8 JSON of the non-tensor fields
 // bnb Linear4bit._save_to_state_dict + QuantState.as_dict(packed=True); readers: QuantState.from_dict.
 import { WebqloraError } from '../errors.ts';
+import { hfTokenizerFiles } from '../tokenizer/export.ts';
+import type { EmbeddedVocab } from './weights.ts';
 import { LINEAR_NAMES, configToHf, expectedTensors, linearSource, type ModelConfig } from '../model/config.ts';
 import { quantize4bit, doubleQuantize, dequantize4bit, checkBlocksize, quantMapOf } from '../quant/quantize.ts';
 import { DYNAMIC_SIGNED } from '../quant/tables.ts';
@@ -365,15 +367,32 @@ export function bnbQuantizationConfig(opts: { quantType: BnbQuantType; doubleQua
 // ---------------------------------------------------------------------------------------------
 // Writing a whole quantized model
 
-/** Files copied next to the weights when the source directory has them. */
-export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model'] as const;
+/**
+ * Files copied next to the weights when the source directory has them: what save_pretrained
+ * writes for a tokenizer (recent transformers versions put the chat template in chat_template.jinja;
+ * vocab.json, merges.txt and added_tokens.json make up tokenizers saved without tokenizer.json),
+ * and the generation defaults.
+ */
+export const TOKENIZER_FILES = [
+  'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model',
+  'chat_template.jinja', 'added_tokens.json', 'vocab.json', 'merges.txt',
+] as const;
 
 /**
  * Copies each of TOKENIZER_FILES that `from` has into `out` (nothing if `from` is null), each
  * written atomically; the names copied are appended to `copied` when given.
  */
-export async function copyTokenizerFiles(from: DirSource | null, out: OutDir, copied?: string[]): Promise<void> {
-  if (!from) return;
+export async function copyTokenizerFiles(from: DirSource | null, out: OutDir, copied?: string[], vocab?: EmbeddedVocab | null): Promise<void> {
+  if (!from) {
+    // no tokenizer files to copy (a GGUF source): write the HF files of its vocabulary, so
+    // transformers' AutoTokenizer opens the output with the same ids
+    if (!vocab) return;
+    for (const [f, bytes] of hfTokenizerFiles(vocab, { chatTemplate: vocab.chatTemplate ?? null })) {
+      await writeFileTo(out, f, bytes);
+      copied?.push(f);
+    }
+    return;
+  }
   for (const f of TOKENIZER_FILES) {
     const s = await from.open(f);
     if (!s) continue;
@@ -532,7 +551,7 @@ export async function writeBnbModel(src: WeightSource, out: OutDir, opts: BnbWri
     await writeFileTo(out, 'model.safetensors.index.json', pythonJsonDumps({ metadata: { total_size: bytes }, weight_map: sortedMap }, { indent: 2 }) + '\n');
     files.push('model.safetensors.index.json');
   }
-  await copyTokenizerFiles(opts.copyFrom ?? null, out, files);
+  await copyTokenizerFiles(opts.copyFrom ?? null, out, files, src.vocab);
   // config.json last: a directory without it is not a model, so an interrupted run is never
   // mistaken for a finished one.
   await writeFileTo(out, 'config.json', bnbConfigJson(c, quantType, opts.doubleQuant));

@@ -224,6 +224,7 @@ export function vocabMetadata(v: EmbeddedVocab): Array<[string, MetaValue]> {
   id('tokenizer.ggml.padding_token_id', v.padId);
   out.push(['tokenizer.ggml.add_bos_token', meta.bool(v.addBos)], ['tokenizer.ggml.add_eos_token', meta.bool(v.addEos)]);
   if (v.model === 'llama' && !v.addSpacePrefix) out.push(['tokenizer.ggml.add_space_prefix', meta.bool(false)]);
+  if (v.chatTemplate) out.push(['tokenizer.chat_template', meta.str(v.chatTemplate)]);
   return out;
 }
 

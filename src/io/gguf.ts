@@ -658,5 +658,6 @@ export function readVocab(md: Map<string, GgufValue>, name: string): EmbeddedVoc
     addBos: flag('tokenizer.ggml.add_bos_token', model === 'llama' || (model === 'gpt2' && pre === 'llama-bpe')),
     addEos: flag('tokenizer.ggml.add_eos_token', false),
     addSpacePrefix: flag('tokenizer.ggml.add_space_prefix', model === 'llama'),
+    chatTemplate: typeof md.get('tokenizer.chat_template') === 'string' ? md.get('tokenizer.chat_template') as string : null,
   };
 }

@@ -39,6 +39,8 @@ export interface EmbeddedVocab {
    * dummy prefix). llama.cpp's default is true for 'llama' vocabularies; Gemma files say false.
    */
   addSpacePrefix: boolean;
+  /** tokenizer.chat_template of the file, when it has one. */
+  chatTemplate?: string | null;
 }
 
 export interface WeightSource {

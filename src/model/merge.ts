@@ -69,7 +69,7 @@ export async function mergeAdapter(src: WeightSource, lora: LoraAdapters, backen
   } finally {
     merged.free();
   }
-  await copyTokenizerFiles(opts.copyFrom ?? null, out);
+  await copyTokenizerFiles(opts.copyFrom ?? null, out, undefined, src.vocab);
   // config.json last: a directory that has one holds a finished model
   const cfg = { ...configToHf(c), torch_dtype: TORCH_DTYPE[opts.dtype] };
   await writeFileTo(out, 'config.json', pythonJsonDumps(cfg, { indent: 2, sortKeys: true }) + '\n');

@@ -9,6 +9,10 @@
 // of the pipeline (normalizer, split regex, digit handling) is only named, by
 // tokenizer.ggml.pre, which convert_hf_to_gguf.py chooses by hashing the tokenizer's output.
 // PRE_TOKENIZERS holds what each supported name stands for.
+//
+// The same tokenizer.json is what `webqlora merge` / `quantize` write next to HF weights from a
+// GGUF source (export.ts), so the pieces both kinds of vocabulary share (added tokens, the BOS/EOS
+// post-processor, tokenizer_config.json fields) live here too.
 import { WebqloraError } from '../errors.ts';
 import type { EmbeddedVocab } from '../io/weights.ts';
 import type { TokenizerConfig } from './hf.ts';
@@ -99,27 +103,13 @@ export function ggufBpeTokenizerJson(
   }
   if (v.merges === null) throw bad('tokenizer.ggml.merges is missing (a "gpt2" vocabulary needs its BPE merges).');
 
-  const n = v.tokens.length;
   let types = v.tokenTypes;
   if (!types) {
     // No token_type array: the special ids the file names are control tokens, the rest normal.
-    types = new Int32Array(n).fill(PIECE_NORMAL);
+    types = new Int32Array(v.tokens.length).fill(PIECE_NORMAL);
     for (const id of [v.bosId, v.eosId, v.padId, v.unkId]) if (id !== null) types[id] = PIECE_CONTROL;
   }
-  // Object.create(null): a token may be "__proto__" or "constructor".
-  const vocab = Object.create(null) as Record<string, number>;
-  const added: Array<Record<string, unknown>> = [];
-  for (let i = 0; i < n; i++) {
-    const t = v.tokens[i]!;
-    if (Object.hasOwn(vocab, t)) throw bad(`token ${i} ${JSON.stringify(t)} duplicates token ${vocab[t]} (llama.cpp refuses this vocabulary too).`);
-    vocab[t] = i;
-    const type = types[i]!;
-    // Added tokens are matched in the raw text before anything else, as tokenizer.json and
-    // llama.cpp (tokenizer_st_partition) both do; only control ones are special (skipped by decode).
-    if (type === PIECE_CONTROL || type === PIECE_USER_DEFINED) {
-      added.push({ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type === PIECE_CONTROL });
-    }
-  }
+  const vocab = vocabObject(v.tokens, name);
   const merges: Array<[string, string]> = new Array(v.merges.length);
   for (let i = 0; i < v.merges.length; i++) {
     const m = v.merges[i]!;
@@ -136,19 +126,79 @@ export function ggufBpeTokenizerJson(
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: added,
+    added_tokens: addedTokens(v.tokens, types, null),
     normalizer: spec.normalizer,
     pre_tokenizer: spec.pre_tokenizer,
-    // BOS/EOS are added by HfJsonTokenizer from the config below.
-    post_processor: null,
+    // HfJsonTokenizer adds BOS/EOS itself from the config below; transformers' fast tokenizer
+    // runs this (GPT2Converter writes ByteLevel(trim_offsets=False), a no-op, when there is neither).
+    post_processor: bosEosPostProcessor(v) ?? { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
       type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
       fuse_unk: false, byte_fallback: false, ignore_merges: spec.ignoreMerges, vocab, merges,
     },
   };
+  return { json, config: vocabTokenizerConfig(v, chatTemplate) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the SentencePiece tokenizer.json of export.ts
+
+/**
+ * tokenizer.json model.vocab: token → id. Throws naming `name` on a duplicate token (a
+ * tokenizer.json cannot hold two ids for one string; llama.cpp refuses such a vocabulary too).
+ */
+export function vocabObject(tokens: readonly string[], name: string): Record<string, number> {
+  // Object.create(null): a token may be "__proto__" or "constructor".
+  const vocab = Object.create(null) as Record<string, number>;
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i]!;
+    if (Object.hasOwn(vocab, t)) throw new WebqloraError(`${name}: token ${i} ${JSON.stringify(t)} duplicates token ${vocab[t]} (llama.cpp refuses this vocabulary too).`);
+    vocab[t] = i;
+  }
+  return vocab;
+}
+
+/**
+ * tokenizer.json added_tokens: control (3) and user-defined (4) tokens, plus `unkId` (SentencePiece's
+ * <unk> is type 2, which transformers adds as its unk_token), by id. Added tokens are matched in
+ * the raw text before anything else, as tokenizer.json and llama.cpp (tokenizer_st_partition)
+ * both do; only control ones (and unk) are special, i.e. skipped by decode. transformers'
+ * SpmConverter writes them the same way: AddedToken(normalized=False, special=type == 3).
+ */
+export function addedTokens(tokens: readonly string[], types: Int32Array, unkId: number | null): Array<Record<string, unknown>> {
+  const added: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const type = types[i]!;
+    if (type === PIECE_CONTROL || type === PIECE_USER_DEFINED || i === unkId) {
+      added.push({ id: i, content: tokens[i]!, single_word: false, lstrip: false, rstrip: false, normalized: false, special: type !== PIECE_USER_DEFINED });
+    }
+  }
+  return added;
+}
+
+/**
+ * The post_processor that adds BOS/EOS as the vocabulary says (add_bos_token / add_eos_token), in
+ * the form transformers' LlamaTokenizerFast.update_post_processor builds ("<s>:0 $A:0" and the
+ * pair "<s>:0 $A:0 <s>:1 $B:1"); null when neither is added or the token is missing.
+ */
+export function bosEosPostProcessor(v: EmbeddedVocab): Record<string, unknown> | null {
+  const bos = v.addBos && v.bosId !== null ? v.bosId : null;
+  const eos = v.addEos && v.eosId !== null ? v.eosId : null;
+  if (bos === null && eos === null) return null;
+  const special = (id: number | null, typeId: number) => (id === null ? [] : [{ SpecialToken: { id: v.tokens[id]!, type_id: typeId } }]);
+  const seq = (id: 'A' | 'B', typeId: number) => ({ Sequence: { id, type_id: typeId } });
+  const single = [...special(bos, 0), seq('A', 0), ...special(eos, 0)];
+  const pair = [...single, ...special(bos, 1), seq('B', 1), ...special(eos, 1)];
+  const specialTokens: Record<string, unknown> = {};
+  for (const id of [bos, eos]) if (id !== null) specialTokens[v.tokens[id]!] = { id: v.tokens[id]!, ids: [id], tokens: [v.tokens[id]!] };
+  return { type: 'TemplateProcessing', single, pair, special_tokens: specialTokens };
+}
+
+/** The tokenizer_config.json fields of a vocabulary: special tokens, BOS/EOS flags, chat template. */
+export function vocabTokenizerConfig(v: EmbeddedVocab, chatTemplate: string | null): TokenizerConfig {
   const tok = (id: number | null) => (id === null ? null : v.tokens[id]!);
-  const config: TokenizerConfig = {
+  return {
     bos_token: tok(v.bosId),
     eos_token: tok(v.eosId),
     pad_token: tok(v.padId),
@@ -160,5 +210,4 @@ export function ggufBpeTokenizerJson(
     clean_up_tokenization_spaces: false,
     chat_template: chatTemplate,
   };
-  return { json, config };
 }

@@ -67,6 +67,11 @@ export function tokenizerFromSentencePiece(bytes: Uint8Array, config: TokenizerC
  * read to its end. Pieces have '▁' written as ' '; ids 0/1/2 are <unk>, <s>, </s> (llama2.c).
  */
 export function tokenizerFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin'): Tokenizer {
+  return tokenizerFromVocab(vocabFromLlama2cBin(bytes, name), null, name);
+}
+
+/** The vocabulary of a llama2.c tokenizer.bin (see tokenizerFromLlama2cBin), as a GGUF would carry it. */
+export function vocabFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin'): EmbeddedVocab {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < 4) throw new WebqloraError(`${name}: too short for a llama2.c tokenizer.bin.`);
   const maxLen = dv.getInt32(0, true);
@@ -85,19 +90,19 @@ export function tokenizerFromLlama2cBin(bytes: Uint8Array, name = 'tokenizer.bin
   }
   if (pieces.length < 3) throw new WebqloraError(`${name}: only ${pieces.length} tokens.`);
   pieces[0] = '<unk>'; pieces[1] = '<s>'; pieces[2] = '</s>'; // stored as "\n<s>\n" etc.
-  return tokenizerFromVocab({
+  return {
     model: 'llama', pre: null, tokens: pieces, scores: Float32Array.from(scores), tokenTypes: null, merges: null,
     bosId: 1, eosId: 2, unkId: 0, padId: null, addBos: true, addEos: false, addSpacePrefix: true,
-  }, null, name);
+  };
 }
 
 /**
  * The tokenizer of a model directory: tokenizer.json preferred, else tokenizer.model; both with
- * tokenizer_config.json when present. Null when the directory has neither.
+ * tokenizer_config.json when present (and the chat template of chat_template.jinja when the config
+ * has none). Null when the directory has neither.
  */
 export async function loadTokenizerFromDir(dir: DirSource): Promise<Tokenizer | null> {
-  const cfgSrc = await dir.open('tokenizer_config.json');
-  const config = cfgSrc ? (await readObject(cfgSrc) as TokenizerConfig) : null;
+  const config = await readDirConfig(dir);
   const json = await dir.open('tokenizer.json');
   if (json) return tokenizerFromJson(await readObject(json), config, json.name);
   const model = await dir.open('tokenizer.model');
@@ -105,10 +110,28 @@ export async function loadTokenizerFromDir(dir: DirSource): Promise<Tokenizer | 
   return null;
 }
 
-/** Chat template of a model directory's tokenizer_config.json, or null. */
+/** Chat template of a model directory (tokenizer_config.json, else chat_template.jinja), or null. */
 export async function loadChatTemplate(dir: DirSource): Promise<string | null> {
-  const src = await dir.open('tokenizer_config.json');
-  return src ? chatTemplateFromConfig(await readObject(src) as TokenizerConfig) : null;
+  return chatTemplateFromConfig(await readDirConfig(dir)) ?? await readChatTemplateJinja(dir);
+}
+
+/**
+ * tokenizer_config.json of a directory (null if absent), its `chat_template` filled in from
+ * chat_template.jinja when it has none: recent transformers versions save the template to that
+ * file, and read it back the same way.
+ */
+async function readDirConfig(dir: DirSource): Promise<TokenizerConfig | null> {
+  const cfgSrc = await dir.open('tokenizer_config.json');
+  if (!cfgSrc) return null;
+  const config = await readObject(cfgSrc) as TokenizerConfig;
+  if (chatTemplateFromConfig(config) !== null) return config;
+  const template = await readChatTemplateJinja(dir);
+  return template === null ? config : { ...config, chat_template: template };
+}
+
+async function readChatTemplateJinja(dir: DirSource): Promise<string | null> {
+  const src = await dir.open('chat_template.jinja');
+  return src ? new TextDecoder().decode(await readAll(src)) : null;
 }
 
 // Each file is read whole, then closed at once (a Node file handle is not held until the directory closes).

@@ -259,25 +259,29 @@ function decodeByteRun(bytes: number[]): string {
 // ---------------------------------------------------------------------------------------------
 // From a GGUF vocabulary
 
+/**
+ * The piece types of a SentencePiece vocabulary: its token_type array, or without one what
+ * llama.cpp infers (byte pieces by name, BOS/EOS/pad control, the unknown id unknown).
+ */
+export function spmTokenTypes(v: EmbeddedVocab): Int32Array {
+  if (v.tokenTypes) return v.tokenTypes;
+  const types = new Int32Array(v.tokens.length).fill(PIECE_NORMAL);
+  for (let i = 0; i < v.tokens.length; i++) if (BYTE_PIECE.test(v.tokens[i]!)) types[i] = PIECE_BYTE;
+  for (const id of [v.bosId, v.eosId, v.padId]) if (id !== null) types[id] = PIECE_CONTROL;
+  if (v.unkId !== null) types[v.unkId] = PIECE_UNKNOWN;
+  return types;
+}
+
 /** SentencePiece tokenizer from a GGUF `tokenizer.ggml.model = llama` vocabulary. */
 export function spmFromVocab(v: EmbeddedVocab, chatTemplate: string | null = null): SpmTokenizer {
   if (v.model !== 'llama') {
     throw new WebqloraError(`tokenizer: the embedded vocabulary is of type "${v.model}", not a SentencePiece ("llama") vocabulary.`);
   }
-  const n = v.tokens.length;
-  let types = v.tokenTypes;
-  if (!types) {
-    // No token_type array: infer what llama.cpp would (byte pieces by name, specials by id).
-    types = new Int32Array(n).fill(PIECE_NORMAL);
-    for (let i = 0; i < n; i++) if (BYTE_PIECE.test(v.tokens[i]!)) types[i] = PIECE_BYTE;
-    for (const id of [v.bosId, v.eosId, v.padId]) if (id !== null) types[id] = PIECE_CONTROL;
-    if (v.unkId !== null) types[v.unkId] = PIECE_UNKNOWN;
-  }
   return new SpmTokenizer({
     pieces: v.tokens,
     // Without scores every merge ties and leftmost wins; llama.cpp would do the same.
-    scores: v.scores ?? new Float32Array(n),
-    types,
+    scores: v.scores ?? new Float32Array(v.tokens.length),
+    types: spmTokenTypes(v),
     bosId: v.bosId,
     eosId: v.eosId,
     unkId: v.unkId,
