@@ -15,10 +15,14 @@ export { openHfDir, type HfWeightSource, type QuantInfo } from './io/hf.ts';
 export { writeBnbModel, readBnbWeights, bnbTensorEntries, quantStateJson, parseQuantState, pythonFloatRepr, bnbQuantizationConfig, dequantizeToDtype, type BnbWriteOptions, type BnbWriteResult, type BnbQuantType } from './io/bnb.ts';
 export { openModel } from './io/open.ts';
 export * from './data/index.ts';
-export { openGguf, readGguf, GgufType, ggmlTypeName, type GgufFile, type GgufTensorInfo, type GgufValue, type GgufArray } from './io/gguf.ts';
+export { openGguf, readGguf, readGgufTensor, GgufType, ggmlTypeName, type GgufFile, type GgufTensorInfo, type GgufValue, type GgufArray } from './io/gguf.ts';
+export { writeGgufFile, writeGgufModel, vocabMetadata, type GgufDtype, type GgufModelOptions, type MetaValue } from './io/gguf-write.ts';
+export { readGgufAdapter, writeGgufAdapter, type AdapterDtype } from './model/gguf-adapter.ts';
+export { hfTokenizerFiles } from './tokenizer/export.ts';
+export { vocabFromHfDir } from './tokenizer/to-gguf.ts';
 export { openLlama2c } from './io/llama2c.ts';
 export { DecodeStream, type Tokenizer, type EncodeOptions, type DecodeOptions } from './tokenizer/tokenizer.ts';
-export { tokenizerFromVocab, tokenizerFromJson, tokenizerFromSentencePiece, loadTokenizerFromDir, loadChatTemplate, chatTemplateFromConfig, type TokenizerConfig } from './tokenizer/load.ts';
+export { tokenizerFromVocab, tokenizerFromGguf, tokenizerFromJson, tokenizerFromSentencePiece, loadTokenizerFromDir, loadChatTemplate, chatTemplateFromConfig, vocabFromLlama2cBin, type TokenizerConfig } from './tokenizer/load.ts';
 export { SpmTokenizer, parseSentencePieceModel, type SpmModel } from './tokenizer/spm.ts';
 export { HfJsonTokenizer } from './tokenizer/hf.ts';
 // Training, generation and the demo: DESIGN.md's library API, so the browser bundle can do what
@@ -27,7 +31,8 @@ export { createBackend, type BackendChoice, type CreateBackendOptions } from './
 export type { Backend, Tensor, QuantWeight, MemoryStats } from './backend/backend.ts';
 export { loadModel, type LoadOptions } from './model/load.ts';
 export type { LlamaModel } from './model/llama.ts';
-export { LoraAdapters, DEFAULT_LORA, parseTargets, type LoraConfig } from './model/lora.ts';
+export { LoraAdapters, DEFAULT_LORA, parseTargets, resolveModules, type LoraConfig, type LoraModule, type LoraPair, type LoraParam } from './model/lora.ts';
+export { FAMILIES, variantOf, familyNames, type FamilyId, type Variant } from './model/families.ts';
 export { saveAdapter, loadAdapter, adapterConfigJson, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './model/peft.ts';
 export { mergeAdapter, type MergeOptions } from './model/merge.ts';
 export { Trainer, TRAIN_DEFAULTS, type TrainOptions, type StepRecord, type OptimizerName, type MicroBatchSource } from './train/trainer.ts';
