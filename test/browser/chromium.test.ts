@@ -11,18 +11,24 @@
 //     backend, its loss falls, and its first-step loss matches Node's (wasm and Dawn) to 1e-4
 //     relative, later steps to 2e-3 (see the tolerances below);
 //   - the example page (examples/browser/) runs the demo end to end on wasm in test mode and
-//     offers both PEFT adapter files for download;
+//     offers both PEFT adapter files for download; its backend line is one clean sentence;
+//   - the example page takes your own model and data through its file inputs: an HF folder
+//     (webkitdirectory) with a .gguf tokenizer and Alpaca JSON, and config.json + safetensors
+//     picked as files with token-id JSONL and a validation file; it trains, draws the training and
+//     validation curves (the step-0 validation loss matching Node's evaluate) and shows an ETA;
+//     broken data files give the library's line-numbered errors in the page;
 //   - no page logs a console error or throws an uncaught exception.
 // With CI=true, a missing or unstartable browser and a missing WebGPU adapter are failures;
 // outside CI a machine without /usr/bin/chromium skips with a message.
+// WEBQLORA_SCREENSHOTS=dir saves a full-page screenshot of each example-page run there.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, REPO, Rng, STORIES_GGUF, STORIES_HF } from '../helpers/index.ts';
 import * as lib from '../../src/index.ts';
 import { startServer, type StaticServer } from '../../examples/browser/serve.mjs';
 import { dawnGpu } from '../../src/backend/webgpu/dawn.ts';
@@ -30,6 +36,7 @@ import { CASE_DEFAULTS, trainCase, type CaseResult } from './train-case.js';
 
 const CHROMIUM = process.env.WEBQLORA_CHROMIUM ?? '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
+const SCREENSHOTS = process.env.WEBQLORA_SCREENSHOTS ?? '';
 const BUNDLE = join(REPO, 'dist', 'browser', 'webqlora.js');
 // Flags that give headless Chromium a WebGPU adapter with no GPU: Vulkan on SwiftShader.
 const CHROMIUM_ARGS = [
@@ -50,6 +57,9 @@ const WASM_RELAXED_LATER_LOSS_RTOL = 1e-4;
 const WEBGPU_FIRST_LOSS_RTOL = 1e-4;
 const WEBGPU_FIRST_GRADNORM_RTOL = 1e-3;
 const WEBGPU_LATER_LOSS_RTOL = 2e-3;
+// The example page's step-0 validation loss (relaxed-SIMD wasm, threads) vs Node's evaluate on
+// the same held-out examples (SIMD128): the frozen base model's forward only, as WASM_RELAXED_FIRST_LOSS_RTOL.
+const PAGE_VALID_LOSS_RTOL = 1e-6;
 // On SwiftShader the first webgpu step takes ~20 s (pipeline compilation), later ones a few
 // seconds (more on a loaded machine), so the webgpu run is 4 steps; wasm runs CASE_DEFAULTS.steps (5).
 const WEBGPU_STEPS = 4;
@@ -87,6 +97,8 @@ if (chromiumMissing && !CI) {
 let server: StaticServer | null = null;
 let browser: Browser | null = null;
 let userDataDir = '';
+/** Data files written for the upload tests. */
+let dataDir = '';
 /** Console errors, uncaught exceptions and failed requests of every page, with the page's URL. */
 const pageProblems: string[] = [];
 const modelBytes = new Uint8Array(readFileSync(STORIES_GGUF));
@@ -153,6 +165,8 @@ test.before(async () => {
     ensureBundle();
     server = await startServer({ port: 0 });
     userDataDir = mkdtempSync(join(tmpdir(), 'webqlora-chromium-'));
+    dataDir = mkdtempSync(join(tmpdir(), 'webqlora-page-data-'));
+    if (SCREENSHOTS) mkdirSync(SCREENSHOTS, { recursive: true });
     try {
       browser = await puppeteer.launch({
         executablePath: CHROMIUM, headless: true, userDataDir, args: CHROMIUM_ARGS, protocolTimeout: 300_000,
@@ -176,6 +190,7 @@ test.after(async () => {
   await browser?.close();
   await server?.close();
   if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
 
 test('page loads the bundle, is cross-origin isolated and has a WebGPU adapter', async () => {
@@ -288,6 +303,22 @@ test('webgpu in the page (navigator.gpu) trains and matches Node', async () => {
   assertNoPageProblems();
 });
 
+/**
+ * The example page's backend line is one sentence: "<name> — <how>[; <why>]", with no CLI text
+ * pasted in (an empty clause after the dash, the thread count twice, "[…]", "backend:", flags).
+ */
+function assertCleanBackendLine(line: string): void {
+  const why = `backend line "${line}"`;
+  assert.match(line, /^(WASM|WebGPU) — \S/, why);
+  assert.not.match(line, /[\n\r]/, `${why}: more than one line`);
+  assert.is(line.split(' — ').length, 2, `${why}: one dash, between the name and the rest`);
+  assert.not.match(line, /[—,;:]\s*[,;:]/, `${why}: an empty clause`);
+  assert.not.match(line, /[[\]]/, `${why}: brackets`);
+  assert.not.match(line, /backend:|--\w/, `${why}: CLI wording`);
+  assert.ok((line.match(/\bthreads?\b/g) ?? []).length <= 1, `${why}: the thread count twice`);
+  assert.ok((line.match(/SIMD/g) ?? []).length <= 1, `${why}: the kernel variant twice`);
+}
+
 test('the example page says which backend auto picks, and why', async () => {
   if (!up()) return;
   const probe = await openPage('test/browser/page.html');
@@ -304,6 +335,14 @@ test('the example page says which backend auto picks, and why', async () => {
   // the page runs what the library's auto rule picks (SwiftShader is a CPU emulation: wasm) and says why
   assert.match(r.backend, auto.name === 'webgpu' ? /^WebGPU — / : /^WASM (\[[^\]]+\] )?— /, `backend line "${r.backend}", library auto: ${auto.name} (${auto.infos.join('; ')})`);
   assert.ok(r.backend.length > 12, `no reason given: ${r.backend}`);
+  assertCleanBackendLine(r.backend);
+  if (auto.name === 'wasm') {
+    // how the library says wasm runs ("2 threads (shared memory), relaxed SIMD kernels"), once, and why not WebGPU
+    const how = /^backend: wasm, (.*?)(?: \(|$)/.exec(auto.infos.find((m) => m.startsWith('backend: wasm')) ?? '')?.[1];
+    assert.ok(how, `library info: ${auto.infos.join('; ')}`);
+    assert.ok(r.backend.startsWith(`WASM — ${how}`), `backend line "${r.backend}" should start with "WASM — ${how}"`);
+    assert.match(r.backend, /; not WebGPU: .*CPU emulation.*Backend “WebGPU”/, `backend line: ${r.backend}`);
+  }
   if (auto.name !== 'webgpu') assert.is(r.warn, 'warn', 'passing over a WebGPU adapter is shown as a warning');
   assertNoPageProblems();
 });
@@ -326,7 +365,8 @@ test('the example page runs the demo on wasm and offers the adapter for download
     downloads: [...document.querySelectorAll<HTMLAnchorElement>('#downloads a')].map((a) => ({ name: a.download, href: a.href, size: Number(a.dataset.bytes) })),
   }));
   assert.is(r.state, 'done', `the example page ended in state ${r.state}: ${r.error}`);
-  assert.match(r.backend, /WASM/, `backend line: ${r.backend}`);
+  assert.match(r.backend, /^WASM — chosen; \d+ threads?/, `backend line: ${r.backend}`);
+  assertCleanBackendLine(r.backend);
   assert.is(r.stepsSeen, 3, 'one live loss update per step');
   assert.match(r.loss, /step 3\/3/);
   assert.is(r.before.length, 2);
@@ -351,6 +391,192 @@ test('the example page runs the demo on wasm and offers the adapter for download
     await be.destroy();
   }
   await page.close();
+  assertNoPageProblems();
+});
+
+/** What the example page shows after a run with your own files. */
+interface UploadRun {
+  state: string;
+  error: string;
+  dataInfo: string;
+  log: string;
+  loss: string;
+  eta: string;
+  /** every text the ETA element took during the run */
+  etaTexts: string[];
+  stepsSeen: number;
+  validSeen: number;
+  losses: Array<{ step: number; loss: number }>;
+  validLosses: Array<{ step: number; loss: number }>;
+  chart: { paths: number; validPoints: number; text: string };
+  results: string;
+  before: string[];
+  after: string[];
+  downloads: string[];
+  tryShown: boolean;
+}
+
+/**
+ * Opens the example page with `query`, puts files into its file inputs as a user would
+ * (puppeteer's uploadFile: a directory for the webkitdirectory input), presses Fine-tune and
+ * waits for the run to end.
+ */
+async function runWithUploads(query: string, uploads: Record<string, string[]>, shot = ''): Promise<UploadRun> {
+  const page = await openPage(`examples/browser/index.html?${query}`);
+  try {
+    for (const [id, paths] of Object.entries(uploads)) {
+      const input = await page.$(`#${id}`);
+      assert.ok(input, `no #${id} on the page`);
+      await (input as unknown as { uploadFile(...p: string[]): Promise<void> }).uploadFile(...paths);
+    }
+    await page.evaluate(() => {
+      const w = window as unknown as { etaTexts: string[] };
+      const eta = document.getElementById('eta')!;
+      w.etaTexts = [];
+      new MutationObserver(() => w.etaTexts.push(eta.textContent ?? '')).observe(eta, { childList: true, characterData: true, subtree: true });
+    });
+    await page.click('#run');
+    await page.waitForFunction(() => document.body.dataset.state === 'done' || document.body.dataset.state === 'error', { timeout: 150_000 });
+    if (SCREENSHOTS && shot) await page.screenshot({ path: join(SCREENSHOTS, shot), fullPage: true });
+    // no named functions inside: tsx's keepNames would reference its __name helper in the page
+    return await page.evaluate(() => {
+      const [error, dataInfo, log, loss, eta, results] = ['error', 'data-info', 'log', 'loss', 'eta', 'results'].map((id) => document.getElementById(id)?.textContent ?? '');
+      const w = window as unknown as { etaTexts: string[]; webqloraRun?: { losses: Array<{ step: number; loss: number }>; validLosses: Array<{ step: number; loss: number }> } };
+      const svg = document.querySelector('#chart svg');
+      return {
+        state: document.body.dataset.state ?? '',
+        error: error!, dataInfo: dataInfo!, log: log!, loss: loss!, eta: eta!, results: results!,
+        etaTexts: w.etaTexts,
+        stepsSeen: Number(document.body.dataset.stepsSeen), validSeen: Number(document.body.dataset.validSeen),
+        losses: w.webqloraRun?.losses ?? [], validLosses: w.webqloraRun?.validLosses ?? [],
+        chart: { paths: svg?.querySelectorAll('path').length ?? 0, validPoints: svg?.querySelectorAll('circle').length ?? 0, text: svg?.textContent ?? '' },
+        before: [...document.querySelectorAll('#results .before')].map((e) => e.textContent ?? ''),
+        after: [...document.querySelectorAll('#results .after')].map((e) => e.textContent ?? ''),
+        downloads: [...document.querySelectorAll<HTMLAnchorElement>('#downloads a')].map((a) => a.download).sort(),
+        tryShown: getComputedStyle(document.getElementById('try')!).display !== 'none',
+      };
+    });
+  } finally {
+    await page.close();
+  }
+}
+
+/** The checks every successful upload run shares: live loss, validation curve, ETA, downloads. */
+function assertTrained(r: UploadRun, steps: number, validSteps: number[]): void {
+  assert.is(r.state, 'done', `the page ended in state ${r.state}: ${r.error}`);
+  assert.is(r.stepsSeen, steps, 'one live loss update per step');
+  assert.match(r.loss, new RegExp(`step ${steps}/${steps} \\| loss \\d`));
+  assert.ok(r.losses.every((p) => Number.isFinite(p.loss)), `losses: ${JSON.stringify(r.losses)}`);
+  assert.equal(r.validLosses.map((p) => p.step), validSteps, 'validation at step 0, every N steps and at the end');
+  assert.is(r.validSeen, validSteps.length);
+  assert.ok(r.validLosses.every((p) => Number.isFinite(p.loss) && p.loss > 0), `validation losses: ${JSON.stringify(r.validLosses)}`);
+  // one chart, two curves: the training path and the dashed validation path with a dot per evaluation
+  assert.is(r.chart.paths, 2, 'training and validation curves');
+  assert.is(r.chart.validPoints, validSteps.length);
+  assert.match(r.chart.text, /validation/);
+  // an ETA while training, the total at the end
+  assert.ok(r.etaTexts.some((t) => /ETA \d/.test(t)), `no ETA was shown; the ETA line took: ${JSON.stringify(r.etaTexts)}`);
+  assert.match(r.eta, /^done in \d/);
+  assert.equal(r.downloads, ['adapter_config.json', 'adapter_model.safetensors']);
+}
+
+test('the example page trains an HF model folder (webkitdirectory) with a .gguf tokenizer on Alpaca JSON, with a validation curve and an ETA', async () => {
+  if (!up()) return;
+  const data = join(FIXTURES, 'data', 'identity_alpaca.json');
+  const r = await runWithUploads('backend=wasm&steps=3&batch=4&seqlen=256&evalevery=2', {
+    modelDir: [STORIES_HF], tokenizer: [STORIES_GGUF], data: [data],
+  }, 'page-hf-folder-alpaca.png');
+  assertTrained(r, 3, [0, 2, 3]);
+  assert.match(r.log, /model: hf \(hf;/, 'the model is the uploaded folder, read as an HF directory');
+  assert.match(r.log, /tokenizer: stories260K\.gguf/);
+  assert.match(r.dataInfo, /identity_alpaca\.json: \d+ examples \(alpaca\)/);
+  assert.match(r.dataInfo, /validation: \d+ examples held out from the training data/);
+  // generations for the two default prompts, as Alpaca instructions
+  assert.is(r.before.length, 2);
+  assert.is(r.after.length, 2);
+  assert.ok(r.tryShown, 'with a tokenizer the page offers a prompt box');
+
+  // Node, on src/: the same folder, tokenizer and held-out split; the step-0 validation loss is
+  // the frozen base model's (B = 0 at PEFT init), so evaluate without an adapter must give it
+  const be = await lib.createWasmBackend({ relaxedSimd: false });
+  try {
+    const dir = new lib.MapDirSource('hf', new Map(readdirSync(STORIES_HF).map((n) => [n, new Uint8Array(readFileSync(join(STORIES_HF, n)))])));
+    const src = await lib.openModel(dir);
+    const model = await lib.loadModel(src, be, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: 256 });
+    await src.close();
+    const vocabSrc = await lib.openModel(new lib.MemorySource('stories260K.gguf', modelBytes));
+    const tok = lib.tokenizerFromVocab(vocabSrc.vocab!);
+    await vocabSrc.close();
+    const { valid } = await lib.loadTrainValid(new lib.MemorySource('identity_alpaca.json', new Uint8Array(readFileSync(data))), null, {
+      format: 'auto', tokenizer: tok, vocabSize: model.config.vocabSize, maxLen: 256, trainOnPrompt: false, seed: 0,
+    });
+    assert.ok(valid);
+    const ev = await lib.evaluate(model, lib.evalBatches(valid.examples, { batchSize: 4, padId: lib.padIdFor(tok) }), { maxBatch: 4, maxSeqLen: 256 });
+    model.free();
+    console.log(`\n  HF folder + Alpaca in the page: losses ${r.losses.map((p) => p.loss.toFixed(4)).join(' → ')}; validation ${r.validLosses.map((p) => `${p.step}: ${p.loss.toFixed(4)}`).join(', ')} (Node step 0: ${ev.loss.toFixed(6)}, relative ${relDiff(r.validLosses[0]!.loss, ev.loss).toExponential(2)})`);
+    assertClose(r.validLosses[0]!.loss, ev.loss, PAGE_VALID_LOSS_RTOL, 'step-0 validation loss');
+  } finally {
+    await be.destroy();
+  }
+  assertNoPageProblems();
+});
+
+/** JSONL of `n` token-id records (ids in [3, vocab)), seeded. */
+function tokensJsonl(n: number, vocab: number, seed: number): string {
+  const rng = new Rng(seed);
+  let out = '';
+  for (let i = 0; i < n; i++) out += JSON.stringify({ input_ids: Array.from({ length: 24 + rng.int(24) }, () => 3 + rng.int(vocab - 3)) }) + '\n';
+  return out;
+}
+
+test('the example page trains config.json + model.safetensors picked as files on token-id JSONL, with a validation file and no tokenizer', async () => {
+  if (!up()) return;
+  const arch = join(FIXTURES, 'archs', 'llama3');
+  const vocab = (JSON.parse(readFileSync(join(arch, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
+  const train = join(dataDir, 'train-tokens.jsonl'), valid = join(dataDir, 'valid-tokens.jsonl');
+  writeFileSync(train, tokensJsonl(24, vocab, 1));
+  writeFileSync(valid, tokensJsonl(4, vocab, 2));
+  const r = await runWithUploads('backend=wasm&steps=3&batch=4&seqlen=64&evalevery=10', {
+    model: [join(arch, 'config.json'), join(arch, 'model.safetensors')], data: [train], valid: [valid],
+  }, 'page-safetensors-tokens.png');
+  assertTrained(r, 3, [0, 3]);
+  assert.match(r.log, /model: the picked model files \(hf;/);
+  assert.match(r.log, /tokenizer: none/);
+  assert.match(r.dataInfo, /train-tokens\.jsonl: 24 examples \(tokens\)/);
+  assert.match(r.dataInfo, /validation: valid-tokens\.jsonl: 4 examples \(tokens\)/);
+  assert.is(r.before.length, 0, 'no tokenizer, no generations');
+  assert.match(r.results, /No tokenizer/);
+  assert.not.ok(r.tryShown);
+  assertNoPageProblems();
+});
+
+test('the example page shows the library\'s line-numbered errors for broken data files', async () => {
+  if (!up()) return;
+  const vocabSrc = await lib.openModel(new lib.MemorySource('stories260K.gguf', modelBytes));
+  const tok = lib.tokenizerFromVocab(vocabSrc.vocab!);
+  await vocabSrc.close();
+  const cases = [
+    // invalid JSON on line 3 (the parser's own reason may be worded differently in Chromium's V8)
+    { name: 'broken.jsonl', text: '{"text": "Once upon a time"}\n{"text": "there was a cat"}\n{"text": "who sailed"\n', expect: /^Error: broken\.jsonl:3: invalid JSON \(.+\)\.$/ },
+    // a record of another shape than the format line 1 set
+    { name: 'mixed.jsonl', text: '{"instruction": "Say hi", "output": "Hi!"}\n\n{"instruction": "Say bye"}\n', expect: null },
+  ];
+  for (const c of cases) {
+    const path = join(dataDir, c.name);
+    writeFileSync(path, c.text);
+    let nodeMessage = '';
+    try {
+      await lib.loadDataset(new lib.MemorySource(c.name, new TextEncoder().encode(c.text)), { tokenizer: tok, vocabSize: 512, maxLen: 256 });
+    } catch (e) {
+      nodeMessage = (e as Error).message;
+    }
+    assert.match(nodeMessage, new RegExp(`^${c.name.replace('.', '\\.')}:3: `), `the library's message names line 3: ${nodeMessage}`);
+    const r = await runWithUploads('backend=wasm&steps=2', { data: [path] }, `page-error-${c.name}.png`);
+    assert.is(r.state, 'error', `${c.name}: the page ended in state ${r.state}`);
+    if (c.expect) assert.match(r.error, c.expect, `${c.name}: ${r.error}`);
+    else assert.is(r.error, `Error: ${nodeMessage}`, `${c.name}: the page shows the library's message`);
+    assert.is(r.stepsSeen, 0, 'the data is checked before anything trains');
+  }
   assertNoPageProblems();
 });
 
