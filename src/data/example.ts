@@ -7,8 +7,9 @@
 //     input_ids = source ++ target; labels = −100 over the source, the target ids after it
 //     (labels = input_ids with trainOnPrompt, qlora's train_on_source).
 //   text:    BOS + text + EOS, every token labelled (nothing is a prompt).
-//   chat:    the conversation rendered by the tokenizer's chat template (template.ts); labels on
-//            the assistant turns only (everything with trainOnPrompt).
+//   chat:    the conversation rendered by the tokenizer's chat template and tokenized as
+//            transformers' apply_chat_template does (template.ts); labels on each assistant reply
+//            and its end-of-turn token only (everything with trainOnPrompt).
 //   tokens:  input_ids and labels as given (labels absent = a copy of input_ids).
 //
 // Then every format is cut to maxLen tokens (the training sequence length), keeping the start:

@@ -4,12 +4,15 @@
 //   text        {"text"}
 //   completion  {"prompt", "completion"}
 //   alpaca      {"instruction", "input"?, "output"}
-//   chat        {"messages": [{"role": "system"|"user"|"assistant", "content"}]}
+//   chat        {"messages": [{"role": "system"|"user"|"assistant", "content"}]}, or ShareGPT's
+//               {"conversations": [{"from": "system"|"human"|"gpt", "value"}]} (also "user" and
+//               "assistant" for from, as axolotl accepts), read as the same messages
 //   tokens      {"input_ids", "labels"?}   integers; labels aligned with input_ids, −100 ignored
 //
 // Unknown keys are ignored. `auto` picks the format from the keys of the first record, in this
-// order: "messages" → chat, "input_ids" → tokens, "instruction" → alpaca, "prompt" and
-// "completion" → completion, "text" → text; every later record must then match that format.
+// order: "messages" or "conversations" → chat, "input_ids" → tokens, "instruction" → alpaca,
+// "prompt" and "completion" → completion, "text" → text; every later record must then match that
+// format.
 import { WebqloraError } from '../errors.ts';
 import type { RawRecord } from './read.ts';
 
@@ -35,7 +38,7 @@ export type DataRecord =
 
 /** The format a record's keys point to, or null if none (see the order in the file comment). */
 export function detectFormat(value: object): DataFormat | null {
-  if ('messages' in value) return 'chat';
+  if ('messages' in value || 'conversations' in value) return 'chat';
   if ('input_ids' in value) return 'tokens';
   if ('instruction' in value) return 'alpaca';
   if ('prompt' in value && 'completion' in value) return 'completion';
@@ -47,11 +50,20 @@ const SHAPE: Record<DataFormat, string> = {
   text: 'a "text" string',
   completion: '"prompt" and "completion" strings',
   alpaca: '"instruction" and "output" strings',
-  chat: 'a "messages" array',
+  chat: 'a "messages" or "conversations" array',
   tokens: 'an "input_ids" array',
 };
 
 const ROLES: readonly string[] = ['system', 'user', 'assistant'];
+
+/**
+ * ShareGPT speaker names ("from") → roles: FastChat's human/gpt/system, plus the user/assistant
+ * spellings axolotl's chat_template strategy maps to the same roles. Anything else (tool,
+ * function_call, observation, bing, ...) is refused rather than guessed.
+ */
+const SHAREGPT_ROLES: Readonly<Record<string, ChatRole>> = {
+  system: 'system', human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant',
+};
 
 /**
  * Validates records one by one against a fixed or auto-detected format. `vocabSize`, when known,
@@ -83,7 +95,7 @@ export class RecordParser {
         const keys = Object.keys(v).map((k) => `"${k}"`).join(', ') || 'none';
         throw new WebqloraError(
           `${at}: cannot tell the data format from the keys (${keys}); expected "text", "prompt" and "completion", ` +
-            `"instruction" and "output", "messages" or "input_ids" (or pass the format explicitly).`,
+            `"instruction" and "output", "messages", "conversations" or "input_ids" (or pass the format explicitly).`,
         );
       }
       this.fmt = f;
@@ -113,12 +125,36 @@ export class RecordParser {
         return { format: 'alpaca', instruction: str('instruction'), input, output: str('output') };
       }
       case 'chat':
-        if (!('messages' in o)) throw missing();
-        return { format: 'chat', messages: this.messages(at, o.messages) };
+        if ('messages' in o) return { format: 'chat', messages: this.messages(at, o.messages) };
+        if ('conversations' in o) return { format: 'chat', messages: this.shareGpt(at, o.conversations) };
+        throw missing();
       case 'tokens':
         if (!('input_ids' in o)) throw missing();
         return this.tokens(at, o.input_ids, o.labels);
     }
+  }
+
+  /** ShareGPT `conversations`: {"from", "value"} turns, roles mapped by SHAREGPT_ROLES. */
+  private shareGpt(at: string, c: unknown): ChatMessage[] {
+    if (!Array.isArray(c) || c.length === 0) {
+      throw new WebqloraError(`${at}: "conversations" must be a non-empty array of {"from", "value"} objects, got ${describe(c)}.`);
+    }
+    return c.map((turn, i): ChatMessage => {
+      if (turn === null || typeof turn !== 'object' || Array.isArray(turn)) {
+        throw new WebqloraError(`${at}: conversations[${i}] must be an object with "from" and "value", got ${describe(turn)}.`);
+      }
+      const { from, value } = turn as Record<string, unknown>;
+      const role = typeof from === 'string' && Object.hasOwn(SHAREGPT_ROLES, from) ? SHAREGPT_ROLES[from]! : null;
+      if (role === null) {
+        throw new WebqloraError(
+          `${at}: conversations[${i}].from must be "human", "gpt" or "system" (or "user", "assistant"), got ${describe(from)} (other roles are not supported).`,
+        );
+      }
+      if (typeof value !== 'string') {
+        throw new WebqloraError(`${at}: conversations[${i}].value must be a string, got ${describe(value)}.`);
+      }
+      return { role, content: value };
+    });
   }
 
   private messages(at: string, m: unknown): ChatMessage[] {
@@ -131,7 +167,8 @@ export class RecordParser {
       }
       const { role, content } = msg as Record<string, unknown>;
       if (typeof role !== 'string' || !ROLES.includes(role)) {
-        throw new WebqloraError(`${at}: messages[${i}].role must be "system", "user" or "assistant", got ${describe(role)}.`);
+        const hint = role === undefined && 'from' in msg ? ' (ShareGPT {"from", "value"} turns go in "conversations")' : '';
+        throw new WebqloraError(`${at}: messages[${i}].role must be "system", "user" or "assistant", got ${describe(role)}${hint}.`);
       }
       if (typeof content !== 'string') {
         throw new WebqloraError(`${at}: messages[${i}].content must be a string, got ${describe(content)}.`);

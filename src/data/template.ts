@@ -57,13 +57,20 @@ export const guanacoRenderer: ChatRenderer = {
   },
 };
 
-/** Special-token strings handed to a chat template, as in transformers' special_tokens_map. */
-export interface SpecialTokenStrings {
-  bos_token?: string;
-  eos_token?: string;
-  pad_token?: string;
-  unk_token?: string;
-}
+/**
+ * The named special tokens a chat template can read, in transformers' order
+ * (SpecialTokensMixin.SPECIAL_TOKENS_ATTRIBUTES).
+ */
+export const SPECIAL_TOKEN_NAMES = ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'] as const;
+export type SpecialTokenName = (typeof SPECIAL_TOKEN_NAMES)[number];
+
+/**
+ * Special-token strings handed to a chat template: transformers' apply_chat_template renders with
+ * `template_kwargs = {**self.special_tokens_map, **kwargs}`, and in transformers 5
+ * special_tokens_map holds each named token that is set (bos, eos, unk, sep, pad, cls, mask) as a
+ * string; the extra special tokens are not passed (4.x also passed additional_special_tokens).
+ */
+export type SpecialTokenStrings = Partial<Record<SpecialTokenName, string>>;
 
 /**
  * A compiled Jinja chat template. Rendering passes `messages`, `add_generation_prompt` and the
@@ -100,44 +107,89 @@ export function chatRendererFor(tok: DataTokenizer): ChatRenderer {
   return new JinjaChatRenderer(tok.chatTemplate, specialTokenStrings(tok));
 }
 
+/**
+ * The special tokens the tokenizer names: its `specialTokensMap` when it carries one (the named
+ * tokens of tokenizer_config.json), else bos/eos/unk/pad from their ids. A token that is not set
+ * is left out, so `{% if unk_token is defined %}` behaves as in transformers.
+ */
 export function specialTokenStrings(tok: DataTokenizer): SpecialTokenStrings {
   const s: SpecialTokenStrings = {};
+  if (tok.specialTokensMap) {
+    for (const k of SPECIAL_TOKEN_NAMES) {
+      const v = tok.specialTokensMap[k];
+      if (typeof v === 'string') s[k] = v;
+    }
+    return s;
+  }
   const str = (id: number | null): string | undefined => (id === null ? undefined : tok.idToToken(id) ?? undefined);
-  const bos = str(tok.bosId), eos = str(tok.eosId), pad = str(tok.padId);
-  if (bos !== undefined) s.bos_token = bos;
-  if (eos !== undefined) s.eos_token = eos;
-  if (pad !== undefined) s.pad_token = pad;
+  const named: Array<[SpecialTokenName, number | null]> = [['bos_token', tok.bosId], ['eos_token', tok.eosId], ['unk_token', tok.unkId], ['pad_token', tok.padId]];
+  for (const [k, id] of named) {
+    const v = str(id);
+    if (v !== undefined) s[k] = v;
+  }
   return s;
 }
 
 /** Token ids of a conversation and the [start, end) token spans of its assistant turns. */
 export interface ChatTokens {
   ids: number[];
-  /** Assistant-turn spans in `ids`, in order; each covers the reply and what closes it. */
+  /** Assistant-turn spans in `ids`, in order: the tokens that are scored (see tokenizeChat). */
   assistantSpans: Array<[number, number]>;
 }
 
 /**
- * Tokenizes a conversation and finds each assistant turn, by rendering it progressively: for an
- * assistant message i, the conversation up to i with the generation prompt must be a prefix of
- * the whole rendered conversation (otherwise the template rewrites earlier turns, e.g. drops past
- * reasoning, and we cannot tell which tokens are the reply — that is an error). The turn's span
- * starts where the tokens of that prefix stop agreeing with the tokens of the whole, and ends
- * where the tokens of the conversation up to and including i stop agreeing; comparing tokens
- * rather than characters puts a token that straddles a boundary on the far side, and lets a
- * template close the rendered text with a trailer (Phi-3 appends eos_token when
- * add_generation_prompt is false) without breaking the search. The last assistant message runs to
- * the end of the conversation, trailer included. The span therefore holds the reply and whatever
- * the template writes after it (end-of-turn token, newline).
+ * Tokenizes a conversation and finds the tokens of each assistant turn that training scores.
  *
- * BOS: the rendered text is tokenized without special tokens; a BOS is then put in front when
- * `addBos` is set and the template did not already write it (so Llama-3-style templates that
- * start with bos_token do not get two).
+ * With a chat template, the rule is transformers' `apply_chat_template(...,
+ * return_assistant_tokens_mask=True)` for a template that wraps each reply in
+ * `{% generation %}{{ content }}<end-of-turn>{% endgeneration %}`: the reply and the end-of-turn
+ * token the template writes right after it, and nothing the template writes after that. transformers
+ * marks, for each generation block covering characters [a, b) of the rendered text, the tokens from
+ * `char_to_token(a)` to `char_to_token(b − 1)` inclusive, so a token straddling either edge is
+ * scored. The end-of-turn token is the first special token after the reply (whitespace between
+ * them is scored too); with none, the reply alone is scored. For the templates of our fixtures:
+ *   ChatML (SmolLM2, Qwen2.5)  reply + <|im_end|>   not the "\n" after it
+ *   Zephyr (TinyLlama)         reply + </s>         not the "\n" after it
+ *   Phi-3                      reply + <|end|>      not the "\n" after it (absorbed by <|end|>'s
+ *                                                   rstrip) nor the trailing <|endoftext|>
+ * (A reply that starts with whitespace which the token before it swallows — Phi-3's <|assistant|>
+ * has rstrip — gets that token scored too, as char_to_token gives it.) Checked against transformers
+ * 5.18's mask, computed over the `tokenizers` library's ids and offsets for the fixture
+ * tokenizer.json files (test/data/chat.test.ts).
+ *
+ * The reply is found by rendering progressively: the conversation before assistant message i, with
+ * the generation prompt, must be a prefix of the whole rendered conversation (otherwise the
+ * template rewrites earlier turns, e.g. drops past reasoning, and the reply cannot be located — an
+ * error), and the reply's text (as given, or trimmed) must follow it within the turn. Character
+ * positions become token positions by tokenizing the text up to them and comparing with the
+ * tokens of the whole.
+ *
+ * The Guanaco fallback has no end-of-turn token: its span is everything written after
+ * "### Assistant:" up to the next turn (the EOS that closes the text is the example builder's).
+ *
+ * BOS: the rendered text is tokenized without special tokens, as apply_chat_template does
+ * (add_special_tokens=False: a BOS is there only when the template writes it); `addBos` puts one in
+ * front unless the text already starts with it (the Guanaco format: qlora's BOS + source).
  */
 export function tokenizeChat(tok: DataTokenizer, renderer: ChatRenderer, messages: readonly ChatMessage[], addBos: boolean): ChatTokens {
   const encode = (s: string): number[] => tok.encode(s, { addBos: false, addEos: false });
   const full = renderer.render(messages, false);
   const ids = encode(full);
+  // char_to_token(c): the index of the token holding character c of `full`, found by tokenizing
+  // the text before c. The first token that differs from the whole's holds c (when it starts
+  // before c it straddles the boundary, and is counted as transformers counts it) — unless the
+  // text before c is whole tokens and the last of them swallows c too (an added token with
+  // rstrip, as Phi-3's <|assistant|> takes the whitespace after it), which adding c reveals.
+  const tokenAt = (c: number): number => {
+    if (c >= full.length) return ids.length;
+    const head = encode(full.slice(0, c));
+    const k = commonPrefix(head, ids);
+    if (k > 0 && k === head.length && /\s/.test(full[c]!)) {
+      const next = encode(full.slice(0, c + 1));
+      if (next.length === k && commonPrefix(next, ids) === k) return k - 1;
+    }
+    return k;
+  };
   const spans: Array<[number, number]> = [];
   for (let i = 0; i < messages.length; i++) {
     if (messages[i]!.role !== 'assistant') continue;
@@ -148,17 +200,37 @@ export function tokenizeChat(tok: DataTokenizer, renderer: ChatRenderer, message
           `is not a prefix of the whole conversation, so the assistant turns cannot be located (use --train-on-prompt, or another format).`,
       );
     }
-    const start = commonPrefix(encode(prompt), ids);
-    let end = ids.length;
+    // The turn ends where the conversation up to message i stops agreeing with the whole (a
+    // trailer such as Phi-3's eos_token after the last message does not count).
+    let upTo: string | null = null;
     if (i < messages.length - 1) {
-      const upTo = renderer.render(messages.slice(0, i + 1), false);
+      upTo = renderer.render(messages.slice(0, i + 1), false);
       if (!upTo.startsWith(prompt)) {
         throw new WebqloraError(
           `the chat template renders messages[${i}] differently with and without the generation prompt, ` +
             `so the assistant turns cannot be located (use --train-on-prompt, or another format).`,
         );
       }
-      end = commonPrefix(encode(upTo), ids);
+    }
+    let start: number, end: number;
+    if (renderer.kind === 'guanaco') {
+      start = commonPrefix(encode(prompt), ids);
+      end = upTo === null ? ids.length : commonPrefix(encode(upTo), ids);
+    } else {
+      const bound = upTo === null ? full.length : commonPrefixLength(upTo, full);
+      const reply = locate(full, messages[i]!.content, prompt.length, bound);
+      if (reply === null) {
+        throw new WebqloraError(
+          `the chat template does not write the content of messages[${i}] as given, so its reply cannot be located ` +
+            `(use --train-on-prompt, or another format).`,
+        );
+      }
+      start = tokenAt(reply.start);
+      // The end-of-turn token: the token holding the first non-space character after the reply,
+      // if it is a special token; else the reply ends with the token holding its last character.
+      const eot = reply.end + /^\s*/.exec(full.slice(reply.end, bound))![0].length;
+      const t = eot < bound ? tokenAt(eot) : ids.length;
+      end = t < ids.length && tok.isSpecial(ids[t]!) ? t + 1 : reply.end > reply.start ? tokenAt(reply.end - 1) + 1 : start;
     }
     if (end > start) spans.push([start, end]);
   }
@@ -167,6 +239,15 @@ export function tokenizeChat(tok: DataTokenizer, renderer: ChatRenderer, message
     for (const s of spans) { s[0]++; s[1]++; }
   }
   return { ids, assistantSpans: spans };
+}
+
+/** Where `content` (else its trimmed text) is written in text[from, to), or null. */
+function locate(text: string, content: string, from: number, to: number): { start: number; end: number } | null {
+  for (const c of content.trim() === content ? [content] : [content, content.trim()]) {
+    const at = text.indexOf(c, from);
+    if (at >= 0 && at + c.length <= to) return { start: at, end: at + c.length };
+  }
+  return null;
 }
 
 /**
@@ -182,20 +263,26 @@ export function encodeChatPrompt(tok: DataTokenizer, messages: readonly ChatMess
 }
 
 /**
- * Whether a rendered conversation gets a BOS in front (unless the template wrote one). With a
- * chat template: when the tokenizer puts BOS in front of plain text by default (HF
- * `tokenizer(text)`, its post-processor or add_bos_token: yes for Llama/TinyLlama, no for Phi-3,
- * Qwen2, GPT-2), which is what transformers' text-generation pipeline feeds a chat model. The
- * Guanaco fallback is qlora's own format and gets BOS whenever there is one (qlora: BOS + source).
+ * Whether a rendered conversation gets a BOS in front (unless the text starts with one). Not with a
+ * chat template: transformers 5's apply_chat_template tokenizes the rendered text with
+ * add_special_tokens=False, so a template that wants BOS writes `{{ bos_token }}` (Llama 3, Mistral)
+ * and one that does not (TinyLlama's Zephyr template, Phi-3, ChatML) gets none. The Guanaco fallback
+ * is qlora's own format and gets BOS whenever there is one (qlora: BOS + source).
  */
 export function chatAddsBos(tok: DataTokenizer, renderer: ChatRenderer): boolean {
-  if (tok.bosId === null) return false;
-  return renderer.kind === 'guanaco' ? true : tok.addBos;
+  return tok.bosId !== null && renderer.kind === 'guanaco';
 }
 
 function commonPrefix(a: readonly number[], b: readonly number[]): number {
   const n = Math.min(a.length, b.length);
   let i = 0;
   while (i < n && a[i] === b[i]) i++;
+  return i;
+}
+
+function commonPrefixLength(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
   return i;
 }

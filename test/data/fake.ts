@@ -8,7 +8,9 @@ export interface FakeOptions {
   bos?: string | null;
   eos?: string | null;
   pad?: string | null;
+  unk?: string | null;
   addBos?: boolean;
+  specialTokensMap?: Record<string, string>;
 }
 
 export class FakeTokenizer implements DataTokenizer {
@@ -16,9 +18,11 @@ export class FakeTokenizer implements DataTokenizer {
   readonly bosId: number | null;
   readonly eosId: number | null;
   readonly padId: number | null;
+  readonly unkId: number | null;
   readonly addBos: boolean;
   readonly addEos = false;
   readonly chatTemplate: string | null;
+  readonly specialTokensMap?: Record<string, string>;
   private readonly specials: Map<string, number>;
   private readonly byId = new Map<number, string>();
   /** Every text encode() was called with, for tests on what gets tokenized separately. */
@@ -31,6 +35,8 @@ export class FakeTokenizer implements DataTokenizer {
     this.bosId = id(o.bos === undefined ? '<s>' : o.bos);
     this.eosId = id(o.eos === undefined ? '</s>' : o.eos);
     this.padId = id(o.pad === undefined ? null : o.pad);
+    this.unkId = id(o.unk === undefined ? null : o.unk);
+    if (o.specialTokensMap) this.specialTokensMap = o.specialTokensMap;
     this.addBos = o.addBos ?? true;
     this.chatTemplate = o.chatTemplate ?? null;
   }
@@ -52,6 +58,11 @@ export class FakeTokenizer implements DataTokenizer {
 
   decode(ids: readonly number[]): string {
     return ids.map((id) => this.byId.get(id) ?? String.fromCharCode(id - 100)).join('');
+  }
+
+  /** The special-token strings are the special tokens. */
+  isSpecial(id: number): boolean {
+    return this.byId.has(id);
   }
 
   idToToken(id: number): string | null {

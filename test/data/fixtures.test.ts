@@ -1,6 +1,6 @@
 // Real data files from test/fixtures/data load with a real tokenizer (TinyLlama's): MLX WikiSQL
-// text JSONL, an Alpaca JSON array, the OASST1 Guanaco sample, TinyStories plain text; the two
-// files in other formats (dolly prompt/answer, ShareGPT) give the format error for line 1.
+// text JSONL, an Alpaca JSON array, the OASST1 Guanaco sample, TinyStories plain text, a ShareGPT
+// conversation read as chat; the dolly prompt/answer file gives the format error for line 1.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
@@ -124,13 +124,37 @@ test('the whole TinyStories file as one document: consecutive windows hold every
   assert.ok(ds.examples.every((e) => e.inputIds.length <= 300));
 });
 
-test('files in other formats: dolly {"prompt","answer"} and ShareGPT {"conversations"} name line 1', async () => {
+test('sharegpt_conversation.json: ShareGPT {"conversations": [{"from", "value"}]} is chat, the gpt turns scored', async () => {
+  const raw = JSON.parse(readFileSync(join(DATA, 'sharegpt_conversation.json'), 'utf8')) as { conversations: Array<{ from: string; value: string }> };
+  const ds = await load('sharegpt_conversation.json', { maxLen: 4096 });
+  assert.is(ds.format, 'chat');
+  assert.is(ds.chatRendering, 'template');
+  assert.is(ds.records, 1);
+  assert.is(ds.truncated, 0);
+  const ex = ds.examples[0]!;
+  // Rendered as the same conversation given as "messages" would be.
+  const roles: Record<string, string> = { human: 'user', gpt: 'assistant' };
+  const messages = { messages: raw.conversations.map((t) => ({ role: roles[t.from], content: t.value })) };
+  const same = await loadDataset(new MemorySource('same.jsonl', new TextEncoder().encode(JSON.stringify(messages))), { tokenizer: tok, maxLen: 4096 });
+  assert.equal(same.examples[0], ex);
+  // Each scored run is one gpt reply and its </s> (TinyLlama's template), nothing else.
+  const runs: number[][] = [];
+  ex.labels.forEach((l, t) => {
+    if (l === -100) return;
+    if (t === 0 || ex.labels[t - 1] === -100) runs.push([]);
+    runs[runs.length - 1]!.push(l);
+  });
+  const replies = raw.conversations.filter((t) => t.from === 'gpt').map((t) => t.value);
+  assert.is(replies.length, 6);
+  assert.equal(runs.map((r) => tok.decode(r, { skipSpecial: false })), replies.map((v) => `${v}</s>`));
+});
+
+test('dolly {"prompt","answer"} names line 1: not a format webqlora reads', async () => {
   const msg = async (rel: string) => {
     try { await load(rel); } catch (e) { assert.instance(e, WebqloraError); return (e as Error).message; }
     return 'no error';
   };
-  assert.is(await msg('dolly_alpaca_prompt.jsonl'), `${join(DATA, 'dolly_alpaca_prompt.jsonl')}:1: cannot tell the data format from the keys ("prompt", "answer"); expected "text", "prompt" and "completion", "instruction" and "output", "messages" or "input_ids" (or pass the format explicitly).`);
-  assert.match(await msg('sharegpt_conversation.json'), /sharegpt_conversation\.json:1: cannot tell the data format from the keys \("conversations"\)/);
+  assert.is(await msg('dolly_alpaca_prompt.jsonl'), `${join(DATA, 'dolly_alpaca_prompt.jsonl')}:1: cannot tell the data format from the keys ("prompt", "answer"); expected "text", "prompt" and "completion", "instruction" and "output", "messages", "conversations" or "input_ids" (or pass the format explicitly).`);
   const forced = await load('dolly_alpaca_prompt.jsonl', { format: 'completion' }).then(() => 'no error', (e: Error) => e.message);
   assert.match(forced, /dolly_alpaca_prompt\.jsonl:1: expected "prompt" and "completion" strings \(completion format\)\.$/);
 });

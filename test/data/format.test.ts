@@ -60,7 +60,7 @@ test('auto: later records must match the format of line 1', () => {
   throwsMsg(() => parseAll([{ text: 'a' }, { text: 'b' }, { prompt: 'p', completion: 'c' }]),
     'train.jsonl:3: expected a "text" string (text format, detected from line 1).');
   throwsMsg(() => parseAll([{ messages: [{ role: 'user', content: 'u' }] }, { text: 'x' }]),
-    'train.jsonl:2: expected a "messages" array (chat format, detected from line 1).');
+    'train.jsonl:2: expected a "messages" or "conversations" array (chat format, detected from line 1).');
   throwsMsg(() => parseAll([{ input_ids: [1] }, { text: 'x' }]),
     'train.jsonl:2: expected an "input_ids" array (tokens format, detected from line 1).');
   throwsMsg(() => parseAll([{ prompt: 'p', completion: 'c' }, { prompt: 'p' }]),
@@ -69,7 +69,7 @@ test('auto: later records must match the format of line 1', () => {
 
 test('forced format: missing keys say the format', () => {
   throwsMsg(() => parseAll([{ text: 'x' }], 'alpaca'), 'train.jsonl:1: expected "instruction" and "output" strings (alpaca format).');
-  throwsMsg(() => parseAll([{ instruction: 'x', output: 'y' }], 'chat'), 'train.jsonl:1: expected a "messages" array (chat format).');
+  throwsMsg(() => parseAll([{ instruction: 'x', output: 'y' }], 'chat'), 'train.jsonl:1: expected a "messages" or "conversations" array (chat format).');
 });
 
 test('records that are not objects, unknown shapes, unknown format names', () => {
@@ -77,7 +77,7 @@ test('records that are not objects, unknown shapes, unknown format names', () =>
   throwsMsg(() => parseAll([{ text: 'a' }, 'str']), 'train.jsonl:2: expected an object, got the string "str".');
   throwsMsg(() => parseAll([null]), 'train.jsonl:1: expected an object, got null.');
   throwsMsg(() => parseAll([{ prompt: 'a', answer: 'b' }]),
-    'train.jsonl:1: cannot tell the data format from the keys ("prompt", "answer"); expected "text", "prompt" and "completion", "instruction" and "output", "messages" or "input_ids" (or pass the format explicitly).');
+    'train.jsonl:1: cannot tell the data format from the keys ("prompt", "answer"); expected "text", "prompt" and "completion", "instruction" and "output", "messages", "conversations" or "input_ids" (or pass the format explicitly).');
   throwsMsg(() => new RecordParser('x', 'sharegpt' as FormatOption), 'unknown data format "sharegpt" (expected auto, text, completion, alpaca, chat, tokens).');
 });
 
@@ -93,8 +93,46 @@ test('chat: message errors', () => {
   throwsMsg(() => parseAll([{ messages: 'hi' }]), 'train.jsonl:1: "messages" must be a non-empty array of {"role", "content"} objects, got the string "hi".');
   throwsMsg(() => parseAll([{ messages: [{ role: 'user', content: 'u' }, 'x'] }]), 'train.jsonl:1: messages[1] must be an object with "role" and "content", got the string "x".');
   throwsMsg(() => parseAll([{ messages: [{ role: 'tool', content: 'u' }] }]), 'train.jsonl:1: messages[0].role must be "system", "user" or "assistant", got the string "tool".');
-  throwsMsg(() => parseAll([{ messages: [{ from: 'human', value: 'u' }] }]), 'train.jsonl:1: messages[0].role must be "system", "user" or "assistant", got nothing.');
+  throwsMsg(() => parseAll([{ messages: [{ from: 'human', value: 'u' }] }]),
+    'train.jsonl:1: messages[0].role must be "system", "user" or "assistant", got nothing (ShareGPT {"from", "value"} turns go in "conversations").');
   throwsMsg(() => parseAll([{ messages: [{ role: 'user', content: 'u' }, { role: 'assistant', content: null }] }]), 'train.jsonl:1: messages[1].content must be a string, got null.');
+});
+
+test('ShareGPT: "conversations" of {"from", "value"} is chat; human/gpt/system and user/assistant roles', () => {
+  assert.is(detectFormat({ conversations: [] }), 'chat');
+  assert.is(detectFormat({ conversations: [], text: 'x' }), 'chat');
+  const turns = [
+    { from: 'system', value: 's' }, { from: 'human', value: 'h' }, { from: 'gpt', value: 'g', weight: 1 },
+    { from: 'user', value: 'u' }, { from: 'assistant', value: 'a' },
+  ];
+  const want: DataRecord = {
+    format: 'chat',
+    messages: [
+      { role: 'system', content: 's' }, { role: 'user', content: 'h' }, { role: 'assistant', content: 'g' },
+      { role: 'user', content: 'u' }, { role: 'assistant', content: 'a' },
+    ],
+  };
+  assert.equal(parseAll([{ conversations: turns, id: 'x' }])[0], want);
+  assert.equal(parseAll([{ conversations: turns }], 'chat')[0], want);
+  // ShareGPT and "messages" lines mix in one chat file; "messages" wins when a record has both.
+  const mixed = parseAll([{ conversations: turns.slice(1, 3) }, { messages: [{ role: 'user', content: 'm' }], conversations: 'ignored' }]);
+  assert.equal(mixed.map((r) => (r as { messages: unknown[] }).messages.length), [2, 1]);
+});
+
+test('ShareGPT: unknown roles and bad turns name file, line and turn', () => {
+  throwsMsg(() => parseAll([{ conversations: [{ from: 'human', value: 'h' }] }, { conversations: [{ from: 'human', value: 'h' }, { from: 'tool', value: 't' }] }]),
+    'train.jsonl:2: conversations[1].from must be "human", "gpt" or "system" (or "user", "assistant"), got the string "tool" (other roles are not supported).');
+  throwsMsg(() => parseAll([{ conversations: [{ from: 'bing', value: 'b' }] }]),
+    'train.jsonl:1: conversations[0].from must be "human", "gpt" or "system" (or "user", "assistant"), got the string "bing" (other roles are not supported).');
+  throwsMsg(() => parseAll([{ conversations: [{ role: 'user', content: 'u' }] }]),
+    'train.jsonl:1: conversations[0].from must be "human", "gpt" or "system" (or "user", "assistant"), got nothing (other roles are not supported).');
+  throwsMsg(() => parseAll([{ conversations: [{ from: 'constructor', value: 'x' }] }]),
+    'train.jsonl:1: conversations[0].from must be "human", "gpt" or "system" (or "user", "assistant"), got the string "constructor" (other roles are not supported).');
+  throwsMsg(() => parseAll([{ conversations: [{ from: 'gpt', value: 3 }] }]), 'train.jsonl:1: conversations[0].value must be a string, got the number 3.');
+  throwsMsg(() => parseAll([{ conversations: [] }]), 'train.jsonl:1: "conversations" must be a non-empty array of {"from", "value"} objects, got an array.');
+  throwsMsg(() => parseAll([{ conversations: [null] }]), 'train.jsonl:1: conversations[0] must be an object with "from" and "value", got null.');
+  throwsMsg(() => parseAll([{ conversations: [{ from: 'human', value: 'h' }] }, { text: 'x' }]),
+    'train.jsonl:2: expected a "messages" or "conversations" array (chat format, detected from line 1).');
 });
 
 test('tokens: integers, aligned labels, −100, vocabulary bounds', () => {
