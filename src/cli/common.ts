@@ -20,22 +20,10 @@ import { loadModel, MAX_POSITIONS } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
-import { bool, choice, num, required, str, type FlagSpec, type Parsed } from './args.ts';
+import { bool, choice, optNum, required, str, type Parsed } from './args.ts';
 import { fmtBytes, Progress } from './progress.ts';
 
-export const MODEL_FLAGS: FlagSpec = {
-  model: { type: 'string' },
-  quant: { type: 'string' },
-  'double-quant': { type: 'boolean' },
-  blocksize: { type: 'string' },
-  backend: { type: 'string' },
-  threads: { type: 'string' },
-  tokenizer: { type: 'string' },
-  'page-weights': { type: 'boolean' },
-  json: { type: 'boolean' },
-};
-
-export const QUANT_MODES: readonly QuantMode[] = ['nf4', 'fp4', 'int4', 'none'];
+export { MODEL_FLAGS } from './flags.ts';
 
 export interface QuantFlags {
   quant: QuantMode;
@@ -43,19 +31,22 @@ export interface QuantFlags {
   blocksize: number;
 }
 
-export function quantFlags(cmd: string, p: Parsed): QuantFlags {
+export function quantFlags(p: Parsed): QuantFlags {
   return {
-    quant: choice(cmd, p, 'quant', QUANT_MODES, 'nf4'),
-    doubleQuant: bool(p, 'double-quant', true),
-    blocksize: num(cmd, p, 'blocksize', 64, { int: true }),
+    quant: choice<QuantMode>(p, 'quant'),
+    doubleQuant: bool(p, 'double-quant'),
+    blocksize: Number(choice(p, 'blocksize')),
   };
 }
 
-export async function backendFrom(cmd: string, p: Parsed, progress: Progress): Promise<Backend> {
-  const prefer = choice<BackendChoice>(cmd, p, 'backend', ['auto', 'wasm', 'webgpu'], 'auto');
-  const threads = str(p, 'threads') === undefined ? undefined : num(cmd, p, 'threads', 1, { int: true, min: 1, max: 256 });
-  // Dawn (the optional `webgpu` package) is loaded only when WebGPU may be used
-  const gpu = prefer === 'wasm' ? null : await dawnGpu();
+export async function backendFrom(p: Parsed, progress: Progress): Promise<Backend> {
+  const prefer = choice<BackendChoice>(p, 'backend');
+  const threads = optNum(p, 'threads');
+  // Dawn (the optional `webgpu` package) is loaded only when WebGPU may be chosen (for auto, only
+  // when there is a real GPU); what it prints while it looks for adapters (limit warnings) is
+  // shown only with --verbose
+  const quiet = !(p.flags.verbose && bool(p, 'verbose'));
+  const gpu = prefer === 'wasm' ? null : await dawnGpu({ quiet, probeFirst: prefer === 'auto' });
   return createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
 }
 
@@ -96,15 +87,15 @@ export function backendThreads(backend: Backend): number {
  * the run would not fit the backend otherwise (said in one line). The model file is closed
  * before this returns, whatever happens.
  */
-export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, progress: Progress, plan?: RunPlan): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string; seqLen: number | undefined }> {
-  const spec = required(cmd, p, 'model');
-  const q = quantFlags(cmd, p);
+export async function loadModelFrom(p: Parsed, backend: Backend, progress: Progress, plan?: RunPlan): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string; seqLen: number | undefined }> {
+  const spec = required(p, 'model');
+  const q = quantFlags(p);
   const source = await openModelPath(spec);
   try {
     const context = contextOf(source.config);
     const seqLen = plan?.seqLen === undefined ? undefined : plan.seqLen ?? defaultSeqLen(source.config);
-    if (seqLen !== undefined && seqLen > context) throw new WebqloraError(`webqlora ${cmd}: --seq-len ${seqLen} exceeds the model's context of ${context} positions.`);
-    let pageWeights = bool(p, 'page-weights', false);
+    if (seqLen !== undefined && seqLen > context) throw new WebqloraError(`--seq-len ${seqLen} exceeds the model's context of ${context} positions.`);
+    let pageWeights = bool(p, 'page-weights');
     if (!pageWeights && plan) {
       const why = autoPageReason(plan.memory(source.config, seqLen, false), plan.capacity !== undefined ? plan.capacity : backendCapacity(backend));
       if (why) {
@@ -121,29 +112,33 @@ export async function loadModelFrom(cmd: string, p: Parsed, backend: Backend, pr
     const qdesc = model.quant.mode === 'none' ? 'f32' : `${model.quant.mode}${model.quant.doubleQuant ? '+dq' : ''} bs${model.quant.blocksize}`;
     const paged = model.pager ? `, base layers paged from ${fmtBytes(model.pager.hostBytes)} of host memory` : '';
     progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtBytes(mem.liveBytes)} in ${backend.name} memory${paged}`);
-    return { model, tok: await tokenizerFor(p, spec, source), spec, seqLen };
+    const found = await tokenizerFor(p, spec, source);
+    if (!found.tok) progress.log(`no tokenizer: ${found.why}; text needs --tokenizer PATH (tokenizer.json, tokenizer.model or a .gguf vocabulary)`);
+    return { model, tok: found.tok, spec, seqLen };
   } finally {
     await source.close();
   }
 }
 
-/** --tokenizer PATH, else the model directory's tokenizer, else the model file's own vocabulary. */
-export async function tokenizerFor(p: Parsed, spec: string, source: WeightSource): Promise<Tokenizer | null> {
+/** The files a model directory's tokenizer is read from, in order (tokenizer/load.ts). */
+export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer.model'] as const;
+
+/**
+ * --tokenizer PATH, else the model directory's tokenizer, else the model file's own vocabulary;
+ * without one, `why` says where it looked.
+ */
+export async function tokenizerFor(p: Parsed, spec: string, source: WeightSource): Promise<{ tok: Tokenizer | null; why: string }> {
   const explicit = str(p, 'tokenizer');
-  if (explicit) return loadTokenizerPath(explicit);
-  if (!spec.startsWith('synthetic:')) {
-    const st = await stat(spec).catch(() => null);
-    if (st?.isDirectory()) {
-      const dir = new NodeDirSource(spec);
-      try {
-        const t = await loadTokenizerFromDir(dir);
-        if (t) return t;
-      } finally {
-        await dir.close();
-      }
-    }
+  if (explicit) return { tok: await loadTokenizerPath(explicit), why: '' };
+  const st = spec.startsWith('synthetic:') ? null : await stat(spec).catch(() => null);
+  if (st?.isDirectory()) {
+    const t = await withDir(spec, loadTokenizerFromDir);
+    if (t) return { tok: t, why: '' };
   }
-  return source.vocab ? tokenizerFromVocab(source.vocab) : null;
+  if (source.vocab) return { tok: tokenizerFromVocab(source.vocab), why: '' };
+  if (spec.startsWith('synthetic:')) return { tok: null, why: `${spec} is a synthetic model, which has none` };
+  if (st?.isDirectory()) return { tok: null, why: `${spec} has neither ${TOKENIZER_FILES.join(' nor ')}` };
+  return { tok: null, why: `${spec} carries no vocabulary` };
 }
 
 export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
@@ -174,6 +169,18 @@ export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
     }
   }
   throw new WebqloraError(`${path}: unknown tokenizer file (expected tokenizer.json, a SentencePiece .model, a llama2.c tokenizer.bin or a .gguf with a vocabulary).`);
+}
+
+/**
+ * The path flags (--adapter, --tokenizer, …) name something that exists: checked before the model
+ * loads, so a typo costs no load time.
+ */
+export async function checkPaths(p: Parsed, names: string[]): Promise<void> {
+  for (const n of names) {
+    const v = str(p, n);
+    if (v === undefined || (n === 'valid' && v === 'none')) continue;
+    await stat(v).catch((e) => { throw new WebqloraError(`${v}: ${fsReason(e)} (--${n}).`); });
+  }
 }
 
 /** Runs `fn` on a directory and closes every file it opened, whatever happens. */

@@ -1,16 +1,15 @@
-// Data flags shared by train and eval.
+// Data flags shared by train and eval, and the lines that say what was read.
 import { loadDataset, type Dataset, type FormatOption } from '../data/index.ts';
 import type { ByteSource } from '../io/source.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { bool, choice, type Parsed } from './args.ts';
 import type { Progress } from './progress.ts';
 
-export const FORMATS: readonly FormatOption[] = ['auto', 'text', 'completion', 'alpaca', 'chat', 'tokens'];
+export { FORMATS } from './flags.ts';
 
-export async function loadDataFrom(cmd: string, p: Parsed, src: ByteSource, tok: Tokenizer | null, vocabSize: number, seqLen: number, progress: Progress): Promise<Dataset> {
-  const format = choice(cmd, p, 'format', FORMATS, 'auto');
-  const ds = await loadDataset(src, { format, tokenizer: tok, vocabSize, maxLen: seqLen, trainOnPrompt: bool(p, 'train-on-prompt', false) });
-  progress.log(describeDataset(ds));
+export async function loadDataFrom(p: Parsed, src: ByteSource, tok: Tokenizer | null, vocabSize: number, seqLen: number, progress: Progress): Promise<Dataset> {
+  const ds = await loadDataset(src, { format: choice<FormatOption>(p, 'format'), tokenizer: tok, vocabSize, maxLen: seqLen, trainOnPrompt: bool(p, 'train-on-prompt') });
+  logDataset(ds, progress);
   return ds;
 }
 
@@ -19,4 +18,12 @@ export function describeDataset(ds: Dataset): string {
   if (ds.truncated) s += `, ${ds.truncated} truncated`;
   if (ds.dropped) s += `, ${ds.dropped} dropped (nothing left to score)`;
   return s;
+}
+
+/** The data line, and one more when chat records fall back to the Guanaco format. */
+export function logDataset(ds: Dataset, progress: Progress): void {
+  progress.log(describeDataset(ds));
+  if (ds.chatRendering === 'guanaco') {
+    progress.log('the tokenizer has no chat template: chat records are rendered in the Guanaco format ("### Human: … ### Assistant: …") instead');
+  }
 }

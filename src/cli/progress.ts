@@ -45,6 +45,29 @@ export class Progress {
   }
 }
 
+/**
+ * An exponential moving average of the step loss (weight 0.9 on the past, bias-corrected as Adam
+ * corrects its moments, so the first steps are not pulled toward 0): what the TTY line shows
+ * next to the raw, noisy per-step loss.
+ */
+export class SmoothedLoss {
+  private ema = 0;
+  private n = 0;
+  constructor(private readonly beta = 0.9) {}
+
+  /** Adds one step's loss; returns the smoothed loss so far. */
+  add(loss: number): number {
+    if (!Number.isFinite(loss)) return this.value;
+    this.ema = this.beta * this.ema + (1 - this.beta) * loss;
+    this.n++;
+    return this.value;
+  }
+
+  get value(): number {
+    return this.n ? this.ema / (1 - this.beta ** this.n) : NaN;
+  }
+}
+
 export function fmtDuration(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${s.toFixed(0)}s`;

@@ -103,7 +103,7 @@ export class ExampleBuilder {
     } else {
       const tok = this.tok;
       if (tok === null) {
-        throw new WebqloraError(`${this.file}:${line}: the ${rec.format} format needs a tokenizer (the model has none; use pre-tokenized {"input_ids"} lines).`);
+        throw new WebqloraError(`${this.file}:${line}: the ${rec.format} format needs a tokenizer (the model has none: give one with --tokenizer PATH, or use pre-tokenized {"input_ids"} lines).`);
       }
       const bos = tok.bosId === null ? [] : [tok.bosId];
       const eos = tok.eosId === null ? [] : [tok.eosId];

@@ -1,4 +1,5 @@
-// CLI mistakes not covered by the per-command tests: exit 2, one "webqlora: …" line, no stack.
+// CLI mistakes not covered by the per-command tests: exit 2, one "webqlora <command>: …" line
+// (the prefix said once), no stack.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
@@ -14,21 +15,23 @@ const TMP = mkdtempSync(join(tmpdir(), 'webqlora-err-'));
 function userError(args: string[], re: RegExp): void {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
   assert.is(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
-  const lines = r.stderr.trimEnd().split('\n').filter((l) => l.startsWith('webqlora: '));
+  const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
   assert.is(lines.length, 1, r.stderr);
   assert.match(lines[0]!, re);
+  assert.not.match(lines[0]!, /^webqlora(?: [a-z]+)?: webqlora/, 'the prefix said once');
   assert.not.match(r.stderr, /\n\s+at /);
 }
 
 test('unknown command and flag ranges', () => {
   userError(['frobnicate'], /^webqlora: unknown command 'frobnicate' \(expected one of train, generate, .*; see webqlora --help\)\.$/);
-  userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--top-p', '2'], /--top-p must be at most 1, got 2\./);
-  userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--max-new-tokens', '0'], /--max-new-tokens must be at least 1, got 0\./);
-  userError(['train', '--model', STORIES_GGUF, '--data', 'd.jsonl', '--out', join(TMP, 'o'), '--lora-dropout', '1'], /--lora-dropout must be at most 0\.99, got 1\./);
+  userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--top-p', '2'], /^webqlora generate: --top-p must be a number from 0 to 1, got '2'\.$/);
+  userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--max-new-tokens', '0'], /--max-new-tokens must be a whole number ≥ 1, got '0'\./);
+  userError(['train', '--model', STORIES_GGUF, '--data', 'd.jsonl', '--out', join(TMP, 'o'), '--lora-dropout', '1'], /^webqlora train: --lora-dropout must be a number from 0 to 0\.99, got '1'\.$/);
 });
 
 test('context and tokenizer mistakes are reported before any weight is loaded', () => {
-  userError(['eval', '--model', STORIES_GGUF, '--data', 'x.jsonl', '--seq-len', '4096'], /^webqlora: webqlora eval: --seq-len 4096 exceeds the model's context of 2048 positions\.$/);
+  writeFileSync(join(TMP, 'x.jsonl'), '{"text": "hi"}\n');
+  userError(['eval', '--model', STORIES_GGUF, '--data', join(TMP, 'x.jsonl'), '--seq-len', '4096'], /^webqlora eval: --seq-len 4096 exceeds the model's context of 2048 positions\.$/);
   userError(['generate', '--model', STORIES_BIN, '--prompt', 'hi', '--backend', 'wasm'], /stories260K\.bin: the model has no tokenizer \(give --tokenizer PATH, or --prompt-ids\)\./);
   writeFileSync(join(TMP, 'vocab.txt'), 'a\n');
   userError(['generate', '--model', STORIES_BIN, '--prompt', 'hi', '--tokenizer', join(TMP, 'vocab.txt'), '--backend', 'wasm'], /vocab\.txt: unknown tokenizer file \(expected tokenizer\.json, a SentencePiece \.model, a llama2\.c tokenizer\.bin or a \.gguf with a vocabulary\)\./);

@@ -21,7 +21,7 @@ const run = (...args: string[]) => {
 };
 function userError(r: { code: number; stderr: string }, re: RegExp): void {
   assert.is(r.code, 2, r.stderr);
-  const lines = r.stderr.trimEnd().split('\n').filter((l) => l.startsWith('webqlora: '));
+  const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
   assert.is(lines.length, 1, r.stderr);
   assert.match(lines[0]!, re);
   assert.not.match(r.stderr, /\n\s+at /);
@@ -44,7 +44,7 @@ test('generate: streamed text, --json record, --prompt-ids, and mistakes', () =>
   assert.equal(JSON.parse(again.stdout.trim().split('\n').pop()!).output_ids, rec.output_ids, 'same seed, same tokens');
   userError(run('generate', '--model', STORIES_GGUF), /exactly one of --prompt TEXT or --prompt-ids/);
   userError(run('generate', '--model', STORIES_GGUF, '--prompt-ids', '1,9999'), /token id 9999 is outside the vocabulary \[0, 512\)/);
-  userError(run('generate', '--model', STORIES_GGUF, '--prompt', 'x', '--temperature', 'hot'), /--temperature expects a number/);
+  userError(run('generate', '--model', STORIES_GGUF, '--prompt', 'x', '--temperature', 'hot'), /--temperature must be a number ≥ 0, got 'hot'/);
   userError(run('generate', '--model', join(TMP, 'nope.gguf'), '--prompt', 'x'), /nope\.gguf: no such file/);
 });
 

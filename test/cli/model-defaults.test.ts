@@ -40,7 +40,7 @@ test('eval with default flags on a model whose context is 256: seq-len 256; a lo
   assert.is(rec.tokens, 4 * 255);
   const big = run('eval', '--model', LLAMA3, '--data', tokens, '--backend', 'wasm', '--seq-len', '512');
   assert.is(big.code, 2);
-  assert.match(big.stderr, /webqlora: webqlora eval: --seq-len 512 exceeds the model's context of 256 positions\./);
+  assert.match(big.stderr, /webqlora eval: --seq-len 512 exceeds the model's context of 256 positions\./);
   const small = run('eval', '--model', LLAMA3, '--data', tokens, '--backend', 'wasm', '--seq-len', '64', '--json');
   assert.is(small.code, 0, small.stderr);
 });
@@ -94,7 +94,7 @@ test('loading pages base layers by itself when the run exceeds the backend limit
     const stream = { isTTY: false, write: (s: string) => { err += s; return true; } } as unknown as NodeJS.WriteStream;
     const be = await createWasmBackend({ threads: 1 });
     const p = parseFlags('eval', ['--model', LLAMA3], MODEL_FLAGS);
-    const { model, seqLen } = await loadModelFrom('eval', p, be, new Progress(stream), {
+    const { model, seqLen } = await loadModelFrom(p, be, new Progress(stream), {
       seqLen: null, capacity,
       memory: (c, s, pageWeights) => estimateInferenceMemory(c, { quant: 'nf4', doubleQuant: true, blocksize: 64, lora: null, batch: 1, seqLen: s!, pageWeights }),
     });
@@ -110,7 +110,7 @@ test('loading pages base layers by itself when the run exceeds the backend limit
   let err = '';
   const stream = { isTTY: false, write: (s: string) => { err += s; return true; } } as unknown as NodeJS.WriteStream;
   const be = await createWasmBackend({ threads: 1 });
-  const { model } = await loadModelFrom('eval', parseFlags('eval', ['--model', LLAMA3, '--page-weights'], MODEL_FLAGS), be, new Progress(stream), {
+  const { model } = await loadModelFrom(parseFlags('eval', ['--model', LLAMA3, '--page-weights'], MODEL_FLAGS), be, new Progress(stream), {
     seqLen: 64, memory: () => { throw new Error('not asked when --page-weights is given'); },
   });
   assert.ok(model.pager);

@@ -159,7 +159,7 @@ test('loadDataset: errors name the file; a plain-text file is text only; formats
   await rejects(loadDataset(src('train.txt', 'hello'), { format: 'alpaca', tokenizer: new FakeTokenizer() }),
     'train.txt: a plain-text file holds the text format only, not alpaca (use JSONL for alpaca records).');
   await rejects(loadDataset(src('train.jsonl', '{"text":"a"}\n'), { tokenizer: null }),
-    'train.jsonl:1: the text format needs a tokenizer (the model has none; use pre-tokenized {"input_ids"} lines).');
+    'train.jsonl:1: the text format needs a tokenizer (the model has none: give one with --tokenizer PATH, or use pre-tokenized {"input_ids"} lines).');
   await rejects(loadDataset(src('train.jsonl', ''), { tokenizer: new FakeTokenizer() }), 'train.jsonl: no records.');
   // Pre-tokenized data needs no tokenizer; vocabSize bounds it.
   const ds = await loadDataset(src('t.jsonl', '{"input_ids":[1,2,3]}\n'), { vocabSize: 4 });

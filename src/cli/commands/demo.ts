@@ -8,8 +8,9 @@ import { NodeOutDir, openModelPath } from '../../io/node.ts';
 import { saveAdapter } from '../../model/peft.ts';
 import { DEMO_PROMPTS, runDemo } from '../../demo/run.ts';
 import { tokenizerFromVocab } from '../../tokenizer/load.ts';
-import { num, parseFlags, str } from '../args.ts';
+import { num, str, type FlagTable } from '../args.ts';
 import { backendFrom } from '../common.ts';
+import { BACKEND, THREADS, VERBOSE } from '../flags.ts';
 import { fmtDuration, Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
@@ -24,15 +25,22 @@ function bundledModel(): string {
   throw new WebqloraError('assets/stories260K.gguf is missing from the installation (reinstall webqlora).');
 }
 
+const FLAGS: FlagTable = {
+  steps: { kind: 'int', arg: 'N', min: 1, default: 80, group: 'optimization', help: 'training steps' },
+  backend: BACKEND, threads: THREADS,
+  out: { kind: 'string', arg: 'DIR', default: 'webqlora-demo', group: 'output', help: 'where the trained adapter goes (PEFT format)' },
+  verbose: VERBOSE,
+};
+
 export const demoCommand: Command = {
   summary: 'fine-tune the bundled tiny model on bundled data and generate before/after',
-  async run(argv) {
-    const cmd = 'demo';
-    const p = parseFlags(cmd, argv, { out: { type: 'string' }, steps: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' } });
-    const out = str(p, 'out') ?? 'webqlora-demo';
-    const steps = num(cmd, p, 'steps', 80, { int: true, min: 1 });
+  flags: FLAGS,
+  example: 'webqlora demo --steps 40 --out demo-adapter',
+  async run(p) {
+    const out = str(p, 'out')!;
+    const steps = num(p, 'steps');
     const progress = new Progress();
-    const backend = await backendFrom(cmd, p, progress);
+    const backend = await backendFrom(p, progress);
     const t0 = performance.now();
     const path = bundledModel();
     const source = await openModelPath(path);

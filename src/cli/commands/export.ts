@@ -7,22 +7,31 @@ import { WebqloraError } from '../../errors.ts';
 import { NodeOutDir, openModelPath } from '../../io/node.ts';
 import { writeGgufAdapter, type AdapterDtype } from '../../model/gguf-adapter.ts';
 import { createReferenceBackend } from '../../backend/reference/index.ts';
-import { bool, choice, parseFlags, required } from '../args.ts';
+import { bool, choice, required, type FlagTable } from '../args.ts';
 import { jsonLine, loadAdapterDir } from '../common.ts';
+import { ADAPTER, JSON_OUT, MODEL } from '../flags.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
+const FLAGS: FlagTable = {
+  model: { ...MODEL, help: 'the base the adapter was trained on (HF directory, .gguf, llama2.c .bin); only its config is read' },
+  adapter: { ...ADAPTER, required: true },
+  out: { kind: 'string', arg: 'A.gguf', group: 'output', required: true, help: 'the llama.cpp LoRA adapter to write' },
+  dtype: { kind: 'choice', choices: ['f32', 'f16', 'bf16', 'q8_0'], default: 'f32', group: 'output', help: 'tensor type of the adapter matrices' },
+  json: JSON_OUT,
+};
+
 export const exportCommand: Command = {
   summary: 'write a LoRA adapter as a llama.cpp GGUF adapter (llama-cli --lora, Ollama ADAPTER)',
-  async run(argv) {
-    const cmd = 'export';
-    const p = parseFlags(cmd, argv, { model: { type: 'string' }, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' }, json: { type: 'boolean' } });
-    const json = bool(p, 'json', false);
-    const spec = required(cmd, p, 'model');
-    const adapterPath = required(cmd, p, 'adapter');
-    const out = required(cmd, p, 'out');
-    const dtype = choice<AdapterDtype>(cmd, p, 'dtype', ['f32', 'f16', 'bf16', 'q8_0'], 'f32');
-    if (extname(out).toLowerCase() !== '.gguf') throw new WebqloraError(`webqlora export: --out ${out} must end in .gguf.`);
+  flags: FLAGS,
+  example: 'webqlora export --model tinyllama-1.1b-chat.Q4_K_M.gguf --adapter run --out adapter.gguf',
+  async run(p) {
+    const json = bool(p, 'json');
+    const spec = required(p, 'model');
+    const adapterPath = required(p, 'adapter');
+    const out = required(p, 'out');
+    const dtype = choice<AdapterDtype>(p, 'dtype');
+    if (extname(out).toLowerCase() !== '.gguf') throw new WebqloraError(`--out ${out} must end in .gguf.`);
     if (await stat(out).then(() => true, () => false)) throw new WebqloraError(`${out} already exists (choose another --out).`);
     const progress = new Progress(process.stderr, json);
     // only the model's config is needed (architecture, shapes): no weights are loaded

@@ -3,49 +3,54 @@
 // Text streams to stdout as it is generated; --json prints one record at the end.
 import { WebqloraError } from '../../errors.ts';
 import { generate } from '../../generate/generate.ts';
-import { bool, num, parseFlags, str } from '../args.ts';
-import { adapterConfigAt, backendFrom, backendThreads, contextOf, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, quantFlags } from '../common.ts';
+import { bool, ids, num, str, type FlagTable } from '../args.ts';
+import { adapterConfigAt, backendFrom, backendThreads, checkPaths, contextOf, jsonLine, loadAdapterDir, loadModelFrom, quantFlags } from '../common.ts';
 import { estimateInferenceMemory } from '../../model/memory.ts';
+import { ADAPTER, MODEL_FLAGS } from '../flags.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
+const FLAGS: FlagTable = {
+  ...MODEL_FLAGS, adapter: ADAPTER,
+  prompt: { kind: 'string', arg: 'TEXT', group: 'generation', help: 'the prompt, tokenized with the model\'s tokenizer (or give --prompt-ids)' },
+  'prompt-ids': { kind: 'ids', arg: 'IDS', group: 'generation', help: 'the prompt as token ids, such as 1,415,2501' },
+  'max-new-tokens': { kind: 'int', arg: 'N', min: 1, default: 128, group: 'generation', help: 'stop after this many new tokens (or at the end-of-sequence token)' },
+  temperature: { kind: 'number', arg: 'T', min: 0, default: 0, group: 'generation', help: 'sampling temperature (0: greedy)' },
+  'top-p': { kind: 'number', arg: 'P', min: 0, max: 1, default: 1, group: 'generation', help: 'nucleus sampling: keep the most likely tokens up to this probability mass' },
+  seed: { kind: 'int', arg: 'N', min: 0, default: 0, group: 'generation', help: 'seeds the sampler' },
+};
+
 export const generateCommand: Command = {
   summary: 'generate text from a prompt (optionally with a LoRA adapter)',
-  async run(argv) {
-    const cmd = 'generate';
-    const p = parseFlags(cmd, argv, {
-      ...MODEL_FLAGS, adapter: { type: 'string' }, prompt: { type: 'string' }, 'prompt-ids': { type: 'string' },
-      'max-new-tokens': { type: 'string' }, temperature: { type: 'string' }, 'top-p': { type: 'string' }, seed: { type: 'string' },
-    });
-    const json = bool(p, 'json', false);
-    const prompt = str(p, 'prompt'), promptIdsFlag = str(p, 'prompt-ids');
-    if ((prompt === undefined) === (promptIdsFlag === undefined)) throw new WebqloraError('webqlora generate: give exactly one of --prompt TEXT or --prompt-ids 1,2,3.');
-    const maxNew = num(cmd, p, 'max-new-tokens', 128, { int: true, min: 1 });
-    const temperature = num(cmd, p, 'temperature', 0, { min: 0 });
-    const topP = num(cmd, p, 'top-p', 1, { min: 0, max: 1 });
-    const seed = num(cmd, p, 'seed', 0, { int: true, min: 0 });
+  flags: FLAGS,
+  synopsis: '--model PATH (--prompt TEXT | --prompt-ids IDS)',
+  example: 'webqlora generate --model TinyLlama-1.1B-Chat --adapter run --prompt "Once upon a time" --max-new-tokens 64',
+  async run(p) {
+    const json = bool(p, 'json');
+    const prompt = str(p, 'prompt'), promptIdsFlag = ids(p, 'prompt-ids');
+    if ((prompt === undefined) === (promptIdsFlag === undefined)) throw new WebqloraError('give exactly one of --prompt TEXT or --prompt-ids 1,2,3.');
+    const maxNew = num(p, 'max-new-tokens');
+    const temperature = num(p, 'temperature');
+    const topP = num(p, 'top-p');
+    const seed = num(p, 'seed');
     const adapterDir = str(p, 'adapter');
+    await checkPaths(p, ['adapter', 'tokenizer']);
     const progress = new Progress(process.stderr, json);
-    const backend = await backendFrom(cmd, p, progress);
+    const backend = await backendFrom(p, progress);
     try {
       // the run's memory before the tokenizer exists: a text prompt has at most one token per
       // UTF-8 byte, plus a few special ones
-      const promptMax = promptIdsFlag !== undefined ? promptIdsFlag.split(',').length : new TextEncoder().encode(prompt!).length + 8;
-      const q = quantFlags(cmd, p), lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
-      const { model, tok, spec } = await loadModelFrom(cmd, p, backend, progress, {
+      const promptMax = promptIdsFlag !== undefined ? promptIdsFlag.length : new TextEncoder().encode(prompt!).length + 8;
+      const q = quantFlags(p), lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
+      const { model, tok, spec } = await loadModelFrom(p, backend, progress, {
         memory: (c, _seqLen, pageWeights) => {
           const context = contextOf(c), kvCache = Math.min(promptMax + maxNew, context);
           return estimateInferenceMemory(c, { ...q, lora, batch: 1, seqLen: Math.min(128, promptMax, context), kvCache, maxPositions: context, pageWeights, threads });
         },
       });
       let promptIds: number[];
-      if (promptIdsFlag !== undefined) {
-        promptIds = promptIdsFlag.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
-          const v = Number(s);
-          if (!Number.isInteger(v)) throw new WebqloraError(`webqlora generate: --prompt-ids: '${s}' is not an integer.`);
-          return v;
-        });
-      } else {
+      if (promptIdsFlag !== undefined) promptIds = promptIdsFlag;
+      else {
         if (!tok) throw new WebqloraError(`${spec}: the model has no tokenizer (give --tokenizer PATH, or --prompt-ids).`);
         promptIds = tok.encode(prompt!);
       }

@@ -1,4 +1,7 @@
-// The command table. Each command module exports `run(argv): Promise<number>` (exit code).
+// The command table. Each command declares its flags (args.ts FlagTable), a summary and an
+// example; main.ts parses and checks the flags against that table before `run` sees them.
+import type { Parsed } from '../args.ts';
+import type { CommandHelp } from '../help.ts';
 import { inspect } from './inspect.ts';
 import { quantize } from './quantize.ts';
 import { generateCommand } from './generate.ts';
@@ -8,9 +11,9 @@ import { mergeCommand } from './merge.ts';
 import { demoCommand } from './demo.ts';
 import { exportCommand } from './export.ts';
 
-export interface Command {
-  summary: string;
-  run(argv: string[]): Promise<number>;
+export interface Command extends CommandHelp {
+  /** runs with flags already checked against `flags`; returns the exit code */
+  run(p: Parsed): Promise<number>;
 }
 
 export const COMMANDS: Record<string, Command> = {
@@ -19,14 +22,7 @@ export const COMMANDS: Record<string, Command> = {
   eval: evalCommand,
   merge: mergeCommand,
   export: exportCommand,
-  demo: demoCommand,
   quantize,
   inspect,
+  demo: demoCommand,
 };
-
-export function usage(): string {
-  let s = 'usage: webqlora <command> [flags]\n\ncommands:\n';
-  for (const [name, c] of Object.entries(COMMANDS)) s += `  ${name.padEnd(10)} ${c.summary}\n`;
-  s += '\nSee docs/ARCHITECTURE.md and README.md for every flag.\n';
-  return s;
-}

@@ -9,13 +9,16 @@ import { ggmlTypeName, openGguf, readGguf } from '../../io/gguf.ts';
 import type { QuantInfo } from '../../io/hf.ts';
 import type { WeightSource } from '../../io/weights.ts';
 import { paramCount, type ModelConfig } from '../../model/config.ts';
-import { bool, choice, num, parseFlags, str, type Parsed } from '../args.ts';
+import { bool, choice, num, optNum, str, type FlagTable, type Parsed } from '../args.ts';
 import { contextOf, defaultSeqLen, quantFlags } from '../common.ts';
 import { fmtBytes } from '../progress.ts';
 import { autoPageReason, estimateTrainingMemory, RUNTIME_BASELINE_BYTES, WASM32_CAPACITY, weightParts, type TrainMemoryOptions } from '../../model/memory.ts';
 import { DEFAULT_LORA, parseTargets } from '../../model/lora.ts';
 import { variantOf } from '../../model/families.ts';
 import { SYNTHETIC_CONFIGS } from '../../model/synthetic.ts';
+import type { OptimizerName } from '../../train/trainer.ts';
+import { BATCH_SIZE, BLOCKSIZE, CHECKPOINTING, DOUBLE_QUANT, JSON_OUT, LORA_R, OPTIMIZER, PAGE_WEIGHTS, QUANT, SEQ_LEN, TARGET } from '../flags.ts';
+import type { Command } from './index.ts';
 
 interface TensorRow {
   name: string;
@@ -69,18 +72,16 @@ async function inspectSafetensorsFile(path: string, json: boolean): Promise<numb
 
 /** The training run the memory estimate is for, from the same flags `train` takes. */
 function trainOptions(p: Parsed, c: ModelConfig): TrainMemoryOptions {
-  const cmd = 'inspect';
-  const q = quantFlags(cmd, p);
-  const r = num(cmd, p, 'lora-r', DEFAULT_LORA.r, { int: true, min: 1 });
+  const q = quantFlags(p);
   return {
     quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize,
-    lora: { ...DEFAULT_LORA, r, targets: parseTargets(str(p, 'target') ?? 'all-linear') },
-    batch: num(cmd, p, 'batch-size', 1, { int: true, min: 1 }),
-    seqLen: num(cmd, p, 'seq-len', defaultSeqLen(c), { int: true, min: 2 }),
-    checkpointing: bool(p, 'checkpointing', false),
-    pageWeights: bool(p, 'page-weights', false),
-    optimizer: choice(cmd, p, 'optimizer', ['adamw', 'paged-adamw', 'sgd'] as const, 'adamw'),
-    threads: str(p, 'threads') ? num(cmd, p, 'threads', 1, { int: true, min: 1 }) : 1,
+    lora: { ...DEFAULT_LORA, r: num(p, 'lora-r'), targets: parseTargets(str(p, 'target')!) },
+    batch: num(p, 'batch-size'),
+    seqLen: optNum(p, 'seq-len') ?? defaultSeqLen(c),
+    checkpointing: bool(p, 'checkpointing'),
+    pageWeights: bool(p, 'page-weights'),
+    optimizer: choice<OptimizerName>(p, 'optimizer'),
+    threads: num(p, 'threads'),
   };
 }
 
@@ -199,17 +200,24 @@ function listSynthetic(json: boolean): number {
   return 0;
 }
 
-export const inspect = {
-  summary: 'show a model\'s format, config, tensors and memory estimate',
-  async run(argv: string[]): Promise<number> {
-    const p = parseFlags('inspect', argv, {
-      json: { type: 'boolean' }, quant: { type: 'string' }, 'double-quant': { type: 'boolean' }, blocksize: { type: 'string' },
-      'lora-r': { type: 'string' }, target: { type: 'string' }, 'batch-size': { type: 'string' }, 'seq-len': { type: 'string' },
-      checkpointing: { type: 'boolean' }, 'page-weights': { type: 'boolean' }, optimizer: { type: 'string' }, threads: { type: 'string' },
-    }, true);
-    if (p.positionals.length !== 1) throw new WebqloraError('webqlora inspect: expected exactly one PATH (a model directory, .gguf, .bin or .safetensors file).');
+// The memory estimate's run, described by train's own flags.
+const FLAGS: FlagTable = {
+  quant: QUANT, 'double-quant': DOUBLE_QUANT, blocksize: BLOCKSIZE, 'lora-r': LORA_R, target: TARGET,
+  'seq-len': SEQ_LEN, 'batch-size': BATCH_SIZE, optimizer: OPTIMIZER,
+  checkpointing: CHECKPOINTING, 'page-weights': PAGE_WEIGHTS,
+  threads: { kind: 'int', arg: 'N', min: 1, max: 256, default: 1, group: 'backend', help: 'WASM threads of the run (each has its own scratch memory)' },
+  json: JSON_OUT,
+};
+
+export const inspect: Command = {
+  summary: 'show a model\'s format, config, tensors and the memory a training run would need',
+  flags: FLAGS,
+  positional: { name: 'PATH', help: 'a model directory, .gguf, .bin or .safetensors file, or synthetic: for the list of synthetic shapes' },
+  example: 'webqlora inspect tinyllama-1.1b-chat.Q4_K_M.gguf --seq-len 256 --checkpointing',
+  async run(p) {
+    if (p.positionals.length !== 1) throw new WebqloraError('expected exactly one PATH (a model directory, .gguf, .bin or .safetensors file).');
     const path = p.positionals[0]!;
-    const json = bool(p, 'json', false);
+    const json = bool(p, 'json');
     if (path === 'synthetic:') return listSynthetic(json);
     const isFile = await stat(path).then((s) => s.isFile(), () => false);
     if (isFile && path.toLowerCase().endsWith('.safetensors')) return inspectSafetensorsFile(path, json);

@@ -7,35 +7,50 @@ import { join } from 'node:path';
 import { WebqloraError } from '../../errors.ts';
 import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
 import { mergeAdapter, mergedValues } from '../../model/merge.ts';
-import { writeGgufModel, meta, type GgufDtype, type MetaValue } from '../../io/gguf-write.ts';
-import { readGguf } from '../../io/gguf.ts';
+import { writeGgufModel, type GgufDtype, type MetaValue } from '../../io/gguf-write.ts';
 import { ggufArchOf } from '../../io/gguf-arch.ts';
-import { FileSource } from '../../io/node.ts';
 import { vocabFromHfDir } from '../../tokenizer/to-gguf.ts';
 import type { EmbeddedVocab } from '../../io/weights.ts';
 import { basename, dirname, extname } from 'node:path';
-import { bool, choice, parseFlags, required } from '../args.ts';
-import { backendFrom, jsonLine, loadAdapterDir, MODEL_FLAGS, quantFlags } from '../common.ts';
+import { bool, choice, required, type FlagTable } from '../args.ts';
+import { backendFrom, checkPaths, jsonLine, loadAdapterDir, quantFlags } from '../common.ts';
+import { ADAPTER, BACKEND, BLOCKSIZE, DOUBLE_QUANT, JSON_OUT, MODEL, QUANT, THREADS, VERBOSE } from '../flags.ts';
 import { Progress } from '../progress.ts';
 import type { Command } from './index.ts';
 
+const HF_DTYPES = ['f16', 'bf16', 'f32'] as const;
+const FLAGS: FlagTable = {
+  model: MODEL, quant: { ...QUANT, help: `${QUANT.help}; the adapter merges into the dequantized base it was trained on` },
+  'double-quant': DOUBLE_QUANT, blocksize: BLOCKSIZE,
+  adapter: { ...ADAPTER, required: true },
+  out: { kind: 'string', arg: 'OUT', group: 'output', required: true, help: 'an HF model directory, or a standalone GGUF when it ends in .gguf' },
+  dtype: {
+    kind: 'choice', choices: ['f16', 'bf16', 'f32', 'q8_0', 'q4_0'], default: 'f16', group: 'output',
+    help: 'weight type of the merged model (q8_0 and q4_0 only for a .gguf --out)',
+  },
+  backend: BACKEND, threads: THREADS, json: JSON_OUT, verbose: VERBOSE,
+};
+
 export const mergeCommand: Command = {
-  summary: 'merge a LoRA adapter into the (dequantized) base and write an HF model directory',
-  async run(argv) {
-    const cmd = 'merge';
-    const p = parseFlags(cmd, argv, { ...MODEL_FLAGS, adapter: { type: 'string' }, out: { type: 'string' }, dtype: { type: 'string' } });
-    const json = bool(p, 'json', false);
-    const spec = required(cmd, p, 'model');
-    const adapterDir = required(cmd, p, 'adapter');
-    const out = required(cmd, p, 'out');
+  summary: 'merge a LoRA adapter into the (dequantized) base: an HF model directory or a standalone GGUF',
+  flags: FLAGS,
+  example: 'webqlora merge --model TinyLlama-1.1B-Chat --adapter run --out merged.gguf --dtype q8_0',
+  async run(p) {
+    const json = bool(p, 'json');
+    const spec = required(p, 'model');
+    const adapterDir = required(p, 'adapter');
+    const out = required(p, 'out');
     const toGguf = extname(out).toLowerCase() === '.gguf';
-    const ggufDtype = toGguf ? choice<GgufDtype>(cmd, p, 'dtype', ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'], 'f16') : null;
-    const dtype = ({ f16: 'F16', bf16: 'BF16', f32: 'F32' } as const)[toGguf ? 'f32' : choice(cmd, p, 'dtype', ['f16', 'bf16', 'f32'], 'f16')];
-    const q = quantFlags(cmd, p);
+    const picked = choice<GgufDtype>(p, 'dtype');
+    if (!toGguf && !(HF_DTYPES as readonly string[]).includes(picked)) throw new WebqloraError(`--dtype ${picked} is for a .gguf --out; an HF directory takes ${HF_DTYPES.join(', ')}.`);
+    const ggufDtype = toGguf ? picked : null;
+    const dtype = ({ f16: 'F16', bf16: 'BF16', f32: 'F32' } as const)[toGguf ? 'f32' : picked as (typeof HF_DTYPES)[number]];
+    const q = quantFlags(p);
+    await checkPaths(p, ['adapter']);
     if (toGguf && await stat(out).then(() => true, () => false)) throw new WebqloraError(`${out} already exists (choose another --out).`);
     if (!toGguf && await stat(join(out, 'config.json')).then(() => true, () => false)) throw new WebqloraError(`${out} already holds a model (choose another --out).`);
     const progress = new Progress(process.stderr, json);
-    const backend = await backendFrom(cmd, p, progress);
+    const backend = await backendFrom(p, progress);
     const source = await openModelPath(spec);
     const copyFrom = (await stat(spec).catch(() => null))?.isDirectory() ? new NodeDirSource(spec) : null;
     try {
@@ -72,22 +87,14 @@ export const mergeCommand: Command = {
 };
 
 /**
- * The vocabulary and tokenizer metadata a GGUF output carries: the GGUF source's own (with its chat
- * template), or one built from an HF directory's tokenizer files.
+ * The vocabulary (with its chat template) a GGUF output carries: the GGUF source's own, or one
+ * built from an HF directory's tokenizer files.
  */
 async function ggufVocabOf(spec: string, vocab: EmbeddedVocab | null, dir: NodeDirSource | null): Promise<{ vocab: EmbeddedVocab; metadata: Array<[string, MetaValue]> }> {
-  if (vocab && extname(spec).toLowerCase() === '.gguf') {
-    const f = await FileSource.open(spec);
-    try {
-      const tpl = (await readGguf(f)).metadata.get('tokenizer.chat_template');
-      return { vocab, metadata: typeof tpl === 'string' ? [['tokenizer.chat_template', meta.str(tpl)]] : [] };
-    } finally {
-      await f.close();
-    }
-  }
+  if (vocab) return { vocab, metadata: [] };
   if (dir) {
     const v = await vocabFromHfDir(dir);
-    return { vocab: v.vocab, metadata: v.chatTemplate ? [['tokenizer.chat_template', meta.str(v.chatTemplate)]] : [] };
+    return { vocab: { ...v.vocab, chatTemplate: v.chatTemplate }, metadata: [] };
   }
   throw new WebqloraError(`${spec} carries no vocabulary, so a standalone GGUF cannot be written (merge from the HF directory or GGUF that has one).`);
 }

@@ -4,32 +4,31 @@ import { readdir, stat } from 'node:fs/promises';
 import { WebqloraError } from '../../errors.ts';
 import { writeBnbModel } from '../../io/bnb.ts';
 import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
-import { checkBlocksize } from '../../quant/quantize.ts';
-import { bool, choice, num, parseFlags, required, str } from '../args.ts';
+import { bool, choice, required, type FlagTable } from '../args.ts';
+import { BLOCKSIZE, DOUBLE_QUANT, JSON_OUT, MODEL } from '../flags.ts';
 import { fmtBytes, Progress } from '../progress.ts';
+import type { Command } from './index.ts';
 
-export const quantize = {
+const FLAGS: FlagTable = {
+  model: MODEL,
+  quant: { kind: 'choice', choices: ['nf4', 'fp4'], default: 'nf4', group: 'model', help: 'the 4-bit data type (bitsandbytes stores NF4 and FP4)' },
+  'double-quant': DOUBLE_QUANT, blocksize: BLOCKSIZE,
+  out: { kind: 'string', arg: 'DIR', group: 'output', required: true, help: 'the checkpoint directory to write (transformers + bitsandbytes load it)' },
+  json: JSON_OUT,
+};
+
+export const quantize: Command = {
   summary: 'write a bnb 4-bit (NF4/FP4) Hugging Face checkpoint',
-  async run(argv: string[]): Promise<number> {
-    const p = parseFlags('quantize', argv, {
-      model: { type: 'string' },
-      out: { type: 'string' },
-      quant: { type: 'string' },
-      'double-quant': { type: 'boolean' },
-      blocksize: { type: 'string' },
-      json: { type: 'boolean' },
-    });
-    const model = required('quantize', p, 'model');
-    const out = required('quantize', p, 'out');
-    if (str(p, 'quant') === 'int4' || str(p, 'quant') === 'none') {
-      throw new WebqloraError(`webqlora quantize: --quant ${str(p, 'quant')} cannot be saved as a bitsandbytes checkpoint (use nf4 or fp4).`);
-    }
-    const quantType = choice('quantize', p, 'quant', ['nf4', 'fp4'] as const, 'nf4');
+  flags: FLAGS,
+  example: 'webqlora quantize --model Llama-3.2-1B --out Llama-3.2-1B-bnb-4bit',
+  async run(p) {
+    const model = required(p, 'model');
+    const out = required(p, 'out');
     // QLoRA defaults: NF4, double quantization, blocksize 64.
-    const doubleQuant = bool(p, 'double-quant', true);
-    const blocksize = num('quantize', p, 'blocksize', 64, { int: true });
-    checkBlocksize(blocksize, 'webqlora quantize: --blocksize');
-    const json = bool(p, 'json', false);
+    const quantType = choice<'nf4' | 'fp4'>(p, 'quant');
+    const doubleQuant = bool(p, 'double-quant');
+    const blocksize = Number(choice(p, 'blocksize'));
+    const json = bool(p, 'json');
 
     const outStat = await stat(out).catch(() => null);
     if (outStat && !outStat.isDirectory()) throw new WebqloraError(`${out}: exists and is not a directory (choose another --out).`);

@@ -2,46 +2,79 @@
 // loadTrainValid/batcherFor, LoraAdapters/loadAdapter, Trainer, saveCheckpoint/restoreCheckpoint,
 // saveAdapter, evaluate. This file only wires flags, files and progress output.
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { batcherFor, DEFAULT_EXAMPLE_OPTIONS, loadTrainValid, padIdFor } from '../../data/index.ts';
+import { basename, join } from 'node:path';
+import { batcherFor, loadDataset, loadTrainValid, padIdFor, type Dataset, type FormatOption } from '../../data/index.ts';
 import { evalBatches } from '../../data/batch.ts';
 import { WebqloraError } from '../../errors.ts';
-import { evaluate } from '../../eval/evaluate.ts';
+import { evaluate, type EvalResult } from '../../eval/evaluate.ts';
 import { FileSource, NodeOutDir, removeStaleTemps } from '../../io/node.ts';
 import { writeFileTo } from '../../io/source.ts';
 import { SampleRng } from '../../generate/sample.ts';
-import { checkLoraConfig, DEFAULT_LORA, describeTargets, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
+import { checkLoraConfig, describeTargets, LoraAdapters, parseTargets, type LoraConfig } from '../../model/lora.ts';
 import { saveAdapter } from '../../model/peft.ts';
 import { readTrainerState, restoreCheckpoint, saveCheckpoint, type TrainerState } from '../../train/checkpoint.ts';
 import { lossCurveSvg } from '../../train/svg.ts';
-import { Trainer, TRAIN_DEFAULTS, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
+import { Trainer, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
-import { bool, choice, num, parseFlags, required, str, type Parsed } from '../args.ts';
-import { adapterConfigAt, backendFrom, backendThreads, jsonLine, loadAdapterDir, loadModelFrom, MODEL_FLAGS, quantFlags, withDir } from '../common.ts';
+import { bool, choice, given, num, optNum, required, str, type FlagTable, type Parsed } from '../args.ts';
+import { adapterConfigAt, backendFrom, backendThreads, checkPaths, jsonLine, loadAdapterDir, loadModelFrom, quantFlags, withDir } from '../common.ts';
 import { estimateTrainingMemory } from '../../model/memory.ts';
-import { describeDataset, FORMATS } from '../data.ts';
-import { fmtDuration, fmtBytes, Progress } from '../progress.ts';
+import { logDataset } from '../data.ts';
+import {
+  BACKEND, BATCH_SIZE, BLOCKSIZE, CHECKPOINTING, DATA, DEFAULT_EXAMPLE_OPTIONS, DEFAULT_LORA, DOUBLE_QUANT, FORMAT, JSON_OUT, LORA_R, MODEL,
+  OPTIMIZER, PAGE_WEIGHTS, QUANT, SEQ_LEN, TARGET, THREADS, TOKENIZER, TRAIN_DEFAULTS, TRAIN_ON_PROMPT, VERBOSE,
+} from '../flags.ts';
+import { fmtDuration, fmtBytes, Progress, SmoothedLoss } from '../progress.ts';
 import type { Command } from './index.ts';
 
-const FLAGS = {
-  ...MODEL_FLAGS,
-  data: { type: 'string' }, valid: { type: 'string' }, out: { type: 'string' }, format: { type: 'string' },
-  'lora-r': { type: 'string' }, 'lora-alpha': { type: 'string' }, 'lora-dropout': { type: 'string' }, target: { type: 'string' },
-  'use-rslora': { type: 'boolean' }, 'init-adapter': { type: 'string' }, optimizer: { type: 'string' }, lr: { type: 'string' },
-  schedule: { type: 'string' }, 'warmup-ratio': { type: 'string' }, 'max-grad-norm': { type: 'string' }, 'weight-decay': { type: 'string' },
-  'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' }, 'seq-len': { type: 'string' }, steps: { type: 'string' },
-  epochs: { type: 'string' }, checkpointing: { type: 'boolean' }, 'save-every': { type: 'string' }, resume: { type: 'boolean' },
-  'train-on-prompt': { type: 'boolean' }, seed: { type: 'string' },
-  'source-max-len': { type: 'string' }, 'target-max-len': { type: 'string' },
-} as const;
+const D = TRAIN_DEFAULTS;
+const FLAGS: FlagTable = {
+  model: MODEL, tokenizer: TOKENIZER, quant: QUANT, 'double-quant': DOUBLE_QUANT, blocksize: BLOCKSIZE,
+  data: DATA,
+  valid: {
+    kind: 'string', arg: 'FILE', group: 'data', defaultText: '10% of --data held out',
+    help: "validation data, in the training data's format; none: no validation",
+  },
+  format: FORMAT, 'seq-len': SEQ_LEN, 'train-on-prompt': TRAIN_ON_PROMPT,
+  'source-max-len': { kind: 'int', arg: 'N', min: 1, default: DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, group: 'data', help: 'alpaca and completion records: keep the first N prompt tokens' },
+  'target-max-len': { kind: 'int', arg: 'N', min: 1, default: DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, group: 'data', help: 'alpaca and completion records: keep the first N response tokens' },
+  'lora-r': LORA_R,
+  'lora-alpha': { kind: 'number', arg: 'X', above: 0, default: DEFAULT_LORA.alpha, group: 'LoRA', help: 'LoRA alpha: updates are scaled by alpha / r' },
+  'lora-dropout': { kind: 'number', arg: 'P', min: 0, max: 0.99, default: DEFAULT_LORA.dropout, group: 'LoRA', help: "dropout on the adapters' input" },
+  target: TARGET,
+  'use-rslora': { kind: 'bool', group: 'LoRA', help: 'rank-stabilized LoRA: scale by alpha / √r' },
+  'init-adapter': {
+    kind: 'string', arg: 'DIR', group: 'LoRA',
+    help: 'start from this adapter (PEFT directory or llama.cpp .gguf), with its r, alpha and target modules',
+  },
+  optimizer: OPTIMIZER,
+  lr: { kind: 'number', arg: 'X', min: 0, default: D.lr, group: 'optimization', help: 'peak learning rate' },
+  schedule: { kind: 'choice', choices: ['constant', 'cosine', 'linear'], default: D.schedule, group: 'optimization', help: 'learning-rate schedule after the warmup' },
+  'warmup-ratio': { kind: 'number', arg: 'X', min: 0, max: 1, default: D.warmupRatio, group: 'optimization', help: 'share of the steps over which the learning rate rises linearly' },
+  'max-grad-norm': { kind: 'number', arg: 'X', min: 0, default: D.maxGradNorm, group: 'optimization', help: 'clip the gradient to this global norm (0: no clipping)' },
+  'weight-decay': { kind: 'number', arg: 'X', min: 0, default: D.weightDecay, group: 'optimization', help: 'AdamW decoupled weight decay' },
+  'batch-size': BATCH_SIZE,
+  'grad-accum': { kind: 'int', arg: 'N', min: 1, default: D.gradAccum, group: 'optimization', help: 'micro-batches per optimizer step' },
+  steps: { kind: 'int', arg: 'N', min: 1, group: 'optimization', defaultText: 'from --epochs', help: 'optimizer steps' },
+  epochs: { kind: 'number', arg: 'X', above: 0, default: 1, group: 'optimization', help: 'passes over the training data, when --steps is not given' },
+  seed: { kind: 'int', arg: 'N', min: 0, default: D.seed, group: 'optimization', help: 'seeds the adapter initialisation, dropout, data order and validation split' },
+  checkpointing: CHECKPOINTING, 'page-weights': PAGE_WEIGHTS,
+  backend: BACKEND, threads: THREADS,
+  out: { kind: 'string', arg: 'DIR', group: 'output', required: true, help: 'where the adapter, loss.svg, train_results.json and checkpoint-N/ go' },
+  'save-every': { kind: 'int', arg: 'N', min: 0, default: 0, group: 'output', help: 'write checkpoint-N/ every N steps (0: only the final adapter)' },
+  resume: { kind: 'bool', group: 'output', help: 'continue from the newest complete checkpoint in --out, bit for bit' },
+  'eval-every': { kind: 'int', arg: 'N', min: 0, default: 0, group: 'output', help: 'validation loss every N steps, also drawn in loss.svg (0: only at the end)' },
+  json: JSON_OUT, verbose: VERBOSE,
+};
+
+/** The flags --init-adapter takes from the adapter instead. */
+const ADAPTER_SHAPE_FLAGS = ['lora-r', 'lora-alpha', 'target', 'use-rslora'];
 
 export const trainCommand: Command = {
   summary: 'QLoRA fine-tuning: a 4-bit base model, float32 LoRA adapters, PEFT output',
-  async run(argv) {
-    const p = parseFlags('train', argv, FLAGS);
-    const res = await train(p);
-    return res;
-  },
+  flags: FLAGS,
+  example: 'webqlora train --model TinyLlama-1.1B-Chat --data train.jsonl --out run --epochs 2 --lr 2e-4 --save-every 100',
+  run: train,
 };
 
 /** Finds the newest checkpoint-N directory in `out` that has a trainer_state.json. */
@@ -61,39 +94,69 @@ async function latestCheckpoint(out: string): Promise<string | null> {
 }
 
 function trainOptionsFrom(p: Parsed): Omit<TrainOptions, 'totalSteps'> {
-  const cmd = 'train';
-  const d = TRAIN_DEFAULTS;
   return {
-    optimizer: choice<OptimizerName>(cmd, p, 'optimizer', ['adamw', 'paged-adamw', 'sgd'], d.optimizer),
-    lr: num(cmd, p, 'lr', d.lr, { min: 0 }),
-    schedule: choice<Schedule>(cmd, p, 'schedule', ['constant', 'cosine', 'linear'], d.schedule),
-    warmupRatio: num(cmd, p, 'warmup-ratio', d.warmupRatio, { min: 0, max: 1 }),
-    maxGradNorm: num(cmd, p, 'max-grad-norm', d.maxGradNorm, { min: 0 }),
-    weightDecay: num(cmd, p, 'weight-decay', d.weightDecay, { min: 0 }),
-    beta1: d.beta1, beta2: d.beta2, eps: d.eps,
-    batchSize: num(cmd, p, 'batch-size', d.batchSize, { int: true, min: 1 }),
-    gradAccum: num(cmd, p, 'grad-accum', d.gradAccum, { int: true, min: 1 }),
-    seqLen: num(cmd, p, 'seq-len', d.seqLen, { int: true, min: 2 }),
-    checkpointing: bool(p, 'checkpointing', d.checkpointing),
-    seed: num(cmd, p, 'seed', d.seed, { int: true, min: 0 }),
+    optimizer: choice<OptimizerName>(p, 'optimizer'),
+    lr: num(p, 'lr'),
+    schedule: choice<Schedule>(p, 'schedule'),
+    warmupRatio: num(p, 'warmup-ratio'),
+    maxGradNorm: num(p, 'max-grad-norm'),
+    weightDecay: num(p, 'weight-decay'),
+    beta1: D.beta1, beta2: D.beta2, eps: D.eps,
+    batchSize: num(p, 'batch-size'),
+    gradAccum: num(p, 'grad-accum'),
+    seqLen: optNum(p, 'seq-len') ?? D.seqLen,
+    checkpointing: bool(p, 'checkpointing'),
+    seed: num(p, 'seed'),
   };
 }
 
+/** What a checkpoint fixes, by the flag that would set it. */
+const RESUMED: Array<[string, (s: TrainerState) => unknown]> = [
+  ['lr', (s) => s.options.lr], ['schedule', (s) => s.options.schedule], ['warmup-ratio', (s) => s.options.warmupRatio],
+  ['max-grad-norm', (s) => s.options.maxGradNorm], ['weight-decay', (s) => s.options.weightDecay], ['optimizer', (s) => s.options.optimizer],
+  ['batch-size', (s) => s.options.batchSize], ['grad-accum', (s) => s.options.gradAccum], ['seq-len', (s) => s.options.seqLen],
+  ['seed', (s) => s.options.seed], ['checkpointing', (s) => s.options.checkpointing], ['steps', (s) => s.options.totalSteps],
+  ['lora-r', (s) => s.lora.r], ['lora-alpha', (s) => s.lora.alpha], ['lora-dropout', (s) => s.lora.dropout], ['use-rslora', (s) => s.lora.useRslora],
+];
+
+/** A resumed run keeps its checkpoint's settings: a flag that asks for another value is refused. */
+function checkResumeFlags(p: Parsed, state: TrainerState, dir: string): void {
+  for (const [flag, get] of RESUMED) {
+    const v = p.values.get(flag), was = get(state);
+    if (v !== undefined && v !== was) throw new WebqloraError(`--${flag} ${String(v)} differs from ${dir}'s ${String(was)}: a resumed run keeps its checkpoint's settings (drop --${flag}, or train into a new --out).`);
+  }
+}
+
+/** A history record; steps with a validation during training carry its loss (kept in checkpoints). */
+type HistoryRecord = StepRecord & { valid_loss?: number };
+
 async function train(p: Parsed): Promise<number> {
-  const cmd = 'train';
-  const json = bool(p, 'json', false);
-  const out = required(cmd, p, 'out');
-  const dataPath = required(cmd, p, 'data');
+  const json = bool(p, 'json');
+  const out = required(p, 'out');
+  const dataPath = required(p, 'data');
   const progress = new Progress(process.stderr, json);
+
+  // Every flag is checked before anything is read: conflicts first.
+  if (given(p, 'steps') && given(p, 'epochs')) throw new WebqloraError('give --steps or --epochs, not both.');
+  const initAdapter = str(p, 'init-adapter');
+  const clash = ADAPTER_SHAPE_FLAGS.filter((n) => given(p, n));
+  if (initAdapter && clash.length) {
+    throw new WebqloraError(`--init-adapter ${initAdapter} brings its own r, alpha and target modules, so ${clash.map((n) => `--${n}`).join(', ')} would be ignored: drop ${clash.length > 1 ? 'them' : 'it'}, or leave out --init-adapter to start a fresh adapter.`);
+  }
+  const validPath = str(p, 'valid');
+  const noValid = validPath === 'none';
+  const evalEvery = num(p, 'eval-every');
+  if (noValid && evalEvery > 0) throw new WebqloraError('--eval-every needs validation data, and --valid none turns it off (give --valid FILE, or leave --valid out to hold out 10%).');
 
   // Resume: everything that shapes the run comes from the checkpoint.
   let resumeDir: string | null = null;
   let state: TrainerState | null = null;
-  if (bool(p, 'resume', false)) {
+  if (bool(p, 'resume')) {
     await removeStaleTemps(out);
     resumeDir = await latestCheckpoint(out);
     if (resumeDir) {
       state = await withDir(resumeDir, readTrainerState);
+      checkResumeFlags(p, state, resumeDir);
       progress.log(`resuming from ${resumeDir} (step ${state.step})`);
     } else {
       progress.log(`no complete checkpoint in ${out}: starting from the beginning`);
@@ -101,46 +164,41 @@ async function train(p: Parsed): Promise<number> {
   } else if (await latestCheckpoint(out) || (await stat(join(out, 'adapter_model.safetensors')).then(() => true, () => false))) {
     throw new WebqloraError(`${out} already holds a training run (use --resume to continue it, or choose another --out).`);
   }
-  if (str(p, 'steps') !== undefined && str(p, 'epochs') !== undefined) throw new WebqloraError('webqlora train: give --steps or --epochs, not both.');
 
-  // Every flag and input file is checked before the (possibly long) model load.
   const base = state ? state.options : { ...trainOptionsFrom(p), totalSteps: 0 };
-  const initAdapter = str(p, 'init-adapter');
-  const flagDropout = str(p, 'lora-dropout') !== undefined ? num(cmd, p, 'lora-dropout', 0, { min: 0, max: 0.99 }) : undefined;
+  const flagDropout = given(p, 'lora-dropout') ? num(p, 'lora-dropout') : undefined;
   const freshLora: LoraConfig | null = state || initAdapter ? null : {
-    r: num(cmd, p, 'lora-r', DEFAULT_LORA.r, { int: true, min: 1 }),
-    alpha: num(cmd, p, 'lora-alpha', DEFAULT_LORA.alpha),
+    r: num(p, 'lora-r'),
+    alpha: num(p, 'lora-alpha'),
     dropout: flagDropout ?? DEFAULT_LORA.dropout,
-    targets: parseTargets(str(p, 'target') ?? 'all-linear'),
-    useRslora: bool(p, 'use-rslora', false),
+    targets: parseTargets(str(p, 'target')!),
+    useRslora: bool(p, 'use-rslora'),
   };
   if (freshLora) checkLoraConfig(freshLora, 'webqlora train');
-  const saveEvery = num(cmd, p, 'save-every', 0, { int: true, min: 0 });
-  const validPath = str(p, 'valid');
-  const format = choice(cmd, p, 'format', FORMATS, 'auto');
+  const saveEvery = num(p, 'save-every');
   const dataOpts = {
-    format, trainOnPrompt: bool(p, 'train-on-prompt', false), seed: base.seed, maxLen: base.seqLen,
-    sourceMaxLen: num(cmd, p, 'source-max-len', DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, { int: true, min: 1 }),
-    targetMaxLen: num(cmd, p, 'target-max-len', DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, { int: true, min: 1 }),
+    format: choice<FormatOption>(p, 'format'), trainOnPrompt: bool(p, 'train-on-prompt'), seed: base.seed, maxLen: base.seqLen,
+    sourceMaxLen: num(p, 'source-max-len'), targetMaxLen: num(p, 'target-max-len'),
   };
+  await checkPaths(p, ['init-adapter', 'tokenizer']);
   const trainSrc = await FileSource.open(dataPath);
-  const validSrc = validPath ? await FileSource.open(validPath).catch(async (e) => { await trainSrc.close(); throw e; }) : null;
+  const validSrc = validPath && !noValid ? await FileSource.open(validPath).catch(async (e) => { await trainSrc.close(); throw e; }) : null;
   const closeData = async () => { await trainSrc.close(); await validSrc?.close(); };
 
   let backend;
   try {
-    backend = await backendFrom(cmd, p, progress);
+    backend = await backendFrom(p, progress);
   } catch (e) {
     await closeData();
     throw e;
   }
   try {
     // --seq-len not given: min(512, the model's context), known once the model is open
-    const seqLenFlag = state || str(p, 'seq-len') !== undefined ? base.seqLen : null;
-    const q = quantFlags(cmd, p), threads = backendThreads(backend);
+    const seqLenFlag = state || given(p, 'seq-len') ? base.seqLen : null;
+    const q = quantFlags(p), threads = backendThreads(backend);
     // the adapter's settings size the run; one that cannot be read is reported when it loads
     const runLora = state?.lora ?? freshLora ?? (initAdapter ? await adapterConfigAt(initAdapter) : null) ?? DEFAULT_LORA;
-    const loaded = await loadModelFrom(cmd, p, backend, progress, {
+    const loaded = await loadModelFrom(p, backend, progress, {
       seqLen: seqLenFlag,
       memory: (c, seqLen, pageWeights) => estimateTrainingMemory(c, {
         ...q, lora: runLora, batch: base.batchSize, seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads,
@@ -148,17 +206,30 @@ async function train(p: Parsed): Promise<number> {
     }).catch(async (e) => { await closeData(); throw e; });
     const { model, tok, spec } = loaded;
     base.seqLen = dataOpts.maxLen = loaded.seqLen!;
-    const { train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, {
-      ...dataOpts, tokenizer: tok, vocabSize: model.config.vocabSize,
-    }).finally(closeData);
-    progress.log(describeDataset(trainSet));
-    if (validSet) progress.log(`validation: ${validSet.examples.length} examples (${validSource === 'file' ? validPath : 'held out from the training data'})`);
+    const setOpts = { ...dataOpts, tokenizer: tok, vocabSize: model.config.vocabSize };
+    let trainSet: Dataset, validSet: Dataset | null, validSource: 'file' | 'split' | 'none';
+    if (noValid) {
+      trainSet = await loadDataset(trainSrc, setOpts).finally(closeData);
+      validSet = null;
+      validSource = 'none';
+    } else {
+      ({ train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, setOpts).finally(closeData));
+    }
+    logDataset(trainSet, progress);
+    if (validSource === 'file') progress.log(`validation: ${validSet!.examples.length} examples from ${validPath}`);
+    else if (validSource === 'split') {
+      progress.log(`validation: ${validSet!.examples.length} of ${validSet!.examples.length + trainSet.examples.length} examples held out of ${dataPath}, because --valid was not given (--valid none turns this off)`);
+    } else if (noValid) progress.log('validation: none (--valid none)');
+    else {
+      if (evalEvery > 0) throw new WebqloraError(`--eval-every: ${dataPath} has too few examples (${trainSet.examples.length}) to hold any out; give --valid FILE.`);
+      progress.log(`validation: none (${trainSet.examples.length} examples are too few to hold any out; give --valid FILE for one)`);
+    }
 
     const batcher = batcherFor(trainSet, tok, { batchSize: base.batchSize, gradAccum: base.gradAccum, order: 'grouped', seed: base.seed });
     let totalSteps = base.totalSteps;
     if (!state) {
       const perEpoch = Math.ceil(batcher.batchesPerEpoch / base.gradAccum);
-      totalSteps = str(p, 'steps') !== undefined ? num(cmd, p, 'steps', 1, { int: true, min: 1 }) : Math.max(1, Math.round(num(cmd, p, 'epochs', 1, { min: 0.001 }) * perEpoch));
+      totalSteps = optNum(p, 'steps') ?? Math.max(1, Math.round(num(p, 'epochs') * perEpoch));
     }
     const opts: TrainOptions = { ...base, totalSteps };
 
@@ -176,7 +247,7 @@ async function train(p: Parsed): Promise<number> {
     }
 
     const trainer = new Trainer(model, lora, batcher, opts);
-    const history: StepRecord[] = state ? [...state.history] : [];
+    const history: HistoryRecord[] = state ? [...state.history] : [];
     if (state && resumeDir) {
       const st = state;
       await withDir(resumeDir, (dir) => restoreCheckpoint(dir, trainer, st));
@@ -185,35 +256,77 @@ async function train(p: Parsed): Promise<number> {
     const baseName = spec;
     progress.log(`training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.modules.length} modules) for ${totalSteps} steps, ${opts.batchSize}×${opts.gradAccum} sequences of ≤ ${opts.seqLen} tokens per step`);
 
+    const validate = async (): Promise<EvalResult> => {
+      const count = Math.ceil(validSet!.examples.length / opts.batchSize);
+      const r = await evaluate(model, evalBatches(validSet!.examples, { batchSize: opts.batchSize, padId: padIdFor(tok) }), {
+        maxBatch: opts.batchSize, maxSeqLen: opts.seqLen, adapters: lora,
+        onBatch: (done) => progress.update(`validation [${done}/${count}]`),
+      });
+      progress.done();
+      return r;
+    };
+
+    // Ctrl-C: the step in flight finishes (with its checkpoint, if one is due), then the run stops;
+    // a second Ctrl-C quits at once (every file is written whole or not at all).
+    let stopRequested = false;
+    const onSigint = () => {
+      stopRequested = true;
+      process.off('SIGINT', onSigint);
+      if (process.stderr.isTTY && !json) progress.log('stopping after this step (Ctrl-C again to quit at once)');
+    };
+    process.on('SIGINT', onSigint);
+
     const t0 = performance.now();
     const startStep = trainer.step;
-    while (trainer.step < totalSteps) {
-      const rec = await trainer.trainStep();
-      history.push(rec);
-      const rss = process.resourceUsage().maxRSS * 1024;
-      if (json) jsonLine({ ...rec, peak_rss_bytes: rss, backend_bytes: backend.memory().peakBytes });
-      else {
+    const smoothed = new SmoothedLoss();
+    for (const h of history) smoothed.add(h.loss);
+    try {
+      while (trainer.step < totalSteps && !stopRequested) {
+        const rec: HistoryRecord = await trainer.trainStep();
+        history.push(rec);
+        const smooth = smoothed.add(rec.loss);
         const elapsed = (performance.now() - t0) / 1000;
-        const eta = (elapsed / (trainer.step - startStep)) * (totalSteps - trainer.step);
-        progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtBytes(rss)} | ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
+        const rss = process.resourceUsage().maxRSS * 1024;
+        if (json) jsonLine({ ...rec, smoothed_loss: smooth, elapsed_s: elapsed, peak_rss_bytes: rss, backend_bytes: backend.memory().peakBytes });
+        else {
+          const eta = (elapsed / (trainer.step - startStep)) * (totalSteps - trainer.step);
+          progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} (smoothed ${smooth.toFixed(4)}) | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtBytes(rss)} | ${fmtDuration(elapsed)} elapsed, ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
+        }
+        if (evalEvery > 0 && trainer.step % evalEvery === 0 && trainer.step < totalSteps) {
+          const v = await validate();
+          rec.valid_loss = v.loss;
+          if (json) jsonLine({ step: trainer.step, valid_loss: v.loss, valid_perplexity: v.perplexity, valid_tokens: v.tokens });
+          else progress.log(`step ${trainer.step}: validation loss ${v.loss.toFixed(4)}, perplexity ${v.perplexity.toFixed(3)}`);
+        }
+        if (saveEvery > 0 && trainer.step % saveEvery === 0 && trainer.step < totalSteps) await saveCheckpoint(runDir, trainer, history, baseName);
+        // a turn of the event loop: a step on the WASM backend may settle without one, and a signal
+        // (Ctrl-C) is only delivered in one
+        await new Promise((r) => setImmediate(r));
       }
-      if (saveEvery > 0 && trainer.step % saveEvery === 0 && trainer.step < totalSteps) await saveCheckpoint(runDir, trainer, history, baseName);
+    } finally {
+      process.off('SIGINT', onSigint);
     }
     progress.done();
 
+    if (stopRequested && trainer.step < totalSteps) {
+      const ck = await latestCheckpoint(out);
+      const where = ck ? `${basename(ck)} is complete; continue with --resume` : 'no checkpoint was written yet (--save-every N writes one every N steps), so --resume would start over';
+      if (json) jsonLine({ stopped: true, step: trainer.step, checkpoint: ck });
+      process.stderr.write(`stopped at step ${trainer.step}; ${where}\n`);
+      trainer.free();
+      return 130;
+    }
+
     // Final outputs: adapter, validation, loss curve, trainer state.
     await saveAdapter(lora, runDir, baseName);
-    let validResult: { loss: number; perplexity: number; tokens: number } | null = null;
+    let validResult: EvalResult | null = null;
     if (validSet) {
-      const ev = { count: Math.ceil(validSet.examples.length / opts.batchSize) };
-      validResult = await evaluate(model, evalBatches(validSet.examples, { batchSize: opts.batchSize, padId: padIdFor(tok) }), {
-        maxBatch: opts.batchSize, maxSeqLen: opts.seqLen, adapters: lora,
-        onBatch: (done) => progress.update(`validation [${done}/${ev.count}]`),
-      });
-      progress.done();
+      validResult = await validate();
+      const lastRec = history[history.length - 1];
+      if (lastRec) lastRec.valid_loss = validResult.loss;
     }
     const trainPts = history.map((h) => ({ step: h.step, loss: h.loss }));
-    const validPts = validResult ? [{ step: trainer.step, loss: validResult.loss }] : [];
+    const validPts = history.filter((h) => h.valid_loss !== undefined).map((h) => ({ step: h.step, loss: h.valid_loss! }));
     await writeFileTo(runDir, 'loss.svg', lossCurveSvg(trainPts, validPts, `webqlora train: ${spec}`));
     await writeFileTo(runDir, 'train_results.json', JSON.stringify({ steps: trainer.step, history, valid: validResult, options: opts, lora: lora.config, base_model: baseName }, null, 1) + '\n');
     const last = history[history.length - 1];
