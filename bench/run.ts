@@ -4,7 +4,9 @@
 //   node --import tsx bench/run.ts [--quick] [--no-7b] [--memory-only] [--threads N]
 // --quick: smaller GEMM sweeps and skips the memory runs (1B-class seq-512 steps, 1.1B, 7B).
 // --memory-only: only the memory runs. The 7B step takes minutes.
-// PyTorch rows appear when `python3 -c 'import torch'` works (never needed in CI).
+// PyTorch rows appear when `python3 -c 'import torch'` works (never needed in CI): the tuned
+// yardstick of bench/torch_lora.py, run right after webqlora's run of the same shape, with the
+// settings it ran under in the table. A ratio to PyTorch is quoted only from such a pair.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -81,17 +83,34 @@ if (!memoryOnly) {
 
   progress('training throughput and decoding');
   const py = torchPython();
-  for (const m of ['stories15M', 'stories110M']) {
-    const r = trainRun(['--model', `synthetic:${m}`, '--seq', '256', '--steps', '4', '--decode', '64']);
+  // the register-only peak of the build the training runs use, times the threads: the ceiling
+  const peakOf = (relaxed: boolean | null) => {
+    const v = (summary.gemm as { variants: Array<{ variant: string; rows: Array<{ peak: number }> }> } | undefined)?.variants.find((x) => x.variant.startsWith('relaxed') === !!relaxed);
+    return v ? Math.max(...v.rows.map((x) => x.peak)) : null;
+  };
+  // [shape, batch]: issue 12's yardstick shapes, LoRA dropout 0 on both sides
+  for (const [m, batch] of [['stories15M', 4], ['stories110M', 1]] as const) {
+    const shape = `b${batch}×256`;
+    const r = trainRun(['--model', `synthetic:${m}`, '--batch', String(batch), '--seq', '256', '--steps', '4', '--dropout', '0', '--decode', '64']);
     summary[`train_${m}`] = r;
-    let torchNote = 'PyTorch not installed';
-    if (py) {
-      const out = execFileSync(py, [join(BENCH_DIR, 'torch_lora.py'), '--model', m, '--seq', '256', '--steps', '4', '--threads', String(threads)], { encoding: 'utf8' });
-      const tr = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; torch: string };
+    const peak = peakOf(r.relaxedSimd);
+    const ceiling = peak === null ? '' : `, ${fmt(r.trainGflops! / (peak * r.threads))} of the ${r.threads}-thread ${r.relaxedSimd ? 'relaxed-' : ''}SIMD peak (${fmt(peak * r.threads)})`;
+    add(`train ${m} ${shape} (NF4+DQ, LoRA r16 dropout 0, ${r.threads} threads, ${r.wasmVariant})`, `${fmt(r.trainTokensPerS!)} tok/s = ${fmt(r.trainGflops!)} GFLOP/s${ceiling}`);
+    const torch = py === null ? null : spawnSync(py, [join(BENCH_DIR, 'torch_lora.py'), '--model', m, '--batch', String(batch), '--seq', '256', '--warmup', '1', '--steps', '3', '--threads', String(threads)], { encoding: 'utf8' });
+    if (torch && torch.status !== 0) {
+      add(`PyTorch fp32 LoRA ${m} ${shape}`, `not measured: bench/torch_lora.py failed (${torch.stderr.trim().split('\n').pop()}; no ratio quoted)`);
+    } else if (torch) {
+      const out = torch.stdout;
+      const tr = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_s: number; torch: string; settings: { tuned: boolean; summary: string } };
       summary[`torch_${m}`] = tr;
-      torchNote = `PyTorch ${tr.torch} fp32 LoRA ${fmt(tr.tokens_per_s)} tok/s → ${fmt(r.trainTokensPerS! / tr.tokens_per_s)}×`;
+      const gf = (r.stepFlops.total * tr.tokens_per_s) / (batch * 256) / 1e9;
+      const ratio = r.trainTokensPerS! / tr.tokens_per_s;
+      add(`PyTorch fp32 LoRA ${m} ${shape} (the yardstick, same FLOP count)`, `${fmt(tr.tokens_per_s)} tok/s = ${fmt(gf)} GFLOP/s`);
+      add(`train ${m} ${shape}: webqlora / tuned PyTorch, this run`, `${fmt(ratio)}×`, '≥ 0.7', mark(ratio >= 0.7));
+      if (m === 'stories15M') add('PyTorch yardstick ran with', tr.settings.summary);
+    } else {
+      add(`PyTorch fp32 LoRA ${m} ${shape}`, 'not measured: `import torch` fails (no ratio quoted)');
     }
-    add(`train ${m} (NF4+DQ, LoRA r16, seq 256, ${r.threads} threads)`, `${fmt(r.trainTokensPerS!)} tok/s; ${torchNote}`);
     add(`decode ${m} (NF4+DQ, KV cache)`, `${fmt(r.decodeTokensPerS!)} tok/s`);
   }
 }

@@ -1,11 +1,21 @@
 // bench/train: load a model with NF4 + double quantization and run training steps (or decode
-// tokens), reporting tokens/s, peak RSS and backend memory. Run one configuration per process
-// so peak RSS belongs to it alone:
-//   node --import tsx bench/train.ts --model synthetic:stories15M --seq 256 --steps 3 [--checkpointing] [--page-weights] [--decode 64] [--json]
+// tokens), reporting tokens/s, achieved GFLOP/s (bench/flops.ts), peak RSS and backend memory.
+// Run one configuration per process so peak RSS belongs to it alone:
+//   node --import tsx bench/train.ts --model synthetic:stories15M --batch 4 --seq 256 --steps 4
+//     [--threads N] [--dropout P] [--lora-r R] [--checkpointing] [--page-weights] [--decode 64]
+//     [--backend wasm|webgpu] [--profile] [--json]
+// The first step is a warm-up (JIT, first touch of memory, shader compiles). WASM: tokens/s of the
+// median later step (a shared machine slows single steps). WebGPU: a step only enqueues most of
+// its work, so tokens/s is the later steps' wall time ending in a flush.
+// --profile (WASM only): one more step after the timed ones, every Backend call timed
+// (bench/profile.ts), printed as a table of kernel families; WebGPU is refused (see there).
 // Without --page-weights, base layers are paged when the run would not fit the backend, by the
 // same decision as the CLI (memory.ts autoPageReason).
+import type { Backend } from '../src/backend/backend.ts';
 import { createBackend } from '../src/backend/index.ts';
 import { wasmBackendInfo } from '../src/backend/wasm/index.ts';
+import { createWebGpuBackend, describeAdapter } from '../src/backend/webgpu/index.ts';
+import { dawnGpu } from '../src/backend/webgpu/dawn.ts';
 import { nodeGc, openModelPath } from '../src/io/node.ts';
 import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
@@ -14,13 +24,42 @@ import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/tra
 import { generate } from '../src/generate/generate.ts';
 import { SampleRng } from '../src/generate/sample.ts';
 import type { MicroBatch } from '../src/train/step.ts';
+import { trainStepFlops, type StepFlops } from './flops.ts';
+import { KernelProfile } from './profile.ts';
+import { printTable } from './util.ts';
 
 export interface TrainBenchResult {
-  model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number;
+  model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number; loraDropout: number;
   /** why the layers were paged without --page-weights (null: not paged by itself) */
   autoPaged: string | null;
   loadSeconds: number; loadPeakRssBytes: number; stepSeconds: number[]; trainTokensPerS: number | null;
   decodeTokensPerS: number | null; peakRssBytes: number; backendPeakBytes: number; backend: string;
+  /** the WASM kernel build that ran (simd-mt, relaxed-mt, …) and whether it has relaxed SIMD; null on WebGPU */
+  wasmVariant: string | null; relaxedSimd: boolean | null;
+  /** the WebGPU adapter ("lavapipe", a GPU's name) and whether it is a CPU emulation; null on WASM */
+  adapter: { name: string; cpu: boolean; info: Record<string, string> } | null;
+  /** FLOPs of one step counted from its GEMMs (bench/flops.ts), and what trainTokensPerS achieves */
+  stepFlops: StepFlops; trainGflops: number | null;
+  /** --profile: one step's time per kernel family (WASM) */
+  profile: ReturnType<KernelProfile['table']> & { stepSeconds: number } | null;
+}
+
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+
+/**
+ * The backend to bench: WASM with `threads`, or WebGPU through Dawn on the high-performance
+ * adapter (an error that says why when there is none), with what that adapter is.
+ */
+async function benchBackend(kind: 'wasm' | 'webgpu', threads?: number): Promise<{ be: Backend; adapter: TrainBenchResult['adapter'] }> {
+  if (kind === 'wasm') return { be: await createBackend({ prefer: 'wasm', threads }), adapter: null };
+  const gpu = await dawnGpu({ quiet: true });
+  if (!gpu) throw new Error('--backend webgpu: the optional `webgpu` package (Dawn) is not installed (npm ci installs it).');
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter) throw new Error('--backend webgpu: Dawn found no WebGPU adapter (no Vulkan driver for a GPU, nor lavapipe).');
+  const ai = (adapter as { info?: GPUAdapterInfo }).info;
+  const info: Record<string, string> = {};
+  for (const k of ['vendor', 'architecture', 'device', 'description'] as const) if (ai?.[k]) info[k] = ai[k];
+  return { be: await createWebGpuBackend({ gpu, adapter }), adapter: { ...describeAdapter(adapter), info } };
 }
 
 function arg(name: string, def?: string): string | undefined {
@@ -44,33 +83,58 @@ export class RandomBatches implements MicroBatchSource {
   restore(): void {}
 }
 
-export async function benchTrain(o: { model: string; seq: number; batch: number; steps: number; checkpointing: boolean; pageWeights: boolean; threads?: number; decode?: number; loraRank?: number }): Promise<TrainBenchResult> {
-  const backend = await createBackend({ prefer: 'wasm', threads: o.threads });
+export interface TrainBenchOptions {
+  model: string; seq: number; batch: number; steps: number; checkpointing: boolean; pageWeights: boolean;
+  threads?: number; decode?: number; loraRank?: number; loraDropout?: number; backend?: 'wasm' | 'webgpu'; profile?: boolean;
+}
+
+export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult> {
+  const { be: raw, adapter } = await benchBackend(o.backend ?? 'wasm', o.threads);
   const src = await openModelPath(o.model);
+  // the profiler's proxy before loading: it refuses WebGPU before any work
+  const prof = o.profile ? new KernelProfile(src.config.vocabSize) : null;
+  const backend = prof ? prof.wrap(raw) : raw;
   const r = o.loraRank ?? DEFAULT_LORA.r;
-  const threads = wasmBackendInfo(backend).threads;
+  const lcfg = { ...DEFAULT_LORA, r, alpha: 2 * r, dropout: o.loraDropout ?? DEFAULT_LORA.dropout };
+  const wasmInfo = raw.name === 'wasm' ? wasmBackendInfo(raw) : null;
+  const threads = wasmInfo?.threads ?? 0;
   const autoPaged = o.pageWeights ? null : autoPageReason(estimateTrainingMemory(src.config, {
-    quant: 'nf4', doubleQuant: true, blocksize: 64, lora: { ...DEFAULT_LORA, r, alpha: 2 * r }, batch: o.batch, seqLen: o.seq,
-    checkpointing: o.checkpointing, pageWeights: false, optimizer: TRAIN_DEFAULTS.optimizer, threads,
-  }), backendCapacity(backend));
+    quant: 'nf4', doubleQuant: true, blocksize: 64, lora: lcfg, batch: o.batch, seqLen: o.seq,
+    checkpointing: o.checkpointing, pageWeights: false, optimizer: TRAIN_DEFAULTS.optimizer, threads: Math.max(1, threads),
+  }), backendCapacity(raw));
   const pageWeights = o.pageWeights || autoPaged !== null;
   const t0 = performance.now();
   const model = await loadModel(src, backend, { quant: 'nf4', doubleQuant: true, blocksize: 64, maxPositions: Math.max(o.seq, (o.decode ?? 0) + 8), pageWeights, collect: nodeGc });
   const loadSeconds = (performance.now() - t0) / 1000;
   const loadPeakRssBytes = peakRss();
-  const lora = new LoraAdapters(backend, model.config, { ...DEFAULT_LORA, r, alpha: 2 * r }, o.steps > 0);
+  const lora = new LoraAdapters(backend, model.config, lcfg, o.steps > 0);
   const rng = new SampleRng(2);
   lora.initPeft(() => rng.next());
   const stepSeconds: number[] = [];
-  let trainTokensPerS: number | null = null;
+  let trainTokensPerS: number | null = null, profile: TrainBenchResult['profile'] = null;
+  const stepFlops = trainStepFlops(model.config, o.batch, o.seq, r, o.checkpointing);
   if (o.steps > 0) {
     const trainer = new Trainer(model, lora, new RandomBatches(o.batch, o.seq, model.config.vocabSize), {
-      ...TRAIN_DEFAULTS, batchSize: o.batch, seqLen: o.seq, totalSteps: o.steps, checkpointing: o.checkpointing, warmupRatio: 0,
+      ...TRAIN_DEFAULTS, batchSize: o.batch, seqLen: o.seq, totalSteps: o.steps + (prof ? 1 : 0), checkpointing: o.checkpointing, warmupRatio: 0,
     });
-    for (let s = 0; s < o.steps; s++) stepSeconds.push((await trainer.trainStep()).seconds);
-    // the first step includes one-time costs (JIT, first touch of memory): report the rest
-    const timed = stepSeconds.length > 1 ? stepSeconds.slice(1) : stepSeconds;
-    trainTokensPerS = (o.batch * o.seq) / (timed.reduce((a, b) => a + b, 0) / timed.length);
+    let tWarm = 0;
+    for (let s = 0; s < o.steps; s++) {
+      stepSeconds.push((await trainer.trainStep()).seconds);
+      if (s === 0) tWarm = performance.now();
+    }
+    await backend.flush();
+    // the first step includes one-time costs (JIT, first touch of memory, pipeline compiles): report the rest
+    if (o.steps === 1) trainTokensPerS = (o.batch * o.seq) / stepSeconds[0]!;
+    else if (raw.name === 'webgpu') trainTokensPerS = (o.batch * o.seq * (o.steps - 1)) / ((performance.now() - tWarm) / 1000);
+    else trainTokensPerS = (o.batch * o.seq) / median(stepSeconds.slice(1));
+    if (prof) {
+      prof.recording = true;
+      const t = performance.now();
+      await trainer.trainStep();
+      const sec = (performance.now() - t) / 1000;
+      prof.recording = false;
+      profile = { ...prof.table(sec), stepSeconds: sec };
+    }
     trainer.free();
   }
   let decodeTokensPerS: number | null = null;
@@ -80,21 +144,33 @@ export async function benchTrain(o: { model: string; seq: number; batch: number;
     decodeTokensPerS = res.outputIds.length / ((performance.now() - t1) / 1000);
   }
   const out: TrainBenchResult = {
-    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r,
-    loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: backend.name,
+    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r, loraDropout: lcfg.dropout,
+    loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: raw.name,
+    wasmVariant: wasmInfo?.variant ?? null, relaxedSimd: wasmInfo?.relaxedSimd ?? null, adapter, stepFlops, trainGflops: trainTokensPerS === null ? null : (stepFlops.total * trainTokensPerS) / (o.batch * o.seq) / 1e9, profile,
   };
   await src.close();
-  await backend.destroy();
+  await raw.destroy();
   return out;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  const backend = arg('backend', 'wasm');
+  if (backend !== 'wasm' && backend !== 'webgpu') throw new Error(`--backend ${backend}: expected wasm or webgpu`);
   const res = await benchTrain({
     model: arg('model', 'synthetic:stories15M')!, seq: Number(arg('seq', '256')), batch: Number(arg('batch', '1')), steps: Number(arg('steps', '3')),
     checkpointing: flag('checkpointing'), pageWeights: flag('page-weights'), threads: arg('threads') ? Number(arg('threads')) : undefined,
     decode: arg('decode') ? Number(arg('decode')) : undefined, loraRank: arg('lora-r') ? Number(arg('lora-r')) : undefined,
+    loraDropout: arg('dropout') ? Number(arg('dropout')) : undefined, backend, profile: flag('profile'),
   });
   if (flag('json')) console.log(JSON.stringify(res));
-  else console.log(res);
+  else {
+    const { profile, ...rest } = res;
+    console.log(rest);
+    if (profile) {
+      printTable(`profile: one step of ${res.model}, B ${res.batch}, T ${res.seq}, ${res.backend} ${res.threads} thread(s), LoRA r ${res.loraRank} dropout ${res.loraDropout}; wall time inside each Backend call`,
+        profile.header, profile.rows);
+      console.log(`FLOPs counted from the calls ${(profile.kernelFlops / 1e9).toFixed(2)} G; bench/flops.ts's count of the step ${(res.stepFlops.total / 1e9).toFixed(2)} G`);
+    }
+  }
   process.exit(0);
 }
