@@ -1,7 +1,7 @@
 // Test-only GGUF writer (ggml docs/gguf.md layout) and ggml reference quantizers, for building
 // small files with known contents: every metadata type, F16/BF16/Q8_0/Q4_0 tensors, and the
 // corrupt variants the loader must reject.
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.ts';
+import { encodeTensor, quantizeQ4_0, quantizeQ8_0, rotateHalfToInterleaved } from '../../src/io/gguf-write.ts';
 import { GgufType } from '../../src/io/gguf.ts';
 import { expectedTensors, type ModelConfig } from '../../src/model/config.ts';
 import { Rng } from './index.ts';
@@ -126,73 +126,12 @@ export function writeGguf(opts: WriterOptions): Uint8Array {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoders for tensor data
+// Encoders for tensor data: the production ones (src/io/gguf-write.ts)
 
-export function f32Bytes(v: Float32Array): Uint8Array {
-  return new Uint8Array(v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength));
-}
-export function f16Bytes(v: Float32Array): Uint8Array {
-  const o = new Uint16Array(v.length);
-  for (let i = 0; i < v.length; i++) o[i] = f32ToF16(v[i]!);
-  return new Uint8Array(o.buffer);
-}
-export function bf16Bytes(v: Float32Array): Uint8Array {
-  const o = new Uint16Array(v.length);
-  for (let i = 0; i < v.length; i++) o[i] = f32ToBf16(v[i]!);
-  return new Uint8Array(o.buffer);
-}
-
-/** ggml quantize_row_q8_0_ref: d = max|x| / 127, q = round(x / d), d stored as f16. */
-export function quantizeQ8_0(v: Float32Array): Uint8Array {
-  const out = new Uint8Array((v.length / 32) * 34);
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < v.length / 32; b++) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(v[b * 32 + j]!));
-    const d = Math.fround(amax / 127);
-    const id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 34, f32ToF16(d), true);
-    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, Math.round(Math.fround(v[b * 32 + j]! * id)));
-  }
-  return out;
-}
-
-/** ggml quantize_row_q4_0_ref: max = the value of largest magnitude, d = max / −8, q = min(15, trunc(x/d + 8.5)). */
-export function quantizeQ4_0(v: Float32Array): Uint8Array {
-  const out = new Uint8Array((v.length / 32) * 18);
-  const dv = new DataView(out.buffer);
-  for (let b = 0; b < v.length / 32; b++) {
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      const x = v[b * 32 + j]!;
-      if (Math.abs(x) > amax) { amax = Math.abs(x); max = x; }
-    }
-    const d = Math.fround(max / -8);
-    const id = d ? Math.fround(1 / d) : 0;
-    dv.setUint16(b * 18, f32ToF16(d), true);
-    for (let j = 0; j < 16; j++) {
-      const q0 = Math.min(15, Math.trunc(Math.fround(v[b * 32 + j]! * id) + 8.5));
-      const q1 = Math.min(15, Math.trunc(Math.fround(v[b * 32 + 16 + j]! * id) + 8.5));
-      out[b * 18 + 2 + j] = q0 | (q1 << 4);
-    }
-  }
-  return out;
-}
-
-/** HF rotate-half rows → interleaved rows (inverse of interleavedToRotateHalf), per head of D rows. */
-export function rotateHalfToInterleaved(w: Float32Array, nHeads: number, headDim: number, cols: number): Float32Array {
-  const out = new Float32Array(w.length);
-  const half = headDim / 2;
-  for (let h = 0; h < nHeads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const hf = (h * headDim + j * half + i) * cols, il = (h * headDim + 2 * i + j) * cols;
-        out.set(w.subarray(hf, hf + cols), il);
-      }
-    }
-  }
-  return out;
-}
+export const f32Bytes = (v: Float32Array): Uint8Array => encodeTensor(v, 'f32');
+export const f16Bytes = (v: Float32Array): Uint8Array => encodeTensor(v, 'f16');
+export const bf16Bytes = (v: Float32Array): Uint8Array => encodeTensor(v, 'bf16');
+export { quantizeQ8_0, quantizeQ4_0, rotateHalfToInterleaved };
 
 // ---------------------------------------------------------------------------------------------
 // A whole llama model

@@ -84,3 +84,16 @@ export function mathConfig(c: import('../../src/model/config.ts').ModelConfig): 
   return { ...rest, variant: variantOfConfig(c) };
 }
 import { variantOf as variantOfConfig } from '../../src/model/families.ts';
+
+/** f() must throw (or reject with) a WebqloraError whose message contains every one of `parts`. */
+export async function rejectsUser(f: () => unknown, ...parts: string[]): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    if (!(e instanceof WebqloraErrorForTests)) throw new Error(`expected a WebqloraError, got ${(e as Error)?.stack ?? e}`);
+    for (const p of parts) if (!e.message.includes(p)) throw new Error(`message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
+    return;
+  }
+  throw new Error(`expected an error with ${parts.join(', ')}`);
+}
+import { WebqloraError as WebqloraErrorForTests } from '../../src/errors.ts';

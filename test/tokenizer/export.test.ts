@@ -14,7 +14,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { FIXTURES, Rng, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, Rng, STORIES_GGUF, rejectsUser } from '../helpers/index.ts';
 import { meta, vocabMetadata, writeGgufFile } from '../../src/io/gguf-write.ts';
 import { readGguf, readVocab } from '../../src/io/gguf.ts';
 import { MapDirSource, MemoryOutDir, MemorySource } from '../../src/io/source.ts';
@@ -23,7 +23,6 @@ import { hfTokenizerFiles, sentencePieceMerges } from '../../src/tokenizer/expor
 import { loadChatTemplate, loadTokenizerFromDir, tokenizerFromVocab, vocabFromLlama2cBin } from '../../src/tokenizer/load.ts';
 import { parseSentencePieceModel } from '../../src/tokenizer/spm.ts';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
-import { WebqloraError } from '../../src/errors.ts';
 import { VARIED, tinyStories } from './texts.ts';
 
 const TOK = join(FIXTURES, 'tokenizers');
@@ -279,16 +278,7 @@ test('the files are deterministic: the same vocabulary gives the same bytes; voc
   assert.ok(text.endsWith('\n'));
 });
 
-async function rejects(f: () => unknown, ...parts: string[]): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    if (!(e instanceof WebqloraError)) throw new Error(`expected a WebqloraError, got ${(e as Error)?.stack ?? e}`);
-    for (const p of parts) if (!e.message.includes(p)) throw new Error(`message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
-    return;
-  }
-  throw new Error(`expected an error with ${parts.join(', ')}`);
-}
+const rejects = rejectsUser;
 
 test('refusals: other vocabulary types, SentencePiece without scores, duplicate tokens, unsupported BPE pre-tokenizers', async () => {
   const { vocab } = await llama2Files();

@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { FIXTURES, Rng } from '../helpers/index.ts';
+import { FIXTURES, Rng, rejectsUser } from '../helpers/index.ts';
 import { m, writeGguf, type MetaValue } from '../helpers/gguf-writer.ts';
 import { MemorySource, MapDirSource } from '../../src/io/source.ts';
 import { loadTokenizerFromDir, tokenizerFromGguf, tokenizerFromVocab } from '../../src/tokenizer/load.ts';
@@ -20,7 +20,6 @@ import { ggufBpeTokenizerJson, LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX } from '../
 import { parseSentencePieceModel } from '../../src/tokenizer/spm.ts';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import type { EmbeddedVocab } from '../../src/io/weights.ts';
-import { WebqloraError } from '../../src/errors.ts';
 import { VARIED, tinyStories } from './texts.ts';
 
 const TOK = join(FIXTURES, 'tokenizers');
@@ -291,16 +290,7 @@ test('add_bos_token: llama.cpp adds BOS for llama-bpe unless the file says other
 // ---------------------------------------------------------------------------------------------
 // Refusals
 
-async function rejects(f: () => unknown, ...parts: string[]): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    if (!(e instanceof WebqloraError)) throw new Error(`expected a WebqloraError, got ${(e as Error)?.stack ?? e}`);
-    for (const p of parts) if (!e.message.includes(p)) throw new Error(`message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
-    return;
-  }
-  throw new Error(`expected an error with ${parts.join(', ')}`);
-}
+const rejects = rejectsUser;
 
 test('unknown, missing or "default" pre-tokenizers and inconsistent vocabularies are refused, never guessed', async () => {
   await rejects(() => tokenizerFromVocab(smallVocab('deepseek-llm')),

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, STORIES_GGUF, rejectsUser } from '../helpers/index.ts';
 import { fuzzParser } from '../helpers/mutate.ts';
 import { MapDirSource } from '../../src/io/source.ts';
 import { openGguf } from '../../src/io/gguf.ts';
@@ -212,16 +212,7 @@ test('synthetic tokenizer.model: parse, encode, options from tokenizer_config.js
   assert.equal(fromDir.encode('hi'), [1, 263]);
 });
 
-async function rejects(f: () => unknown, ...parts: string[]): Promise<void> {
-  try {
-    await f();
-  } catch (e) {
-    if (!(e instanceof WebqloraError)) throw new Error(`expected a WebqloraError, got ${(e as Error)?.stack ?? e}`);
-    for (const p of parts) if (!e.message.includes(p)) throw new Error(`message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
-    return;
-  }
-  throw new Error(`expected an error with ${parts.join(', ')}`);
-}
+const rejects = rejectsUser;
 
 test('errors: unsupported SentencePiece models, corrupt protobuf, bad ids, non-llama GGUF vocabularies', async () => {
   await rejects(() => parseSentencePieceModel(modelProto(SMALL, 1), 'u.model'), 'u.model:', 'unigram is not supported');
