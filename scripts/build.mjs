@@ -6,7 +6,7 @@
 //   node scripts/build.mjs --no-dist  stop after the generated sources (enough for tests via tsx)
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,11 +14,25 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 const log = (s) => process.stderr.write(`build: ${s}\n`);
 
-function writeIfChanged(path, text) {
+// Every output is written to a temporary file and renamed over the old one: a process reading it
+// meanwhile (a CLI run or a test while another build runs) sees the old file or the new one, never
+// a torn one. A torn dist/node/cli.js once crashed `webqlora eval` with a SyntaxError (issue 13,
+// item 15; scripts/crash-loop.mjs --race-build reproduces it).
+function writeAtomic(path, data, mode = 0o644) {
   mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, path);
+}
+function writeIfChanged(path, text) {
   if (existsSync(path) && readFileSync(path, 'utf8') === text) return false;
-  writeFileSync(path, text);
+  writeAtomic(path, text);
   return true;
+}
+/** esbuild with write: false, its outputs written atomically (cli.js executable from the start). */
+async function bundle(esbuild, options) {
+  const r = await esbuild.build({ ...options, write: false });
+  for (const f of r.outputFiles) writeAtomic(f.path, f.contents, f.path.endsWith('cli.js') ? 0o755 : 0o644);
 }
 function walk(dir, filter) {
   const out = [];
@@ -99,7 +113,7 @@ if (args.has('--no-dist')) process.exit(0);
 
 // 4. Bundles. Node: ESM with npm dependencies left external. Browser: one self-contained ESM file.
 const common = { bundle: true, format: 'esm', target: 'es2022', sourcemap: true, logLevel: 'warning', legalComments: 'none' };
-await esbuild.build({
+await bundle(esbuild, {
   ...common,
   entryPoints: { index: join(root, 'src/node.ts'), cli: join(root, 'src/cli/main.ts') },
   outdir: join(root, 'dist/node'),
@@ -107,8 +121,7 @@ await esbuild.build({
   packages: 'external',
   banner: { js: '#!/usr/bin/env node' },
 });
-chmodSync(join(root, 'dist/node/cli.js'), 0o755);
-await esbuild.build({
+await bundle(esbuild, {
   ...common,
   entryPoints: { webqlora: join(root, 'src/index.ts') },
   outdir: join(root, 'dist/browser'),

@@ -3,6 +3,7 @@
 // (DESIGN.md), so each micro-batch's logit gradient is scaled by 1 / (scored tokens of the
 // whole accumulated batch), known on the host before the first micro-batch runs.
 import type { Tensor } from '../backend/backend.ts';
+import { WebqloraError } from '../errors.ts';
 import type { LlamaModel, Workspace } from '../model/llama.ts';
 import type { LoraAdapters } from '../model/lora.ts';
 
@@ -32,9 +33,26 @@ export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdap
  */
 export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number): void {
   const be = model.backend, R = mb.B * mb.T;
+  checkInputIds(mb, model.config.vocabSize);
   be.write(ws.ids, mb.ids.subarray(0, R));
   model.forward(ws, mb.B, mb.T, { lora, seed });
   model.lossHead(ws, R, mb.targets, gradScale);
+}
+
+/**
+ * Input ids are checked here, on the host, before they are uploaded (training and eval both come
+ * through forwardLoss), as the user's mistake they are. WebGPU's embedding cannot check them (the
+ * ids are on the GPU; the loss came out NaN) and WASM's only as an internal error. Targets are
+ * checked by LlamaModel.lossHead; generate() checks its prompt itself and samples only ids below V.
+ */
+function checkInputIds(mb: MicroBatch, V: number): void {
+  const ids = mb.ids;
+  for (let r = 0; r < mb.B * mb.T; r++) {
+    const id = ids[r]!;
+    if (!(id >= 0 && id < V)) {
+      throw new WebqloraError(`input token id ${id} (row ${r} of the batch: sequence ${Math.floor(r / mb.T)}, position ${r % mb.T}) is outside the model's vocabulary of ${V} tokens (does the tokenizer belong to this model?).`);
+    }
+  }
 }
 
 /** Number of scored rows (target ≠ −100) of a micro-batch. */

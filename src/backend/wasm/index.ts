@@ -194,8 +194,11 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     (k[name] as (...a: number[]) => void).apply(undefined, args);
   };
 
+  // every call that touches memory checks: after a worker thread stopped mid-kernel, memory holds
+  // a half-done step, and nothing may be read from it or computed on it
   const live = (): void => {
     if (destroyed) throw new Error('wasm backend used after destroy()');
+    pool?.assertAlive();
   };
   const ptr = (t: Tensor, what: string): number => {
     live();

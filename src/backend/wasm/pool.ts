@@ -27,30 +27,43 @@
 //
 // Errors: every chunk's exception (a trap included) is caught where it ran, its message stored
 // in the control block, and the chunk still counted as done, so the caller never hangs; it throws
-// the message after the join. A worker that dies outside a job (startup, or killed) marks the pool
-// broken through its error/exit event; the next job throws.
+// the message after the join.
+//
+// A worker that dies (terminated, out of memory) never counts the chunk it held. Its death is
+// written into the control block (markDead in worker.ts: DEAD, a reason, and DONE bumped so the
+// caller wakes) by a thread whose event loop is free to see the exit: in Node the watchdog thread
+// that started the workers (worker.ts `watch`; the caller's own event loop is stopped during a
+// kernel call). The call in progress, and every later call, then throws one sentence
+// (deathError). In browsers the page's Worker 'error' handler marks it, but a page's main thread
+// runs that handler only between kernel calls, so there the next call throws (a page has no way
+// to lose one worker mid-call but its own terminate(), which only destroy() calls).
 //
 // Browsers hand out shared memory only to cross-origin isolated pages. Serve the page with both
 //   Cross-Origin-Opener-Policy: same-origin
 //   Cross-Origin-Embedder-Policy: require-corp
 // (then `crossOriginIsolated` is true). Without them the backend runs on one thread and says so
 // through onInfo / wasmBackendInfo().
-import { CTRL, chunkRunner, claimChunks, type ChunkRunner, type WorkerInit } from './worker.ts';
+import { CTRL, chunkRunner, claimChunks, deathReason, markDead, type ChunkRunner, type WorkerInit } from './worker.ts';
 import { WASM_WORKER_SOURCE } from '../../generated/wasm-worker.ts';
+import { WebqloraError } from '../../errors.ts';
 
 export { CTRL };
 /** Most threads one pool can run (no real limit of the protocol; a sanity bound). */
 export const MAX_THREADS = 64;
 
-/** A started worker, whatever the environment. */
-export interface WorkerHandle {
+/** The started workers of one pool, whatever the environment. */
+export interface WorkerGroup {
+  /** ends every worker (after the pool told them to leave their loops) */
   terminate(): Promise<void>;
+  /** tests: terminates worker `thread` (1..) after `afterMs`, as if killed during a kernel call (Node only) */
+  kill?(thread: number, afterMs: number): void;
 }
 /**
- * Starts one worker from `source` (the worker bundle plus its start line), posts `init`, and
- * resolves once it reports 'ready'; calls onFail if it errors or exits later.
+ * Starts one worker per init from `source` (the worker bundle; the launcher adds its start line),
+ * resolves once all report 'ready' (rejects, with none left running, if one fails to start), and
+ * from then on reports a worker that stops with markDead on the init's control block.
  */
-export type Spawn = (source: string, init: WorkerInit, name: string, onFail: (e: Error) => void) => Promise<WorkerHandle>;
+export type Spawn = (source: string, inits: WorkerInit[]) => Promise<WorkerGroup>;
 
 /** What this environment can do, decided once. */
 export interface ThreadSupport {
@@ -92,7 +105,7 @@ async function detect(): Promise<ThreadSupport> {
     const node = await import('./pool-node.ts');
     const cores = node.nodeCores();
     if (!sharedMemoryWorks()) return { shared: false, cores, reason: 'this Node.js has no shared WebAssembly memory', spawn: null };
-    return { shared: true, cores, reason: '', spawn: node.spawnNodeWorker };
+    return { shared: true, cores, reason: '', spawn: node.spawnNodeWorkers };
   }
   const g = globalThis as { navigator?: { hardwareConcurrency?: number }; crossOriginIsolated?: boolean; Worker?: unknown };
   const cores = Math.max(1, g.navigator?.hardwareConcurrency ?? 1);
@@ -104,33 +117,50 @@ async function detect(): Promise<ThreadSupport> {
     };
   }
   if (!sharedMemoryWorks()) return { shared: false, cores, reason: 'this browser has no shared WebAssembly memory', spawn: null };
-  return { shared: true, cores, reason: '', spawn: spawnWebWorker };
+  return { shared: true, cores, reason: '', spawn: spawnWebWorkers };
 }
 
 let workerUrl: string | null = null;
-/** Browsers: a module worker from a Blob URL of the embedded worker source (made once). */
-const spawnWebWorker: Spawn = (source, init, name, onFail) => {
+/** Browsers: module workers from a Blob URL of the embedded worker source (made once). */
+const spawnWebWorkers: Spawn = async (source, inits) => {
   workerUrl ??= URL.createObjectURL(new Blob([source + '\nwebqloraWorker.main((m) => self.postMessage(m), (f) => { self.onmessage = (e) => { self.onmessage = null; f(e.data); }; });\n'], { type: 'text/javascript' }));
-  const w = new Worker(workerUrl, { type: 'module', name });
-  return new Promise<WorkerHandle>((resolve, reject) => {
-    let ready = false;
-    w.onmessage = (e: MessageEvent) => {
-      const m = e.data as { type: string; message?: string };
-      if (m.type === 'ready' && !ready) {
-        ready = true;
-        resolve({ terminate: async () => w.terminate() });
-      } else if (m.type === 'error') {
-        const err = new Error(`wasm worker ${name}: ${m.message}`);
-        if (ready) onFail(err); else reject(err);
-      }
-    };
-    w.onerror = (e: ErrorEvent) => {
-      e.preventDefault();
-      const err = new Error(`wasm worker ${name}: ${e.message || 'failed to start'}`);
-      if (ready) onFail(err); else reject(err);
-    };
-    w.postMessage(init);
-  });
+  const workers: Worker[] = [];
+  let stopping = false;
+  const started = await Promise.allSettled(inits.map((init) => {
+    const name = `webqlora-wasm-${init.thread}`;
+    const w = new Worker(workerUrl!, { type: 'module', name });
+    workers.push(w);
+    return new Promise<void>((resolve, reject) => {
+      let ready = false;
+      const fail = (reason: string) => {
+        if (stopping) return;
+        if (ready) markDead(init.memory, init.ctrl, `${name}: ${reason}`);
+        else reject(new Error(`wasm worker ${name}: ${reason}`));
+      };
+      w.onmessage = (e: MessageEvent) => {
+        const m = e.data as { type: string; message?: string };
+        if (m.type === 'ready' && !ready) {
+          ready = true;
+          resolve();
+        } else if (m.type === 'error') fail(m.message ?? 'failed');
+      };
+      w.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        fail(e.message || (ready ? 'stopped' : 'failed to start'));
+      };
+      w.postMessage(init);
+    });
+  }));
+  const terminate = async () => {
+    stopping = true;
+    for (const w of workers) w.terminate();
+  };
+  const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) {
+    await terminate();
+    throw failed.reason;
+  }
+  return { terminate };
 };
 
 /** Bound t (0..parts) of [lo, hi) cut into `parts` pieces of whole `grain`s (units = ceil((hi − lo) / grain)). */
@@ -183,12 +213,11 @@ export class ThreadPool {
   /** chunks handed out so far, and how many of them the calling thread ran itself */
   chunks = 0;
   callerChunks = 0;
-  private handles: WorkerHandle[] = [];
+  private group: WorkerGroup | null = null;
   private readonly r: ChunkRunner;
   private readonly canBlock: boolean;
   private readonly spin: number;
   private seq = 0;
-  private broken: Error | null = null;
   private closed = false;
 
   private constructor(o: PoolOptions) {
@@ -205,16 +234,27 @@ export class ThreadPool {
     if (o.ctrl % 64 !== 0) throw new Error('ThreadPool: the control block must be 64-byte aligned');
     new Uint8Array(o.memory.buffer, o.ctrl, CTRL.BYTES).fill(0);
     const pool = new ThreadPool(o);
-    const started = await Promise.allSettled(Array.from({ length: n - 1 }, (_, i) => o.spawn(WASM_WORKER_SOURCE,
-      { module: o.module, memory: o.memory, ctrl: o.ctrl, scratch: o.scratch[i + 1]!, thread: i + 1, names: o.names, spin: pool.spin },
-      `webqlora-wasm-${i + 1}`, (e) => { pool.broken ??= e; })));
-    pool.handles = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-    const failed = started.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) {
-      await pool.destroy();
-      throw failed.reason instanceof Error ? failed.reason : new Error(String(failed.reason));
+    const inits = Array.from({ length: n - 1 }, (_, i): WorkerInit => (
+      { module: o.module, memory: o.memory, ctrl: o.ctrl, scratch: o.scratch[i + 1]!, thread: i + 1, names: o.names, spin: pool.spin }));
+    try {
+      pool.group = await o.spawn(WASM_WORKER_SOURCE, inits);
+    } catch (e) {
+      pool.closed = true;
+      throw e instanceof Error ? e : new Error(String(e));
     }
     return pool;
+  }
+
+  /** Throws deathError() once a worker thread stopped (every later kernel call fails the same way). */
+  assertAlive(): void {
+    const why = deathReason(this.r);
+    if (why !== null) throw deathError(why);
+  }
+
+  /** Tests: terminates worker `thread` after `afterMs`, as a kill during a kernel call would (Node). */
+  killWorker(thread: number, afterMs: number): void {
+    if (!this.group?.kill) throw new Error('ThreadPool.killWorker: not available in this environment');
+    this.group.kill(thread, afterMs);
   }
 
   /**
@@ -252,7 +292,7 @@ export class ThreadPool {
 
   private check(nargs: number, chunks: number): void {
     if (this.closed) throw new Error('wasm thread pool used after destroy()');
-    if (this.broken) throw this.broken;
+    this.assertAlive();
     if (nargs > CTRL.MAX_ARGS) throw new Error(`ThreadPool.run: ${nargs} arguments (max ${CTRL.MAX_ARGS})`);
     if (!(chunks >= 1 && chunks <= CTRL.MAX_CHUNKS)) throw new Error(`ThreadPool.run: ${chunks} chunks (1..${CTRL.MAX_CHUNKS})`);
   }
@@ -285,13 +325,15 @@ export class ThreadPool {
 
   /**
    * Waits until all n chunks are done: polls, then sleeps where this thread may block; a browser
-   * main thread keeps polling (it may not block).
+   * main thread keeps polling (it may not block). A worker that stopped holding a chunk never
+   * counts it: markDead bumps DONE past n and wakes this thread, which throws.
    */
   private join(n: number): void {
     const ctl = this.r.ctl;
     let d = Atomics.load(ctl, CTRL.DONE);
     for (let i = 0; d !== n && i < this.spin; i++) d = Atomics.load(ctl, CTRL.DONE);
     while (d !== n) {
+      this.assertAlive();
       if (this.canBlock) Atomics.wait(ctl, CTRL.DONE, d);
       d = Atomics.load(ctl, CTRL.DONE);
     }
@@ -306,7 +348,12 @@ export class ThreadPool {
     this.seq = (this.seq + 1) >>> 0;
     Atomics.store(ctl, CTRL.SEQ, this.seq | 0);
     Atomics.notify(ctl, CTRL.SEQ);
-    await Promise.all(this.handles.map((h) => h.terminate()));
-    this.handles = [];
+    await this.group?.terminate();
+    this.group = null;
   }
+}
+
+/** The one sentence a kernel call throws once a worker thread stopped (STYLE.md §7). */
+function deathError(reason: string): WebqloraError {
+  return new WebqloraError(`a WASM worker thread stopped (${reason}); the work in progress was abandoned and this backend can run no further kernels (run again; --threads 1 runs without worker threads)`, 1);
 }
