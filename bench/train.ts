@@ -13,6 +13,7 @@
 // same decision as the CLI (memory.ts autoPageReason).
 import type { Backend } from '../src/backend/backend.ts';
 import { createBackend } from '../src/backend/index.ts';
+import { enableRelaxedSimd } from '../src/backend/wasm/node-flags.ts';
 import { wasmBackendInfo } from '../src/backend/wasm/index.ts';
 import { createWebGpuBackend, describeAdapter } from '../src/backend/webgpu/index.ts';
 import { dawnGpu } from '../src/backend/webgpu/dawn.ts';
@@ -67,6 +68,9 @@ function arg(name: string, def?: string): string | undefined {
   return i > 0 ? process.argv[i + 1] : def;
 }
 const flag = (name: string) => process.argv.includes(`--${name}`);
+// as the Node entry points do (src/node.ts, the CLI): relaxed SIMD on unless --simd128 asks for the
+// plain build (what engines without relaxed SIMD run)
+if (!flag('simd128')) enableRelaxedSimd();
 const peakRss = () => process.resourceUsage().maxRSS * 1024;
 
 /** Random tokens, a full batch of scored targets: the cost of a real batch of the same shape. */

@@ -5,6 +5,10 @@ import { WebqloraError } from '../errors.ts';
 import { parseFlags } from './args.ts';
 import { COMMANDS } from './commands/index.ts';
 import { commandHelp, mainHelp } from './help.ts';
+import { enableRelaxedSimd } from '../backend/wasm/node-flags.ts';
+
+// Node 20 keeps relaxed SIMD behind a V8 flag: on before any kernel module is compiled
+enableRelaxedSimd();
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

@@ -15,6 +15,9 @@ export function backendsUnderTest(): Promise<NamedBackend[]> {
     const want = (n: string) => !only || only.includes(n);
     if (want('wasm') || want('wasm-simd128')) {
       const { createWasmBackend } = await import('../../src/backend/wasm/index.ts');
+      // as the Node entry points do: relaxed SIMD on (Node 20 has it behind a flag), so the relaxed
+      // build is tested here too, next to the plain SIMD128 one
+      (await import('../../src/backend/wasm/node-flags.ts')).enableRelaxedSimd();
       const { relaxedSimdSupported } = await import('../../src/backend/wasm/module.ts');
       // 'wasm': the default build (relaxed SIMD where the engine validates it, as in Chromium);
       // 'wasm-simd128': plain SIMD128, what engines without relaxed SIMD (Firefox, Safari) run.
