@@ -8,10 +8,9 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
-import { FileSource, NodeDirSource, openModelPath } from '../../src/io/node.ts';
+import { FileSource, openModelPath } from '../../src/io/node.ts';
 import { readGgufAdapter } from '../../src/model/gguf-adapter.ts';
-import { loadAdapter } from '../../src/model/peft.ts';
-import { FIXTURES, REPO } from '../helpers/index.ts';
+import { FIXTURES, REPO, loadAdapterAt } from '../helpers/index.ts';
 
 const CLI = join(REPO, 'dist', 'node', 'cli.js');
 if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
@@ -27,7 +26,7 @@ test('export: f32 is exact, f16/bf16/q8_0 within their rounding; a GGUF adapter 
     const model = join(ARCHS, 'phi3');
     const src = await openModelPath(model);
     const be = createReferenceBackend();
-    const peft = await loadAdapter(new NodeDirSource(join(model, 'adapter')), be, src.config);
+    const peft = await loadAdapterAt(join(model, 'adapter'), be, src.config);
     for (const [dtype, rel] of [['f32', 0], ['f16', 1e-3], ['bf16', 8e-3], ['q8_0', 2e-2]] as const) {
       const out = join(tmp, `a-${dtype}.gguf`);
       const r = run('export', '--model', model, '--adapter', join(model, 'adapter'), '--out', out, '--dtype', dtype, '--json');

@@ -97,3 +97,15 @@ export async function rejectsUser(f: () => unknown, ...parts: string[]): Promise
   throw new Error(`expected an error with ${parts.join(', ')}`);
 }
 import { WebqloraError as WebqloraErrorForTests } from '../../src/errors.ts';
+
+/** A PEFT adapter directory loaded onto a backend, the directory's files closed afterwards. */
+export async function loadAdapterAt(path: string, ...rest: [Parameters<typeof loadAdapterForTests>[1], Parameters<typeof loadAdapterForTests>[2], Parameters<typeof loadAdapterForTests>[3]?]): Promise<Awaited<ReturnType<typeof loadAdapterForTests>>> {
+  const dir = new NodeDirSourceForTests(path);
+  try {
+    return await loadAdapterForTests(dir, ...rest);
+  } finally {
+    await dir.close();
+  }
+}
+import { loadAdapter as loadAdapterForTests } from '../../src/model/peft.ts';
+import { NodeDirSource as NodeDirSourceForTests } from '../../src/io/node.ts';

@@ -8,15 +8,16 @@
 //   - the adapter saved back has PEFT's names, shapes and values.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { loadAdapterAt } from '../helpers/index.ts';
 import { join } from 'node:path';
 import type { Backend } from '../../src/backend/backend.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { FileSource, NodeDirSource, NodeOutDir, openModelPath } from '../../src/io/node.ts';
+import { FileSource, NodeOutDir, openModelPath } from '../../src/io/node.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
 import { loadModel } from '../../src/model/load.ts';
-import { loadAdapter, saveAdapter } from '../../src/model/peft.ts';
+import { saveAdapter } from '../../src/model/peft.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardBackward, forwardLoss, scoredTokens } from '../../src/train/step.ts';
@@ -33,7 +34,7 @@ async function logitsOf(be: Backend, dir: string, ref: Reference, withAdapter: b
   const src = await openModelPath(dir);
   const model = await loadModel(src, be, { quant: 'none', maxPositions: ref.batch.T });
   await src.close();
-  const lora = withAdapter ? await loadAdapter(new NodeDirSource(join(dir, 'adapter')), be, model.config) : null;
+  const lora = withAdapter ? await loadAdapterAt(join(dir, 'adapter'), be, model.config) : null;
   const { B, T } = ref.batch;
   const V = model.config.vocabSize;
   const ws = new Workspace(be, model.config, { batch: B, seqLen: T, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0 });
@@ -75,7 +76,7 @@ for (const fam of FAMILIES) {
     const src = await openModelPath(dir);
     const model = await loadModel(src, wasm, { quant: 'none', maxPositions: ref.batch.T });
     await src.close();
-    const lora = await loadAdapter(new NodeDirSource(join(dir, 'adapter')), wasm, model.config, { withGrads: true, dropout: 0 });
+    const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config, { withGrads: true, dropout: 0 });
     const { B, T } = ref.batch;
     const ws = new Workspace(wasm, model.config, { batch: B, seqLen: T, training: true, checkpointing: false, loraRank: lora.maxRank });
     const lossAcc = wasm.alloc('f32', B * T, 'loss');
@@ -103,13 +104,15 @@ for (const fam of FAMILIES) {
     // saved back: the same tensors as PEFT's file
     const out = mkdtempSync(join(tmpdir(), 'webqlora-archs-'));
     await saveAdapter(lora, new NodeOutDir(out), dir);
-    const mine = await openSafetensors(await FileSource.open(join(out, 'adapter_model.safetensors')));
-    const theirs = await openSafetensors(await FileSource.open(join(dir, 'adapter', 'adapter_model.safetensors')));
+    const fm = await FileSource.open(join(out, 'adapter_model.safetensors')), ft = await FileSource.open(join(dir, 'adapter', 'adapter_model.safetensors'));
+    const mine = await openSafetensors(fm), theirs = await openSafetensors(ft);
     assert.equal([...mine.tensors.keys()].sort(), [...theirs.tensors.keys()].sort());
     for (const k of theirs.tensors.keys()) {
       assert.equal(mine.info(k).shape, theirs.info(k).shape, k);
       assert.equal(await mine.readFloat(k), await theirs.readFloat(k), k);
     }
+    await fm.close();
+    await ft.close();
     rmSync(out, { recursive: true, force: true });
     wasm.free(lossAcc);
     ws.free();

@@ -10,20 +10,19 @@ import { join } from 'node:path';
 import type { Backend } from '../../src/backend/backend.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { WebqloraError } from '../../src/errors.ts';
-import { NodeDirSource, NodeOutDir, openModelPath } from '../../src/io/node.ts';
+import { NodeOutDir, openModelPath } from '../../src/io/node.ts';
 import { writeBnbModel } from '../../src/io/bnb.ts';
 import { configFromHf } from '../../src/model/config.ts';
 import { Workspace, type LlamaModel } from '../../src/model/llama.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
-import { loadAdapter } from '../../src/model/peft.ts';
 import { mergeAdapter } from '../../src/model/merge.ts';
 import { generate } from '../../src/generate/generate.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardLoss } from '../../src/train/step.ts';
 import { Trainer, TRAIN_DEFAULTS } from '../../src/train/trainer.ts';
 import { ARCHS, FAMILIES, readReference } from './archs.ts';
-import { FIXTURES } from '../helpers/index.ts';
+import { FIXTURES, loadAdapterAt } from '../helpers/index.ts';
 
 const cfgOf = (fam: string) => JSON.parse(readFileSync(join(ARCHS, fam, 'config.json'), 'utf8')) as Record<string, unknown>;
 
@@ -150,7 +149,7 @@ for (const fam of FAMILIES) {
   test(`${fam}: greedy generation with the KV cache equals the argmax of full forwards`, async () => {
     const dir = join(ARCHS, fam), ref = await readReference(dir);
     const model = await open(dir, 'none');
-    const lora = await loadAdapter(new NodeDirSource(join(dir, 'adapter')), wasm, model.config);
+    const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config);
     // 12 prompt tokens + 12 generated: past the window of 8 for the sliding families
     const prompt = [...ref.batch.ids.subarray(0, 12)];
     const res = await generate(model, prompt, { maxNewTokens: 12, temperature: 0, adapters: lora, stopIds: [], prefillChunk: 5 });
@@ -177,7 +176,7 @@ for (const fam of FAMILIES) {
     const out = mkdtempSync(join(tmpdir(), `webqlora-merge-${fam}-`));
     const src = await openModelPath(dir);
     const model = await loadModel(src, wasm, { quant: 'none', maxPositions: 24 });
-    const lora = await loadAdapter(new NodeDirSource(join(dir, 'adapter')), wasm, model.config);
+    const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config);
     await mergeAdapter(src, lora, wasm, new NodeOutDir(out), { dtype: 'F32', quant: 'none', doubleQuant: false, blocksize: 64 });
     await src.close();
     const merged = await openModelPath(out);
@@ -239,7 +238,7 @@ test('llama_kquant_mix.gguf (Q4_K_M mix): loads as NF4 (default) and as f32, gen
 test('loss head in chunks: a chunk of 3 rows gives the loss and gradients of one chunk for all rows', async () => {
   const dir = join(ARCHS, 'gemma2'), ref = await readReference(dir); // final soft-cap on
   const model = await open(dir, 'none', 24);
-  const lora = await loadAdapter(new NodeDirSource(join(dir, 'adapter')), wasm, model.config, { withGrads: true, dropout: 0 });
+  const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config, { withGrads: true, dropout: 0 });
   const run = async (headRows: number | undefined) => {
     const ws = new Workspace(wasm, model.config, { batch: 2, seqLen: 24, training: true, checkpointing: false, loraRank: lora.maxRank, headRows });
     const acc = wasm.alloc('f32', 48, 'acc');
@@ -285,7 +284,7 @@ test('PEFT targeting: full paths, regex, layers_to_transform, rank_pattern and a
   await saveAdapter(lora, new NodeOutDir(out), 'phi3');
   const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
   assert.equal([cfg.target_modules, cfg.layers_to_transform, cfg.rank_pattern, cfg.alpha_pattern], ['.*\\.(qkv_proj|down_proj)', [1], { qkv_proj: 2 }, { 'layers\\.1\\.mlp\\.down_proj': 32 }]);
-  const back = await loadAdapter(new NodeDirSource(out), wasm, c);
+  const back = await loadAdapterAt(out, wasm, c);
   for (let k = 0; k < lora.params.length; k++) assert.equal(await wasm.read(back.params[k]!.value), await wasm.read(lora.params[k]!.value), `param ${k}`);
   rmSync(out, { recursive: true, force: true });
   back.free();

@@ -4,11 +4,11 @@
 // test/model/archs.test.ts. Base in float32 (--quant none), as transformers computes.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { loadAdapterAt } from '../helpers/index.ts';
 import { join } from 'node:path';
 import type { Backend } from '../../src/backend/backend.ts';
-import { NodeDirSource, openModelPath } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node.ts';
 import { loadModel } from '../../src/model/load.ts';
-import { loadAdapter } from '../../src/model/peft.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
@@ -29,7 +29,7 @@ for (const fam of FAMILIES) {
     const src = await openModelPath(dir);
     const model = await loadModel(src, be, { quant: 'none', maxPositions: T });
     await src.close();
-    const lora = await loadAdapter(new NodeDirSource(join(dir, 'adapter')), be, model.config, { withGrads: true, dropout: 0 });
+    const lora = await loadAdapterAt(join(dir, 'adapter'), be, model.config, { withGrads: true, dropout: 0 });
     for (const [adapters, logits] of [[null, ref.baseLogits], [lora, ref.loraLogits]] as const) {
       const ev = await evaluate(model, [ref.batch], { maxBatch: B, maxSeqLen: T, adapters });
       const want = perplexity64(logits, ref.batch.targets, V);
