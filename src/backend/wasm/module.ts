@@ -10,8 +10,8 @@
 //   relaxed-mt  relaxed + shared memory
 // createWasmBackend (index.ts) chooses at run time through variantFor(): shared when the pool
 // runs (threadSupport() in pool.ts, more than one thread), relaxed when WebAssembly.validate
-// accepts a one-instruction relaxed-SIMD module (Chromium; Node 20 only with
-// --experimental-wasm-relaxed-simd). relaxed_madd may or may not fuse, by
+// accepts a one-instruction relaxed-SIMD module (Chromium, Node ≥ 22; Node 20 once node-flags.ts
+// has set V8's --experimental-wasm-relaxed-simd, which the Node entry points do). relaxed_madd may or may not fuse, by
 // machine; on one machine it always does the same, so every thread gets the same bits.
 //
 // Shared memory and several instances: each worker instantiates the same module over the same
@@ -95,14 +95,14 @@ export function compileVariant(variant: KernelVariant): Promise<WebAssembly.Modu
   return p;
 }
 
-let relaxed: boolean | null = null;
 /**
  * Whether this engine runs relaxed SIMD: validates (module (func (param v128 v128 v128)
  * (result v128) (f32x4.relaxed_madd (local.get 0) (local.get 1) (local.get 2)))).
  */
 export function relaxedSimdSupported(): boolean {
-  relaxed ??= WebAssembly.validate(RELAXED_PROBE);
-  return relaxed;
+  // not cached: Node 20 turns the feature on at run time (node-flags.ts), and validating this
+  // 40-byte module costs microseconds
+  return WebAssembly.validate(RELAXED_PROBE);
 }
 
 /** A module using one relaxed-SIMD instruction (f32x4.relaxed_madd): valid only where the engine has it. */
