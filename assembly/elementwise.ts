@@ -184,6 +184,15 @@ export function softcap(x: usize, cap: f32, i0: i32, i1: i32): void {
  * Inverted dropout: out[i] = hash32(seed, i) ≥ threshold ? x[i]·scale : 0 for i in [i0, i1)
  * (threshold = dropThreshold(p), scale = dropScale(p), both from src/backend/rng.ts).
  */
+/** Backend.addUniformNoise: x[i] += f32(u_i·scale), u_i = (hash32(seed, i) >>> 8)·2⁻²³ − 1 (exact). */
+export function add_uniform_noise(x: usize, scale: f32, seed: u32, i0: i32, i1: i32): void {
+  for (let i = i0; i < i1; i++) {
+    const o = <usize>i << 2;
+    const u = <f32>(hash32(seed, <u32>i) >>> 8) * <f32>1.1920928955078125e-7 - <f32>1.0;
+    store<f32>(x + o, load<f32>(x + o) + u * scale);
+  }
+}
+
 export function dropout(out: usize, x: usize, threshold: u32, scale: f32, seed: u32, i0: i32, i1: i32): void {
   const tv = i32x4.splat(<i32>threshold), sv = f32x4.splat(scale);
   let i = i0;

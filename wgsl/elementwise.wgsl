@@ -1,7 +1,9 @@
 // Elementwise kernels (backend.ts): Backend.add ↔ add, Backend.dropout ↔ dropout,
+// Backend.addUniformNoise ↔ add_uniform_noise,
 // Backend.copy ↔ copy, Backend.fill ↔ fill, Backend.softcap ↔ softcap.
 //   add      o[i] += alpha·x[i]
 //   softcap  o[i] = cap·tanh(o[i] / cap)   (in place; tanh_f32 of tanh.wgsl)
+//   add_uniform_noise  o[i] += f32(u·scale), u = (hash32(seed, i0 + i) >> 8)·2⁻²³ − 1 (exact)
 //   dropout  o[i] = hash32(seed, i0 + i) ≥ threshold ? x[i]·scale : 0 (scale = f32(1/(1−p)),
 //            a product, so every backend is bit-identical; rng.wgsl)
 //   copy     bytes dst[dst_byte ..+nbytes] = src[src_byte ..]    (any alignment; one word each)
@@ -64,6 +66,16 @@ fn dropout(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
     r = x_at(i) * P.scale;
   }
   o[P.o_off + i] = r;
+}
+
+@compute @workgroup_size(256)
+fn add_uniform_noise(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = grid_index(wid, nwg, lid);
+  if (i >= P.n) {
+    return;
+  }
+  let u = f32(hash32(P.seed, P.i0 + i) >> 8u) * 1.1920928955078125e-7 - 1.0;
+  o[P.o_off + i] = o[P.o_off + i] + u * P.scale;
 }
 
 @compute @workgroup_size(256)

@@ -206,6 +206,13 @@ export interface Backend {
   /** In place x[i] ← cap · tanh(x[i] / cap) for i < n (Gemma 2's final logit soft-cap), cap > 0. */
   softcap(x: Tensor, n: number, cap: number): void;
 
+  /**
+   * In place x[i] += f32(u_i · scale), u_i = (hash32(seed, i) >>> 8)·2⁻²³ − 1, uniform in [−1, 1)
+   * (exact in f32, the same counter hash as dropout): NEFTune's embedding noise, bit-identical
+   * on every backend.
+   */
+  addUniformNoise(x: Tensor, n: number, scale: number, seed: number): void;
+
   /** out[i] += alpha · x[i] for i < n. */
   add(out: Tensor, x: Tensor, n: number, alpha?: number): void;
 

@@ -59,6 +59,7 @@ export class CountingBackend implements Backend {
   softcap(): void {}
   add(): void {}
   dropout(): void {}
+  addUniformNoise(): void {}
   crossEntropy(): void {}
   qMatmulBackwardInput(): void {}
   rmsNormBackward(): void {}

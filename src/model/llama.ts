@@ -161,17 +161,25 @@ export class LlamaModel {
    * final hidden state in ws.layerIn(L). With a KV cache (ws.kv), B must be 1 and the tokens
    * sit at positions pos0 .. pos0+T−1. `seed` enables LoRA dropout (training only).
    */
-  forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null } = {}): void {
+  forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null; neftuneAlpha?: number } = {}): void {
     const c = this.config, be = this.backend, R = B * T;
     ws.checkRows(B, T);
+    // NEFTune (Jain et al.; TRL's hook on the embedding module): training only, uniform noise of
+    // magnitude alpha / √(T·C) on the embedding output, before Gemma's √C normalizer
+    const alpha = opts.neftuneAlpha ?? 0;
+    const noise = (x: Tensor) => {
+      if (alpha > 0 && opts.seed !== undefined) be.addUniformNoise(x, R * c.hiddenSize, alpha / Math.sqrt(T * c.hiddenSize), deriveSeed(opts.seed, c.numLayers, LINEAR_NAMES.length));
+    };
     if (this.variant.embedScale) {
       // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer
       const tmp = ws.acts(0).h1;
       be.embedding(tmp, this.embed, ws.ids, R, c.hiddenSize);
+      noise(tmp);
       be.fill(ws.layerIn(0), 0, 0, R * c.hiddenSize);
       be.add(ws.layerIn(0), tmp, R * c.hiddenSize, Math.fround(Math.sqrt(c.hiddenSize)));
     } else {
       be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
+      noise(ws.layerIn(0));
     }
     for (let l = 0; l < c.numLayers; l++) this.layerForward(ws, l, B, T, opts.pos0 ?? 0, opts.lora ?? null, opts.seed);
   }

@@ -21,8 +21,8 @@ export interface MicroBatch {
  * into `lossAcc` (f32 [≥ B·T], rows with ignored targets add 0), so the caller reads one buffer
  * per optimizer step.
  */
-export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdapters, mb: MicroBatch, gradScale: number, seed: number | undefined, lossAcc: Tensor): void {
-  forwardLoss(model, ws, lora, mb, seed, gradScale);
+export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdapters, mb: MicroBatch, gradScale: number, seed: number | undefined, lossAcc: Tensor, neftuneAlpha = 0): void {
+  forwardLoss(model, ws, lora, mb, seed, gradScale, neftuneAlpha);
   model.backend.add(lossAcc, ws.losses, mb.B * mb.T);
   model.backward(ws, mb.B, mb.T, lora, seed);
 }
@@ -31,11 +31,11 @@ export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdap
  * Forward and per-row losses into ws.losses. With `gradScale`, ws.dh is left holding the
  * gradient of the loss (scaled by it) w.r.t. the final normed hidden state, ready for model.backward.
  */
-export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number): void {
+export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number, neftuneAlpha = 0): void {
   const be = model.backend, R = mb.B * mb.T;
   checkInputIds(mb, model.config.vocabSize);
   be.write(ws.ids, mb.ids.subarray(0, R));
-  model.forward(ws, mb.B, mb.T, { lora, seed });
+  model.forward(ws, mb.B, mb.T, { lora, seed, neftuneAlpha });
   model.lossHead(ws, R, mb.targets, gradScale);
 }
 

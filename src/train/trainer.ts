@@ -19,6 +19,8 @@ export interface TrainOptions {
   warmupRatio: number;
   /** 0 disables clipping */
   maxGradNorm: number;
+  /** NEFTune noise alpha on the input embeddings during training (0: off; TRL's neftune_noise_alpha). */
+  neftuneAlpha: number;
   weightDecay: number;
   beta1: number;
   beta2: number;
@@ -35,7 +37,7 @@ export interface TrainOptions {
 /** QLoRA paper defaults (QLORA_SPEC §6-7) — lr 2e-4, constant, clip 0.3, wd 0 — with plain AdamW (paged-adamw is opt-in). */
 export const TRAIN_DEFAULTS: Omit<TrainOptions, 'totalSteps'> = {
   optimizer: 'adamw', lr: 2e-4, schedule: 'constant', warmupRatio: 0.03, maxGradNorm: 0.3, weightDecay: 0,
-  beta1: 0.9, beta2: 0.999, eps: 1e-8, batchSize: 1, gradAccum: 1, seqLen: 512, checkpointing: false, seed: 0,
+  beta1: 0.9, beta2: 0.999, eps: 1e-8, batchSize: 1, gradAccum: 1, seqLen: 512, checkpointing: false, seed: 0, neftuneAlpha: 0,
 };
 
 /** Where micro-batches come from; its state goes into checkpoints so a resume continues exactly. */
@@ -211,7 +213,8 @@ export class Trainer {
     if (scored > 0) {
       for (let i = 0; i < mbs.length; i++) {
         const seed = deriveSeed(o.seed, this.step, i);
-        forwardBackward(this.model, this.ws, this.lora, mbs[i]!, 1 / scored, this.lora.config.dropout > 0 ? seed : undefined, this.lossAcc);
+        const noise = (o.neftuneAlpha ?? 0) > 0;
+        forwardBackward(this.model, this.ws, this.lora, mbs[i]!, 1 / scored, this.lora.config.dropout > 0 || noise ? seed : undefined, this.lossAcc, o.neftuneAlpha ?? 0);
       }
     }
     let first = true;

@@ -387,6 +387,12 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       for (let i = 0; i < n; i++) o[i] = r(o[i]! + r(al * xs[i]!));
     },
 
+    addUniformNoise(x, n, scale, seed) {
+      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`reference addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
+      const xs = F(x, n, 'addUniformNoise x'), sc = r(scale);
+      for (let i = 0; i < n; i++) xs[i] = r(xs[i]! + r((((hash32(seed, i) >>> 8) * 2 ** -23) - 1) * sc));
+    },
+
     dropout(out, x, n, p, seed) {
       const o = F(out, n, 'dropout out'), xs = F(x, n, 'dropout x');
       const thr = dropThreshold(p);

@@ -60,7 +60,7 @@ class WasmQuant implements QuantWeight, QuantSlotShape {
 
 /** Kernels the pool may run, by export name; a job names one by its index here. */
 const PAR_KERNELS = ['matmul', 'q_matmul', 'q_matmul_backward_input', 'rms_norm', 'rms_norm_backward', 'rope', 'rope_backward',
-  'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'cross_entropy',
+  'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'add_uniform_noise', 'cross_entropy',
   'geglu', 'geglu_backward', 'softcap', 'cross_entropy_softcap',
   'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par'] as const;
 type ParKernel = (typeof PAR_KERNELS)[number];
@@ -413,6 +413,11 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 
     add(out, x, n, alpha = 1) {
       par('add', [f32(out, n, 'add out'), f32(x, n, 'add x'), alpha, 0, n], 3, -1, 16, 2);
+    },
+
+    addUniformNoise(x, n, scale, seed) {
+      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
+      par('add_uniform_noise', [f32(x, n, 'addUniformNoise x'), Math.fround(scale), seed >>> 0, 0, n], 3, -1, 16, 4);
     },
 
     dropout(out, x, n, p, seed) {

@@ -63,6 +63,7 @@ export interface KernelExports {
   geglu_backward(dgate: number, dup: number, dout: number, gate: number, up: number, i0: number, i1: number): void;
   softcap(x: number, cap: number, i0: number, i1: number): void;
   dropout(out: number, x: number, threshold: number, scale: number, seed: number, i0: number, i1: number): void;
+  add_uniform_noise(x: number, scale: number, seed: number, i0: number, i1: number): void;
   cross_entropy(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, r0: number, r1: number): void;
   cross_entropy_softcap(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, cap: number, r0: number, r1: number): void;
   sum_squares(out: number, x: number, accumulate: number, i0: number, i1: number): void;

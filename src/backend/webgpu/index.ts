@@ -578,6 +578,11 @@ function makeBackend(rt: GpuRuntime): Backend {
       elementwise('add', out, x, n, { alpha });
     },
 
+    addUniformNoise(x, n, scale, seed) {
+      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
+      elementwise('add_uniform_noise', x, x, n, { scale: Math.fround(scale), seed: seed >>> 0 });
+    },
+
     dropout(out, x, n, p, seed) {
       if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
       elementwise('dropout', out, x, n, { threshold: dropThreshold(p), scale: dropScale(p), seed: seed >>> 0 });
@@ -756,8 +761,8 @@ function makeBackend(rt: GpuRuntime): Backend {
   }
 
   /** add / dropout: o (op)= x over n elements, in ranges that fit a binding; x may alias o. */
-  function elementwise(entry: 'add' | 'dropout', out: Tensor, x: Tensor, n: number, params: Record<string, number>): void {
-    const what = entry === 'add' ? 'add' : 'dropout';
+  function elementwise(entry: 'add' | 'dropout' | 'add_uniform_noise', out: Tensor, x: Tensor, n: number, params: Record<string, number>): void {
+    const what = entry;
     const bo = f32(out, n, `${what} out`), bx = f32(x, n, `${what} x`);
     const inPlace = bo === bx;
     for (const [i0, i1] of ranges(n, [bo, bx])) {

@@ -52,6 +52,7 @@ const FLAGS: FlagTable = {
   schedule: { kind: 'choice', choices: ['constant', 'cosine', 'linear'], default: D.schedule, group: 'optimization', help: 'learning-rate schedule after the warmup' },
   'warmup-ratio': { kind: 'number', arg: 'X', min: 0, max: 1, default: D.warmupRatio, group: 'optimization', help: 'share of the steps over which the learning rate rises linearly' },
   'max-grad-norm': { kind: 'number', arg: 'X', min: 0, default: D.maxGradNorm, group: 'optimization', help: 'clip the gradient to this global norm (0: no clipping)' },
+  'neftune-alpha': { kind: 'number', arg: 'X', min: 0, default: D.neftuneAlpha, group: 'optimization', help: 'NEFTune: uniform noise of magnitude X/sqrt(seq·hidden) on the input embeddings while training (0: off; TRL uses 5)' },
   'weight-decay': { kind: 'number', arg: 'X', min: 0, default: D.weightDecay, group: 'optimization', help: 'AdamW decoupled weight decay' },
   'batch-size': BATCH_SIZE,
   'grad-accum': { kind: 'int', arg: 'N', min: 1, default: D.gradAccum, group: 'optimization', help: 'micro-batches per optimizer step' },
@@ -107,13 +108,14 @@ function trainOptionsFrom(p: Parsed): Omit<TrainOptions, 'totalSteps'> {
     seqLen: optNum(p, 'seq-len') ?? D.seqLen,
     checkpointing: bool(p, 'checkpointing'),
     seed: num(p, 'seed'),
+    neftuneAlpha: num(p, 'neftune-alpha'),
   };
 }
 
 /** What a checkpoint fixes, by the flag that would set it. */
 const RESUMED: Array<[string, (s: TrainerState) => unknown]> = [
   ['lr', (s) => s.options.lr], ['schedule', (s) => s.options.schedule], ['warmup-ratio', (s) => s.options.warmupRatio],
-  ['max-grad-norm', (s) => s.options.maxGradNorm], ['weight-decay', (s) => s.options.weightDecay], ['optimizer', (s) => s.options.optimizer],
+  ['max-grad-norm', (s) => s.options.maxGradNorm], ['neftune-alpha', (s) => s.options.neftuneAlpha ?? 0], ['weight-decay', (s) => s.options.weightDecay], ['optimizer', (s) => s.options.optimizer],
   ['batch-size', (s) => s.options.batchSize], ['grad-accum', (s) => s.options.gradAccum], ['seq-len', (s) => s.options.seqLen],
   ['seed', (s) => s.options.seed], ['checkpointing', (s) => s.options.checkpointing], ['steps', (s) => s.options.totalSteps],
   ['lora-r', (s) => s.lora.r], ['lora-alpha', (s) => s.lora.alpha], ['lora-dropout', (s) => s.lora.dropout], ['use-rslora', (s) => s.lora.useRslora],
