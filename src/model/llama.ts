@@ -401,9 +401,10 @@ export class LlamaModel {
     }
     be.matmul(pair.dA, ws.dt, xin, r, lin.K, R, { transA: true, accumulate: true });
     if (dropped) {
-      // d(drop(x)) = dt·A, then the same mask and scale: d(x) = drop'(d(drop(x)))
-      be.matmul(ws.xd2, ws.dt, pair.A, R, lin.K, r);
-      be.dropout(ws.xd, ws.xd2, R * lin.K, p, seed);
+      // d(drop(x)) = dt·A, then the same mask and scale: d(x) = drop'(d(drop(x))); drop(x) has
+      // served dA above, so its buffer takes d(drop(x)) (calls run in order; dropout is in place)
+      be.matmul(ws.xd, ws.dt, pair.A, R, lin.K, r);
+      be.dropout(ws.xd, ws.xd, R * lin.K, p, seed);
       be.add(dx, ws.xd, R * lin.K);
     } else {
       be.matmul(dx, ws.dt, pair.A, R, lin.K, r, { accumulate: true });
@@ -431,7 +432,7 @@ export interface LayerActs {
 }
 
 /** Bytes of logits one loss-head chunk may hold. */
-export const HEAD_CHUNK_BYTES = 16 * 2 ** 20;
+export const HEAD_CHUNK_BYTES = 8 * 2 ** 20;
 
 export interface WorkspaceOptions {
   /** Largest B and T this workspace serves. */
@@ -477,7 +478,6 @@ export class Workspace {
   readonly lastRstd: Tensor;
   readonly lastLogits: Tensor;
   readonly xd: Tensor;
-  readonly xd2: Tensor;
   /** [R, C] scratch of the sandwich norms' outputs */
   readonly tmpC: Tensor;
   readonly dropout: number;
@@ -522,7 +522,7 @@ export class Workspace {
     // generation only needs the last row's norm (lastNorm); training and eval the whole head
     this.hF = opts.kvCache ? none('hF') : f(R * C, 'hF');
     this.rstdF = opts.kvCache ? none('rstdF') : f(R, 'rstdF');
-    // the loss head's chunk: ≤ 16 MiB of logits (and never more rows than the batch has)
+    // the loss head's chunk: ≤ 8 MiB of logits (and never more rows than the batch has)
     const loss = opts.training || !opts.kvCache;
     this.headRows = loss ? Math.max(1, Math.min(R, opts.headRows ?? Math.floor(HEAD_CHUNK_BYTES / (4 * V)))) : 0;
     this.headIn = loss ? f(this.headRows * C, 'head.in') : none('head.in');
@@ -538,7 +538,6 @@ export class Workspace {
     const tr = opts.training;
     // LoRA dropout runs only in training (it needs a seed)
     this.xd = r > 0 && tr ? f(R * maxK, 'xd') : none('xd');
-    this.xd2 = r > 0 && tr ? f(R * maxK, 'xd2') : none('xd2');
     this.dres = tr ? f(R * C, 'dres') : none('dres');
     this.dh = tr ? f(R * C, 'dh') : none('dh');
     this.dq = tr ? f(R * HD, 'dq') : none('dq');

@@ -55,7 +55,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   // once), so a load does not leave a float32 copy of every weight behind for the GC
   let widest = 0;
   for (const name of LINEAR_NAMES) { const src = linearSource(c, 0, name); widest = Math.max(widest, src.rows * linearShape(c, name)[1]); }
-  const scratch = mode !== 'none' ? new Float32Array(widest) : null;
+  let scratch = mode !== 'none' ? new Float32Array(widest) : null;
   const readLinear = (wname: string, n: number) => src.readFloat(wname, scratch ? scratch.subarray(0, n) : undefined);
   const allocated: Tensor[] = [];
   const quantized: ReturnType<Backend['uploadQuant']>[] = [];
@@ -178,6 +178,10 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
       blocks.push({ inNorm, postNorm, attnOutNorm, mlpOutNorm, qNorm, kNorm, lin });
       if (paging) host.push(hostLayer);
     }
+    // the float32 scratch (the widest linear weight: 180 MB for a 7B MLP) is garbage from here on;
+    // collect it now so the training step's peak does not sit on top of it
+    scratch = null;
+    opts.collect?.();
     const effective = quantized.length > 0
       ? { mode: quantized[0]!.quantType, doubleQuant: quantized[0]!.doubleQuant, blocksize: quantized[0]!.blocksize }
       : { mode: 'none' as const, doubleQuant: false, blocksize };
