@@ -212,7 +212,6 @@ export function configFromHf(json: unknown, fileName: string): ModelConfig {
   const activation: Variant['activation'] = fam.id.startsWith('gemma') ? 'gelu_tanh' : 'silu';
   const wantAct = activation === 'silu' ? 'silu' : 'gelu_pytorch_tanh';
   if (has(act) && j[act] !== wantAct) fail(`${act} ${JSON.stringify(j[act])} is not supported (expected "${wantAct}").`);
-  if (fam.id.startsWith('gemma') && has('hidden_act') && has('hidden_activation')) only('hidden_act', j.hidden_act, '');
 
   // ---- RoPE, in either layout --------------------------------------------------------------
   const parseRope = (r: Record<string, unknown>, where: string, thetaDefault: number | null): { theta: number; scaling: RopeScaling | null } => {

@@ -17,7 +17,7 @@ import { ggufArchOf, hfToGgufTensor, type GgufArch } from '../io/gguf-arch.ts';
 import { encodeTensor, GGML, ggufBytes, meta, rotateHalfToInterleaved, writeGgufFile, type GgufDtype, type GgufTensorOut, type MetaValue } from '../io/gguf-write.ts';
 import type { ByteSink, ByteSource } from '../io/source.ts';
 import type { ModelConfig } from './config.ts';
-import { LINEAR_NAMES, linearSource } from './config.ts';
+import { LINEAR_NAMES, linearShape, linearSource } from './config.ts';
 import { LoraAdapters, type LoraConfig, type LoraModule } from './lora.ts';
 
 export type AdapterDtype = Exclude<GgufDtype, 'q4_0'>;
@@ -116,7 +116,7 @@ export async function readGgufAdapter(src: ByteSource, backend: Backend, c: Mode
     for (const lin of LINEAR_NAMES) {
       const ls = linearSource(c, l, lin);
       const g = hfToGgufTensor(arch, `${ls.path}.weight`)!;
-      if (!modules.has(g)) modules.set(g, { path: ls.path, module: ls.module, rows: ls.rows, K: lin === 'o_proj' ? c.numHeads * c.headDim : lin === 'down_proj' ? c.intermediateSize : c.hiddenSize });
+      if (!modules.has(g)) modules.set(g, { path: ls.path, module: ls.module, rows: ls.rows, K: linearShape(c, lin)[1] });
     }
   }
   const byName = new Map(file.tensors.map((t) => [t.name, t]));

@@ -242,8 +242,10 @@ export class LlamaModel {
     const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim, D = c.headDim;
     const x = ws.layerIn(l), out = ws.layerIn(l + 1), rope = this.ropeOf(l);
     this.pager?.ensure(l);
-    const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) =>
-      this.linearForward(ws, blk.lin[name], lora?.get(l, name) ?? null, input, y, a.t[name], R, accumulate, dropSeed(seed, l, lora?.get(l, name) ?? null, name));
+    const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) => {
+      const pair = lora?.get(l, name) ?? null;
+      this.linearForward(ws, blk.lin[name], pair, input, y, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
+    };
 
     be.rmsNorm(a.h1, a.rstd1, x, blk.inNorm, R, C, c.rmsNormEps);
     if (v.qkNorm) {
@@ -311,12 +313,16 @@ export class LlamaModel {
     else be.matmul(y, x, lin.weight.w, R, lin.N, lin.K, { transB: true, accumulate, bias });
     if (!pair || !t) return;
     const r = pair.r, p = ws.dropout;
-    let xin = x;
-    if (seed !== undefined && p > 0) {
-      be.dropout(ws.xd, x, R * lin.K, p, seed);
-      xin = ws.xd;
+    // the parts of a fused module (Phi-3's q/k/v, gate/up) share A and the input: t is computed
+    // by the first part (which runs first) and reused by the others
+    if (pair.row0 === 0) {
+      let xin = x;
+      if (seed !== undefined && p > 0) {
+        be.dropout(ws.xd, x, R * lin.K, p, seed);
+        xin = ws.xd;
+      }
+      be.matmul(t, xin, pair.A, R, r, lin.K, { transB: true });
     }
-    be.matmul(t, xin, pair.A, R, r, lin.K, { transB: true });
     be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: pair.scaling, accumulate: true });
   }
 
@@ -343,8 +349,10 @@ export class LlamaModel {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, D = c.headDim, rope = this.ropeOf(l);
     this.pager?.ensure(l);
-    const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) =>
-      this.linearBackward(ws, blk.lin[name], lora.get(l, name), dy, dx, x, a.t[name], R, accumulate, dropSeed(seed, l, lora.get(l, name), name));
+    const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) => {
+      const pair = lora.get(l, name);
+      this.linearBackward(ws, blk.lin[name], pair, dy, dx, x, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
+    };
 
     // x' = x2 + m, m = [norm](a·Wdᵀ)
     let dm = ws.dres;
@@ -410,6 +418,11 @@ export class LlamaModel {
       be.matmul(dx, ws.dt, pair.A, R, lin.K, r, { accumulate: true });
     }
   }
+}
+
+/** The t = drop(x)·Aᵀ buffer of an adapted linear: its module's first part's (fused parts share it). */
+function loraT(a: LayerActs, pair: LoraPair | null, name: LinearName): Tensor | undefined {
+  return a.t[pair ? pair.module.parts[0]!.name : name];
 }
 
 const LIN_INDEX: Record<LinearName, number> = Object.fromEntries(LINEAR_NAMES.map((n, i) => [n, i])) as Record<LinearName, number>;

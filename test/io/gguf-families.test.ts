@@ -14,11 +14,11 @@ import { WebqloraError } from '../../src/errors.ts';
 import { NodeOutDir, openModelPath } from '../../src/io/node.ts';
 import { writeGgufModel } from '../../src/io/gguf-write.ts';
 import { loadModel } from '../../src/model/load.ts';
-import { ropeAngles, Workspace } from '../../src/model/llama.ts';
+import { ropeAngles } from '../../src/model/llama.ts';
 import type { ModelConfig } from '../../src/model/config.ts';
-import { forwardLoss } from '../../src/train/step.ts';
 import { ARCHS, FAMILIES, readReference } from '../model/archs.ts';
 import { mathConfig } from '../helpers/index.ts';
+import { batchLogits } from '../helpers/logits.ts';
 
 /** Families whose fixture llama.cpp cannot compute as transformers does, and why. */
 const REFUSED: Record<string, RegExp> = {
@@ -34,15 +34,7 @@ async function allLogits(path: string, ref: Awaited<ReturnType<typeof readRefere
   const src = await openModelPath(path);
   const model = await loadModel(src, wasm, { quant: 'none', maxPositions: ref.batch.T });
   await src.close();
-  const { B, T } = ref.batch, V = model.config.vocabSize;
-  const ws = new Workspace(wasm, model.config, { batch: B, seqLen: T, training: false, checkpointing: false, loraRank: 0 });
-  forwardLoss(model, ws, null, ref.batch, undefined);
-  const out = new Float32Array(B * T * V);
-  for (let r = 0; r < B * T; r++) {
-    model.headLastRow(ws, r);
-    out.set((await wasm.read(ws.lastLogits)) as Float32Array, r * V);
-  }
-  ws.free();
+  const out = await batchLogits(model, ref.batch);
   model.free();
   return out;
 }

@@ -19,15 +19,14 @@ import { writeGgufModel } from '../../src/io/gguf-write.ts';
 import { configFromHf } from '../../src/model/config.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
-import { Workspace } from '../../src/model/llama.ts';
 import { readGgufAdapter, writeGgufAdapter } from '../../src/model/gguf-adapter.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { generate } from '../../src/generate/generate.ts';
-import { forwardLoss } from '../../src/train/step.ts';
 import { tokenizerFromGguf } from '../../src/tokenizer/load.ts';
 import { vocabFromHfDir } from '../../src/tokenizer/to-gguf.ts';
 import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
 import { LlamaCppModel, testLlamaCpp } from '../helpers/llamacpp.ts';
+import { batchLogits, logSoftmaxRows } from '../helpers/logits.ts';
 
 const ATOL = 1e-4, RTOL = 1e-5;
 const CLI = join(REPO, 'dist', 'node', 'cli.js');
@@ -53,19 +52,7 @@ async function webqlora(modelPath: string, adapter: string | null, ids: number[]
     lora = await readGgufAdapter(f, be, model.config);
     await f.close();
   }
-  const T = ids.length, V = model.config.vocabSize;
-  const ws = new Workspace(be, model.config, { batch: 1, seqLen: T, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0 });
-  forwardLoss(model, ws, lora, { ids: Int32Array.from(ids), targets: new Int32Array(T).fill(-100), B: 1, T }, undefined);
-  const lp = new Float64Array(T * V);
-  for (let t = 0; t < T; t++) {
-    model.headLastRow(ws, t);
-    const l = (await be.read(ws.lastLogits)) as Float32Array;
-    let mx = -Infinity, z = 0;
-    for (let j = 0; j < V; j++) mx = Math.max(mx, l[j]!);
-    for (let j = 0; j < V; j++) z += Math.exp(l[j]! - mx);
-    for (let j = 0; j < V; j++) lp[t * V + j] = l[j]! - mx - Math.log(z);
-  }
-  ws.free();
+  const lp = logSoftmaxRows(await batchLogits(model, ids, lora), model.config.vocabSize);
   const greedy = (await generate(model, prompt, { maxNewTokens: 32, temperature: 0, adapters: lora, stopIds: [] })).outputIds;
   lora?.free();
   model.free();

@@ -20,11 +20,10 @@ import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { NodeOutDir, openModelPath } from '../../src/io/node.ts';
 import { writeGgufModel } from '../../src/io/gguf-write.ts';
 import { loadModel } from '../../src/model/load.ts';
-import { Workspace } from '../../src/model/llama.ts';
-import { forwardLoss } from '../../src/train/step.ts';
 import { ARCHS, readReference } from '../model/archs.ts';
 import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
 import { LlamaCppModel, testLlamaCpp } from '../helpers/llamacpp.ts';
+import { batchLogits, logSoftmaxRows } from '../helpers/logits.ts';
 
 const TOL: Record<string, [number, number]> = { gemma2: [5e-3, 5e-4] };
 const ATOL = 2e-4, RTOL = 2e-5;
@@ -40,21 +39,7 @@ async function webqloraLogProbs(path: string, ids: number[]): Promise<Float64Arr
   const src = await openModelPath(path);
   const model = await loadModel(src, be, { quant: 'none', maxPositions: ids.length });
   await src.close();
-  const T = ids.length, V = model.config.vocabSize;
-  const ws = new Workspace(be, model.config, { batch: 1, seqLen: T, training: false, checkpointing: false, loraRank: 0 });
-  forwardLoss(model, ws, null, { ids: Int32Array.from(ids), targets: new Int32Array(T).fill(-100), B: 1, T }, undefined);
-  const out = new Float64Array(T * V);
-  for (let t = 0; t < T; t++) {
-    model.headLastRow(ws, t);
-    const l = (await be.read(ws.lastLogits)) as Float32Array;
-    let mx = -Infinity;
-    for (let j = 0; j < V; j++) mx = Math.max(mx, l[j]!);
-    let z = 0;
-    for (let j = 0; j < V; j++) z += Math.exp(l[j]! - mx);
-    const lse = mx + Math.log(z);
-    for (let j = 0; j < V; j++) out[t * V + j] = l[j]! - lse;
-  }
-  ws.free();
+  const out = logSoftmaxRows(await batchLogits(model, ids), model.config.vocabSize);
   model.free();
   return out;
 }

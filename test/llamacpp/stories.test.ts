@@ -13,13 +13,13 @@ import type { Backend } from '../../src/backend/backend.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { openModelPath } from '../../src/io/node.ts';
 import { loadModel } from '../../src/model/load.ts';
-import { Workspace, type LlamaModel } from '../../src/model/llama.ts';
+import type { LlamaModel } from '../../src/model/llama.ts';
 import { generate } from '../../src/generate/generate.ts';
-import { forwardLoss } from '../../src/train/step.ts';
 import { tokenizerFromVocab } from '../../src/tokenizer/load.ts';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { STORIES_GGUF } from '../helpers/index.ts';
 import { LlamaCppModel, testLlamaCpp } from '../helpers/llamacpp.ts';
+import { batchLogits, logSoftmaxRows } from '../helpers/logits.ts';
 
 const T = 40;
 const TEXT = 'Once upon a time, there was a little dog named Max. Max liked to run in the big green park with his friend Sue. One day, they found a ball.';
@@ -56,22 +56,8 @@ test.after(async () => {
 });
 
 /** webqlora's ln p per position (f64 log-softmax of its f32 logits), (T, V). */
-async function webqloraLogProbs({ wasm, model }: Both, ids: number[]): Promise<Float64Array> {
-  const V = model.config.vocabSize, n = ids.length;
-  const ws = new Workspace(wasm, model.config, { batch: 1, seqLen: n, training: false, checkpointing: false, loraRank: 0 });
-  forwardLoss(model, ws, null, { ids: Int32Array.from(ids), targets: new Int32Array(n).fill(-100), B: 1, T: n }, undefined);
-  const lp = new Float64Array(n * V);
-  for (let r = 0; r < n; r++) {
-    model.headLastRow(ws, r);
-    const z = (await wasm.read(ws.lastLogits)) as Float32Array;
-    let m = -Infinity, s = 0;
-    for (const v of z) m = Math.max(m, v);
-    for (const v of z) s += Math.exp(v - m);
-    const lse = m + Math.log(s);
-    for (let v = 0; v < V; v++) lp[r * V + v] = z[v]! - lse;
-  }
-  ws.free();
-  return lp;
+async function webqloraLogProbs({ model }: Both, ids: number[]): Promise<Float64Array> {
+  return logSoftmaxRows(await batchLogits(model, ids), model.config.vocabSize);
 }
 
 test('llama.cpp ln p at every position of 40 tokens equals webqlora --quant none on WASM', async () => {

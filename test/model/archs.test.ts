@@ -20,8 +20,9 @@ import { loadModel } from '../../src/model/load.ts';
 import { saveAdapter } from '../../src/model/peft.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
-import { forwardBackward, forwardLoss, scoredTokens } from '../../src/train/step.ts';
+import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
 import { ARCHS, FAMILIES, perplexity64, readReference, type Reference } from './archs.ts';
+import { batchLogits } from '../helpers/logits.ts';
 
 function relNorm(a: Float32Array, b: Float32Array): number {
   let d = 0, n = 0;
@@ -36,16 +37,7 @@ async function logitsOf(be: Backend, dir: string, ref: Reference, withAdapter: b
   await src.close();
   const lora = withAdapter ? await loadAdapterAt(join(dir, 'adapter'), be, model.config) : null;
   const { B, T } = ref.batch;
-  const V = model.config.vocabSize;
-  const ws = new Workspace(be, model.config, { batch: B, seqLen: T, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0 });
-  forwardLoss(model, ws, lora, ref.batch, undefined);
-  // every row's logits through the generation head (soft-cap applied there)
-  const logits = new Float32Array(B * T * V);
-  for (let r = 0; r < B * T; r++) {
-    model.headLastRow(ws, r);
-    logits.set((await be.read(ws.lastLogits)) as Float32Array, r * V);
-  }
-  ws.free();
+  const logits = await batchLogits(model, ref.batch, lora);
   const ev = await evaluate(model, [ref.batch], { maxBatch: B, maxSeqLen: T, adapters: lora });
   lora?.free();
   model.free();

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Rng, assertBitsEqual } from '../helpers/index.ts';
-import { quantize4bit, dequantize4bit, effectiveAbsmax, quantizeBlockwise8, dequantizeBlockwise8 } from '../../src/quant/quantize.ts';
+import { quantize4bit, dequantize4bit, effectiveAbsmax, quantizeBlockwise8, dequantizeBlockwise8, sliceQuantRows } from '../../src/quant/quantize.ts';
 import { quantize4bitRef, dequantize4bitRef, quantizeBlockwise8Ref, dequantizeBlockwise8Ref, dqRecoverAbsmaxRef } from '../../src/backend/reference/quant.ts';
 import { ALLOWED_BLOCKSIZES, type QuantType } from '../../src/quant/types.ts';
 import { DYNAMIC_SIGNED } from '../../src/quant/tables.ts';
@@ -106,6 +106,24 @@ test('a blocksize bnb does not support is a clear error', async () => {
   } catch (e) {
     assert.match((e as Error).message, /blocksize 100 is not supported/);
   }
+});
+
+test('sliceQuantRows: a row slice dequantizes to exactly those rows of the whole (double quant kept on a nested-block boundary, else recovered absmax)', async () => {
+  const rng = new Rng(91);
+  // K 64, blocksize 64: a row is one block; 256 blocks per nested block
+  const N = 600, K = 64, w = rng.f32(N * K, 0.05);
+  for (const doubleQuant of [true, false]) {
+    const q = await quantize4bit(w, { quantType: 'nf4', blocksize: 64, doubleQuant, shape: [N, K] });
+    const whole = await dequantize4bit(q);
+    for (const [row0, rows, keepsDq] of [[0, 100, true], [256, 300, true], [64, 128, false], [512, 88, true], [100, 1, false]] as const) {
+      const s = sliceQuantRows(q, row0, rows);
+      assert.equal(s.shape, [rows, K]);
+      assert.is(s.dq !== null, doubleQuant && keepsDq, `dq kept for rows ${row0}+${rows}`);
+      assertBitsEqual(await dequantize4bit(s), whole.subarray(row0 * K, (row0 + rows) * K), `rows ${row0}+${rows}${doubleQuant ? ' dq' : ''}`);
+    }
+  }
+  const q = await quantize4bit(rng.f32(8 * 48, 0.05), { quantType: 'nf4', blocksize: 64, doubleQuant: false, shape: [8, 48] });
+  assert.throws(() => sliceQuantRows(q, 1, 2), /does not start a 64-block/);
 });
 
 test.run();

@@ -539,31 +539,8 @@ function makeBackend(rt: GpuRuntime): Backend {
       });
     },
 
-    swiglu(out, gate, up, n) {
-      const bo = f32(out, n, 'swiglu out'), bg = f32(gate, n, 'swiglu gate'), bu = f32(up, n, 'swiglu up');
-      const alias = (bg === bo ? 1 : 0) | (bu === bo ? 2 : 0);
-      for (const [i0, i1] of ranges(n, [bo, bg, bu])) {
-        const c = i1 - i0, ov = win(bo, 4, i0, c, 'swiglu out');
-        const views: Record<string, View> = { o: ov.v };
-        const params: Record<string, number> = { n: c, o_off: ov.off };
-        if (!(alias & 1)) { const g = win(bg, 4, i0, c, 'swiglu gate'); views.gate = g.v; params.g_off = g.off; }
-        if (!(alias & 2)) { const u = win(bu, 4, i0, c, 'swiglu up'); views.up = u.v; params.u_off = u.off; }
-        rt.dispatch('swiglu', 'swiglu', { ALIAS: alias }, views, params, rt.grid1d(c));
-      }
-    },
-
-    geglu(out, gate, up, n) {
-      const bo = f32(out, n, 'geglu out'), bg = f32(gate, n, 'geglu gate'), bu = f32(up, n, 'geglu up');
-      const alias = (bg === bo ? 1 : 0) | (bu === bo ? 2 : 0);
-      for (const [i0, i1] of ranges(n, [bo, bg, bu])) {
-        const c = i1 - i0, ov = win(bo, 4, i0, c, 'geglu out');
-        const views: Record<string, View> = { o: ov.v };
-        const params: Record<string, number> = { n: c, o_off: ov.off };
-        if (!(alias & 1)) { const g = win(bg, 4, i0, c, 'geglu gate'); views.gate = g.v; params.g_off = g.off; }
-        if (!(alias & 2)) { const u = win(bu, 4, i0, c, 'geglu up'); views.up = u.v; params.u_off = u.off; }
-        rt.dispatch('swiglu', 'geglu', { ALIAS: alias }, views, params, rt.grid1d(c));
-      }
-    },
+    swiglu(out, gate, up, n) { gated('swiglu', out, gate, up, n); },
+    geglu(out, gate, up, n) { gated('geglu', out, gate, up, n); },
 
     softcap(x, n, cap) {
       if (!(cap > 0 && cap < Infinity)) throw new Error(`softcap: cap must be a positive finite number, got ${cap}`);
@@ -656,29 +633,8 @@ function makeBackend(rt: GpuRuntime): Backend {
       });
     },
 
-    swigluBackward(dgate, dup, dout, gate, up, n) {
-      const bdg = f32(dgate, n, 'swigluBackward dgate'), bdu = f32(dup, n, 'swigluBackward dup'), bdo = f32(dout, n, 'swigluBackward dout');
-      const bg = f32(gate, n, 'swigluBackward gate'), bu = f32(up, n, 'swigluBackward up');
-      for (const [i0, i1] of ranges(n, [bdg, bdu, bdo, bg, bu])) {
-        const c = i1 - i0;
-        const o = win(bdg, 4, i0, c, 'swigluBackward dgate'), o2 = win(bdu, 4, i0, c, 'swigluBackward dup'), d = win(bdo, 4, i0, c, 'swigluBackward dout');
-        const g = win(bg, 4, i0, c, 'swigluBackward gate'), u = win(bu, 4, i0, c, 'swigluBackward up');
-        rt.dispatch('swiglu', 'swiglu_backward', {}, { o: o.v, o2: o2.v, dout: d.v, gate: g.v, up: u.v },
-          { n: c, o_off: o.off, o2_off: o2.off, d_off: d.off, g_off: g.off, u_off: u.off }, rt.grid1d(c));
-      }
-    },
-
-    gegluBackward(dgate, dup, dout, gate, up, n) {
-      const bdg = f32(dgate, n, 'gegluBackward dgate'), bdu = f32(dup, n, 'gegluBackward dup'), bdo = f32(dout, n, 'gegluBackward dout');
-      const bg = f32(gate, n, 'gegluBackward gate'), bu = f32(up, n, 'gegluBackward up');
-      for (const [i0, i1] of ranges(n, [bdg, bdu, bdo, bg, bu])) {
-        const c = i1 - i0;
-        const o = win(bdg, 4, i0, c, 'gegluBackward dgate'), o2 = win(bdu, 4, i0, c, 'gegluBackward dup'), d = win(bdo, 4, i0, c, 'gegluBackward dout');
-        const g = win(bg, 4, i0, c, 'gegluBackward gate'), u = win(bu, 4, i0, c, 'gegluBackward up');
-        rt.dispatch('swiglu', 'geglu_backward', {}, { o: o.v, o2: o2.v, dout: d.v, gate: g.v, up: u.v },
-          { n: c, o_off: o.off, o2_off: o2.off, d_off: d.off, g_off: g.off, u_off: u.off }, rt.grid1d(c));
-      }
-    },
+    swigluBackward(dgate, dup, dout, gate, up, n) { gatedBackward('swiglu_backward', dgate, dup, dout, gate, up, n); },
+    gegluBackward(dgate, dup, dout, gate, up, n) { gatedBackward('geglu_backward', dgate, dup, dout, gate, up, n); },
 
     // ---- optimizer --------------------------------------------------------------------
 
@@ -757,6 +713,34 @@ function makeBackend(rt: GpuRuntime): Backend {
     for (const [r0, r1] of rowBlocks(R, row * 4, [bx], what)) {
       const rows = r1 - r0, xv = win(bx, 4, r0 * row, rows * row, `${what} x`);
       rt.dispatch('rope', entry, {}, { x: xv.v, cos_t: cv, sin_t: sv }, { R: rows, T, nh, D, pos0, row0: r0, x_off: xv.off }, rt.grid1d(rows * nh * half));
+    }
+  }
+
+  /** swiglu / geglu (swiglu.wgsl): out = act(gate)·up in binding-sized ranges; out may alias gate or up. */
+  function gated(entry: 'swiglu' | 'geglu', out: Tensor, gate: Tensor, up: Tensor, n: number): void {
+    const bo = f32(out, n, `${entry} out`), bg = f32(gate, n, `${entry} gate`), bu = f32(up, n, `${entry} up`);
+    const alias = (bg === bo ? 1 : 0) | (bu === bo ? 2 : 0);
+    for (const [i0, i1] of ranges(n, [bo, bg, bu])) {
+      const c = i1 - i0, ov = win(bo, 4, i0, c, `${entry} out`);
+      const views: Record<string, View> = { o: ov.v };
+      const params: Record<string, number> = { n: c, o_off: ov.off };
+      if (!(alias & 1)) { const g = win(bg, 4, i0, c, `${entry} gate`); views.gate = g.v; params.g_off = g.off; }
+      if (!(alias & 2)) { const u = win(bu, 4, i0, c, `${entry} up`); views.up = u.v; params.u_off = u.off; }
+      rt.dispatch('swiglu', entry, { ALIAS: alias }, views, params, rt.grid1d(c));
+    }
+  }
+
+  /** swiglu_backward / geglu_backward: dgate, dup from dout and the forward's gate, up. */
+  function gatedBackward(entry: 'swiglu_backward' | 'geglu_backward', dgate: Tensor, dup: Tensor, dout: Tensor, gate: Tensor, up: Tensor, n: number): void {
+    const what = entry === 'swiglu_backward' ? 'swigluBackward' : 'gegluBackward';
+    const bdg = f32(dgate, n, `${what} dgate`), bdu = f32(dup, n, `${what} dup`), bdo = f32(dout, n, `${what} dout`);
+    const bg = f32(gate, n, `${what} gate`), bu = f32(up, n, `${what} up`);
+    for (const [i0, i1] of ranges(n, [bdg, bdu, bdo, bg, bu])) {
+      const c = i1 - i0;
+      const o = win(bdg, 4, i0, c, `${what} dgate`), o2 = win(bdu, 4, i0, c, `${what} dup`), d = win(bdo, 4, i0, c, `${what} dout`);
+      const g = win(bg, 4, i0, c, `${what} gate`), u = win(bu, 4, i0, c, `${what} up`);
+      rt.dispatch('swiglu', entry, {}, { o: o.v, o2: o2.v, dout: d.v, gate: g.v, up: u.v },
+        { n: c, o_off: o.off, o2_off: o2.off, d_off: d.off, g_off: g.off, u_off: u.off }, rt.grid1d(c));
     }
   }
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { WebqloraError } from '../../errors.ts';
 import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
 import { mergeAdapter, mergedValues } from '../../model/merge.ts';
-import { writeGgufModel, type GgufDtype, type MetaValue } from '../../io/gguf-write.ts';
+import { writeGgufModel, type GgufDtype } from '../../io/gguf-write.ts';
 import { ggufArchOf } from '../../io/gguf-arch.ts';
 import { vocabFromHfDir } from '../../tokenizer/to-gguf.ts';
 import type { EmbeddedVocab } from '../../io/weights.ts';
@@ -57,11 +57,11 @@ export const mergeCommand: Command = {
       if (ggufDtype) ggufArchOf(source.config, spec); // refuse what llama.cpp would compute differently first
       const lora = await loadAdapterDir(adapterDir, backend, source.config);
       if (ggufDtype) {
-        const { vocab, metadata } = await ggufVocabOf(spec, source.vocab, copyFrom);
+        const vocab = await ggufVocabOf(spec, source.vocab, copyFrom);
         const merged = mergedValues(source, lora, backend, { quant: q.quant, doubleQuant: q.doubleQuant, blocksize: q.blocksize });
         try {
           const r = await writeGgufModel(source, await new NodeOutDir(dirname(out)).create(basename(out)), {
-            dtype: ggufDtype, vocab, metadata, values: merged.values,
+            dtype: ggufDtype, vocab, values: merged.values,
             onProgress: (d, t, name) => progress.update(`merging [${d}/${t}] ${name}`),
           });
           progress.done(`merged ${adapterDir} into ${spec} → ${out} (${r.tensors} tensors, GGUF ${ggufDtype})`);
@@ -90,11 +90,11 @@ export const mergeCommand: Command = {
  * The vocabulary (with its chat template) a GGUF output carries: the GGUF source's own, or one
  * built from an HF directory's tokenizer files.
  */
-async function ggufVocabOf(spec: string, vocab: EmbeddedVocab | null, dir: NodeDirSource | null): Promise<{ vocab: EmbeddedVocab; metadata: Array<[string, MetaValue]> }> {
-  if (vocab) return { vocab, metadata: [] };
+async function ggufVocabOf(spec: string, vocab: EmbeddedVocab | null, dir: NodeDirSource | null): Promise<EmbeddedVocab> {
+  if (vocab) return vocab;
   if (dir) {
     const v = await vocabFromHfDir(dir);
-    return { vocab: { ...v.vocab, chatTemplate: v.chatTemplate }, metadata: [] };
+    return { ...v.vocab, chatTemplate: v.chatTemplate };
   }
   throw new WebqloraError(`${spec} carries no vocabulary, so a standalone GGUF cannot be written (merge from the HF directory or GGUF that has one).`);
 }
