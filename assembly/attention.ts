@@ -6,6 +6,9 @@
 //   head floor(h / (H / KVH)). score = (q·k)·scale (the host passes 1/√D by default), then with
 //   softcap > 0 score ← softcap·tanh(score / softcap) (Gemma 2), whose derivative 1 − tanh² the
 //   backward multiplies into dS. Keys outside the window are never scored, not masked.
+//   Packed sequences (docStart ≠ 0: i32 [B·T], training shapes pos0 = 0, S = T): query t also
+//   starts at docStart[b·T + t], the first row of its example; a row's examples are contiguous
+//   (the host checks), so docStart never decreases along a row and neither does a query's first key.
 // The forward is flash-style: per query row one pass over the keys in blocks of KB with an
 // online softmax (running max m, running sum l, output accumulator rescaled when m grows), so
 // no [T, S] score matrix exists; it keeps lse = m + log(l) for the backward, which recomputes
@@ -136,11 +139,18 @@ const KB: i32 = 64;
   return m;
 }
 
+/** The first key query t of sequence b sees: the window start (0 without one), or its example's start if later. */
+@inline function firstKey(docStart: usize, b: i32, T: i32, t: i32, pos0: i32, window: i32): i32 {
+  let f = window > 0 ? max(0, pos0 + t + 1 - window) : 0;
+  if (docStart != 0) f = max(f, load<i32>(docStart + (<usize>(b * T + t) << 2)));
+  return f;
+}
+
 /**
  * Writes out and lse. scratch: this thread's area (KB + D floats used).
  * Work range: (sequence, query head) pairs bh = b·H + h in [bh0, bh1).
  */
-export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, scratch: usize, bh0: i32, bh1: i32): void {
+export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, bh0: i32, bh1: i32): void {
   const rep = H / KVH;
   const scores = scratch;
   const acc = scratch + (<usize>KB << 2);
@@ -153,7 +163,7 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
       const qo = (<usize>((b * T + t) * H + h) * <usize>D) << 2;
       const qr = q + qo;
       const nk = min(S, pos0 + t + 1);
-      const first = window > 0 ? max(0, pos0 + t + 1 - window) : 0;
+      const first = firstKey(docStart, b, T, t, pos0, window);
       let m: f32 = -Infinity, l: f32 = 0;
       zero(acc, D);
       for (let s0: i32 = first; s0 < nk; s0 += KB) {
@@ -195,9 +205,13 @@ const TQ: i32 = 16;
  * and dS = P ⊙ (dO·Vᵀ − Di) are formed in scratch (zero where the causal mask or the window hides
  * a key), then dQ += dS·K, dK += dSᵀ·Q·scale and dV += Pᵀ·dO run with the accumulated rows in
  * registers, so each dk/dv row is read and written once per query tile rather than once per query.
- * The key blocks start at the tile's first query's window start, so hidden keys cost nothing.
+ * The key blocks start at the tile's first query's first key (window start, example start: both
+ * never decrease along the tile), so hidden keys cost nothing; a key's rows of the tile that see
+ * it are a range [i0, i1) (causal start; window and example end), and every row outside holds
+ * zeros for it in P and dS, so the range only saves work. Keys no query sees (the padding rows
+ * ≥ S) keep the zeros written first.
  */
-export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, scratch: usize, g0: i32, g1: i32): void {
+export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, g0: i32, g1: i32): void {
   const rep = H / KVH;
   const P = scratch; // f32 [TQ][KB]: probabilities of the tile × block
   const dS = scratch + (<usize>(TQ * KB) << 2); // f32 [TQ][KB]: dp, then ds
@@ -224,16 +238,18 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
           store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, out + qh + <usize>(t0 + i) * rowQ, D));
         }
         const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
-        const firstTile = window > 0 ? max(0, pos0 + t0 + 1 - window) : 0; // first key seen by its first query
+        const firstTile = firstKey(docStart, b, T, t0, pos0, window); // first key seen by its first query
+        const dsTile = docStart + (<usize>(b * T + t0) << 2); // docStart of the tile's rows (if any)
+        let nd: i32 = 0; // tile rows whose example starts at or before the current key (a prefix)
         for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
           const ns = min(KB, nkTile - s0);
           const k0 = kb + <usize>s0 * rowKV, v0 = vb + <usize>s0 * rowKV;
           for (let i: i32 = 0; i < tq; i++) {
             const t = t0 + i;
             const pi = P + <usize>i * rowP, di = dS + <usize>i * rowP;
-            // keys [s0 + j0, s0 + nv) of the block are this query's (causal end, window start)
+            // keys [s0 + j0, s0 + nv) of the block are this query's (causal end, window or example start)
             const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0));
-            const j0 = window > 0 ? min(nv, max(0, pos0 + t + 1 - window - s0)) : 0;
+            const j0 = min(nv, max(0, firstKey(docStart, b, T, t, pos0, window) - s0));
             const pj = pi + (<usize>j0 << 2), dj = di + (<usize>j0 << 2), kj = k0 + <usize>j0 * rowKV;
             const qr = q0 + <usize>i * rowQ, dor = do0 + <usize>i * rowQ;
             const L = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
@@ -266,10 +282,14 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
             }
             accumRows(dq0 + <usize>i * rowQ, dj, 4, kj, rowKV, nv - j0, D, 1);
           }
-          // tile rows [i0, i1) see key s0 + j (causal start, window end); the others hold zeros for it
+          // tile rows [i0, i1) see key s0 + j (causal start, window end, example end); the others hold zeros for it
           for (let j: i32 = 0; j < ns; j++) {
             const i0 = max(0, s0 + j - pos0 - t0);
-            const i1 = window > 0 ? min(tq, s0 + j - pos0 + window - t0) : tq;
+            let i1 = window > 0 ? min(tq, s0 + j - pos0 + window - t0) : tq;
+            if (docStart != 0) {
+              while (nd < tq && load<i32>(dsTile + (<usize>nd << 2)) <= s0 + j) nd++;
+              i1 = min(i1, nd);
+            }
             if (i0 >= i1) continue;
             const o = <usize>j << 2;
             accumRows(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, scale); // dK = scale·dSᵀ·Q

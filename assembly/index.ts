@@ -17,6 +17,7 @@ export * from './attention';
 export * from './elementwise';
 export * from './loss';
 export * from './optim';
+export { scale_columns, column_dot, dora_scale, row_sum_squares } from './dora';
 export { hash32_fill } from './rng';
 import { SCRATCH_BYTES } from './panel';
 import { madd } from './simd';

@@ -20,6 +20,7 @@ import { lutPlane, decode16 } from './lut16';
 import { KC, NC, sliceLen, NR, C_ADD, SCR_PANELS, SCR_QROWS, SCR_ROW, ROW_MAX, firstMode, runSlice, packRowsT, emptyInner, dot, storeOne } from './panel';
 import { BT_F32 } from './half';
 import { dqAbsmaxRule } from './dq';
+import { hsum } from './simd';
 
 const SMALL_M: i32 = 4;
 
@@ -224,5 +225,41 @@ export function q_matmul_backward_input_v1(dx: usize, dy: usize, desc: usize, M:
         store<f32>(p, load<f32>(p) + s * load<f32>(row + (<usize>(k - k0) << 2)));
       }
     }
+  }
+}
+
+/** Elements of a row of W that q_row_sum_squares dequantizes at once (a multiple of 8). */
+const QSS_PIECE: i32 = 4096;
+
+/**
+ * out[n] = Σ_k deq(W)[n, k]² for rows [n0, n1) of W (Backend.qRowSumSquares). desc: weight
+ * descriptor; scratch: this thread's area. Each row is dequantized QSS_PIECE elements at a time
+ * (deqRange, as the GEMMs) and summed in the order of row_sum_squares (dora.ts rowSumSq):
+ * 8-element groups into two f32x4 carried across pieces (whole groups except in the last), hsum,
+ * then the tail — so out equals row_sum_squares of the dequantized W bit for bit.
+ */
+export function q_row_sum_squares(out: usize, desc: usize, scratch: usize, n0: i32, n1: i32): void {
+  const K = dK(desc);
+  const map = dMap(desc);
+  const p0 = lutPlane(map, 0), p1 = lutPlane(map, 1), p2 = lutPlane(map, 2), p3 = lutPlane(map, 3);
+  const buf = scratch + SCR_ROW;
+  for (let n = n0; n < n1; n++) {
+    let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+    let c: i32 = 0, len: i32 = 0;
+    for (let p: i32 = 0; p < K; p += QSS_PIECE) {
+      len = min(QSS_PIECE, K - p);
+      deqRange(desc, p0, p1, p2, p3, <usize>n * <usize>K + <usize>p, len, buf);
+      for (c = 0; c + 8 <= len; c += 8) {
+        const a = v128.load(buf + (<usize>c << 2)), b = v128.load(buf + (<usize>c << 2), 16);
+        s0 = f32x4.add(s0, f32x4.mul(a, a));
+        s1 = f32x4.add(s1, f32x4.mul(b, b));
+      }
+    }
+    let s = hsum(f32x4.add(s0, s1));
+    for (; c < len; c++) {
+      const v = load<f32>(buf + (<usize>c << 2));
+      s += v * v;
+    }
+    store<f32>(out + (<usize>n << 2), s);
   }
 }

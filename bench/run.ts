@@ -113,6 +113,18 @@ if (!memoryOnly) {
     }
     add(`decode ${m} (NF4+DQ, KV cache)`, `${fmt(r.decodeTokensPerS!)} tok/s`);
   }
+
+  // sample packing on real examples: the alpaca fixture through the tinyllama tokenizer, one epoch each
+  progress('sample packing (alpaca fixture)');
+  const fixtures = join(BENCH_DIR, '..', 'test', 'fixtures');
+  const [plain, packed] = [false, true].map((packing) => trainRun(['--model', 'synthetic:stories15M', '--batch', '4', '--seq', '256', '--dropout', '0',
+    '--data', join(fixtures, 'data', 'identity_alpaca.json'), '--tokenizer', join(fixtures, 'tokenizers', 'tinyllama-1.1b-chat'), ...(packing ? ['--packing'] : [])]).data!);
+  summary.packing = { plain, packed };
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  add('packing: alpaca fixture, stories15M b4×256, tinyllama tokenizer: example tokens/s without → with',
+    `${fmt(plain!.tokensPerS)} → ${fmt(packed!.tokensPerS)} tok/s (${fmt(packed!.tokensPerS / plain!.tokensPerS)}×)`);
+  add('packing: padded positions of an epoch without → with',
+    `${pct(plain!.padding)} → ${pct(packed!.padding)} (${plain!.epochPositions} → ${packed!.epochPositions} positions, ${plain!.epochBatches} → ${packed!.epochBatches} micro-batches, for ${plain!.epochTokens} tokens)`);
 }
 
 if (!quick) {

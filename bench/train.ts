@@ -4,6 +4,7 @@
 //   node --import tsx bench/train.ts --model synthetic:stories15M --batch 4 --seq 256 --steps 4
 //     [--threads N] [--dropout P] [--lora-r R] [--checkpointing] [--page-weights] [--decode 64]
 //     [--backend wasm|webgpu] [--profile] [--json]
+//     [--data FILE --tokenizer DIR [--packing]]
 // The first step is a warm-up (JIT, first touch of memory, shader compiles). WASM: tokens/s of the
 // median later step (a shared machine slows single steps). WebGPU: a step only enqueues most of
 // its work, so tokens/s is the later steps' wall time ending in a flush.
@@ -11,6 +12,10 @@
 // (bench/profile.ts), printed as a table of kernel families; WebGPU is refused (see there).
 // Without --page-weights, base layers are paged when the run would not fit the backend, by the
 // same decision as the CLI (memory.ts autoPageReason).
+// --data FILE --tokenizer DIR: real examples (batched as the CLI does: grouped order, seed 0;
+// --packing packs them into rows of --seq) instead of random full rows. One warm-up step, then
+// one epoch's worth of micro-batches timed (--steps ignored); reports the positions (B·T) and
+// the example tokens of a whole epoch, hence the share of padding, and both per second.
 import type { Backend } from '../src/backend/backend.ts';
 import { createBackend } from '../src/backend/index.ts';
 import { enableRelaxedSimd } from '../src/backend/wasm/node-flags.ts';
@@ -22,6 +27,9 @@ import { loadModel } from '../src/model/load.ts';
 import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
 import { autoPageReason, backendCapacity, estimateTrainingMemory } from '../src/model/memory.ts';
 import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/trainer.ts';
+import { batcherFor, loadDataset, type Batch, type Batcher } from '../src/data/index.ts';
+import { FileSource, NodeDirSource } from '../src/io/node.ts';
+import { loadTokenizerFromDir } from '../src/tokenizer/load.ts';
 import { generate } from '../src/generate/generate.ts';
 import { SampleRng } from '../src/generate/sample.ts';
 import type { MicroBatch } from '../src/train/step.ts';
@@ -43,6 +51,16 @@ export interface TrainBenchResult {
   stepFlops: StepFlops; trainGflops: number | null;
   /** --profile: one step's time per kernel family (WASM) */
   profile: ReturnType<KernelProfile['table']> & { stepSeconds: number } | null;
+  /** --data: the real examples' run (trainTokensPerS is then positions/s and trainGflops null) */
+  data: DataBenchResult | null;
+}
+
+export interface DataBenchResult {
+  file: string; packing: boolean; examples: number;
+  /** one epoch: micro-batches, positions B·T summed, example tokens in them, padding share 1 − tokens/positions */
+  epochBatches: number; epochPositions: number; epochTokens: number; padding: number;
+  /** the timed steps (one epoch's worth after the warm-up): seconds, positions/s, example tokens/s */
+  timedSteps: number; seconds: number; positionsPerS: number; tokensPerS: number;
 }
 
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
@@ -90,6 +108,31 @@ export class RandomBatches implements MicroBatchSource {
 export interface TrainBenchOptions {
   model: string; seq: number; batch: number; steps: number; checkpointing: boolean; pageWeights: boolean;
   threads?: number; decode?: number; loraRank?: number; loraDropout?: number; backend?: 'wasm' | 'webgpu'; profile?: boolean;
+  /** real examples (a dataset file and the tokenizer directory), packed or not */
+  data?: string; tokenizer?: string; packing?: boolean;
+}
+
+/** Example tokens in a batch (its positions minus the padding). */
+const tokensOf = (b: Batch, lengths: number[], seq: number) => b.indices.reduce((s, i) => s + Math.min(lengths[i]!, seq), 0);
+
+/** --data: the batcher of the run and one epoch's positions and example tokens (from a twin batcher). */
+async function dataBatcher(o: TrainBenchOptions, vocabSize: number): Promise<{ batcher: Batcher; lengths: number[]; epoch: Pick<DataBenchResult, 'examples' | 'epochBatches' | 'epochPositions' | 'epochTokens'> }> {
+  if (!o.tokenizer) throw new Error('--data needs --tokenizer DIR (a directory with tokenizer.json or tokenizer.model)');
+  const dir = new NodeDirSource(o.tokenizer);
+  const tok = await loadTokenizerFromDir(dir);
+  if (!tok) throw new Error(`--tokenizer ${o.tokenizer}: no tokenizer.json or tokenizer.model there`);
+  const src = await FileSource.open(o.data!);
+  const ds = await loadDataset(src, { tokenizer: tok, vocabSize, maxLen: o.seq }).finally(() => src.close());
+  const make = () => batcherFor(ds, tok, { batchSize: o.batch, order: 'grouped', seed: 0, packing: o.packing ? o.seq : 0 });
+  const lengths = ds.examples.map((e) => e.inputIds.length);
+  const twin = make();
+  let epochPositions = 0, epochTokens = 0;
+  for (let i = 0; i < twin.batchesPerEpoch; i++) {
+    const b = twin.next();
+    epochPositions += b.B * b.T;
+    epochTokens += tokensOf(b, lengths, o.seq);
+  }
+  return { batcher: make(), lengths, epoch: { examples: ds.examples.length, epochBatches: twin.batchesPerEpoch, epochPositions, epochTokens } };
 }
 
 export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult> {
@@ -117,7 +160,36 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
   const stepSeconds: number[] = [];
   let trainTokensPerS: number | null = null, profile: TrainBenchResult['profile'] = null;
   const stepFlops = trainStepFlops(model.config, o.batch, o.seq, r, o.checkpointing);
-  if (o.steps > 0) {
+  let data: DataBenchResult | null = null;
+  if (o.data) {
+    const { batcher, lengths, epoch } = await dataBatcher(o, model.config.vocabSize);
+    let positions = 0, tokens = 0, counting = false;
+    const source: MicroBatchSource = {
+      next: () => {
+        const b = batcher.next();
+        if (counting) { positions += b.B * b.T; tokens += tokensOf(b, lengths, o.seq); }
+        return b;
+      },
+      state: () => batcher.state(),
+      restore: (st) => batcher.restore(st),
+    };
+    const trainer = new Trainer(model, lora, source, {
+      ...TRAIN_DEFAULTS, batchSize: o.batch, seqLen: o.seq, totalSteps: 1 + epoch.epochBatches, checkpointing: o.checkpointing, warmupRatio: 0, packing: o.packing ?? false,
+    });
+    stepSeconds.push((await trainer.trainStep()).seconds); // warm-up
+    await backend.flush();
+    counting = true;
+    const t = performance.now();
+    for (let s = 0; s < epoch.epochBatches; s++) stepSeconds.push((await trainer.trainStep()).seconds);
+    await backend.flush();
+    const seconds = (performance.now() - t) / 1000;
+    trainer.free();
+    data = {
+      file: o.data, packing: o.packing ?? false, ...epoch, padding: 1 - epoch.epochTokens / epoch.epochPositions,
+      timedSteps: epoch.epochBatches, seconds, positionsPerS: positions / seconds, tokensPerS: tokens / seconds,
+    };
+    trainTokensPerS = data.positionsPerS;
+  } else if (o.steps > 0) {
     const trainer = new Trainer(model, lora, new RandomBatches(o.batch, o.seq, model.config.vocabSize), {
       ...TRAIN_DEFAULTS, batchSize: o.batch, seqLen: o.seq, totalSteps: o.steps + (prof ? 1 : 0), checkpointing: o.checkpointing, warmupRatio: 0,
     });
@@ -150,7 +222,8 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
   const out: TrainBenchResult = {
     model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r, loraDropout: lcfg.dropout,
     loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: raw.name,
-    wasmVariant: wasmInfo?.variant ?? null, relaxedSimd: wasmInfo?.relaxedSimd ?? null, adapter, stepFlops, trainGflops: trainTokensPerS === null ? null : (stepFlops.total * trainTokensPerS) / (o.batch * o.seq) / 1e9, profile,
+    wasmVariant: wasmInfo?.variant ?? null, relaxedSimd: wasmInfo?.relaxedSimd ?? null, adapter, stepFlops,
+    trainGflops: trainTokensPerS === null || data ? null : (stepFlops.total * trainTokensPerS) / (o.batch * o.seq) / 1e9, profile, data,
   };
   await src.close();
   await raw.destroy();
@@ -165,6 +238,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     checkpointing: flag('checkpointing'), pageWeights: flag('page-weights'), threads: arg('threads') ? Number(arg('threads')) : undefined,
     decode: arg('decode') ? Number(arg('decode')) : undefined, loraRank: arg('lora-r') ? Number(arg('lora-r')) : undefined,
     loraDropout: arg('dropout') ? Number(arg('dropout')) : undefined, backend, profile: flag('profile'),
+    data: arg('data'), tokenizer: arg('tokenizer'), packing: flag('packing'),
   });
   if (flag('json')) console.log(JSON.stringify(res));
   else {

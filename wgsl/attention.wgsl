@@ -5,8 +5,12 @@
 // lse, Di [B, H, T]. Query head h reads kv head h / (H / KVH); query t (at p = pos0 + t) attends
 // keys p − window < j ≤ p (window 0: 0 ≤ j ≤ p). score = f32(q·k)·scale, then with softcap > 0
 // score ← softcap·tanh(score / softcap) (Gemma 2); the backward multiplies dS by 1 − tanh².
-// Key (query) tiles outside every row's window are not staged at all; within a tile the rows
-// outside a row's window are skipped.
+// Packed sequences (has_doc = 1; training shapes pos0 = 0, S = T): query t attends only to keys
+// j ≥ docStart[b·T + t], the first row of its example, as well; a row's examples are contiguous,
+// so docStart never decreases along a row. docStart comes through the `di` binding (the forward
+// binds the tensor itself; the backward copies it into its Di scratch), ds_off words in.
+// Key (query) tiles outside every row's window or example are not staged at all; within a tile
+// the rows outside a row's window or example are skipped.
 //
 // One invocation per query row (forward, dq) or per key row (dk, dv), WG rows per workgroup;
 // the other side's rows are staged KT at a time in workgroup memory. Rows are D ≤ 4·MAX_D4
@@ -43,6 +47,9 @@ struct Params {
   q_off: u32,
   kv_off: u32,
   l_off: u32,
+  /** 1: packed sequences, docStart [B, T] at di[ds_off ..] */
+  has_doc: u32,
+  ds_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -56,8 +63,9 @@ struct Params {
 @group(1) @binding(4) var<storage, read> k: array<vec4<f32>>;
 @group(1) @binding(5) var<storage, read> v: array<vec4<f32>>;
 @group(1) @binding(6) var<storage, read> dout: array<vec4<f32>>;
-/** Di [B, H, T], written by attention_backward for attention_backward_kv */
-@group(1) @binding(7) var<storage, read_write> di: array<f32>;
+/** Di [B, H, T] (f32 bits), written by attention_backward for attention_backward_kv; and docStart
+ *  [B, T] (i32 ≥ 0) at ds_off when has_doc (attention binds the docStart tensor itself here) */
+@group(1) @binding(7) var<storage, read_write> di: array<u32>;
 
 /** head dim / 4 (one pipeline per head dim) */
 override D4: u32 = 16u;
@@ -75,6 +83,10 @@ var<workgroup> t0: array<vec4<f32>, KT * D4>;
 var<workgroup> t1: array<vec4<f32>, KT * D4>;
 var<workgroup> s0: array<f32, MAX_KT>;
 var<workgroup> s1: array<f32, MAX_KT>;
+/** docStart of the staged query rows (attention_backward_kv) */
+var<workgroup> s2: array<u32, MAX_KT>;
+/** one docStart shared by the workgroup, read back with workgroupUniformLoad (a loop bound) */
+var<workgroup> ds_tile: u32;
 
 /** vec4 index of kv row j of sequence bi, kv head kh */
 fn kv_row(bi: u32, j: u32, kh: u32) -> u32 {
@@ -123,6 +135,23 @@ fn first_key(p: u32) -> u32 {
   return p + 1u - P.window;
 }
 
+/** The first row of the example of row t of sequence bi (packed sequences; else 0). */
+fn doc_start(bi: u32, t: u32) -> u32 {
+  if (P.has_doc == 0u) {
+    return 0u;
+  }
+  return di[P.ds_off + bi * P.T + t];
+}
+
+/** The first key any query row of the tile starting at row t0 attends (pos0 = 0 with docStart):
+ *  its first row's, since window and example starts never decrease along a row. Uniform. */
+fn tile_first_key(lid: u32, bi: u32, t0: u32) -> u32 {
+  if (lid == 0u) {
+    ds_tile = doc_start(bi, t0);
+  }
+  return max(first_key(P.pos0 + t0), workgroupUniformLoad(&ds_tile));
+}
+
 /** Stages kv rows j0 .. j0+KT−1 (those ≤ last; zeros after) of k into t0 and of v into t1. */
 fn stage_kv(lid: u32, bi: u32, kh: u32, j0: u32, last: u32) {
   for (var e = lid; e < KT * D4; e += WG) {
@@ -154,10 +183,10 @@ fn attention(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index)
   var mx = NEG;
   var l = 0.0;
   let jmax = P.pos0 + t; // this row's last key
-  let jmin = first_key(jmax); // and its first
+  let jmin = max(first_key(jmax), doc_start(r.bi, min(t, P.T - 1u))); // and its first
   // the keys any row of this workgroup needs (pos0 + T ≤ S)
   let last = P.pos0 + min(wid.x * WG + WG, P.T) - 1u;
-  let first = first_key(P.pos0 + wid.x * WG);
+  let first = tile_first_key(lid, r.bi, wid.x * WG);
   for (var j0 = first; j0 <= last; j0 += KT) {
     workgroupBarrier();
     stage_kv(lid, r.bi, r.kh, j0, last);
@@ -225,9 +254,9 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
   let dsum = hsum(dsum4);
   let li = l_row(r.bi, r.h, min(t, P.T - 1u));
   let l = lse[li];
-  let jmin = first_key(t);
+  let jmin = max(first_key(t), doc_start(r.bi, min(t, P.T - 1u)));
   let last = min(wid.x * WG + WG, P.T) - 1u;
-  for (var j0 = first_key(wid.x * WG); j0 <= last; j0 += KT) {
+  for (var j0 = tile_first_key(lid, r.bi, wid.x * WG); j0 <= last; j0 += KT) {
     workgroupBarrier();
     stage_kv(lid, r.bi, r.kh, j0, last);
     workgroupBarrier();
@@ -260,7 +289,7 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
     for (var d = 0u; d < D4; d++) {
       o[qo + d] = acc[d] * P.scale;
     }
-    di[li] = dsum;
+    di[li] = bitcast<u32>(dsum);
   }
 }
 
@@ -268,7 +297,7 @@ fn attention_backward(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
 fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   // dk, dv of one key row per invocation: wid.x tile of WG key rows of [0, kvStride), wid.y b·KVH + kh.
   // Queries see keys ≤ t only, so keys ≥ T (and the padding rows ≥ S) get zeros; with a window
-  // key j is seen by queries j ≤ t < j + window only.
+  // key j is seen by queries j ≤ t < j + window only; packed, by queries of its own example only.
   let bi = wid.y / P.KVH;
   let kh = wid.y % P.KVH;
   let group = P.H / P.KVH;
@@ -291,11 +320,19 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
   if (P.window != 0u) {
     tend = min(P.T, first + WG - 1u + P.window);
   }
+  let jlast = first + WG - 1u; // the tile's last key
   for (var hh = 0u; hh < group; hh++) {
     let h = kh * group + hh;
     for (var tq = first; tq < tend; tq += KT) {
-      workgroupBarrier();
-      // stage q rows into t0, dout rows into t1, lse and Di into s0, s1
+      if (lid == 0u) {
+        ds_tile = doc_start(bi, tq);
+      }
+      // a barrier (the previous tile's reads are done) that also shares the value: queries from
+      // tq on start their examples after every key of this tile, so none of them sees one
+      if (workgroupUniformLoad(&ds_tile) > jlast) {
+        break;
+      }
+      // stage q rows into t0, dout rows into t1, lse, Di and docStart into s0, s1, s2
       for (var e = lid; e < KT * D4; e += WG) {
         let t = tq + e / D4;
         var qx = vec4<f32>();
@@ -312,18 +349,21 @@ fn attention_backward_kv(@builtin(workgroup_id) wid: vec3u, @builtin(local_invoc
         let t = tq + e;
         var lx = 0.0;
         var dx = 0.0;
+        var sx = 0u;
         if (t < P.T) {
           lx = lse[l_row(bi, h, t)];
-          dx = di[l_row(bi, h, t)];
+          dx = bitcast<f32>(di[l_row(bi, h, t)]);
+          sx = doc_start(bi, t);
         }
         s0[e] = lx;
         s1[e] = dx;
+        s2[e] = sx;
       }
       workgroupBarrier();
       if (live) {
         for (var tt = 0u; tt < KT; tt++) {
           let t = tq + tt;
-          if (t < P.T && t >= j && (P.window == 0u || t - j < P.window)) {
+          if (t < P.T && t >= j && (P.window == 0u || t - j < P.window) && s2[tt] <= j) {
             var dot = vec4<f32>();
             var dp = vec4<f32>();
             for (var d = 0u; d < D4; d++) {

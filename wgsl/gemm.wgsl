@@ -26,6 +26,7 @@
 // i is even; its block is i / bs and blocks run across rows. The 16-entry code map is the one
 // stored with the weight (never a built-in table).
 // #include "half.wgsl"
+// #include "q4.wgsl"
 
 struct Params {
   M: u32,
@@ -132,28 +133,9 @@ fn load_b(trans_b: bool, b_type: u32, k: u32, n: u32) -> f32 {
   return bf16_to_f32(h);
 }
 
-/** Byte j of the byte array starting at word `base` of b. */
-fn byte_at(base: u32, j: u32) -> u32 {
-  return (b[base + (j >> 2u)] >> ((j & 3u) * 8u)) & 0xffu;
-}
-
-/** absmax of block blk: f32, or bnb's double-quant rule f32(f32(nmap[code]·nabsmax[blk / nbs]) + offset). */
-fn absmax_of(blk: u32) -> f32 {
-  if (P.q_dq == 0u) {
-    return bitcast<f32>(b[P.q_absmax + blk]);
-  }
-  let prod = bitcast<f32>(b[P.q_nmap + byte_at(P.q_codes, blk)]) * bitcast<f32>(b[P.q_nabsmax + blk / P.q_nbs]);
-  // Two roundings, bit-exact with bnb. A GPU compiler may contract x·y + z into one fma;
-  // multiplying the rounded product by a runtime 1.0 first makes that harmless:
-  // fma(prod, 1, offset) rounds once, exactly like prod + offset.
-  return prod * P.one + P.q_offset;
-}
-
-/** deq(W) at flat index i = n·K + k: f32(map[code_i] · absmax_(i / bs)). */
-fn deq(i: u32) -> f32 {
-  let bt = byte_at(P.q_packed, i >> 1u);
-  let code = select(bt & 15u, bt >> 4u, (i & 1u) == 0u);
-  return bitcast<f32>(b[P.q_map + code]) * absmax_of(i / P.q_bs);
+/** Word i of the binding that holds a 4-bit weight (q4.wgsl). */
+fn q4_word(i: u32) -> u32 {
+  return b[i];
 }
 
 // ---- the shared tile loop ------------------------------------------------------------------

@@ -94,6 +94,14 @@ export interface AttentionShape {
    * most `window` keys including itself. 0 or absent: unlimited (plain causal).
    */
   window?: number;
+  /**
+   * Packed sequences (sample packing): i32 [B·T], docStart[b·T + t] = the in-row index of the
+   * first token of the example that row t belongs to. Query t attends only to keys j with
+   * docStart[b·T + t] ≤ j ≤ t (and within the window if set), so no example sees another; a
+   * row's examples are contiguous (docStart[t] is t or docStart[t − 1]). Training shapes only:
+   * pos0 = 0 and S = T. Absent: one sequence per row.
+   */
+  docStart?: Tensor;
 }
 
 export interface AdamWParams {
@@ -178,9 +186,11 @@ export interface Backend {
   /**
    * Rotate-half RoPE in place on x [R, nh, D] where row r is position pos0 + (r mod T):
    * for i < D/2, (x_i, x_{i+D/2}) ← (x_i·cos − x_{i+D/2}·sin, x_{i+D/2}·cos + x_i·sin) with
-   * cos/sin = tables[pos, i]. R = B·T.
+   * cos/sin = tables[pos, i]. R = B·T. With docStart (i32 [R], packed sequences, see
+   * AttentionShape.docStart) row r is position pos0 + (r mod T) − docStart[r]: positions restart
+   * at each example.
    */
-  rope(x: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void;
+  rope(x: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number, docStart?: Tensor): void;
 
   /**
    * Causal grouped-query attention. q [B·T, H, D]; k, v [B, kvStride, KVH, D] (rows 0..S-1 of
@@ -188,7 +198,8 @@ export interface Backend {
    * scores, kept for the backward). Query head h reads kv head floor(h / (H / KVH)).
    * score = f32(f32(q·k) · scale) (scale default 1/√D), then the optional soft-cap, then the mask.
    * Requires H mod KVH = 0 and pos0 + T ≤ S ≤ kvStride; query t attends to keys 0 .. pos0 + t,
-   * and only the last `window` of those when s.window is set.
+   * and only the last `window` of those when s.window is set, and only those of its own example
+   * when s.docStart is set.
    * Cache rows S..kvStride−1 may hold anything (even NaN) and must not affect any output.
    */
   attention(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, s: AttentionShape): void;
@@ -238,6 +249,36 @@ export interface Backend {
    */
   crossEntropy(losses: Tensor, logits: Tensor, targets: Tensor, R: number, V: number, gradScale?: number, softcap?: number): void;
 
+  // ---- DoRA (weight-decomposed LoRA): per-output-feature scales and norms ---------------
+
+  /**
+   * out[r, j] (=|+=) (g[j] + offset) · x[r, j] (+ bias[j]) for x, out f32 [R, N] and g, bias
+   * f32 [N] (offset default 0): DoRA's magnitude / norm scale on a linear's output, and on its
+   * gradient. Rounding, bit-identical on every backend: s = f32(g + offset), v = f32(s·x),
+   * v = f32(v + bias), out = accumulate ? f32(out + v) : v. out may alias x.
+   */
+  scaleColumns(out: Tensor, x: Tensor, g: Tensor, R: number, N: number, opts?: { offset?: number; accumulate?: boolean; bias?: Tensor }): void;
+
+  /**
+   * out[j] (=|+=) scale[j] · Σ_r a[r, j]·b[r, j] for a, b f32 [R, N], out f32 [N] (scale absent:
+   * 1): DoRA's magnitude gradient and the cross terms of its row norms. Rounding, bit-identical
+   * on every backend: acc = f32(acc + f32(a·b)) for r ascending, v = f32(scale·acc), then
+   * out = accumulate ? f32(out + v) : v.
+   */
+  columnDot(out: Tensor, a: Tensor, b: Tensor, R: number, N: number, opts?: { scale?: Tensor; accumulate?: boolean }): void;
+
+  /**
+   * n = f32(√nsq[j]), invNorm[j] = f32(1 / n), g[j] = f32(m[j] / n) for j < N (DoRA's
+   * m / ‖W + s·B·A‖_row; WGSL's sqrt and division may be a few ulp off).
+   */
+  doraScale(g: Tensor, invNorm: Tensor, m: Tensor, nsq: Tensor, N: number): void;
+
+  /** out[r] (=|+=) Σ_c x[r, c]² for x f32 [R, C] (row norms² of an f32 weight). */
+  rowSumSquares(out: Tensor, x: Tensor, R: number, C: number, accumulate?: boolean): void;
+
+  /** out[n] = Σ_k deq(W)[n, k]² for a 4-bit W [N, K] (row norms² of the dequantized weight). */
+  qRowSumSquares(out: Tensor, w: QuantWeight): void;
+
   // ---- backward kernels ---------------------------------------------------------------
 
   /** dx[M, K] (=|+=) alpha · dy[M, N] · deq(W), W [N, K]. (The frozen W gets no gradient.) */
@@ -251,17 +292,18 @@ export interface Backend {
 
   /**
    * Inverse rotation in place (the transpose of rope): turns d(rotated) into d(unrotated):
-   * (g_i, g_{i+D/2}) ← (g_i·cos + g_{i+D/2}·sin, g_{i+D/2}·cos − g_i·sin), same positions as rope.
+   * (g_i, g_{i+D/2}) ← (g_i·cos + g_{i+D/2}·sin, g_{i+D/2}·cos − g_i·sin), same positions as rope
+   * (docStart as there).
    */
-  ropeBackward(dx: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void;
+  ropeBackward(dx: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number, docStart?: Tensor): void;
 
   /**
    * Attention gradients from dout [B·T, H, D] using the forward's out and lse:
    * dq [B·T, H, D] overwritten; dk, dv [B, kvStride, KVH, D] overwritten (sums over the query
    * heads of each group). pos0 must be 0 (training has no cache). Every element of dk and dv is
    * written: rows no query attends to, including the padding rows S..kvStride−1, become 0.
-   * Probabilities are recomputed as exp(score − lse); D_i = Σ_d dout·out. scale, softcap and
-   * window as in attention (with a soft-cap the score gradient is multiplied by 1 − tanh²(z/cap),
+   * Probabilities are recomputed as exp(score − lse); D_i = Σ_d dout·out. scale, softcap,
+   * window and docStart as in attention (with a soft-cap the score gradient is multiplied by 1 − tanh²(z/cap),
    * z the uncapped scaled score).
    */
   attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, s: AttentionShape): void;

@@ -61,6 +61,11 @@ export class CountingBackend implements Backend {
   dropout(): void {}
   addUniformNoise(): void {}
   crossEntropy(): void {}
+  scaleColumns(): void {}
+  columnDot(): void {}
+  doraScale(): void {}
+  rowSumSquares(): void {}
+  qRowSumSquares(): void {}
   qMatmulBackwardInput(): void {}
   rmsNormBackward(): void {}
   ropeBackward(): void {}

@@ -1,5 +1,5 @@
 // Checks every backend shares at its boundary (STYLE.md §6: validate once, trust inside).
-import type { AttentionShape, BufferType, QuantUpload, QuantWeight } from './backend.ts';
+import type { AttentionShape, BufferType, QuantUpload, QuantWeight, Tensor } from './backend.ts';
 
 /** Bytes per element of each buffer type. */
 export const BUFFER_BYTES: Record<BufferType, number> = { f32: 4, i32: 4, u8: 1, f16: 2, bf16: 2 };
@@ -42,10 +42,40 @@ export function checkSameQuant(slot: QuantSlotShape, u: QuantUpload): void {
 
 /**
  * The optional fields of an AttentionShape (attention, attentionBackward): scale > 0 finite,
- * softcap ≥ 0 finite (0: none), window ≥ 0 integer (0: unlimited). Absent fields are fine.
+ * softcap ≥ 0 finite (0: none), window ≥ 0 integer (0: unlimited), docStart an i32 tensor of
+ * B·T entries and only for training shapes (pos0 = 0, S = T: a KV cache holds one sequence).
+ * Absent fields are fine.
  */
 export function checkAttentionOptions(s: AttentionShape, what: string): void {
   if (s.scale !== undefined && !(Number.isFinite(s.scale) && s.scale > 0)) throw new Error(`${what}: scale ${s.scale} must be a finite number > 0 (leave it out for 1/√D)`);
   if (s.softcap !== undefined && !(Number.isFinite(s.softcap) && s.softcap >= 0)) throw new Error(`${what}: softcap ${s.softcap} must be a finite number ≥ 0 (0 or absent: no soft-cap)`);
   if (s.window !== undefined && !(Number.isSafeInteger(s.window) && s.window >= 0)) throw new Error(`${what}: window ${s.window} must be an integer ≥ 0 (0 or absent: unlimited)`);
+  if (s.docStart !== undefined) {
+    if (s.pos0 !== 0 || s.S !== s.T) throw new Error(`${what}: docStart (packed sequences) needs pos0 = 0 and S = T (training, no KV cache), got pos0 ${s.pos0}, S ${s.S}, T ${s.T}`);
+    checkDocStartTensor(s.docStart, s.B * s.T, what);
+  }
+}
+
+/** A docStart operand (rope, ropeBackward, attention): i32 with at least `rows` entries. */
+export function checkDocStartTensor(t: Tensor, rows: number, what: string): void {
+  if (t.type !== 'i32') throw new Error(`${what}: docStart ${t.label} is ${t.type}, expected i32`);
+  if (!(rows <= t.length)) throw new Error(`${what}: docStart ${t.label} holds ${t.length} entries, ${rows} rows need one each`);
+}
+
+/**
+ * The values of a docStart (backends that can see them on the host: reference, wasm): rows of T,
+ * each a run of contiguous examples, so docStart[t] is 0 at t = 0 and t or docStart[t − 1] after
+ * (examples are contiguous; 0 ≤ docStart[t] ≤ t follows).
+ */
+export function checkDocStartValues(ds: ArrayLike<number>, R: number, T: number, what: string): void {
+  for (let r = 0; r < R; r++) {
+    const t = r % T, d = ds[r]!;
+    if (t === 0 ? d === 0 : d === t || d === ds[r - 1]!) continue;
+    throw new Error(`${what}: docStart[${r}] = ${d} at position ${t} of its row: an example starts at 0 or where the previous one ends (expected ${t === 0 ? 0 : `${t} or ${ds[r - 1]}`})`);
+  }
+}
+
+/** scaleColumns' options: offset a finite number (absent: 0). */
+export function checkScaleColumnsOptions(o: { offset?: number }, what: string): void {
+  if (o.offset !== undefined && !Number.isFinite(o.offset)) throw new Error(`${what}: offset ${o.offset} must be a finite number (leave it out for 0)`);
 }

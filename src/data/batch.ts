@@ -19,11 +19,15 @@
 //   'shuffled'    a seeded permutation.
 //   'sequential'  file order (eval).
 // The last batch of an epoch may be smaller (HF DataLoader drop_last=False) unless dropLast.
+// With `packing` (pack.ts) the rows are packed rows of several examples instead of single examples:
+// packed once (first-fit decreasing, seeded), then ordered per epoch as above with a row's length
+// its token count, and each batch carries docStart.
 // Micro-batches run across epoch boundaries without a gap; the position (epoch, batch) is all the
 // state there is, so `state()`/`restore()` resume a run exactly.
 import { WebqloraError } from '../errors.ts';
 import { exampleScored, type Example } from './example.ts';
 import { IGNORE_INDEX } from './format.ts';
+import { assemblePacked, packRows } from './pack.ts';
 import { mixSeed, seededPermutation } from './shuffle.ts';
 
 export type BatchOrder = 'grouped' | 'shuffled' | 'sequential';
@@ -41,6 +45,8 @@ export interface BatcherOptions {
   padId?: number;
   /** Drop the smaller last batch of each epoch. Default false. */
   dropLast?: boolean;
+  /** Pack examples into rows of this many tokens (the sequence length; pack.ts). Default 0: one example per row. */
+  packing?: number;
 }
 
 export interface Batch {
@@ -54,8 +60,10 @@ export interface Batch {
   scored: number;
   /** The epoch (0-based) the batch belongs to. */
   epoch: number;
-  /** Dataset indices of the B rows, in row order. */
+  /** Dataset indices of the B rows, in row order (packed: of every example of every row). */
   indices: number[];
+  /** Packed batches only: i32 [B*T], the in-row index of each position's example start (pack.ts). */
+  docStart?: Int32Array;
 }
 
 /** JSON-serialisable batcher position; the other fields guard against restoring onto other data. */
@@ -68,6 +76,8 @@ export interface BatcherState {
   batchSize: number;
   gradAccum: number;
   examples: number;
+  /** Row length of packed batches (absent: not packed). */
+  packing?: number;
 }
 
 export class Batcher {
@@ -77,9 +87,15 @@ export class Batcher {
   readonly seed: number;
   readonly padId: number;
   readonly dropLast: boolean;
+  /** Row length of packed batches; 0: one example per row. */
+  readonly packing: number;
   /** Micro-batches in one epoch. */
   readonly batchesPerEpoch: number;
+  /** Packed: the examples of each row (packRows); else null (row i is example i). */
+  readonly packedRows: number[][] | null;
+  /** tokens per row (an example, or a packed row) */
   private readonly lengths: Int32Array;
+  /** scored targets per example */
   private readonly scored: Int32Array;
   private ep = 0;
   private pos = 0;
@@ -93,22 +109,27 @@ export class Batcher {
     this.seed = (opts.seed ?? 0) >>> 0;
     this.padId = opts.padId ?? 0;
     this.dropLast = opts.dropLast ?? false;
+    this.packing = opts.packing ?? 0;
     if (!(Number.isSafeInteger(this.batchSize) && this.batchSize >= 1)) throw new WebqloraError(`batch size must be a positive integer, got ${opts.batchSize}.`);
+    if (!(Number.isSafeInteger(this.packing) && this.packing >= 0)) throw new WebqloraError(`the packing row length must be an integer ≥ 0 (0: no packing), got ${opts.packing}.`);
     if (!(Number.isSafeInteger(this.gradAccum) && this.gradAccum >= 1)) throw new WebqloraError(`gradient accumulation must be a positive integer, got ${opts.gradAccum}.`);
     if (!['grouped', 'shuffled', 'sequential'].includes(this.order)) throw new WebqloraError(`unknown batch order "${this.order}".`);
     if (n === 0) throw new WebqloraError('there are no examples to batch.');
-    this.batchesPerEpoch = this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
-    if (this.batchesPerEpoch === 0) throw new WebqloraError(`${n} examples cannot fill one batch of ${this.batchSize} (lower the batch size).`);
-    this.lengths = new Int32Array(n);
-    this.scored = new Int32Array(n);
+    const lengths = new Int32Array(n), scored = new Int32Array(n);
     for (let i = 0; i < n; i++) {
       const ex = examples[i]!;
       if (ex.inputIds.length !== ex.labels.length || ex.inputIds.length === 0) {
         throw new WebqloraError(`example ${i}: input ids and labels must be non-empty and of equal length.`);
       }
-      this.lengths[i] = ex.inputIds.length;
-      this.scored[i] = exampleScored(ex);
+      lengths[i] = ex.inputIds.length;
+      scored[i] = exampleScored(ex);
     }
+    this.scored = scored;
+    this.packedRows = this.packing ? packRows(lengths, this.packing, this.seed) : null;
+    this.lengths = this.packedRows ? Int32Array.from(this.packedRows, (r) => r.reduce((s, i) => s + Math.min(lengths[i]!, this.packing), 0)) : lengths;
+    const units = this.lengths.length, what = this.packedRows ? 'packed rows' : 'examples';
+    this.batchesPerEpoch = this.dropLast ? Math.floor(units / this.batchSize) : Math.ceil(units / this.batchSize);
+    if (this.batchesPerEpoch === 0) throw new WebqloraError(`${units} ${what} cannot fill one batch of ${this.batchSize} (lower the batch size).`);
   }
 
   /** The epoch the next micro-batch comes from. */
@@ -131,7 +152,9 @@ export class Batcher {
 
 
   state(): BatcherState {
-    return { epoch: this.ep, batch: this.pos, seed: this.seed, order: this.order, batchSize: this.batchSize, gradAccum: this.gradAccum, examples: this.examples.length };
+    const s: BatcherState = { epoch: this.ep, batch: this.pos, seed: this.seed, order: this.order, batchSize: this.batchSize, gradAccum: this.gradAccum, examples: this.examples.length };
+    if (this.packing) s.packing = this.packing;
+    return s;
   }
 
   /** Continues exactly where `state()` was taken (a parsed checkpoint value). Throws if the data or batching differ. */
@@ -140,11 +163,13 @@ export class Batcher {
     if (s === null || typeof s !== 'object' || typeof s.epoch !== 'number' || typeof s.batch !== 'number') {
       throw new WebqloraError('the saved data position is not a batcher state (expected {"epoch", "batch", ...}).');
     }
-    const same = s.seed === this.seed && s.order === this.order && s.batchSize === this.batchSize && s.gradAccum === this.gradAccum && s.examples === this.examples.length;
+    const same = s.seed === this.seed && s.order === this.order && s.batchSize === this.batchSize && s.gradAccum === this.gradAccum && s.examples === this.examples.length
+      && (s.packing ?? 0) === this.packing;
     if (!same) {
+      const packed = (p: number | undefined) => (p ? `, packed in rows of ${p}` : '');
       throw new WebqloraError(
-        `the saved data position (${s.examples} examples, batch ${s.batchSize}×${s.gradAccum}, ${s.order}, seed ${s.seed}) does not match this run ` +
-          `(${this.examples.length} examples, batch ${this.batchSize}×${this.gradAccum}, ${this.order}, seed ${this.seed}); resume with the same data and flags.`,
+        `the saved data position (${s.examples} examples, batch ${s.batchSize}×${s.gradAccum}, ${s.order}, seed ${s.seed}${packed(s.packing)}) does not match this run ` +
+          `(${this.examples.length} examples, batch ${this.batchSize}×${this.gradAccum}, ${this.order}, seed ${this.seed}${packed(this.packing)}); resume with the same data and flags.`,
       );
     }
     if (!(Number.isSafeInteger(s.epoch) && s.epoch >= 0 && Number.isSafeInteger(s.batch) && s.batch >= 0 && s.batch < this.batchesPerEpoch)) {
@@ -171,7 +196,7 @@ export class Batcher {
   }
 
   private computeOrder(epoch: number): number[] {
-    const n = this.examples.length;
+    const n = this.lengths.length;
     if (this.order === 'sequential') return Array.from({ length: n }, (_, i) => i);
     const perm = seededPermutation(n, mixSeed(this.seed, epoch));
     if (this.order === 'shuffled') return perm;
@@ -197,6 +222,11 @@ export class Batcher {
     const B = idx.length;
     let T = 0;
     for (const i of idx) T = Math.max(T, this.lengths[i]!);
+    if (this.packedRows) {
+      const rows = idx.map((i) => this.packedRows![i]!);
+      const { ids, targets, docStart, scored } = assemblePacked(this.examples, rows, T, this.packing, this.padId);
+      return { ids, targets, B, T, scored, epoch, indices: rows.flat(), docStart };
+    }
     const ids = new Int32Array(B * T).fill(this.padId);
     const targets = new Int32Array(B * T).fill(IGNORE_INDEX);
     let scored = 0;

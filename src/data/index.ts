@@ -4,6 +4,7 @@
 //   template.ts  Alpaca / Guanaco / chat-template rendering, assistant spans
 //   example.ts   qlora's tokenization, labels and truncation
 //   batch.ts     deterministic padded micro-batches with HF-shifted targets
+//   pack.ts      sample packing: examples packed into rows with per-example positions and attention
 //   split.ts     the held-out validation split
 import { WebqloraError } from '../errors.ts';
 import type { ByteSource } from '../io/source.ts';
@@ -17,6 +18,7 @@ import type { DataTokenizer } from './tokenizer.ts';
 export * from './batch.ts';
 export * from './example.ts';
 export * from './format.ts';
+export * from './pack.ts';
 export * from './read.ts';
 export * from './split.ts';
 export * from './template.ts';

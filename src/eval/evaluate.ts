@@ -20,7 +20,7 @@ export async function evaluate(
 ): Promise<EvalResult> {
   const be = model.backend, c = model.config;
   const lora = opts.adapters ?? null;
-  const ws = new Workspace(be, c, { batch: opts.maxBatch, seqLen: opts.maxSeqLen, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0 });
+  const ws = new Workspace(be, c, { batch: opts.maxBatch, seqLen: opts.maxSeqLen, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, dora: lora?.useDora ?? false });
   const acc = be.alloc('f32', opts.maxBatch * opts.maxSeqLen, 'evalLosses');
   be.fill(acc, 0);
   let tokens = 0, n = 0;

@@ -36,7 +36,7 @@ export async function generate(model: LlamaModel, promptIds: number[], opts: Gen
   const total = Math.min(promptIds.length + maxNew, capacity);
   const chunk = Math.max(1, Math.min(opts.prefillChunk ?? 128, promptIds.length));
   const lora = opts.adapters ?? null;
-  const ws = new Workspace(be, c, { batch: 1, seqLen: chunk, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, kvCache: total });
+  const ws = new Workspace(be, c, { batch: 1, seqLen: chunk, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, kvCache: total, dora: lora?.useDora ?? false });
   const stop = new Set(opts.stopIds ?? c.eosTokenIds);
   const sample = { temperature: opts.temperature ?? 0, topP: opts.topP ?? 1 };
   const rng = new SampleRng(opts.seed ?? 0);

@@ -24,6 +24,7 @@ export type AdapterDtype = Exclude<GgufDtype, 'q4_0'>;
 
 /** The one alpha llama.cpp applies as alpha / r to every module, or a sentence saying why none fits. */
 function llamaCppAlpha(lora: LoraAdapters): number {
+  if (lora.useDora) throw new WebqloraError(`it is a DoRA adapter, which llama.cpp's LoRA GGUF cannot express (merge it instead: webqlora merge --out model.gguf).`);
   const alphas = lora.modules.map((m) => m.scaling * m.r);
   const a = alphas[0]!;
   if (!alphas.every((x) => Math.abs(x - a) <= 1e-6 * Math.abs(a))) {

@@ -159,9 +159,11 @@ export class LlamaModel {
   /**
    * Runs the decoder over ws.ids (B sequences of T tokens, row r = b·T + t) and leaves the
    * final hidden state in ws.layerIn(L). With a KV cache (ws.kv), B must be 1 and the tokens
-   * sit at positions pos0 .. pos0+T−1. `seed` enables LoRA dropout (training only).
+   * sit at positions pos0 .. pos0+T−1. `seed` enables LoRA dropout (training only). `docStart`
+   * (i32 [B·T], normally ws.docStart; pos0 = 0): packed sequences, each row several examples
+   * (AttentionShape.docStart) whose positions restart at 0 and which never attend to each other.
    */
-  forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null; neftuneAlpha?: number } = {}): void {
+  forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null; neftuneAlpha?: number; docStart?: Tensor } = {}): void {
     const c = this.config, be = this.backend, R = B * T;
     ws.checkRows(B, T);
     // NEFTune (Jain et al.; TRL's hook on the embedding module): training only, uniform noise of
@@ -181,7 +183,69 @@ export class LlamaModel {
       be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
       noise(ws.layerIn(0));
     }
-    for (let l = 0; l < c.numLayers; l++) this.layerForward(ws, l, B, T, opts.pos0 ?? 0, opts.lora ?? null, opts.seed);
+    // DoRA's norms follow A, B and m: refreshed by every forward except a KV-cache continuation
+    // (a decode step runs on the adapter its prefill refreshed); the backward's recomputation
+    // (checkpointing) uses them as they are
+    this.doraRefresh = (opts.lora?.useDora ?? false) && (opts.pos0 ?? 0) === 0;
+    try {
+      for (let l = 0; l < c.numLayers; l++) this.layerForward(ws, l, B, T, opts.pos0 ?? 0, opts.lora ?? null, opts.seed, opts.docStart);
+    } finally {
+      this.doraRefresh = false;
+    }
+  }
+
+  /** Set by forward() while its layers refresh DoRA's norms (see there). */
+  private doraRefresh = false;
+
+  /**
+   * DoRA's norms of layer l's adapted linears: nsq_j = ‖W_j + s·(B·A)_j‖², expanded as
+   * ‖W_j‖² + Σ_i Bᵀ[i, j]·(2s·(A·Wᵀ)[i, j] + s²·(A·Aᵀ·Bᵀ)[i, j]) so that W (4-bit or f32) is
+   * only read through its GEMM (‖W_j‖² once); then g = m / √nsq and invNorm = 1 / √nsq.
+   */
+  private refreshDoraLayer(l: number, lora: LoraAdapters): void {
+    const be = this.backend, sc = lora.doraScratch!;
+    for (const name of LINEAR_NAMES) {
+      const pair = lora.get(l, name), d = pair?.dora;
+      if (!pair || !d) continue;
+      const lin = this.blocks[l]!.lin[name], { N, K, r } = pair, s = pair.scaling;
+      if (!d.wsqReady) {
+        if (lin.weight.kind === 'q4') be.qRowSumSquares(d.wsq, lin.weight.w);
+        else be.rowSumSquares(d.wsq, lin.weight.w, N, K);
+        d.wsqReady = true;
+      }
+      // V = 2s·A·Wᵀ + s²·(A·Aᵀ)·Bᵀ [r, N]; Bᵀ [r, N] through the identity (exact)
+      if (lin.weight.kind === 'q4') be.qMatmul(sc.V, pair.A, lin.weight.w, r, { alpha: 2 * s });
+      else be.matmul(sc.V, pair.A, lin.weight.w, r, N, K, { transB: true, alpha: 2 * s });
+      be.matmul(sc.G, pair.A, pair.A, r, r, K, { transB: true });
+      be.matmul(sc.V, sc.G, pair.B, r, N, r, { transB: true, alpha: s * s, accumulate: true });
+      be.matmul(sc.Bt, sc.eye.get(r)!, pair.B, r, N, r, { transB: true });
+      be.copy(d.nsq, 0, d.wsq, 0, N);
+      be.columnDot(d.nsq, sc.Bt, sc.V, r, N, { accumulate: true });
+      be.doraScale(d.g, d.invNorm, d.m, d.nsq, N);
+    }
+  }
+
+  /**
+   * PEFT's DoRA initialisation: m = ‖W + s·B·A‖_row (the adapted weight's row norms, so that a
+   * fresh DoRA adapter computes the base model's output). Call after A and B are set (initPeft).
+   */
+  async initDora(lora: LoraAdapters): Promise<void> {
+    const be = this.backend;
+    for (let l = 0; l < this.config.numLayers; l++) {
+      if (!lora.pairs.some((p) => p.layer === l && p.dora)) continue;
+      this.pager?.ensure(l);
+      for (const name of LINEAR_NAMES) {
+        const d = lora.get(l, name)?.dora;
+        if (d) be.fill(d.m, 1);
+      }
+      this.refreshDoraLayer(l, lora);
+      for (const name of LINEAR_NAMES) {
+        const d = lora.get(l, name)?.dora;
+        if (!d) continue;
+        const nsq = (await be.read(d.nsq)) as Float32Array;
+        be.write(d.m, nsq.map((v) => Math.sqrt(v)));
+      }
+    }
   }
 
   /**
@@ -191,8 +255,10 @@ export class LlamaModel {
    * cross-entropy into ws.losses (0 for unscored rows) and, with `gradScale`, its gradient
    * d(hF) = dlogits_c·E into ws.dh (0 for unscored rows), which backward() continues from.
    * `targets` are the host copy of the micro-batch's targets [R] (they decide the chunks).
+   * `gradScale` may be per row (f32 [≥ R], preference tuning's dL/dCE of each row's sequence): the
+   * crossEntropy kernel takes one scale, so a chunk is also cut wherever the scale changes.
    */
-  lossHead(ws: Workspace, R: number, targets: Int32Array, gradScale?: number): void {
+  lossHead(ws: Workspace, R: number, targets: Int32Array, gradScale?: number | Float32Array): void {
     const c = this.config, be = this.backend, C = c.hiddenSize, V = c.vocabSize, cap = this.variant.finalSoftcap;
     be.rmsNorm(ws.hF, ws.rstdF, ws.layerIn(c.numLayers), this.finalNorm, R, C, c.rmsNormEps);
     be.fill(ws.losses, 0, 0, R);
@@ -201,12 +267,14 @@ export class LlamaModel {
     // runs of consecutive scored rows, cut at chunk boundaries: [row, chunk row, length]
     const H = ws.headRows, tc = ws.headTargetsHost;
     let runs: Array<[number, number, number]> = [], n = 0;
+    const perRow = typeof gradScale === 'object';
+    let scale = perRow ? undefined : gradScale; // the scale of the chunk being gathered
     const flush = () => {
       if (n === 0) return;
       be.write(ws.headTargets, tc.subarray(0, n));
       for (const [r, i, len] of runs) be.copy(ws.headIn, i * C, ws.hF, r * C, len * C);
       be.matmul(ws.headLogits, ws.headIn, this.lmHead, n, V, C, { transB: true });
-      be.crossEntropy(ws.headLosses, ws.headLogits, ws.headTargets, n, V, gradScale, cap > 0 ? cap : undefined);
+      be.crossEntropy(ws.headLosses, ws.headLogits, ws.headTargets, n, V, scale, cap > 0 ? cap : undefined);
       for (const [r, i, len] of runs) be.copy(ws.losses, r, ws.headLosses, i, len);
       if (grad) {
         be.matmul(ws.headIn, ws.headLogits, this.lmHead, n, C, V);
@@ -219,6 +287,10 @@ export class LlamaModel {
       const t = targets[r]!;
       if (t === -100) continue;
       if (!(t >= 0 && t < V)) throw new WebqloraError(`token id ${t} (row ${r} of the batch) is outside the model's vocabulary of ${V} tokens (does the tokenizer belong to this model?).`);
+      if (perRow && gradScale[r] !== scale) {
+        flush();
+        scale = gradScale[r];
+      }
       const last = runs[runs.length - 1];
       if (last && last[0] + last[2] === r) last[2]++;
       else runs.push([r, n, 1]);
@@ -237,11 +309,12 @@ export class LlamaModel {
     if (this.variant.finalSoftcap > 0) be.softcap(ws.lastLogits, c.vocabSize, this.variant.finalSoftcap);
   }
 
-  private layerForward(ws: Workspace, l: number, B: number, T: number, pos0: number, lora: LoraAdapters | null, seed: number | undefined): void {
+  private layerForward(ws: Workspace, l: number, B: number, T: number, pos0: number, lora: LoraAdapters | null, seed: number | undefined, docStart?: Tensor): void {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim, D = c.headDim;
     const x = ws.layerIn(l), out = ws.layerIn(l + 1), rope = this.ropeOf(l);
     this.pager?.ensure(l);
+    if (this.doraRefresh && lora) this.refreshDoraLayer(l, lora);
     const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) => {
       const pair = lora?.get(l, name) ?? null;
       this.linearForward(ws, blk.lin[name], pair, input, y, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
@@ -258,15 +331,15 @@ export class LlamaModel {
       lin('k_proj', a.h1, a.k, false);
     }
     lin('v_proj', a.h1, a.v, false);
-    be.rope(a.q, rope, R, T, c.numHeads, D, pos0);
-    be.rope(a.k, rope, R, T, c.numKVHeads, D, pos0);
+    be.rope(a.q, rope, R, T, c.numHeads, D, pos0, docStart);
+    be.rope(a.k, rope, R, T, c.numKVHeads, D, pos0, docStart);
     if (ws.kv) {
       // B = 1: append this chunk's keys/values to the cache and attend over positions 0..pos0+T−1
       be.copy(ws.kv.k[l]!, pos0 * KVD, a.k, 0, T * KVD);
       be.copy(ws.kv.v[l]!, pos0 * KVD, a.v, 0, T * KVD);
       be.attention(a.att, a.lse, a.q, ws.kv.k[l]!, ws.kv.v[l]!, this.attnShape(l, 1, T, pos0 + T, pos0, ws.kv.maxSeq));
     } else {
-      be.attention(a.att, a.lse, a.q, a.k, a.v, this.attnShape(l, B, T, T, 0, T));
+      be.attention(a.att, a.lse, a.q, a.k, a.v, { ...this.attnShape(l, B, T, T, 0, T), docStart });
     }
     be.copy(a.x2, 0, x, 0, R * C);
     if (blk.attnOutNorm) {
@@ -309,8 +382,11 @@ export class LlamaModel {
     const be = this.backend;
     // Only q/k/v carry a bias (Qwen2), and they never accumulate into the residual stream.
     const bias = lin.bias ?? undefined;
-    if (lin.weight.kind === 'q4') be.qMatmul(y, x, lin.weight.w, R, { accumulate, bias });
-    else be.matmul(y, x, lin.weight.w, R, lin.N, lin.K, { transB: true, accumulate, bias });
+    if (pair?.dora && t) {
+      this.doraForward(ws, lin, pair, x, y, t, R, accumulate, seed);
+      return;
+    }
+    this.baseMatmul(y, x, lin, R, { accumulate, bias });
     if (!pair || !t) return;
     const r = pair.r, p = ws.dropout;
     // the parts of a fused module (Phi-3's q/k/v, gate/up) share A and the input: t is computed
@@ -326,26 +402,100 @@ export class LlamaModel {
     be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: pair.scaling, accumulate: true });
   }
 
+  /** y (=|+=) alpha·x·Wᵀ (+ bias) with W 4-bit or f32. */
+  private baseMatmul(y: Tensor, x: Tensor, lin: LinearLayer, R: number, o: { alpha?: number; accumulate?: boolean; bias?: Tensor }): void {
+    if (lin.weight.kind === 'q4') this.backend.qMatmul(y, x, lin.weight.w, R, o);
+    else this.backend.matmul(y, x, lin.weight.w, R, lin.N, lin.K, { ...o, transB: true });
+  }
+
+  /** dx (=|+=) dy·W with W 4-bit or f32. */
+  private baseMatmulBackward(dx: Tensor, dy: Tensor, lin: LinearLayer, R: number, accumulate: boolean): void {
+    if (lin.weight.kind === 'q4') this.backend.qMatmulBackwardInput(dx, dy, lin.weight.w, R, { accumulate });
+    else this.backend.matmul(dx, dy, lin.weight.w, R, lin.K, lin.N, { accumulate });
+  }
+
+  /** drop(x) into ws.xd when dropout is on (training), else x itself. */
+  private dropped(ws: Workspace, x: Tensor, R: number, K: number, seed: number | undefined): Tensor {
+    if (seed === undefined || ws.dropout === 0) return x;
+    this.backend.dropout(ws.xd, x, R * K, ws.dropout, seed);
+    return ws.xd;
+  }
+
+  /**
+   * DoRA's linear as PEFT computes it, with g = m / ‖W + s·B·A‖_row (refreshDoraLayer) and
+   * xd = drop(x), t = xd·Aᵀ: y (=|+=) x·Wᵀ + bias + (g − 1) ⊙ (xd·Wᵀ) + g ⊙ (s·t·Bᵀ). Without
+   * dropout xd = x and this is y = bias + g ⊙ z with z = x·Wᵀ + s·t·Bᵀ, computed as such.
+   */
+  private doraForward(ws: Workspace, lin: LinearLayer, pair: LoraPair, x: Tensor, y: Tensor, t: Tensor, R: number, accumulate: boolean, seed: number | undefined): void {
+    const be = this.backend, d = pair.dora!, z = ws.doraZ, { N, K, r } = pair, bias = lin.bias ?? undefined;
+    if (z.length < R * N) throw new Error('DoRA adapters need a workspace made with { dora: true }');
+    const xd = this.dropped(ws, x, R, K, seed);
+    if (pair.row0 === 0) be.matmul(t, xd, pair.A, R, r, K, { transB: true });
+    if (xd === x) {
+      this.baseMatmul(z, x, lin, R, {});
+      be.matmul(z, t, pair.B, R, N, r, { transB: true, alpha: pair.scaling, accumulate: true });
+      be.scaleColumns(y, z, d.g, R, N, { accumulate, bias });
+      return;
+    }
+    this.baseMatmul(y, x, lin, R, { accumulate, bias });
+    this.baseMatmul(z, xd, lin, R, {});
+    be.scaleColumns(y, z, d.g, R, N, { offset: -1, accumulate: true });
+    be.matmul(z, t, pair.B, R, N, r, { transB: true, alpha: pair.scaling });
+    be.scaleColumns(y, z, d.g, R, N, { accumulate: true });
+  }
+
+  /**
+   * Backward of doraForward (the norm is a constant, as PEFT detaches it): with dz = g ⊙ dy,
+   * dx (=|+=) dy·W + drop'(((g − 1) ⊙ dy)·W + s·(dz·B)·A) (without dropout: dz·W + s·(dz·B)·A),
+   * dB += s·dzᵀ·t, dA += (s·dz·B)ᵀ·xd, dm += invNorm ⊙ Σ_r dy ⊙ (xd·Wᵀ + s·t·Bᵀ).
+   */
+  private doraBackward(ws: Workspace, lin: LinearLayer, pair: LoraPair, dy: Tensor, dx: Tensor, x: Tensor, t: Tensor, R: number, accumulate: boolean, seed: number | undefined): void {
+    const be = this.backend, d = pair.dora!, z = ws.doraZ, dz = ws.doraDZ, { N, K, r } = pair, s = pair.scaling;
+    if (dz.length < R * N) throw new Error('DoRA training needs a workspace made with { dora: true, training: true }');
+    const xd = this.dropped(ws, x, R, K, seed);
+    // dm: z = xd·Wᵀ + s·t·Bᵀ recomputed (one base GEMM more than LoRA; no [R, N] kept per layer)
+    this.baseMatmul(z, xd, lin, R, {});
+    be.matmul(z, t, pair.B, R, N, r, { transB: true, alpha: s, accumulate: true });
+    be.columnDot(d.dm, dy, z, R, N, { scale: d.invNorm, accumulate: true });
+    be.scaleColumns(dz, dy, d.g, R, N);
+    be.matmul(pair.dB, dz, t, N, r, R, { transA: true, alpha: s, accumulate: true });
+    be.matmul(ws.dt, dz, pair.B, R, r, N, { alpha: s });
+    be.matmul(pair.dA, ws.dt, xd, r, K, R, { transA: true, accumulate: true });
+    if (xd === x) {
+      this.baseMatmulBackward(dx, dz, lin, R, accumulate);
+      be.matmul(dx, ws.dt, pair.A, R, K, r, { accumulate: true });
+      return;
+    }
+    // d(xd) = ((g − 1) ⊙ dy)·W + dt·A into xd's buffer (xd has served dA), then the mask
+    this.baseMatmulBackward(dx, dy, lin, R, accumulate);
+    be.scaleColumns(dz, dy, d.g, R, N, { offset: -1 });
+    this.baseMatmulBackward(ws.xd, dz, lin, R, false);
+    be.matmul(ws.xd, ws.dt, pair.A, R, K, r, { accumulate: true });
+    be.dropout(ws.xd, ws.xd, R * K, ws.dropout, seed!);
+    be.add(dx, ws.xd, R * K);
+  }
+
   // ---- backward ------------------------------------------------------------------------
 
   /**
    * Backward of the whole model after forward() and lossHead() with a gradScale of the same
    * batch (ws.dh holds d(hF)). Accumulates LoRA gradients into the
    * adapters' dA/dB. With checkpointing, each layer's forward is recomputed from its saved input.
+   * `docStart`: the forward's (packed sequences).
    */
-  backward(ws: Workspace, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
+  backward(ws: Workspace, B: number, T: number, lora: LoraAdapters, seed: number | undefined, docStart?: Tensor): void {
     const c = this.config, be = this.backend, R = B * T, C = c.hiddenSize;
     // head: d(hF) is in ws.dh (lossHead); d(x_L) = rmsnorm backward
     be.rmsNormBackward(ws.dres, ws.dh, ws.layerIn(c.numLayers), this.finalNorm, ws.rstdF, R, C, false);
     for (let l = c.numLayers - 1; l >= 0; l--) {
       // the last layer's activations are still in the shared set from the forward pass
-      if (ws.checkpointing && l < c.numLayers - 1) this.layerForward(ws, l, B, T, 0, lora, seed);
-      this.layerBackward(ws, l, B, T, lora, seed);
+      if (ws.checkpointing && l < c.numLayers - 1) this.layerForward(ws, l, B, T, 0, lora, seed, docStart);
+      this.layerBackward(ws, l, B, T, lora, seed, docStart);
     }
   }
 
   /** ws.dres holds d(layer output) on entry and d(layer input) on exit. */
-  private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined): void {
+  private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined, docStart?: Tensor): void {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, D = c.headDim, rope = this.ropeOf(l);
     this.pager?.ensure(l);
@@ -373,9 +523,9 @@ export class LlamaModel {
       dO = ws.dtmp;
     }
     back('o_proj', dO, ws.datt, a.att, false);
-    be.attentionBackward(ws.dq, ws.dk, ws.dv, ws.datt, a.q, a.k, a.v, a.att, a.lse, this.attnShape(l, B, T, T, 0, T));
-    be.ropeBackward(ws.dq, rope, R, T, c.numHeads, D, 0);
-    be.ropeBackward(ws.dk, rope, R, T, c.numKVHeads, D, 0);
+    be.attentionBackward(ws.dq, ws.dk, ws.dv, ws.datt, a.q, a.k, a.v, a.att, a.lse, { ...this.attnShape(l, B, T, T, 0, T), docStart });
+    be.ropeBackward(ws.dq, rope, R, T, c.numHeads, D, 0, docStart);
+    be.ropeBackward(ws.dk, rope, R, T, c.numKVHeads, D, 0, docStart);
     let dq = ws.dq, dk = ws.dk;
     if (v.qkNorm) {
       be.rmsNormBackward(ws.dqr, ws.dq, a.qr, blk.qNorm!, a.rstdq, R * c.numHeads, D, false);
@@ -395,8 +545,11 @@ export class LlamaModel {
    */
   private linearBackward(ws: Workspace, lin: LinearLayer, pair: LoraPair | null, dy: Tensor, dx: Tensor, x: Tensor, t: Tensor | undefined, R: number, accumulate: boolean, seed: number | undefined): void {
     const be = this.backend;
-    if (lin.weight.kind === 'q4') be.qMatmulBackwardInput(dx, dy, lin.weight.w, R, { accumulate });
-    else be.matmul(dx, dy, lin.weight.w, R, lin.K, lin.N, { accumulate });
+    if (pair?.dora && t) {
+      this.doraBackward(ws, lin, pair, dy, dx, x, t, R, accumulate, seed);
+      return;
+    }
+    this.baseMatmulBackward(dx, dy, lin, R, accumulate);
     if (!pair || !t) return;
     const r = pair.r, p = ws.dropout, s = pair.scaling;
     be.matmul(pair.dB, dy, t, lin.N, r, R, { transA: true, alpha: s, accumulate: true });
@@ -463,6 +616,10 @@ export interface WorkspaceOptions {
   headRows?: number;
   /** KV cache capacity in positions (generation, B = 1). */
   kvCache?: number;
+  /** The adapters are DoRA adapters (two [R, max out features] scratch buffers). */
+  dora?: boolean;
+  /** Batches may be packed (sample packing): a docStart buffer of max rows. */
+  packing?: boolean;
 }
 
 /**
@@ -491,6 +648,11 @@ export class Workspace {
   readonly lastRstd: Tensor;
   readonly lastLogits: Tensor;
   readonly xd: Tensor;
+  /** DoRA: [R, max N] the bias-free pre-scale output z = x·Wᵀ + s·t·Bᵀ, and g ⊙ dy (training) */
+  readonly doraZ: Tensor;
+  readonly doraDZ: Tensor;
+  /** i32 [R] (packing; else empty): docStart of a packed micro-batch, passed to forward/backward */
+  readonly docStart: Tensor;
   /** [R, C] scratch of the sandwich norms' outputs */
   readonly tmpC: Tensor;
   readonly dropout: number;
@@ -561,6 +723,10 @@ export class Workspace {
     this.du = tr ? f(R * F, 'du') : none('du');
     this.da = tr ? f(R * F, 'da') : none('da');
     this.dt = tr && r > 0 ? f(R * r, 'dt') : none('dt');
+    const maxN = Math.max(C, F, HD);
+    this.doraZ = opts.dora ? f(R * maxN, 'dora.z') : none('dora.z');
+    this.doraDZ = opts.dora && tr ? f(R * maxN, 'dora.dz') : none('dora.dz');
+    this.docStart = this.track(backend.alloc('i32', opts.packing ? R : 0, 'docStart'));
     this.tmpC = v.sandwichNorms ? f(R * C, 'tmpC') : none('tmpC');
     this.dqr = tr && v.qkNorm ? f(R * HD, 'dqr') : none('dqr');
     this.dkr = tr && v.qkNorm ? f(R * KVD, 'dkr') : none('dkr');

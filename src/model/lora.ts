@@ -25,6 +25,12 @@ export interface LoraConfig {
    */
   targets: readonly string[] | string;
   useRslora: boolean;
+  /**
+   * DoRA (Liu et al. 2024; PEFT's use_dora): each adapted linear also has a trainable magnitude
+   * m [out] and computes y = bias + (m / ‖W + s·B·A‖_row) ⊙ (x·Wᵀ + s·x·Aᵀ·Bᵀ), the row norm
+   * treated as a constant in the backward as PEFT does (on a 4-bit base: of the dequantized W).
+   */
+  useDora?: boolean;
   /** Only these layer indices get adapters (null: every layer). */
   layersToTransform?: number[] | null;
   /** Per-module rank and alpha overrides: key = regex matched against the end of the module path. */
@@ -110,6 +116,22 @@ export interface LoraModule {
   parts: LoraPair[];
 }
 
+/**
+ * DoRA's state of one adapted logical linear: the trainable magnitude m [N] and its gradient, the
+ * frozen base rows' ‖W_j‖² (computed once, when its layer first runs), and per refresh
+ * (LlamaModel.refreshDora, whenever A, B or m may have changed) g = m / ‖W + s·B·A‖_row and
+ * invNorm = 1 / ‖W + s·B·A‖_row, all f32 [N].
+ */
+export interface DoraState {
+  m: Tensor;
+  dm: Tensor;
+  wsq: Tensor;
+  wsqReady: boolean;
+  nsq: Tensor;
+  g: Tensor;
+  invNorm: Tensor;
+}
+
 /** The adapter as one logical linear layer sees it. */
 export interface LoraPair {
   layer: number;
@@ -126,6 +148,8 @@ export interface LoraPair {
   dB: Tensor;
   row0: number;
   module: LoraModule;
+  /** DoRA's magnitude and norms (null: plain LoRA) */
+  dora: DoraState | null;
 }
 
 /** A trainable tensor and its gradient (optimizer, norm and checkpoint order). */
@@ -187,6 +211,8 @@ export class LoraAdapters {
   readonly params: LoraParam[] = [];
   /** the largest rank of any module (workspace scratch is sized by it) */
   readonly maxRank: number;
+  /** DoRA scratch for the row norms: V, Bᵀ [maxRank, max N], A·Aᵀ [maxRank²], identity per rank */
+  readonly doraScratch: { V: Tensor; Bt: Tensor; G: Tensor; eye: Map<number, Tensor> } | null = null;
   private readonly byKey = new Map<string, LoraPair>();
 
   constructor(readonly backend: Backend, readonly model: ModelConfig, readonly config: LoraConfig, withGrads: boolean) {
@@ -206,19 +232,40 @@ export class LoraAdapters {
         const N = linearShape(model, name)[0];
         // a fused module's B parts are labelled by their logical linear (optimizer state names)
         const bl = lins.length > 1 ? `layers.${m.layer}.${name}` : label;
+        const dora: DoraState | null = config.useDora ? {
+          m: backend.alloc('f32', N, `${bl}.lora_magnitude_vector`), dm: grad(N, `${bl}.lora_magnitude_vector.grad`), wsqReady: false,
+          wsq: backend.alloc('f32', N, `${bl}.dora_wsq`), nsq: backend.alloc('f32', N, `${bl}.dora_nsq`),
+          g: backend.alloc('f32', N, `${bl}.dora_g`), invNorm: backend.alloc('f32', N, `${bl}.dora_inv_norm`),
+        } : null;
         const pair: LoraPair = {
           layer: m.layer, name, N, K, r, scaling: mod.scaling, A: mod.A, dA: mod.dA, row0: linearSource(model, m.layer, name).row0, module: mod,
-          B: backend.alloc('f32', N * r, `${bl}.lora_B`), dB: grad(N * r, `${bl}.lora_B.grad`),
+          B: backend.alloc('f32', N * r, `${bl}.lora_B`), dB: grad(N * r, `${bl}.lora_B.grad`), dora,
         };
         mod.parts.push(pair);
         this.pairs.push(pair);
         this.params.push({ value: pair.B, grad: pair.dB });
+        if (dora) this.params.push({ value: dora.m, grad: dora.dm });
         this.byKey.set(`${m.layer}.${name}`, pair);
       }
       this.modules.push(mod);
       maxRank = Math.max(maxRank, r);
     }
     this.maxRank = maxRank;
+    if (config.useDora) {
+      const maxN = Math.max(...this.pairs.map((p) => p.N));
+      const eye = new Map<number, Tensor>();
+      for (const r of new Set(this.pairs.map((p) => p.r))) {
+        const t = backend.alloc('f32', r * r, `dora.eye${r}`), v = new Float32Array(r * r);
+        for (let i = 0; i < r; i++) v[i * r + i] = 1;
+        backend.write(t, v);
+        eye.set(r, t);
+      }
+      this.doraScratch = { V: backend.alloc('f32', maxRank * maxN, 'dora.V'), Bt: backend.alloc('f32', maxRank * maxN, 'dora.Bt'), G: backend.alloc('f32', maxRank * maxRank, 'dora.AAt'), eye };
+    }
+  }
+
+  get useDora(): boolean {
+    return this.config.useDora === true;
   }
 
   get(layer: number, name: LinearName): LoraPair | null {
@@ -227,10 +274,13 @@ export class LoraAdapters {
 
   /** Trainable parameter count. */
   get paramCount(): number {
-    return this.modules.reduce((s, m) => s + m.r * (m.K + m.N), 0);
+    return this.modules.reduce((s, m) => s + m.r * (m.K + m.N) + (this.useDora ? m.N : 0), 0);
   }
 
-  /** PEFT initialisation from a seeded generator: A ~ U(−1/√K, 1/√K), B = 0. */
+  /**
+   * PEFT initialisation from a seeded generator: A ~ U(−1/√K, 1/√K), B = 0. DoRA's magnitudes
+   * (PEFT: ‖W + s·B·A‖_row = ‖W‖_row at B = 0) need the base weights: LlamaModel.initDora sets them.
+   */
   initPeft(rand: () => number): void {
     for (const m of this.modules) {
       const bound = 1 / Math.sqrt(m.K);
@@ -249,6 +299,9 @@ export class LoraAdapters {
     for (const p of this.params) {
       for (const t of [p.value, p.grad]) if (t !== NO_GRAD) this.backend.free(t);
     }
+    for (const p of this.pairs) if (p.dora) for (const t of [p.dora.wsq, p.dora.nsq, p.dora.g, p.dora.invNorm]) this.backend.free(t);
+    const s = this.doraScratch;
+    if (s) for (const t of [s.V, s.Bt, s.G, ...s.eye.values()]) this.backend.free(t);
   }
 }
 
@@ -256,6 +309,6 @@ export class LoraAdapters {
 const NO_GRAD: Tensor = { type: 'f32', length: 0, label: 'no-grad' };
 
 /** PEFT key of a module's adapter tensor (adapter name "default" stripped, as PEFT saves it). */
-export function peftKey(path: string, which: 'A' | 'B'): string {
-  return `base_model.model.${path}.lora_${which}.weight`;
+export function peftKey(path: string, which: 'A' | 'B' | 'magnitude'): string {
+  return which === 'magnitude' ? `base_model.model.${path}.lora_magnitude_vector` : `base_model.model.${path}.lora_${which}.weight`;
 }

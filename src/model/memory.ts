@@ -25,6 +25,8 @@ export interface TrainMemoryOptions {
   optimizer: 'adamw' | 'paged-adamw' | 'sgd';
   /** WASM threads (1 MiB scratch each). */
   threads?: number;
+  /** Sample packing (a docStart buffer of B·T rows). */
+  packing?: boolean;
   /** The format reads [V, C] tables whole (GGUF, llama2.c) rather than in row slices (HF, synthetic). */
   wholeTables?: boolean;
 }
@@ -90,7 +92,7 @@ export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): M
       parts.optimizer = 2 * 4 * Math.max(...adapters.params.map((p) => p.value.length));
     } else parts.optimizer = 0;
     const before = cb.liveBytes;
-    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: adapters.maxRank, loraDropout: o.lora.dropout });
+    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: adapters.maxRank, loraDropout: o.lora.dropout, dora: adapters.useDora, packing: o.packing });
     // + the trainer's loss accumulator
     parts.activations = cb.liveBytes - before + 4 * (o.batch * o.seqLen + 2);
     return { parts, hostOptimizer };
@@ -103,7 +105,7 @@ export function estimateInferenceMemory(c: ModelConfig, o: InferenceMemoryOption
     const adapters = o.lora ? new LoraAdapters(cb, c, o.lora, false) : null;
     const parts: Record<string, number> = { lora: cb.liveBytes };
     const before = cb.liveBytes;
-    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: false, checkpointing: false, loraRank: adapters?.maxRank ?? 0, kvCache: o.kvCache });
+    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: false, checkpointing: false, loraRank: adapters?.maxRank ?? 0, kvCache: o.kvCache, dora: adapters?.useDora ?? false });
     // + evaluate()'s loss accumulator
     parts.activations = cb.liveBytes - before + (o.kvCache ? 0 : 4 * o.batch * o.seqLen);
     return { parts, hostOptimizer: 0 };

@@ -1,4 +1,5 @@
-// Merging an adapter into the base: W' = deq(W4) + s·B·A, written as an HF directory in
+// Merging an adapter into the base: W' = deq(W4) + s·B·A (DoRA: each row then scaled by
+// m / ‖row‖), written as an HF directory in
 // f16/bf16/f32. The base is dequantized from exactly the 4-bit weights the adapter was trained
 // against (the stored bnb weights, or the same deterministic quantization of the float
 // checkpoint), and the result is never re-quantized: re-quantizing adds rounding error
@@ -97,6 +98,17 @@ async function mergedLinear(src: WeightSource, lora: LoraAdapters, be: Backend, 
     const d = (await be.read(delta, 0, pair.N * K)) as Float32Array;
     const o0 = ls.row0 * K;
     for (let i = 0; i < d.length; i++) w[o0 + i] = w[o0 + i]! + d[i]!;
+    if (pair.dora) {
+      // DoRA folds its magnitude in (PEFT's merge): row j of W + ΔW times m_j / ‖(W + ΔW)_j‖
+      const m = (await be.read(pair.dora.m)) as Float32Array;
+      for (let j = 0; j < pair.N; j++) {
+        const row = w.subarray(o0 + j * K, o0 + (j + 1) * K);
+        let ss = 0;
+        for (let k = 0; k < K; k++) ss += row[k]! * row[k]!;
+        const f = m[j]! / Math.fround(Math.sqrt(ss));
+        for (let k = 0; k < K; k++) row[k] = row[k]! * f;
+      }
+    }
   }
   return w;
 }

@@ -38,7 +38,7 @@ export function adapterConfigJson(c: LoraConfig, baseModel: string, modules?: re
     revision: null,
     target_modules: targetModules,
     task_type: 'CAUSAL_LM',
-    use_dora: false,
+    use_dora: c.useDora === true,
     use_rslora: c.useRslora,
   };
   return pythonJsonDumps(cfg, { indent: 2, sortKeys: true });
@@ -51,14 +51,19 @@ export async function saveAdapter(lora: LoraAdapters, out: OutDir, baseModel: st
   for (const m of lora.modules) {
     entries.push({ name: peftKey(m.path, 'A'), dtype: 'F32', shape: [m.r, m.K], data: await bytesOf(be, m.A) });
     // a fused module's B is its parts' rows stacked in order
-    const parts = await Promise.all(m.parts.map((p) => bytesOf(be, p.B)));
-    const b = new Uint8Array(parts.reduce((s, x) => s + x.length, 0));
-    let o = 0;
-    for (const x of parts) { b.set(x, o); o += x.length; }
+    const b = joinBytes(await Promise.all(m.parts.map((p) => bytesOf(be, p.B))));
     entries.push({ name: peftKey(m.path, 'B'), dtype: 'F32', shape: [m.N, m.r], data: b });
+    if (lora.useDora) entries.push({ name: peftKey(m.path, 'magnitude'), dtype: 'F32', shape: [m.N], data: joinBytes(await Promise.all(m.parts.map((p) => bytesOf(be, p.dora!.m)))) });
   }
   await writeSafetensors(await out.create(ADAPTER_WEIGHTS), entries, { format: 'pt' });
   await writeFileTo(out, ADAPTER_CONFIG, adapterConfigJson(lora.config, baseModel, lora.modules.map((m) => m.module)) + '\n');
+}
+
+function joinBytes(parts: Uint8Array[]): Uint8Array {
+  const b = new Uint8Array(parts.reduce((s, x) => s + x.length, 0));
+  let o = 0;
+  for (const x of parts) { b.set(x, o); o += x.length; }
+  return b;
 }
 
 async function bytesOf(be: Backend, t: Parameters<Backend['read']>[0]): Promise<Uint8Array> {
@@ -82,7 +87,7 @@ export function parseAdapterConfig(text: string, file: string): LoraConfig & { b
   };
   const off = (v: unknown) => v == null || v === false || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && Object.keys(v as object).length === 0);
   const handled = new Set(['r', 'lora_alpha', 'lora_dropout', 'target_modules', 'use_rslora', 'layers_to_transform', 'layers_pattern', 'rank_pattern', 'alpha_pattern', 'use_dora', 'bias', 'fan_in_fan_out', 'modules_to_save']);
-  unsupported('use_dora', (v) => !v, 'DoRA adapters are not implemented');
+  unsupported('use_dora', (v) => typeof v === 'boolean' || v == null, 'use_dora must be true or false');
   unsupported('bias', (v) => v === 'none' || v == null, 'only bias "none" is');
   unsupported('fan_in_fan_out', (v) => !v, 'the linear layers are stored [out, in]');
   unsupported('modules_to_save', off, 'only LoRA tensors are loaded');
@@ -91,7 +96,7 @@ export function parseAdapterConfig(text: string, file: string): LoraConfig & { b
   // layer_replication, target_parameters, trainable tokens, aLoRA, QALoRA, …): refuse it
   for (const [k, v] of Object.entries(j)) {
     if (handled.has(k) || INIT_ONLY.has(k) || INERT.has(k) || off(v)) continue;
-    throw new WebqloraError(`${file}: ${k} = ${JSON.stringify(v)} is not supported (webqlora implements plain LoRA with target_modules, layers_to_transform, rank_pattern, alpha_pattern and rsLoRA).`);
+    throw new WebqloraError(`${file}: ${k} = ${JSON.stringify(v)} is not supported (webqlora implements LoRA and DoRA with target_modules, layers_to_transform, rank_pattern, alpha_pattern and rsLoRA).`);
   }
   const r = j.r, alpha = j.lora_alpha ?? r;
   if (typeof r !== 'number') throw new WebqloraError(`${file}: "r" must be a positive integer.`);
@@ -116,7 +121,7 @@ export function parseAdapterConfig(text: string, file: string): LoraConfig & { b
     return { ...(v as Record<string, number>) };
   };
   const config: LoraConfig = {
-    r, alpha, dropout, targets, useRslora: j.use_rslora === true, layersToTransform, rankPattern: pattern('rank_pattern'), alphaPattern: pattern('alpha_pattern'),
+    r, alpha, dropout, targets, useRslora: j.use_rslora === true, useDora: j.use_dora === true, layersToTransform, rankPattern: pattern('rank_pattern'), alphaPattern: pattern('alpha_pattern'),
   };
   checkLoraConfig(config, file);
   return { ...config, baseModel: typeof j.base_model_name_or_path === 'string' ? j.base_model_name_or_path : null };
@@ -150,24 +155,28 @@ export async function readAdapterWeights(st: SafetensorsFile, lora: LoraAdapters
   for (const k of st.tensors.keys()) names.set(k.replace('.default.weight', '.weight'), k);
   const used = new Set<string>();
   for (const m of lora.modules) {
-    for (const which of ['A', 'B'] as const) {
+    for (const which of lora.useDora ? (['A', 'B', 'magnitude'] as const) : (['A', 'B'] as const)) {
       const key = peftKey(m.path, which);
-      const stored = names.get(key);
+      const stored = names.get(key) ?? (which === 'magnitude' ? names.get(`${key}.weight`) : undefined);
       if (!stored) throw new WebqloraError(`${st.name}: missing tensor ${key}.`);
       used.add(stored);
       const info = st.info(stored);
-      const want = which === 'A' ? [m.r, m.K] : [m.N, m.r];
-      if (info.shape.length !== 2 || info.shape[0] !== want[0] || info.shape[1] !== want[1]) {
+      const want = which === 'A' ? [m.r, m.K] : which === 'B' ? [m.N, m.r] : [m.N];
+      if (info.shape.length !== want.length || info.shape.some((d, i) => d !== want[i])) {
         throw new WebqloraError(`${st.name}: ${key}: expected [${want.join(', ')}], got [${info.shape.join(', ')}] (does the adapter belong to this model?).`);
       }
       if (!['F32', 'F16', 'BF16'].includes(info.dtype)) throw new WebqloraError(`${st.name}: ${key}: dtype ${info.dtype} is not supported (expected F32, F16 or BF16).`);
       const v = await st.readFloat(stored);
       if (which === 'A') lora.backend.write(m.A, v);
-      else for (const p of m.parts) lora.backend.write(p.B, v.subarray(p.row0 * m.r, (p.row0 + p.N) * m.r));
+      else if (which === 'B') for (const p of m.parts) lora.backend.write(p.B, v.subarray(p.row0 * m.r, (p.row0 + p.N) * m.r));
+      else for (const p of m.parts) lora.backend.write(p.dora!.m, v.subarray(p.row0, p.row0 + p.N));
     }
   }
   const extra = [...st.tensors.keys()].filter((k) => !used.has(k));
-  if (extra.length) throw new WebqloraError(`${st.name}: tensor ${extra[0]} is not a LoRA weight of a targeted module (${extra.length} such tensors).`);
+  if (extra.length) {
+    const why = !lora.useDora && extra.some((k) => k.includes('lora_magnitude_vector')) ? ' (DoRA magnitudes, but adapter_config.json does not set use_dora)' : '';
+    throw new WebqloraError(`${st.name}: tensor ${extra[0]} is not a LoRA weight of a targeted module (${extra.length} such tensors)${why}.`);
+  }
 }
 
 /** Loads a PEFT LoRA adapter directory onto the backend (see readAdapterWeights for what is accepted). */

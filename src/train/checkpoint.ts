@@ -8,6 +8,7 @@ import { openSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import { readJson, writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
 import { describeTargets, resolveModules, type LoraConfig } from '../model/lora.ts';
 import { openAdapter, readAdapterWeights, saveAdapter } from '../model/peft.ts';
+import { DEFAULT_BETA } from './preference.ts';
 import type { StepRecord, Trainer, TrainOptions } from './trainer.ts';
 
 export const TRAINER_STATE = 'trainer_state.json';
@@ -55,10 +56,13 @@ export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
 
 /** Restores adapter weights, optimizer moments and the data position into a fresh trainer. */
 export async function restoreCheckpoint(dir: DirSource, trainer: Trainer, state: TrainerState): Promise<void> {
+  // the objective is part of the run: a DPO checkpoint does not continue as SFT, nor with another β
+  const method = (o: TrainOptions) => `${o.method ?? 'sft'}${o.method === 'dpo' || o.method === 'orpo' ? ` (beta ${o.beta ?? DEFAULT_BETA})` : ''}`;
+  if (method(state.options) !== method(trainer.o)) throw new WebqloraError(`${dir.name}: the checkpoint was trained with --method ${method(state.options)}, not ${method(trainer.o)}; resume with the same method and beta.`);
   const { config, weights } = await openAdapter(dir);
   const mine = trainer.lora.config;
   const modules = (c: LoraConfig) => JSON.stringify(resolveModules(trainer.model.config, c, dir.name));
-  const same = config.useRslora === mine.useRslora && modules(config) === modules(mine);
+  const same = config.useRslora === mine.useRslora && (config.useDora ?? false) === (mine.useDora ?? false) && modules(config) === modules(mine);
   if (!same) throw new WebqloraError(`${dir.name}: the checkpoint's adapter (r ${config.r}, alpha ${config.alpha}, targets ${describeTargets(config)}) does not match this run's LoRA settings.`);
   await readAdapterWeights(weights, trainer.lora);
   const optSrc = await dir.open(OPTIMIZER_FILE);

@@ -14,6 +14,8 @@ export interface MicroBatch {
   targets: Int32Array;
   B: number;
   T: number;
+  /** i32 [B·T] packed sequences (data/pack.ts): each position's in-row example start; absent: one sequence per row */
+  docStart?: Int32Array;
 }
 
 /**
@@ -24,7 +26,7 @@ export interface MicroBatch {
 export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdapters, mb: MicroBatch, gradScale: number, seed: number | undefined, lossAcc: Tensor, neftuneAlpha = 0): void {
   forwardLoss(model, ws, lora, mb, seed, gradScale, neftuneAlpha);
   model.backend.add(lossAcc, ws.losses, mb.B * mb.T);
-  model.backward(ws, mb.B, mb.T, lora, seed);
+  model.backward(ws, mb.B, mb.T, lora, seed, mb.docStart ? ws.docStart : undefined);
 }
 
 /**
@@ -35,7 +37,11 @@ export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters
   const be = model.backend, R = mb.B * mb.T;
   checkInputIds(mb, model.config.vocabSize);
   be.write(ws.ids, mb.ids.subarray(0, R));
-  model.forward(ws, mb.B, mb.T, { lora, seed, neftuneAlpha });
+  if (mb.docStart) {
+    if (ws.docStart.length < R) throw new Error('a packed micro-batch needs a workspace made with { packing: true }');
+    be.write(ws.docStart, mb.docStart.subarray(0, R));
+  }
+  model.forward(ws, mb.B, mb.T, { lora, seed, neftuneAlpha, docStart: mb.docStart ? ws.docStart : undefined });
   model.lossHead(ws, R, mb.targets, gradScale);
 }
 

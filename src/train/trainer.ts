@@ -7,6 +7,7 @@ import { WebqloraError } from '../errors.ts';
 import type { LlamaModel } from '../model/llama.ts';
 import { Workspace } from '../model/llama.ts';
 import type { LoraAdapters, LoraParam } from '../model/lora.ts';
+import { DEFAULT_BETA, isPreference, PreferenceObjective, type PreferenceMetrics, type TrainMethod } from './preference.ts';
 import { lrAt, warmupSteps, type Schedule } from './schedule.ts';
 import { forwardBackward, scoredTokens, type MicroBatch } from './step.ts';
 
@@ -32,6 +33,12 @@ export interface TrainOptions {
   totalSteps: number;
   checkpointing: boolean;
   seed: number;
+  /** sample packing: micro-batches may carry docStart (data/pack.ts); absent in checkpoints before it (false) */
+  packing?: boolean;
+  /** sft (default), or preference tuning on micro-batches of pairs: dpo, orpo (preference.ts) */
+  method?: TrainMethod;
+  /** DPO's β, ORPO's λ (TRL's `beta` of both; default 0.1) */
+  beta?: number;
 }
 
 /** QLoRA paper defaults (QLORA_SPEC §6-7) — lr 2e-4, constant, clip 0.3, wd 0 — with plain AdamW (paged-adamw is opt-in). */
@@ -47,7 +54,7 @@ export interface MicroBatchSource {
   restore(state: unknown): void;
 }
 
-export interface StepRecord {
+export interface StepRecord extends Partial<PreferenceMetrics> {
   step: number;
   loss: number;
   lr: number;
@@ -184,10 +191,14 @@ export class Trainer {
   private readonly lossAcc: Tensor;
   private readonly normSq: Tensor;
   private readonly warmup: number;
+  private readonly preference: PreferenceObjective | null;
 
   constructor(readonly model: LlamaModel, readonly lora: LoraAdapters, readonly data: MicroBatchSource, readonly o: TrainOptions) {
     const be = model.backend;
-    this.ws = new Workspace(be, model.config, { batch: o.batchSize, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.maxRank, loraDropout: lora.config.dropout });
+    this.preference = isPreference(o.method) ? new PreferenceObjective(model, o.method, o.beta ?? DEFAULT_BETA) : null;
+    if (o.packing && this.preference) throw new WebqloraError('sample packing is for SFT examples: preference pairs are not packed (drop --packing).');
+    // a preference micro-batch of batchSize pairs runs 2·batchSize rows
+    this.ws = new Workspace(be, model.config, { batch: o.batchSize * (this.preference ? 2 : 1), seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.maxRank, loraDropout: lora.config.dropout, dora: lora.useDora, packing: o.packing ?? false });
     this.opt = o.optimizer === 'sgd' ? new Sgd(be) : o.optimizer === 'paged-adamw' ? new PagedAdamW(be, lora.params, o) : new AdamW(be, lora.params, o);
     // per-row losses [B·T] followed by the squared gradient norm: one readback per step
     this.lossAcc = be.alloc('f32', o.batchSize * o.seqLen + 1, 'lossAcc');
@@ -210,7 +221,11 @@ export class Trainer {
     const lr = this.lrAt(this.step);
     this.lora.zeroGrads();
     be.fill(this.lossAcc, 0);
-    if (scored > 0) {
+    let pref: { loss: number; metrics: PreferenceMetrics } | null = null;
+    if (scored > 0 && this.preference) {
+      const seedOf = (i: number) => (this.lora.config.dropout > 0 || (o.neftuneAlpha ?? 0) > 0 ? deriveSeed(o.seed, this.step, i) : undefined);
+      pref = await this.preference.accumulate(this.ws, this.lora, mbs, seedOf, o.neftuneAlpha ?? 0);
+    } else if (scored > 0) {
       for (let i = 0; i < mbs.length; i++) {
         const seed = deriveSeed(o.seed, this.step, i);
         const noise = (o.neftuneAlpha ?? 0) > 0;
@@ -228,7 +243,7 @@ export class Trainer {
     const gn2 = stats[R]!;
     let lossSum = 0;
     for (let i = 0; i < R; i++) lossSum += stats[i]!;
-    const loss = scored > 0 ? lossSum / scored : NaN;
+    const loss = pref ? pref.loss : scored > 0 ? lossSum / scored : NaN;
     const gradNorm = Math.sqrt(gn2);
     if (scored > 0 && (!Number.isFinite(loss) || !Number.isFinite(gradNorm))) {
       throw new WebqloraError(`step ${this.step + 1}: the loss or the gradient is not finite (loss ${loss}, gradient norm ${gradNorm}); lower --lr or check the data.`);
@@ -238,7 +253,7 @@ export class Trainer {
     if (scored > 0) await this.opt.update(this.lora.params, lr, this.step + 1, clip);
     this.step++;
     const seconds = (performance.now() - t0) / 1000;
-    return { step: this.step, loss, lr, grad_norm: gradNorm, tokens, scored, tokens_per_s: tokens / seconds, seconds };
+    return { step: this.step, loss, lr, grad_norm: gradNorm, tokens, scored, tokens_per_s: tokens / seconds, seconds, ...pref?.metrics };
   }
 
   exportOptimizer(): Promise<Map<string, Float32Array>> {

@@ -57,7 +57,7 @@ test('export and merge --out .gguf refuse what llama.cpp cannot load: one senten
   try {
     const cases: Array<[string[], RegExp]> = [
       [['export', '--model', join(ARCHS, 'mistral'), '--adapter', join(ARCHS, 'mistral', 'adapter'), '--out', join(tmp, 'm.gguf')], /llama\.cpp's llama architecture has no sliding window/],
-      [['export', '--model', join(FIXTURES, 'dora', 'llama3'), '--adapter', join(FIXTURES, 'dora', 'llama3', 'adapter'), '--out', join(tmp, 'd.gguf')], /use_dora = true is not supported \(DoRA adapters are not implemented\)/],
+      [['export', '--model', join(FIXTURES, 'dora', 'llama3'), '--adapter', join(FIXTURES, 'dora', 'llama3', 'adapter'), '--out', join(tmp, 'd.gguf')], /it is a DoRA adapter, which llama\.cpp's LoRA GGUF cannot express \(merge it instead/],
       [['export', '--model', join(ARCHS, 'llama3'), '--adapter', join(ARCHS, 'llama3', 'adapter'), '--out', join(tmp, 'x.safetensors')], /--out .*x\.safetensors must end in \.gguf/],
       [['merge', '--model', join(ARCHS, 'gemma3'), '--adapter', join(ARCHS, 'gemma3', 'adapter'), '--out', join(tmp, 'g.gguf'), '--quant', 'none'], /llama\.cpp's gemma3 architecture slides on 5 of every 6 layers/],
       [['merge', '--model', join(ARCHS, 'llama3'), '--adapter', join(ARCHS, 'llama3', 'adapter'), '--out', join(tmp, 'l.gguf'), '--quant', 'none'], /no tokenizer\.model and no byte-level BPE tokenizer\.json/],

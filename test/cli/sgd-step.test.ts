@@ -1,4 +1,5 @@
-// The done-when of "Bring your own model", literally: for every family of test/fixtures/archs,
+// The done-when of "Bring your own model", literally: for every family of test/fixtures/archs
+// (and each DoRA adapter of test/fixtures/dora, magnitudes included),
 // `webqlora train --optimizer sgd --lr 1 --max-grad-norm 0 --lora-dropout 0 --warmup-ratio 0
 // --weight-decay 0` for one step from PEFT's adapter (--init-adapter) on transformers' reference
 // batch (written as tokens-format data with its labels) moves each adapter tensor by PEFT's
@@ -12,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSource } from '../../src/io/node.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
-import { ARCHS, FAMILIES, readReference } from '../model/archs.ts';
+import { ORACLES, peftGrad, readReference } from '../model/archs.ts';
 import { REPO } from '../helpers/index.ts';
 
 const CLI = join(REPO, 'dist', 'node', 'cli.js');
@@ -27,10 +28,10 @@ async function tensors(path: string): Promise<Map<string, Float32Array>> {
   return out;
 }
 
-for (const fam of FAMILIES) {
+for (const [fam, dir] of ORACLES) {
   test(`${fam}: one CLI SGD step (lr 1) moves every adapter tensor by PEFT's gradient`, async () => {
-    const dir = join(ARCHS, fam), ref = await readReference(dir);
-    const tmp = mkdtempSync(join(tmpdir(), `webqlora-sgd-${fam}-`));
+    const ref = await readReference(dir);
+    const tmp = mkdtempSync(join(tmpdir(), `webqlora-sgd-${fam.replace('/', '-')}-`));
     try {
       // transformers' labels: the targets the batch holds, un-shifted (labels[t + 1] = targets[t])
       const { B, T } = ref.batch, lines: string[] = [];
@@ -50,7 +51,7 @@ for (const fam of FAMILIES) {
       const after = await tensors(join(tmp, 'run', 'adapter_model.safetensors'));
       assert.equal([...after.keys()].sort(), [...before.keys()].sort());
       for (const [k, a] of after) {
-        const b = before.get(k)!, g = ref.grads.get(k)!;
+        const b = before.get(k)!, g = peftGrad(ref, k)!;
         let d = 0, n = 0;
         for (let i = 0; i < g.length; i++) { d += (a[i]! - b[i]! + g[i]!) ** 2; n += g[i]! ** 2; }
         assert.ok(Math.sqrt(d / n) <= 1e-3, `${fam}: ${k}: the step differs from −grad by ${Math.sqrt(d / n).toExponential(2)} of ‖grad‖`);

@@ -9,7 +9,7 @@ import { forwardLoss, type MicroBatch } from '../../src/train/step.ts';
 export async function batchLogits(model: LlamaModel, batch: MicroBatch | number[], lora: LoraAdapters | null = null): Promise<Float32Array> {
   const mb: MicroBatch = Array.isArray(batch) ? { ids: Int32Array.from(batch), targets: new Int32Array(batch.length).fill(-100), B: 1, T: batch.length } : batch;
   const be = model.backend, R = mb.B * mb.T, V = model.config.vocabSize;
-  const ws = new Workspace(be, model.config, { batch: mb.B, seqLen: mb.T, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0 });
+  const ws = new Workspace(be, model.config, { batch: mb.B, seqLen: mb.T, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, dora: lora?.useDora ?? false });
   try {
     forwardLoss(model, ws, lora, mb, undefined);
     const out = new Float32Array(R * V);

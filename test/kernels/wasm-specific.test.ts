@@ -139,8 +139,11 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
   const T = 5, nh = 3, D = 12, pos0 = 4;
   const cos = put(rng.f32(20 * D / 2), 'cos'), sin = put(rng.f32(20 * D / 2), 'sin');
   const xr = put(rng.f32(2 * T * nh * D), 'xr');
-  await splitEqual('rope', [xr], 2 * T, [3, 6], (lo, hi) => K_.rope(P(xr), P(cos), P(sin), 2 * T, T, nh, D, pos0, lo, hi));
-  await splitEqual('rope_backward', [xr], 2 * T, [4], (lo, hi) => K_.rope_backward(P(xr), P(cos), P(sin), 2 * T, T, nh, D, pos0, lo, hi));
+  await splitEqual('rope', [xr], 2 * T, [3, 6], (lo, hi) => K_.rope(P(xr), P(cos), P(sin), 2 * T, T, nh, D, pos0, 0, lo, hi));
+  await splitEqual('rope_backward', [xr], 2 * T, [4], (lo, hi) => K_.rope_backward(P(xr), P(cos), P(sin), 2 * T, T, nh, D, pos0, 0, lo, hi));
+  // packed rows (docStart): examples [2, 3] and [1, 1, 3]
+  const dsr = put(new Int32Array([0, 0, 2, 2, 2, /**/ 0, 1, 2, 2, 2]), 'docStart');
+  await splitEqual('rope docStart', [xr], 2 * T, [3, 6], (lo, hi) => K_.rope(P(xr), P(cos), P(sin), 2 * T, T, nh, D, pos0, P(dsr), lo, hi));
 
   // attention: B 2, T 7, H 6, KVH 2, D 20 (tail after the f32x4 lanes), kvStride 9 > S = 7
   {
@@ -148,13 +151,19 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
     const nq = B * T * H * D, nkv = B * kvStride * KVH * D;
     const q = put(rng.f32(nq), 'q'), k = put(rng.f32(nkv), 'k'), v = put(rng.f32(nkv), 'v'), dout = put(rng.f32(nq), 'dout');
     const o = out(nq, 'out'), lse = out(B * H * T, 'lse');
-    await splitEqual('attention', [o, lse], B * H, [1, 5, 8], (lo, hi, s) => K_.attention(P(o), P(lse), P(q), P(k), P(v), B, T, S, H, KVH, D, 0, kvStride, s, lo, hi));
+    const sc = Math.fround(1 / Math.sqrt(D)); // scale, then softcap 0, window 0, docStart 0 (none)
+    await splitEqual('attention', [o, lse], B * H, [1, 5, 8], (lo, hi, s) => K_.attention(P(o), P(lse), P(q), P(k), P(v), B, T, S, H, KVH, D, 0, kvStride, sc, 0, 0, 0, s, lo, hi));
     const dq = out(nq, 'dq'), dk = out(nkv, 'dk'), dv = out(nkv, 'dv');
     await splitEqual('attention_backward', [dq, dk, dv], B * KVH, [1, 3], (lo, hi, s) =>
-      K_.attention_backward(P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(o), P(lse), B, T, S, H, KVH, D, 0, kvStride, s, lo, hi));
+      K_.attention_backward(P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(o), P(lse), B, T, S, H, KVH, D, 0, kvStride, sc, 0, 0, 0, s, lo, hi));
+    // packed rows (docStart): examples [3, 4] and [1, 5, 1]
+    const ds = put(new Int32Array([0, 0, 0, 3, 3, 3, 3, /**/ 0, 1, 1, 1, 1, 1, 6]), 'docStart');
+    await splitEqual('attention docStart', [o, lse], B * H, [1, 5, 8], (lo, hi, s) => K_.attention(P(o), P(lse), P(q), P(k), P(v), B, T, S, H, KVH, D, 0, kvStride, sc, 0, 0, P(ds), s, lo, hi));
+    await splitEqual('attention_backward docStart', [dq, dk, dv], B * KVH, [1, 3], (lo, hi, s) =>
+      K_.attention_backward(P(dq), P(dk), P(dv), P(dout), P(q), P(k), P(v), P(o), P(lse), B, T, S, H, KVH, D, 0, kvStride, sc, 0, 0, P(ds), s, lo, hi));
     // with a KV cache: 3 new queries at pos0 4 over S = 7 cached keys
     const o2 = out(B * 3 * H * D, 'out2'), lse2 = out(B * H * 3, 'lse2');
-    await splitEqual('attention pos0 4', [o2, lse2], B * H, [7], (lo, hi, s) => K_.attention(P(o2), P(lse2), P(q), P(k), P(v), B, 3, S, H, KVH, D, 4, kvStride, s, lo, hi));
+    await splitEqual('attention pos0 4', [o2, lse2], B * H, [7], (lo, hi, s) => K_.attention(P(o2), P(lse2), P(q), P(k), P(v), B, 3, S, H, KVH, D, 4, kvStride, sc, 0, 0, 0, s, lo, hi));
   }
 
   const n = 103;

@@ -1,4 +1,5 @@
-// Every model family against transformers 5.18 + PEFT 0.21 (test/fixtures/archs/, README there):
+// Every model family against transformers 5.18 + PEFT 0.21 (test/fixtures/archs/, README there;
+// and test/fixtures/dora/, the same with PEFT's DoRA adapters, magnitudes included):
 // tiny random-weight models written by transformers, their float32 logits with and without a
 // PEFT LoRA adapter, the loss and the gradient of every adapter tensor. For each family, on the
 // WASM backend with the base kept in float32 (--quant none, as transformers computes):
@@ -18,10 +19,11 @@ import { FileSource, NodeOutDir, openModelPath } from '../../src/io/node.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { saveAdapter } from '../../src/model/peft.ts';
+import { peftKey } from '../../src/model/lora.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
-import { ARCHS, FAMILIES, perplexity64, readReference, type Reference } from './archs.ts';
+import { ORACLES, peftGrad, perplexity64, readReference, type Reference } from './archs.ts';
 import { batchLogits } from '../helpers/logits.ts';
 
 function relNorm(a: Float32Array, b: Float32Array): number {
@@ -48,9 +50,9 @@ let wasm: Backend;
 test.before(async () => { wasm = await createWasmBackend(); });
 test.after(async () => { await wasm.destroy(); });
 
-for (const fam of FAMILIES) {
+for (const [fam, dir] of ORACLES) {
   test(`${fam}: logits and perplexity with and without the adapter equal transformers'`, async () => {
-    const dir = join(ARCHS, fam), ref = await readReference(dir);
+    const ref = await readReference(dir);
     const V = ref.baseLogits.length / (ref.batch.B * ref.batch.T);
     for (const [withAdapter, want] of [[false, ref.baseLogits], [true, ref.loraLogits]] as const) {
       const got = await logitsOf(wasm, dir, ref, withAdapter);
@@ -64,13 +66,13 @@ for (const fam of FAMILIES) {
   });
 
   test(`${fam}: LoRA gradients equal PEFT's; the adapter saves back under PEFT's names`, async () => {
-    const dir = join(ARCHS, fam), ref = await readReference(dir);
+    const ref = await readReference(dir);
     const src = await openModelPath(dir);
     const model = await loadModel(src, wasm, { quant: 'none', maxPositions: ref.batch.T });
     await src.close();
     const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config, { withGrads: true, dropout: 0 });
     const { B, T } = ref.batch;
-    const ws = new Workspace(wasm, model.config, { batch: B, seqLen: T, training: true, checkpointing: false, loraRank: lora.maxRank });
+    const ws = new Workspace(wasm, model.config, { batch: B, seqLen: T, training: true, checkpointing: false, loraRank: lora.maxRank, dora: lora.useDora });
     const lossAcc = wasm.alloc('f32', B * T, 'loss');
     wasm.fill(lossAcc, 0);
     lora.zeroGrads();
@@ -83,9 +85,14 @@ for (const fam of FAMILIES) {
       const gA = (await wasm.read(m.dA)) as Float32Array;
       const gB = new Float32Array(m.N * m.r);
       for (const p of m.parts) gB.set((await wasm.read(p.dB)) as Float32Array, p.row0 * m.r);
-      for (const [which, g] of [['A', gA], ['B', gB]] as const) {
-        const key = `base_model.model.${m.path}.lora_${which}.weight`;
-        const want = ref.grads.get(key);
+      const grads: Array<[string, Float32Array]> = [[peftKey(m.path, 'A'), gA], [peftKey(m.path, 'B'), gB]];
+      if (lora.useDora) {
+        const gm = new Float32Array(m.N);
+        for (const p of m.parts) gm.set((await wasm.read(p.dora!.dm)) as Float32Array, p.row0);
+        grads.push([peftKey(m.path, 'magnitude'), gm]);
+      }
+      for (const [key, g] of grads) {
+        const want = peftGrad(ref, key);
         assert.ok(want, `${fam}: no PEFT gradient for ${key}`);
         const e = relNorm(g, want!);
         assert.ok(e <= 1e-3, `${fam}: ${key}: gradient off by ${e.toExponential(2)} of its norm`);

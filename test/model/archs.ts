@@ -9,6 +9,16 @@ import { FIXTURES } from '../helpers/index.ts';
 
 export const ARCHS = join(FIXTURES, 'archs');
 export const FAMILIES = readdirSync(ARCHS, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+/** The DoRA fixtures (test/fixtures/dora/: the same generator, PEFT adapters with use_dora). */
+export const DORA = join(FIXTURES, 'dora');
+export const DORA_FAMILIES = readdirSync(DORA, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+/** Every fixture as [label, directory]: the families' LoRA adapters, then the DoRA ones. */
+export const ORACLES: Array<[string, string]> = [...FAMILIES.map((f): [string, string] => [f, join(ARCHS, f)]), ...DORA_FAMILIES.map((f): [string, string] => [`dora/${f}`, join(DORA, f)])];
+
+/** PEFT's gradient of an adapter tensor (a magnitude's gradient is named with ".weight"). */
+export function peftGrad(ref: Reference, key: string): Float32Array | undefined {
+  return ref.grads.get(key) ?? ref.grads.get(`${key}.weight`);
+}
 
 export interface Reference {
   batch: MicroBatch;

@@ -62,7 +62,7 @@ test('adapter_config.json: every refusal names the file and the key', () => {
   throwsUser(() => parseAdapterConfig('{', 'a/adapter_config.json'), /^a\/adapter_config\.json: not valid JSON/);
   throwsUser(() => parseAdapterConfig('[1]', 'a/adapter_config.json'), /expected a JSON object/);
   bad({ peft_type: 'IA3' }, /peft_type IA3 is not supported \(only LORA adapters are\)/);
-  bad({ use_dora: true }, /use_dora = true is not supported \(DoRA adapters are not implemented\)/);
+  bad({ use_dora: 'yes' }, /use_dora = "yes" is not supported \(use_dora must be true or false\)/);
   bad({ bias: 'all' }, /bias = "all" is not supported/);
   bad({ fan_in_fan_out: true }, /fan_in_fan_out = true is not supported/);
   bad({ modules_to_save: ['lm_head'] }, /modules_to_save = \["lm_head"\] is not supported/);

@@ -1,6 +1,7 @@
 // Whole-model LoRA gradients against finite differences, in float64 on the reference backend:
 // every adapter tensor of a tiny 2-layer GQA model with a 4-bit (NF4 + double quant) base,
-// LoRA dropout on, checkpointing on and off. The loss is the mean over scored tokens.
+// LoRA dropout on, checkpointing on and off; DoRA (QDoRA) with and without dropout, magnitudes
+// included. The loss is the mean over scored tokens.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createReferenceBackend, type ReferenceBackend } from '../../src/backend/reference/index.ts';
@@ -19,20 +20,21 @@ async function peek(be: ReferenceBackend, t: Tensor): Promise<Float64Array> {
   return Float64Array.from(be.peekF(t));
 }
 
-for (const checkpointing of [false, true]) {
-  test(`LoRA gradients match finite differences (nf4+dq base, dropout 0.1, checkpointing ${checkpointing})`, async () => {
+for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false, 0.1], [false, true, 0.1], [true, true, 0], [false, true, 0]] as const) {
+  test(`${dora ? 'DoRA' : 'LoRA'} gradients match finite differences (nf4+dq base, dropout ${dropout}, checkpointing ${checkpointing})`, async () => {
     const be = createReferenceBackend({ precision: 'f64' });
     const model = await loadModel(syntheticFromConfig(TINY, 7), be, { quant: 'nf4', doubleQuant: true, blocksize: 32 });
-    const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false }, true);
+    const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false, useDora: dora }, true);
     const rng = new Rng(11);
     // random A and B (B = 0 at PEFT init would make every dA zero)
     for (const p of lora.pairs) {
       be.write(p.A, rng.f32(p.A.length, 0.3));
       be.write(p.B, rng.f32(p.B.length, 0.3));
+      if (p.dora) be.write(p.dora.m, rng.f32(p.N, 0.5).map((x) => 1 + x));
     }
     lora.zeroGrads();
     const mb = randomBatch(rng, 2, 6, TINY.vocabSize);
-    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2 });
+    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2, dora });
     const seed = 12345;
     const n = scoredTokens(mb);
     const lossAcc = be.alloc('f32', 12, 'lossAcc');
@@ -44,11 +46,18 @@ for (const checkpointing of [false, true]) {
       return l.reduce((a, b) => a + b, 0) / n;
     };
     const l0 = (await peek(be, lossAcc)).reduce((a, b) => a + b, 0) / n;
+    // DoRA's row norm is a constant of the backward (PEFT detaches it): the finite differences
+    // hold ‖W + s·B·A‖² at the value the first forward computed, while g = m / ‖·‖ follows m
+    if (dora) {
+      (model as unknown as { refreshDoraLayer: (l: number) => void }).refreshDoraLayer = (l: number) => {
+        for (const p of lora.pairs) if (p.layer === l) be.doraScale(p.dora!.g, p.dora!.invNorm, p.dora!.m, p.dora!.nsq, p.N);
+      };
+    }
     assert.ok(Math.abs(l0 - (await loss())) < 1e-12, 'forward loss reproducible');
     const eps = 1e-6;
     let checked = 0, worst = 0;
     for (const p of lora.pairs) {
-      for (const [param, grad] of [[p.A, p.dA], [p.B, p.dB]] as const) {
+      for (const [param, grad] of [[p.A, p.dA], [p.B, p.dB], ...(p.dora ? [[p.dora.m, p.dora.dm]] : [])] as const) {
         const g = await peek(be, grad);
         const w = await peek(be, param);
         for (let k = 0; k < 3; k++) {
@@ -68,7 +77,7 @@ for (const checkpointing of [false, true]) {
         }
       }
     }
-    assert.is(checked, lora.pairs.length * 6);
+    assert.is(checked, lora.pairs.length * (dora ? 9 : 6));
   });
 }
 

@@ -23,7 +23,7 @@ import type {
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold, hash32 } from '../rng.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
+import { BUFFER_BYTES, checkAttentionOptions, checkDocStartTensor, checkDocStartValues, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, type QuantSlotShape } from '../validate.ts';
 
 export type ReferencePrecision = 'f32' | 'f64';
 
@@ -315,8 +315,8 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       }
     },
 
-    rope(x, tables, R, T, nh, D, pos0) {
-      rotate(x, tables, R, T, nh, D, pos0, 1, 'rope');
+    rope(x, tables, R, T, nh, D, pos0, docStart) {
+      rotate(x, tables, R, T, nh, D, pos0, 1, 'rope', docStart);
     },
 
     attention(out, lse, q, k, v, s) {
@@ -326,6 +326,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const ks = F(k, B * kvStride * KVH * D, 'attention k'), vs = F(v, B * kvStride * KVH * D, 'attention v');
       checkAttention(s);
       const { scale, cap, window } = attnOptions(s);
+      const ds = docStarts(s, 'attention');
       const group = H / KVH;
       const sc = new Float64Array(S); // scratch: this is the reference, it may allocate
       for (let b = 0; b < B; b++) {
@@ -334,7 +335,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           for (let t = 0; t < T; t++) {
             const qo = ((b * T + t) * H + h) * D;
             const last = pos0 + t; // keys first..last inclusive; the others are masked (never scored)
-            const first = window > 0 ? Math.max(0, last - window + 1) : 0;
+            const first = Math.max(window > 0 ? Math.max(0, last - window + 1) : 0, ds ? ds[b * T + t]! : 0);
             let mx = -Infinity;
             for (let j = first; j <= last; j++) {
               const ko = ((b * kvStride + j) * KVH + kh) * D;
@@ -443,6 +444,74 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       }
     },
 
+    // ---- DoRA ---------------------------------------------------------------------------
+    // The rounding order every backend follows (wasm and webgpu match these bits except where
+    // test/kernels/dora.test.ts states a tolerance):
+    //   scaleColumns   s = f32(g[j] + f32(offset)); v = f32(s·x[r,j]); v = f32(v + bias[j]);
+    //                  out = accumulate ? f32(out + v) : v
+    //   columnDot      acc = 0; acc = f32(acc + f32(a[r,j]·b[r,j])) for r ascending;
+    //                  v = scale ? f32(scale[j]·acc) : acc; out = accumulate ? f32(out + v) : v
+    //   doraScale      n = f32(√nsq[j]); invNorm = f32(1 / n); g = f32(m[j] / n)
+    //   rowSumSquares  acc = f32(acc + f32(x²)) for c ascending; out = accumulate ? f32(out + acc) : acc
+    //   qRowSumSquares the same sum over w = deq(W)[n, k] (bnb's f32 value)
+
+    scaleColumns(out, x, g, R, N, o = {}) {
+      const { offset = 0, accumulate = false, bias } = o;
+      checkScaleColumnsOptions(o, 'reference scaleColumns');
+      // out may be x (in place): each element is read before it is written
+      const y = F(out, R * N, 'scaleColumns out'), xs = F(x, R * N, 'scaleColumns x'), gs = F(g, N, 'scaleColumns g');
+      const bs = bias ? F(bias, N, 'scaleColumns bias') : null;
+      const off = r(offset);
+      for (let i = 0; i < R; i++) {
+        for (let j = 0; j < N; j++) {
+          let v = r(r(gs[j]! + off) * xs[i * N + j]!);
+          if (bs) v = r(v + bs[j]!);
+          y[i * N + j] = accumulate ? r(y[i * N + j]! + v) : v;
+        }
+      }
+    },
+
+    columnDot(out, a, b, R, N, o = {}) {
+      const { scale, accumulate = false } = o;
+      const y = F(out, N, 'columnDot out'), as = F(a, R * N, 'columnDot a'), bs = F(b, R * N, 'columnDot b');
+      const sc = scale ? F(scale, N, 'columnDot scale') : null;
+      for (let j = 0; j < N; j++) {
+        let acc = 0;
+        for (let i = 0; i < R; i++) acc = r(acc + r(as[i * N + j]! * bs[i * N + j]!));
+        const v = sc ? r(sc[j]! * acc) : acc;
+        y[j] = accumulate ? r(y[j]! + v) : v;
+      }
+    },
+
+    doraScale(g, invNorm, m, nsq, N) {
+      const gs = F(g, N, 'doraScale g'), inv = F(invNorm, N, 'doraScale invNorm'), ms = F(m, N, 'doraScale m'), ns = F(nsq, N, 'doraScale nsq');
+      for (let j = 0; j < N; j++) {
+        const n = r(Math.sqrt(ns[j]!));
+        inv[j] = r(1 / n);
+        gs[j] = r(ms[j]! / n);
+      }
+    },
+
+    rowSumSquares(out, x, R, C, accumulate = false) {
+      const y = F(out, R, 'rowSumSquares out'), xs = F(x, R * C, 'rowSumSquares x');
+      for (let i = 0; i < R; i++) {
+        let acc = 0;
+        for (let c = 0; c < C; c++) { const v = xs[i * C + c]!; acc = r(acc + r(v * v)); }
+        y[i] = accumulate ? r(y[i]! + acc) : acc;
+      }
+    },
+
+    qRowSumSquares(out, w) {
+      const q = Q(w, 'qRowSumSquares');
+      const { N, K } = q;
+      const y = F(out, N, 'qRowSumSquares out');
+      for (let n = 0; n < N; n++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) { const v = deq(q, n, k); acc = r(acc + r(v * v)); }
+        y[n] = acc;
+      }
+    },
+
     // ---- backward kernels ---------------------------------------------------------------
 
     qMatmulBackwardInput(dx, dy, w, M, o = {}) {
@@ -461,8 +530,8 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       }
     },
 
-    ropeBackward(dx, tables, R, T, nh, D, pos0) {
-      rotate(dx, tables, R, T, nh, D, pos0, -1, 'ropeBackward');
+    ropeBackward(dx, tables, R, T, nh, D, pos0, docStart) {
+      rotate(dx, tables, R, T, nh, D, pos0, -1, 'ropeBackward', docStart);
     },
 
     attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s) {
@@ -475,6 +544,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const ks = F(k, nkv, 'attentionBackward k'), vs = F(v, nkv, 'attentionBackward v');
       const os = F(out, nq, 'attentionBackward out'), ls = F(lse, B * H * T, 'attentionBackward lse');
       const { scale, cap, window } = attnOptions(s);
+      const ds = docStarts(s, 'attentionBackward');
       const group = H / KVH;
       // dk, dv are sums over queries and the heads of a group: start from zero (rows nobody
       // attends to, including the padding rows S..kvStride-1, stay zero).
@@ -487,7 +557,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           for (let t = 0; t < T; t++) {
             const qo = ((b * T + t) * H + h) * D;
             const last = t; // pos0 = 0
-            const first = window > 0 ? Math.max(0, last - window + 1) : 0;
+            const first = Math.max(window > 0 ? Math.max(0, last - window + 1) : 0, ds ? ds[b * T + t]! : 0);
             const l = ls[(b * H + h) * T + t]!;
             // Di = Σ_d dout·out (= Σ_j P_j·dP_j)
             let Di = 0;
@@ -614,21 +684,35 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     checkAttentionOptions(s, 'reference attention');
   }
 
+  /** The values of s.docStart (checked), or null without one. */
+  function docStarts(s: AttentionShape, what: string): Int32Array | null {
+    if (!s.docStart) return null;
+    const ds = I(s.docStart, s.B * s.T, `${what} docStart`);
+    checkDocStartValues(ds, s.B * s.T, s.T, `reference ${what}`);
+    return ds;
+  }
+
   /** scale (rounded like every other scalar; default 1/√D), soft-cap (0: none), window (0: unlimited). */
   function attnOptions(s: AttentionShape): { scale: number; cap: number; window: number } {
     return { scale: r(s.scale ?? 1 / Math.sqrt(s.D)), cap: r(s.softcap ?? 0), window: s.window ?? 0 };
   }
 
   /** rope (dir 1) and its transpose ropeBackward (dir −1, rotation by −θ) on x [R, nh, D]. */
-  function rotate(x: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number, dir: 1 | -1, what: string): void {
+  function rotate(x: Tensor, tables: RopeTables, R: number, T: number, nh: number, D: number, pos0: number, dir: 1 | -1, what: string, docStart?: Tensor): void {
     const xs = F(x, R * nh * D, `${what} x`);
+    let ds: Int32Array | null = null;
+    if (docStart) {
+      checkDocStartTensor(docStart, R, `reference ${what}`);
+      ds = I(docStart, R, `${what} docStart`);
+      checkDocStartValues(ds, R, T, `reference ${what}`);
+    }
     const half = D / 2;
     const cs = F(tables.cos, 0, `${what} cos`), sn = F(tables.sin, 0, `${what} sin`);
     const maxPos = pos0 + Math.min(R, T) - 1;
     assertLen(tables.cos, 'f32', (maxPos + 1) * half, `${what} cos`);
     assertLen(tables.sin, 'f32', (maxPos + 1) * half, `${what} sin`);
     for (let row = 0; row < R; row++) {
-      const pos = pos0 + (row % T);
+      const pos = pos0 + (row % T) - (ds ? ds[row]! : 0); // packed: positions restart at each example
       for (let h = 0; h < nh; h++) {
         const o = (row * nh + h) * D;
         for (let i = 0; i < half; i++) {

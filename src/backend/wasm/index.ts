@@ -17,7 +17,7 @@ import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, Mem
 import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant, type QuantSlotShape } from '../validate.ts';
+import { BUFFER_BYTES, checkAttentionOptions, checkDocStartTensor, checkDocStartValues, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, type QuantSlotShape } from '../validate.ts';
 import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
 import { CTRL, MAX_THREADS, ThreadPool, threadSupport } from './pool.ts';
 import { DESC_BYTES, QPART, wasmQuantLayout } from './layout.ts';
@@ -62,7 +62,8 @@ class WasmQuant implements QuantWeight, QuantSlotShape {
 const PAR_KERNELS = ['matmul', 'q_matmul', 'q_matmul_backward_input', 'rms_norm', 'rms_norm_backward', 'rope', 'rope_backward',
   'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'add_uniform_noise', 'cross_entropy',
   'geglu', 'geglu_backward', 'softcap', 'cross_entropy_softcap',
-  'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par'] as const;
+  'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par',
+  'scale_columns', 'column_dot', 'dora_scale', 'row_sum_squares', 'q_row_sum_squares'] as const;
 type ParKernel = (typeof PAR_KERNELS)[number];
 const FN_INDEX = new Map<string, number>(PAR_KERNELS.map((n, i) => [n, i]));
 
@@ -214,6 +215,14 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     return p;
   };
   const f32 = (t: Tensor, n: number, what: string): number => buf(t, 'f32', n, what);
+  /** Pointer of a docStart operand of R rows of T (0 when absent), its values checked (validate.ts). */
+  const docStartPtr = (t: Tensor | undefined, R: number, T: number, what: string): number => {
+    if (!t) return 0;
+    checkDocStartTensor(t, R, what);
+    const p = buf(t, 'i32', R, `${what} docStart`);
+    checkDocStartValues(km.i32(p, R), R, T, what);
+    return p;
+  };
   const qdesc = (w: QuantWeight, what: string): number => {
     live();
     if (!(w instanceof WasmQuant)) throw new Error(`${what}: weight ${w.label} does not belong to the wasm backend`);
@@ -385,17 +394,19 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         undefined, true, M < 4 ? Infinity : gemmChunks(w.N));
     },
 
-    rope(x, t: RopeTables, R, T, nh, D, pos0) {
+    rope(x, t: RopeTables, R, T, nh, D, pos0, docStart) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
-      par('rope', [f32(x, R * nh * D, 'rope x'), f32(t.cos, maxPos * half, 'rope cos'), f32(t.sin, maxPos * half, 'rope sin'), R, T, nh, D, pos0, 0, R], 8, -1, 1, 3 * nh * D);
+      par('rope', [f32(x, R * nh * D, 'rope x'), f32(t.cos, maxPos * half, 'rope cos'), f32(t.sin, maxPos * half, 'rope sin'), R, T, nh, D, pos0,
+        docStartPtr(docStart, R, T, 'rope'), 0, R], 9, -1, 1, 3 * nh * D);
     },
 
     attention(out, lse, q, kk, v, s: AttentionShape) {
       checkAttention(s, maxHeadDim);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
       par('attention', [f32(out, nq, 'attention out'), f32(lse, s.B * s.H * s.T, 'attention lse'), f32(q, nq, 'attention q'),
-        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), s0, 0, s.B * s.H],
-      17, 16, 1, 4 * s.T * attnKeys(s) * s.D);
+        f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s),
+        docStartPtr(s.docStart, s.B * s.T, s.T, 'attention'), s0, 0, s.B * s.H],
+      18, 17, 1, 4 * s.T * attnKeys(s) * s.D);
     },
 
     swiglu(out, gate, up, n) {
@@ -438,6 +449,37 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       else par('cross_entropy', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 6, -1, 1, 24 * V);
     },
 
+    // ---- DoRA (assembly/dora.ts, q_row_sum_squares in assembly/qgemm.ts) ----------------
+
+    scaleColumns(out, x, g, R, N, o = {}) {
+      checkScaleColumnsOptions(o, 'scaleColumns');
+      const pb = o.bias ? f32(o.bias, N, 'scaleColumns bias') : 0;
+      par('scale_columns', [f32(out, R * N, 'scaleColumns out'), f32(x, R * N, 'scaleColumns x'), f32(g, N, 'scaleColumns g'), pb,
+        o.offset ?? 0, o.accumulate ? 1 : 0, N, 0, R], 7, -1, 1, 3 * N);
+    },
+
+    columnDot(out, a, b, R, N, o = {}) {
+      const ps = o.scale ? f32(o.scale, N, 'columnDot scale') : 0;
+      // split over columns (each column's sum runs down all R rows in one chunk), 16 at a time so
+      // chunks start on whole cache lines of out
+      par('column_dot', [f32(out, N, 'columnDot out'), f32(a, R * N, 'columnDot a'), f32(b, R * N, 'columnDot b'), ps, R, N,
+        o.accumulate ? 1 : 0, s0, 0, N], 8, 7, 16, 2 * R);
+    },
+
+    doraScale(g, invNorm, m, nsq, N) {
+      par('dora_scale', [f32(g, N, 'doraScale g'), f32(invNorm, N, 'doraScale invNorm'), f32(m, N, 'doraScale m'), f32(nsq, N, 'doraScale nsq'), 0, N], 4, -1, 16, 24);
+    },
+
+    rowSumSquares(out, x, R, C, accumulate) {
+      par('row_sum_squares', [f32(out, R, 'rowSumSquares out'), f32(x, R * C, 'rowSumSquares x'), C, accumulate ? 1 : 0, 0, R], 4, -1, 1, 2 * C);
+    },
+
+    qRowSumSquares(out, w) {
+      const d = qdesc(w, 'qRowSumSquares');
+      // split over the rows of W: each thread dequantizes only its own rows
+      par('q_row_sum_squares', [f32(out, w.N, 'qRowSumSquares out'), d, s0, 0, w.N], 3, 2, 1, 4 * w.K);
+    },
+
     // ---- backward ---------------------------------------------------------------------
 
     qMatmulBackwardInput(dx, dy, w, M, o = {}) {
@@ -453,9 +495,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         f32(w, C, 'rmsNormBackward w'), f32(rstd, R, 'rmsNormBackward rstd'), R, C, accumulate ? 1 : 0, 0, R], 8, -1, 1, 8 * C);
     },
 
-    ropeBackward(dx, t, R, T, nh, D, pos0) {
+    ropeBackward(dx, t, R, T, nh, D, pos0, docStart) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
-      par('rope_backward', [f32(dx, R * nh * D, 'ropeBackward dx'), f32(t.cos, maxPos * half, 'ropeBackward cos'), f32(t.sin, maxPos * half, 'ropeBackward sin'), R, T, nh, D, pos0, 0, R], 8, -1, 1, 3 * nh * D);
+      par('rope_backward', [f32(dx, R * nh * D, 'ropeBackward dx'), f32(t.cos, maxPos * half, 'ropeBackward cos'), f32(t.sin, maxPos * half, 'ropeBackward sin'), R, T, nh, D, pos0,
+        docStartPtr(docStart, R, T, 'ropeBackward'), 0, R], 9, -1, 1, 3 * nh * D);
     },
 
     attentionBackward(dq, dk, dv, dout, q, kk, v, out, lse, s) {
@@ -465,7 +508,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       par('attention_backward', [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
         f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
         f32(out, nq, 'attentionBackward out'), f32(lse, s.B * s.H * s.T, 'attentionBackward lse'),
-        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), s0, 0, s.B * s.KVH], 21, 20, 1, 8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
+        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), docStartPtr(s.docStart, s.B * s.T, s.T, 'attentionBackward'), s0, 0, s.B * s.KVH],
+      22, 21, 1, 8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
     },
 
     swigluBackward(dgate, dup, dout, gate, up, n) {

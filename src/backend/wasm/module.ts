@@ -47,10 +47,10 @@ export interface KernelExports {
   q_matmul_backward_input_v1(dx: number, dy: number, desc: number, M: number, alpha: number, accumulate: number, scratch: number, m0: number, m1: number, k0: number, k1: number): void;
   rms_norm(out: number, rstd: number, x: number, w: number, R: number, C: number, eps: number, r0: number, r1: number): void;
   rms_norm_backward(dx: number, dy: number, x: number, w: number, rstd: number, R: number, C: number, accumulate: number, r0: number, r1: number): void;
-  rope(x: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, r0: number, r1: number): void;
-  rope_backward(dx: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, r0: number, r1: number): void;
-  attention(out: number, lse: number, q: number, k: number, v: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scratch: number, bh0: number, bh1: number): void;
-  attention_backward(dq: number, dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scratch: number, g0: number, g1: number): void;
+  rope(x: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, docStart: number, r0: number, r1: number): void;
+  rope_backward(dx: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, docStart: number, r0: number, r1: number): void;
+  attention(out: number, lse: number, q: number, k: number, v: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, bh0: number, bh1: number): void;
+  attention_backward(dq: number, dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, g0: number, g1: number): void;
   embedding(out: number, table: number, ids: number, C: number, bt: number, r0: number, r1: number): void;
   copy(dst: number, src: number, bytes: number): void;
   /** bench/quant's bandwidth baseline (v128 loop) */

@@ -8,7 +8,8 @@
 // batch on an adapter with 128 MiB bindings) are handled by splitting the call into dispatches
 // over blocks of rows, sequences or elements, each binding a window of the buffer: embedding
 // (table rows), matmul (M, N and K blocks: a, b and out), crossEntropy (logit rows), qMatmul and
-// its backward, rmsNorm and rope (rows), attention (whole sequences) and the elementwise and
+// its backward, rmsNorm and rope (rows), attention (whole sequences), the DoRA kernels (rows;
+// columnDot carries its column sums from one row block to the next) and the elementwise and
 // optimizer kernels (element ranges). What cannot split is refused with an error naming it: a
 // 4-bit weight larger than one binding, or a single row / sequence larger than one binding.
 //
@@ -20,7 +21,7 @@ import type { QuantType } from '../../quant/types.ts';
 import { WebqloraError } from '../../errors.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES as BYTES, checkAttentionOptions, checkQuantUpload, checkSameQuant } from '../validate.ts';
+import { BUFFER_BYTES as BYTES, checkAttentionOptions, checkDocStartTensor, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions } from '../validate.ts';
 import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
 
 const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
@@ -248,9 +249,9 @@ function makeBackend(rt: GpuRuntime): Backend {
     q_dq: q.doubleQuant ? 1 : 0, q_offset: q.offset, one: 1,
   });
 
-  /** Rows staged per attention tile: two KT×D f32 tiles plus 2·MAX_KT floats in workgroup memory. */
+  /** Rows staged per attention tile: two KT×D f32 tiles plus 3·MAX_KT + 1 words in workgroup memory. */
   const attnTile = (D: number): number => {
-    const fit = Math.floor((rt.maxWorkgroupStorage - 2 * MAX_KT * 4) / (2 * D * 4));
+    const fit = Math.floor((rt.maxWorkgroupStorage - (3 * MAX_KT + 1) * 4) / (2 * D * 4));
     return Math.min(MAX_KT, 2 ** Math.floor(Math.log2(Math.max(1, fit))));
   };
   const checkAttention = (s: AttentionShape, what: string): void => {
@@ -523,18 +524,26 @@ function makeBackend(rt: GpuRuntime): Backend {
       }
     },
 
-    rope(x, t: RopeTables, R, T, nh, D, pos0) {
-      ropeCall('rope', x, t, R, T, nh, D, pos0);
+    rope(x, t: RopeTables, R, T, nh, D, pos0, docStart) {
+      ropeCall('rope', x, t, R, T, nh, D, pos0, docStart);
     },
 
     attention(out, lse, q, k, v, s) {
       checkAttention(s, 'attention');
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
+      // packed sequences: the docStart tensor is bound as `di` (unused by the forward otherwise)
+      const bd = s.docStart ? buf(s.docStart, 'i32', s.B * s.T, 'attention docStart') : null;
       attentionCalls(s, 'attention', {
         q: [['o', f32(out, nq, 'attention out')], ['q', f32(q, nq, 'attention q')]],
         kv: [['k', f32(k, nkv, 'attention k')], ['v', f32(v, nkv, 'attention v')]],
         l: [['lse', f32(lse, s.B * s.H * s.T, 'attention lse')]],
-      }, (views, params, nb) => {
+      }, (views, params, nb, b0) => {
+        if (bd) {
+          const dv = rt.view(bd, b0 * s.T * 4, nb * s.T * 4, 'attention docStart');
+          views.di = dv;
+          params.has_doc = 1;
+          params.ds_off = dv.shift / 4;
+        }
         rt.dispatch('attention', 'attention', { D4: s.D / 4, KT: attnTile(s.D), WG: ATTN_WG }, views, params, [Math.ceil(s.T / ATTN_WG), nb * s.H]);
       });
     },
@@ -581,6 +590,82 @@ function makeBackend(rt: GpuRuntime): Backend {
       }
     },
 
+    // ---- DoRA (wgsl/dora.wgsl) ----------------------------------------------------------
+
+    scaleColumns(out, x, g, R, N, o = {}) {
+      checkScaleColumnsOptions(o, 'scaleColumns');
+      const { offset = 0, accumulate = false, bias } = o;
+      const bo = f32(out, R * N, 'scaleColumns out'), bx = f32(x, R * N, 'scaleColumns x');
+      const gv = whole(f32(g, N, 'scaleColumns g'), 'scaleColumns g', N * 4);
+      const biasV = bias ? whole(f32(bias, N, 'scaleColumns bias'), 'scaleColumns bias', N * 4) : null;
+      const inPlace = bo === bx;
+      for (const [r0, r1] of rowBlocks(R, N * 4, [bo, bx], 'scaleColumns')) {
+        const c = (r1 - r0) * N, ov = win(bo, 4, r0 * N, c, 'scaleColumns out');
+        const views: Record<string, View> = { o: ov.v, v: gv };
+        let xOff = 0;
+        if (!inPlace) {
+          const xv = win(bx, 4, r0 * N, c, 'scaleColumns x');
+          views.x = xv.v;
+          xOff = xv.off;
+        }
+        if (biasV) views.bias = biasV;
+        rt.dispatch('dora', 'scale_columns', { IN_PLACE: inPlace ? 1 : 0 }, views,
+          { n: c, N, offset, accumulate: accumulate ? 1 : 0, has_bias: bias ? 1 : 0, o_off: ov.off, x_off: xOff, one: 1 }, rt.grid1d(c));
+      }
+    },
+
+    columnDot(out, a, b, R, N, o = {}) {
+      const { scale, accumulate = false } = o;
+      const ov = whole(f32(out, N, 'columnDot out'), 'columnDot out', N * 4);
+      const ba = f32(a, R * N, 'columnDot a'), bb = f32(b, R * N, 'columnDot b');
+      const sv = scale ? whole(f32(scale, N, 'columnDot scale'), 'columnDot scale', N * 4) : null;
+      const blocks = R > 0 ? rowBlocks(R, N * 4, [ba, bb], 'columnDot') : [[0, 0]];
+      // a, b larger than a binding: row blocks, each column's running sum carried between them
+      // in scratch (the same order of additions as one dispatch)
+      const part = blocks.length > 1 ? whole(rt.scratchBuf('columnDot sums', N * 4), 'columnDot sums') : null;
+      blocks.forEach(([r0, r1], i) => {
+        const rows = r1 - r0;
+        const av = win(ba, 4, r0 * N, rows * N, 'columnDot a'), bv = win(bb, 4, r0 * N, rows * N, 'columnDot b');
+        const views: Record<string, View> = { o: ov, x: av.v, y: bv.v };
+        if (sv) views.v = sv;
+        if (part) views.o2 = part;
+        rt.dispatch('dora', 'column_dot', {}, views, {
+          R: rows, N, first: i === 0 ? 1 : 0, last: i === blocks.length - 1 ? 1 : 0, accumulate: accumulate ? 1 : 0, has_scale: scale ? 1 : 0,
+          x_off: av.off, y_off: bv.off, one: 1,
+        }, rt.grid1d(N));
+      });
+    },
+
+    doraScale(g, invNorm, m, nsq, N) {
+      const bg = f32(g, N, 'doraScale g'), bi = f32(invNorm, N, 'doraScale invNorm'), bm = f32(m, N, 'doraScale m'), bn = f32(nsq, N, 'doraScale nsq');
+      for (const [i0, i1] of ranges(N, [bg, bi, bm, bn])) {
+        const c = i1 - i0;
+        const gv = win(bg, 4, i0, c, 'doraScale g'), iv = win(bi, 4, i0, c, 'doraScale invNorm');
+        const mv = win(bm, 4, i0, c, 'doraScale m'), nv = win(bn, 4, i0, c, 'doraScale nsq');
+        rt.dispatch('dora', 'dora_scale', {}, { o: gv.v, o2: iv.v, x: mv.v, y: nv.v },
+          { n: c, o_off: gv.off, o2_off: iv.off, x_off: mv.off, y_off: nv.off }, rt.grid1d(c));
+      }
+    },
+
+    rowSumSquares(out, x, R, C, accumulate) {
+      const bo = f32(out, R, 'rowSumSquares out'), bx = f32(x, R * C, 'rowSumSquares x');
+      for (const [r0, r1] of rowBlocks(R, C * 4, [bo, bx], 'rowSumSquares')) {
+        const rows = r1 - r0;
+        const ov = win(bo, 4, r0, rows, 'rowSumSquares out'), xv = win(bx, 4, r0 * C, rows * C, 'rowSumSquares x');
+        rt.dispatch('dora', 'row_sum_squares', { RED_WG: redWg(C) }, { o: ov.v, x: xv.v },
+          { R: rows, N: C, accumulate: accumulate ? 1 : 0, o_off: ov.off, x_off: xv.off, one: 1 }, rt.fold(rows));
+      }
+    },
+
+    qRowSumSquares(out, w) {
+      const q = qlive(w, 'qRowSumSquares');
+      const { N, K } = q;
+      const ov = whole(f32(out, N, 'qRowSumSquares out'), 'qRowSumSquares out', N * 4);
+      // the weight's parts as for q_matmul; its rows are K long (RED_WG as rowSumSquares' for C = K)
+      const { ldb: _ldb, b_off: _bOff, ...parts } = quantParams(q);
+      rt.dispatch('dora', 'q_row_sum_squares', { RED_WG: redWg(K) }, { o: ov, w: whole(q.buf, 'qRowSumSquares W') }, { R: N, N: K, ...parts }, rt.fold(N));
+    },
+
     // ---- backward ---------------------------------------------------------------------
 
     qMatmulBackwardInput(dx, dy, w, M, o = {}) {
@@ -609,8 +694,8 @@ function makeBackend(rt: GpuRuntime): Backend {
       }
     },
 
-    ropeBackward(dx, t, R, T, nh, D, pos0) {
-      ropeCall('rope_backward', dx, t, R, T, nh, D, pos0);
+    ropeBackward(dx, t, R, T, nh, D, pos0, docStart) {
+      ropeCall('rope_backward', dx, t, R, T, nh, D, pos0, docStart);
     },
 
     attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s) {
@@ -618,15 +703,23 @@ function makeBackend(rt: GpuRuntime): Backend {
       if (s.pos0 !== 0) throw new Error(`attentionBackward: pos0 must be 0 (training has no KV cache), got ${s.pos0}`);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D, nl = s.B * s.H * s.T;
       const F = (t: Tensor, n: number, what: string) => f32(t, n, `attentionBackward ${what}`);
-      // Di: one float per query row, written by the first kernel for the second (slack for window shifts)
-      const di = rt.scratchBuf('attention Di', (nl + rt.align / 4 + 4) * 4);
+      // Di: one float per query row, written by the first kernel for the second (slack for window
+      // shifts); packed sequences: docStart copied behind it (both kernels read it, and eight
+      // bindings are all a stage may have)
+      const dsAt = roundUp(nl + rt.align / 4 + 4, 4), rowsBT = s.B * s.T;
+      const di = rt.scratchBuf('attention Di', (dsAt + (s.docStart ? rowsBT : 0)) * 4);
+      if (s.docStart) copyBytes(di, dsAt * 4, buf(s.docStart, 'i32', rowsBT, 'attentionBackward docStart'), 0, rowsBT * 4);
       const consts = { D4: s.D / 4, KT: attnTile(s.D), WG: ATTN_WG };
       attentionCalls(s, 'attentionBackward', {
         q: [['dq', F(dq, nq, 'dq')], ['q', F(q, nq, 'q')], ['dout', F(dout, nq, 'dout')], ['out', F(out, nq, 'out')]],
         kv: [['k', F(k, nkv, 'k')], ['v', F(v, nkv, 'v')], ['dk', F(dk, nkv, 'dk')], ['dv', F(dv, nkv, 'dv')]],
         l: [['lse', F(lse, nl, 'lse')]],
-      }, (w, params, nb) => {
+      }, (w, params, nb, b0) => {
         const common = { q: w.q!, k: w.k!, v: w.v!, dout: w.dout!, lse: w.lse!, di: whole(di, 'attention Di') };
+        if (s.docStart) {
+          params.has_doc = 1;
+          params.ds_off = dsAt + b0 * s.T;
+        }
         // the outputs share two bindings (wgsl/attention.wgsl): o = dq, o2 = out; then o = dk, o2 = dv
         rt.dispatch('attention', 'attention_backward', consts, { ...common, o: w.dq!, o2: w.out! }, params, [Math.ceil(s.T / ATTN_WG), nb * s.H]);
         rt.dispatch('attention', 'attention_backward_kv', consts, { ...common, o: w.dk!, o2: w.dv! }, params, [Math.ceil(s.kvStride / ATTN_WG), nb * s.KVH]);
@@ -679,7 +772,7 @@ function makeBackend(rt: GpuRuntime): Backend {
    * is bound at the same window shift, passed as q_off / kv_off (vec4s) and l_off (floats).
    */
   function attentionCalls(s: AttentionShape, what: string, groups: Record<'q' | 'kv' | 'l', Array<[string, Buf]>>,
-    run: (views: Record<string, View>, params: Record<string, number>, nb: number) => void): void {
+    run: (views: Record<string, View>, params: Record<string, number>, nb: number, b0: number) => void): void {
     const per = { q: s.T * s.H * s.D, kv: s.kvStride * s.KVH * s.D, l: s.H * s.T };
     const all = [...groups.q, ...groups.kv, ...groups.l].map(([, b]) => b);
     const split = !all.every((b) => b.size <= rt.maxBinding);
@@ -701,18 +794,29 @@ function makeBackend(rt: GpuRuntime): Backend {
         // a window no query exceeds is no window (and then always fits the u32)
         softcap: s.softcap ?? 0, window: s.window && s.window < s.pos0 + s.T ? s.window : 0,
         q_off: offs.q! / 16, kv_off: offs.kv! / 16, l_off: offs.l! / 4,
-      }, nb);
+      }, nb, b0);
     }
   }
 
-  function ropeCall(entry: 'rope' | 'rope_backward', x: Tensor, t: RopeTables, R: number, T: number, nh: number, D: number, pos0: number): void {
+  function ropeCall(entry: 'rope' | 'rope_backward', x: Tensor, t: RopeTables, R: number, T: number, nh: number, D: number, pos0: number, docStart?: Tensor): void {
     const what = entry === 'rope' ? 'rope' : 'ropeBackward';
     const half = D / 2, maxPos = pos0 + Math.min(T, R), row = nh * D;
     const bx = f32(x, R * row, `${what} x`);
     const cv = whole(f32(t.cos, maxPos * half, `${what} cos`), `${what} cos`), sv = whole(f32(t.sin, maxPos * half, `${what} sin`), `${what} sin`);
-    for (const [r0, r1] of rowBlocks(R, row * 4, [bx], what)) {
+    // docStart's values stay on the GPU: their layout is the caller's contract (backend.ts)
+    if (docStart) checkDocStartTensor(docStart, R, what);
+    const bd = docStart ? buf(docStart, 'i32', R, `${what} docStart`) : null;
+    for (const [r0, r1] of rowBlocks(R, row * 4, bd ? [bx, bd] : [bx], what)) {
       const rows = r1 - r0, xv = win(bx, 4, r0 * row, rows * row, `${what} x`);
-      rt.dispatch('rope', entry, {}, { x: xv.v, cos_t: cv, sin_t: sv }, { R: rows, T, nh, D, pos0, row0: r0, x_off: xv.off }, rt.grid1d(rows * nh * half));
+      const views: Record<string, View> = { x: xv.v, cos_t: cv, sin_t: sv };
+      const params: Record<string, number> = { R: rows, T, nh, D, pos0, row0: r0, x_off: xv.off };
+      if (bd) {
+        const dv = win(bd, 4, r0, rows, `${what} docStart`);
+        views.ds = dv.v;
+        params.has_doc = 1;
+        params.ds_off = dv.off;
+      }
+      rt.dispatch('rope', entry, {}, views, params, rt.grid1d(rows * nh * half));
     }
   }
 

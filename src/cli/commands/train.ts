@@ -3,7 +3,7 @@
 // saveAdapter, evaluate. This file only wires flags, files and progress output.
 import { readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { batcherFor, loadDataset, loadTrainValid, padIdFor, type Dataset, type FormatOption } from '../../data/index.ts';
+import { batcherFor, loadDataset, loadTrainValid, padIdFor, type Batcher, type Dataset, type FormatOption } from '../../data/index.ts';
 import { evalBatches } from '../../data/batch.ts';
 import { WebqloraError } from '../../errors.ts';
 import { evaluate, type EvalResult } from '../../eval/evaluate.ts';
@@ -14,6 +14,9 @@ import { checkLoraConfig, describeTargets, LoraAdapters, parseTargets, type Lora
 import { saveAdapter } from '../../model/peft.ts';
 import { readTrainerState, restoreCheckpoint, saveCheckpoint, type TrainerState } from '../../train/checkpoint.ts';
 import { lossCurveSvg } from '../../train/svg.ts';
+import { loadPreferenceDataset, loadPreferenceTrainValid, PreferenceBatcher, preferenceEvalBatches, type PreferenceDataset } from '../../data/preference.ts';
+import { DEFAULT_BETA, evaluatePreference, isPreference, TRAIN_METHODS, type PreferenceMetrics, type TrainMethod } from '../../train/preference.ts';
+import { logPreferenceDataset, rewardsText, validMetrics } from '../preference.ts';
 import { Trainer, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
 import { bool, choice, given, num, optNum, required, str, type FlagTable, type Parsed } from '../args.ts';
@@ -38,16 +41,26 @@ const FLAGS: FlagTable = {
   format: FORMAT, 'seq-len': SEQ_LEN, 'train-on-prompt': TRAIN_ON_PROMPT,
   'source-max-len': { kind: 'int', arg: 'N', min: 1, default: DEFAULT_EXAMPLE_OPTIONS.sourceMaxLen, group: 'data', help: 'alpaca and completion records: keep the first N prompt tokens' },
   'target-max-len': { kind: 'int', arg: 'N', min: 1, default: DEFAULT_EXAMPLE_OPTIONS.targetMaxLen, group: 'data', help: 'alpaca and completion records: keep the first N response tokens' },
+  packing: {
+    kind: 'bool', group: 'data',
+    help: 'sample packing: join short examples into rows of --seq-len tokens; positions restart and attention stops at each example (validation stays unpacked)',
+  },
   'lora-r': LORA_R,
   'lora-alpha': { kind: 'number', arg: 'X', above: 0, default: DEFAULT_LORA.alpha, group: 'LoRA', help: 'LoRA alpha: updates are scaled by alpha / r' },
   'lora-dropout': { kind: 'number', arg: 'P', min: 0, max: 0.99, default: DEFAULT_LORA.dropout, group: 'LoRA', help: "dropout on the adapters' input" },
   target: TARGET,
   'use-rslora': { kind: 'bool', group: 'LoRA', help: 'rank-stabilized LoRA: scale by alpha / √r' },
+  'use-dora': { kind: 'bool', group: 'LoRA', help: "DoRA: a trainable magnitude per output feature over the normalised adapted weight (PEFT's use_dora; QDoRA on a 4-bit base)" },
   'init-adapter': {
     kind: 'string', arg: 'DIR', group: 'LoRA',
     help: 'start from this adapter (PEFT directory or llama.cpp .gguf), with its r, alpha and target modules',
   },
   optimizer: OPTIMIZER,
+  method: {
+    kind: 'choice', choices: TRAIN_METHODS, default: 'sft', group: 'optimization',
+    help: 'sft: supervised; dpo, orpo: preference tuning on {"prompt","chosen","rejected"} pairs (DPO\'s reference is the base without the adapter)',
+  },
+  beta: { kind: 'number', arg: 'X', above: 0, default: DEFAULT_BETA, group: 'optimization', help: "DPO's β (higher keeps the model closer to the reference), ORPO's λ (weight of the odds-ratio term); TRL's beta of both" },
   lr: { kind: 'number', arg: 'X', min: 0, default: D.lr, group: 'optimization', help: 'peak learning rate' },
   schedule: { kind: 'choice', choices: ['constant', 'cosine', 'linear'], default: D.schedule, group: 'optimization', help: 'learning-rate schedule after the warmup' },
   'warmup-ratio': { kind: 'number', arg: 'X', min: 0, max: 1, default: D.warmupRatio, group: 'optimization', help: 'share of the steps over which the learning rate rises linearly' },
@@ -69,7 +82,7 @@ const FLAGS: FlagTable = {
 };
 
 /** The flags --init-adapter takes from the adapter instead. */
-const ADAPTER_SHAPE_FLAGS = ['lora-r', 'lora-alpha', 'target', 'use-rslora'];
+const ADAPTER_SHAPE_FLAGS = ['lora-r', 'lora-alpha', 'target', 'use-rslora', 'use-dora'];
 
 export const trainCommand: Command = {
   summary: 'QLoRA fine-tuning: a 4-bit base model, float32 LoRA adapters, PEFT output',
@@ -109,6 +122,9 @@ function trainOptionsFrom(p: Parsed): Omit<TrainOptions, 'totalSteps'> {
     checkpointing: bool(p, 'checkpointing'),
     seed: num(p, 'seed'),
     neftuneAlpha: num(p, 'neftune-alpha'),
+    packing: bool(p, 'packing'),
+    method: choice<TrainMethod>(p, 'method'),
+    beta: num(p, 'beta'),
   };
 }
 
@@ -117,8 +133,9 @@ const RESUMED: Array<[string, (s: TrainerState) => unknown]> = [
   ['lr', (s) => s.options.lr], ['schedule', (s) => s.options.schedule], ['warmup-ratio', (s) => s.options.warmupRatio],
   ['max-grad-norm', (s) => s.options.maxGradNorm], ['neftune-alpha', (s) => s.options.neftuneAlpha ?? 0], ['weight-decay', (s) => s.options.weightDecay], ['optimizer', (s) => s.options.optimizer],
   ['batch-size', (s) => s.options.batchSize], ['grad-accum', (s) => s.options.gradAccum], ['seq-len', (s) => s.options.seqLen],
-  ['seed', (s) => s.options.seed], ['checkpointing', (s) => s.options.checkpointing], ['steps', (s) => s.options.totalSteps],
-  ['lora-r', (s) => s.lora.r], ['lora-alpha', (s) => s.lora.alpha], ['lora-dropout', (s) => s.lora.dropout], ['use-rslora', (s) => s.lora.useRslora],
+  ['seed', (s) => s.options.seed], ['checkpointing', (s) => s.options.checkpointing], ['steps', (s) => s.options.totalSteps], ['packing', (s) => s.options.packing ?? false],
+  ['method', (s) => s.options.method ?? 'sft'], ['beta', (s) => s.options.beta ?? DEFAULT_BETA],
+  ['lora-r', (s) => s.lora.r], ['lora-alpha', (s) => s.lora.alpha], ['lora-dropout', (s) => s.lora.dropout], ['use-rslora', (s) => s.lora.useRslora], ['use-dora', (s) => s.lora.useDora ?? false],
 ];
 
 /** A resumed run keeps its checkpoint's settings: a flag that asks for another value is refused. */
@@ -127,6 +144,12 @@ function checkResumeFlags(p: Parsed, state: TrainerState, dir: string): void {
     const v = p.values.get(flag), was = get(state);
     if (v !== undefined && v !== was) throw new WebqloraError(`--${flag} ${String(v)} differs from ${dir}'s ${String(was)}: a resumed run keeps its checkpoint's settings (drop --${flag}, or train into a new --out).`);
   }
+}
+
+/** One line on what --packing made of the training set: rows, and the padding left. */
+function logPacking(ds: Dataset, b: Batcher, seqLen: number, progress: Progress): void {
+  const rows = b.packedRows!.length, tokens = b.packedRows!.reduce((s, r) => s + r.reduce((t, i) => t + Math.min(ds.examples[i]!.inputIds.length, seqLen), 0), 0);
+  progress.log(`packing: ${ds.examples.length} examples in ${rows} rows of ≤ ${seqLen} tokens (${(100 * tokens / (rows * seqLen)).toFixed(1)}% filled)`);
 }
 
 /** A history record; steps with a validation during training carry its loss (kept in checkpoints). */
@@ -168,6 +191,14 @@ async function train(p: Parsed): Promise<number> {
   }
 
   const base = state ? state.options : { ...trainOptionsFrom(p), totalSteps: 0 };
+  const prefMethod = isPreference(base.method) ? base.method : null;
+  if (prefMethod) {
+    if (p.values.get('packing') === true) throw new WebqloraError(`--packing joins SFT examples into full sequences and does not apply to --method ${prefMethod}, whose pairs must stay whole (drop --packing).`);
+    const sftOnly = ['format', 'train-on-prompt', 'source-max-len', 'target-max-len'].filter((n) => given(p, n));
+    if (sftOnly.length) throw new WebqloraError(`--method ${prefMethod} reads {"prompt", "chosen", "rejected"} pairs and scores the responses only, so ${sftOnly.map((n) => `--${n}`).join(', ')} would be ignored: drop ${sftOnly.length > 1 ? 'them' : 'it'}.`);
+  } else if (given(p, 'beta')) {
+    throw new WebqloraError(`--beta is DPO's β or ORPO's λ and needs --method dpo or --method orpo (this run is ${base.method ?? 'sft'}).`);
+  }
   const flagDropout = given(p, 'lora-dropout') ? num(p, 'lora-dropout') : undefined;
   const freshLora: LoraConfig | null = state || initAdapter ? null : {
     r: num(p, 'lora-r'),
@@ -175,6 +206,7 @@ async function train(p: Parsed): Promise<number> {
     dropout: flagDropout ?? DEFAULT_LORA.dropout,
     targets: parseTargets(str(p, 'target')!),
     useRslora: bool(p, 'use-rslora'),
+    useDora: bool(p, 'use-dora'),
   };
   if (freshLora) checkLoraConfig(freshLora, 'webqlora train');
   const saveEvery = num(p, 'save-every');
@@ -203,31 +235,43 @@ async function train(p: Parsed): Promise<number> {
     const loaded = await loadModelFrom(p, backend, progress, {
       seqLen: seqLenFlag,
       memory: (c, seqLen, pageWeights) => estimateTrainingMemory(c, {
-        ...q, lora: runLora, batch: base.batchSize, seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads,
+        ...q, lora: runLora, batch: base.batchSize * (prefMethod ? 2 : 1), seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads, packing: base.packing,
       }),
     }).catch(async (e) => { await closeData(); throw e; });
     const { model, tok, spec } = loaded;
     base.seqLen = dataOpts.maxLen = loaded.seqLen!;
     const setOpts = { ...dataOpts, tokenizer: tok, vocabSize: model.config.vocabSize };
-    let trainSet: Dataset, validSet: Dataset | null, validSource: 'file' | 'split' | 'none';
-    if (noValid) {
+    let trainSet: Dataset | null = null, validSet: Dataset | null = null, validSource: 'file' | 'split' | 'none';
+    // preference tuning reads pairs (data/preference.ts) where SFT reads examples
+    let prefTrain: PreferenceDataset | null = null, prefValid: PreferenceDataset | null = null;
+    if (prefMethod) {
+      const prefOpts = { tokenizer: tok, vocabSize: model.config.vocabSize, maxLen: base.seqLen, seed: base.seed };
+      if (noValid) {
+        prefTrain = await loadPreferenceDataset(trainSrc, prefOpts).finally(closeData);
+        validSource = 'none';
+      } else ({ train: prefTrain, valid: prefValid, validSource } = await loadPreferenceTrainValid(trainSrc, validSrc, prefOpts).finally(closeData));
+    } else if (noValid) {
       trainSet = await loadDataset(trainSrc, setOpts).finally(closeData);
       validSet = null;
       validSource = 'none';
     } else {
       ({ train: trainSet, valid: validSet, validSource } = await loadTrainValid(trainSrc, validSrc, setOpts).finally(closeData));
     }
-    logDataset(trainSet, progress);
-    if (validSource === 'file') progress.log(`validation: ${validSet!.examples.length} examples from ${validPath}`);
+    if (prefTrain) logPreferenceDataset(prefTrain, progress);
+    else logDataset(trainSet!, progress);
+    const unit = prefTrain ? 'pairs' : 'examples';
+    const nTrain = prefTrain ? prefTrain.pairs.length : trainSet!.examples.length, nValid = prefValid?.pairs.length ?? validSet?.examples.length ?? 0;
+    if (validSource === 'file') progress.log(`validation: ${nValid} ${unit} from ${validPath}`);
     else if (validSource === 'split') {
-      progress.log(`validation: ${validSet!.examples.length} of ${validSet!.examples.length + trainSet.examples.length} examples held out of ${dataPath}, because --valid was not given (--valid none turns this off)`);
+      progress.log(`validation: ${nValid} of ${nValid + nTrain} ${unit} held out of ${dataPath}, because --valid was not given (--valid none turns this off)`);
     } else if (noValid) progress.log('validation: none (--valid none)');
     else {
-      if (evalEvery > 0) throw new WebqloraError(`--eval-every: ${dataPath} has too few examples (${trainSet.examples.length}) to hold any out; give --valid FILE.`);
-      progress.log(`validation: none (${trainSet.examples.length} examples are too few to hold any out; give --valid FILE for one)`);
+      if (evalEvery > 0) throw new WebqloraError(`--eval-every: ${dataPath} has too few ${unit} (${nTrain}) to hold any out; give --valid FILE.`);
+      progress.log(`validation: none (${nTrain} ${unit} are too few to hold any out; give --valid FILE for one)`);
     }
 
-    const batcher = batcherFor(trainSet, tok, { batchSize: base.batchSize, gradAccum: base.gradAccum, order: 'grouped', seed: base.seed });
+    const batcher = prefTrain ? new PreferenceBatcher(prefTrain.pairs, { batchSize: base.batchSize, gradAccum: base.gradAccum, order: 'grouped', seed: base.seed, padId: padIdFor(tok) }) : batcherFor(trainSet!, tok, { batchSize: base.batchSize, gradAccum: base.gradAccum, order: 'grouped', seed: base.seed, packing: base.packing ? base.seqLen : 0 });
+    if (base.packing && trainSet) logPacking(trainSet, batcher as Batcher, base.seqLen, progress);
     let totalSteps = base.totalSteps;
     if (!state) {
       const perEpoch = Math.ceil(batcher.batchesPerEpoch / base.gradAccum);
@@ -246,6 +290,7 @@ async function train(p: Parsed): Promise<number> {
       lora = new LoraAdapters(backend, model.config, freshLora!, true);
       const rng = new SampleRng(opts.seed ^ 0x5eed);
       lora.initPeft(() => rng.next());
+      if (lora.useDora) await model.initDora(lora);
     }
 
     const trainer = new Trainer(model, lora, batcher, opts);
@@ -258,7 +303,17 @@ async function train(p: Parsed): Promise<number> {
     const baseName = spec;
     progress.log(`training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}, ${lora.modules.length} modules) for ${totalSteps} steps, ${opts.batchSize}×${opts.gradAccum} sequences of ≤ ${opts.seqLen} tokens per step`);
 
-    const validate = async (): Promise<EvalResult> => {
+    const validate = async (): Promise<EvalResult & { metrics?: PreferenceMetrics }> => {
+      if (prefMethod) {
+        // the same preference loss and rewards on the held-out pairs (no dropout); perplexity does not apply
+        const count = Math.ceil(prefValid!.pairs.length / opts.batchSize);
+        const r = await evaluatePreference(model, preferenceEvalBatches(prefValid!.pairs, { batchSize: opts.batchSize, padId: padIdFor(tok) }), {
+          method: prefMethod, beta: opts.beta ?? DEFAULT_BETA, maxPairs: opts.batchSize, maxSeqLen: opts.seqLen, adapters: lora,
+          onBatch: (done) => progress.update(`validation [${done}/${count}]`),
+        });
+        progress.done();
+        return { loss: r.loss, perplexity: NaN, tokens: prefValid!.scored, metrics: r.metrics };
+      }
       const count = Math.ceil(validSet!.examples.length / opts.batchSize);
       const r = await evaluate(model, evalBatches(validSet!.examples, { batchSize: opts.batchSize, padId: padIdFor(tok) }), {
         maxBatch: opts.batchSize, maxSeqLen: opts.seqLen, adapters: lora,
@@ -292,12 +347,13 @@ async function train(p: Parsed): Promise<number> {
         if (json) jsonLine({ ...rec, smoothed_loss: smooth, elapsed_s: elapsed, peak_rss_bytes: rss, backend_bytes: backend.memory().peakBytes });
         else {
           const eta = (elapsed / (trainer.step - startStep)) * (totalSteps - trainer.step);
-          progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} (smoothed ${smooth.toFixed(4)}) | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtBytes(rss)} | ${fmtDuration(elapsed)} elapsed, ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
+          progress.update(`step ${trainer.step}/${totalSteps} | loss ${rec.loss.toFixed(4)} (smoothed ${smooth.toFixed(4)})${rewardsText(rec)} | lr ${rec.lr.toExponential(2)} | ${rec.tokens_per_s.toFixed(0)} tok/s | peak RSS ${fmtBytes(rss)} | ${fmtDuration(elapsed)} elapsed, ETA ${fmtDuration(eta)}`, trainer.step === totalSteps);
         }
         if (evalEvery > 0 && trainer.step % evalEvery === 0 && trainer.step < totalSteps) {
           const v = await validate();
           rec.valid_loss = v.loss;
-          if (json) jsonLine({ step: trainer.step, valid_loss: v.loss, valid_perplexity: v.perplexity, valid_tokens: v.tokens });
+          if (json) jsonLine(v.metrics ? { step: trainer.step, valid_loss: v.loss, ...validMetrics(v.metrics) } : { step: trainer.step, valid_loss: v.loss, valid_perplexity: v.perplexity, valid_tokens: v.tokens });
+          else if (v.metrics) progress.log(`step ${trainer.step}: validation loss ${v.loss.toFixed(4)}${rewardsText(v.metrics)}`);
           else progress.log(`step ${trainer.step}: validation loss ${v.loss.toFixed(4)}, perplexity ${v.perplexity.toFixed(3)}`);
         }
         if (saveEvery > 0 && trainer.step % saveEvery === 0 && trainer.step < totalSteps) await saveCheckpoint(runDir, trainer, history, baseName);
@@ -321,8 +377,8 @@ async function train(p: Parsed): Promise<number> {
 
     // Final outputs: adapter, validation, loss curve, trainer state.
     await saveAdapter(lora, runDir, baseName);
-    let validResult: EvalResult | null = null;
-    if (validSet) {
+    let validResult: (EvalResult & { metrics?: PreferenceMetrics }) | null = null;
+    if (validSet || prefValid) {
       validResult = await validate();
       const lastRec = history[history.length - 1];
       if (lastRec) lastRec.valid_loss = validResult.loss;
@@ -332,10 +388,12 @@ async function train(p: Parsed): Promise<number> {
     await writeFileTo(runDir, 'loss.svg', lossCurveSvg(trainPts, validPts, `webqlora train: ${spec}`));
     await writeFileTo(runDir, 'train_results.json', JSON.stringify({ steps: trainer.step, history, valid: validResult, options: opts, lora: lora.config, base_model: baseName }, null, 1) + '\n');
     const last = history[history.length - 1];
-    if (json) jsonLine({ done: true, steps: trainer.step, final_loss: last?.loss ?? null, valid_loss: validResult?.loss ?? null, valid_perplexity: validResult?.perplexity ?? null, out });
+    const validPref = validResult?.metrics;
+    if (json) jsonLine({ done: true, steps: trainer.step, final_loss: last?.loss ?? null, valid_loss: validResult?.loss ?? null, valid_perplexity: validResult?.perplexity ?? null, ...(validPref ? validMetrics(validPref) : {}), out });
     else {
       progress.log(`adapter written to ${out} (adapter_config.json, adapter_model.safetensors, loss.svg)`);
-      if (validResult) progress.log(`validation loss ${validResult.loss.toFixed(4)}, perplexity ${validResult.perplexity.toFixed(3)} over ${validResult.tokens} tokens`);
+      if (validPref) progress.log(`validation loss ${validResult!.loss.toFixed(4)}${rewardsText(validPref)} over ${nValid} pairs`);
+      else if (validResult) progress.log(`validation loss ${validResult.loss.toFixed(4)}, perplexity ${validResult.perplexity.toFixed(3)} over ${validResult.tokens} tokens`);
     }
     trainer.free();
     return 0;
