@@ -1,25 +1,32 @@
 // DoRA (weight-decomposed LoRA) kernels (backend.ts "DoRA"): per-output-feature scales and norms.
 // Backend.scaleColumns ↔ scale_columns, Backend.columnDot ↔ column_dot, Backend.doraScale ↔
-// dora_scale, Backend.rowSumSquares ↔ row_sum_squares. (Backend.qRowSumSquares ↔
-// q_row_sum_squares lives in qgemm.ts, next to the dequantization it shares with the 4-bit GEMMs.)
+// dora_scale, Backend.rowSumSquares ↔ row_sum_squares, Backend.qRowSumSquares ↔
+// q_row_sum_squares (dequantizing through q4.ts, as the 4-bit GEMMs). wgsl/dora.wgsl holds the same five.
 //
 //   scale_columns    out[r, j] (=|+=) f32(f32(g[j] + offset)·x[r, j]) (+ bias[j])
 //   column_dot       out[j] (=|+=) scale[j]·Σ_r a[r, j]·b[r, j]
 //   dora_scale       n = √nsq[j]; invNorm[j] = 1/n; g[j] = m[j]/n
 //   row_sum_squares  out[r] (=|+=) Σ_c x[r, c]²
+//   q_row_sum_squares  out[n] = Σ_k deq(W)[n, k]²
 //
 // Bits. scale_columns, column_dot and dora_scale give the reference's bits exactly (its rounding
 // order is written out in src/backend/reference/index.ts "DoRA"): each step is one IEEE f32
 // operation (f32x4.sqrt and f32x4.div are correctly rounded), products are rounded before they
 // are added (plain mul + add, also in the relaxed build: no madd), and column_dot sums each column
 // over r in ascending order with the lanes holding different columns. row_sum_squares sums a row
-// in lanes (rowSumSq), not sequentially: parity with the reference is to a tolerance.
+// in lanes (simd.ts rowSumSq), not sequentially: parity with the reference is to a tolerance, and
+// q_row_sum_squares sums a dequantized row in that same order.
 //
-// Work ranges (last arguments): rows [r0, r1) for scale_columns and row_sum_squares, columns
+// Work ranges (last arguments): rows [r0, r1) for scale_columns and row_sum_squares (rows of W
+// [n0, n1) for q_row_sum_squares), columns
 // [j0, j1) for column_dot, elements [i0, i1) for dora_scale. No element's arithmetic depends on
 // the range it falls in (vector body and scalar tail compute alike), so any split over threads
 // gives the bits of one call.
-import { hsum } from './simd';
+import { descQuantMap, descK } from './abi';
+import { lutPlane } from './lut16';
+import { SCR_ROW } from './panel';
+import { deqRange } from './q4';
+import { hsum, rowSumSq } from './simd';
 
 /** Columns column_dot sums at once: their f32 accumulators (4 KiB) stay in L1 in scratch. */
 const CD_BLOCK: i32 = 1024;
@@ -136,27 +143,6 @@ export function dora_scale(g: usize, invNorm: usize, m: usize, nsq: usize, i0: i
   }
 }
 
-/**
- * Σ x[c]² over one row of C: 8-element groups into two f32x4 (each square rounded, then added),
- * hsum of their sum, then the tail in order. q_row_sum_squares (qgemm.ts) sums a dequantized row
- * in exactly this order.
- */
-@inline export function rowSumSq(x: usize, C: i32): f32 {
-  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
-  let c: i32 = 0;
-  for (; c + 8 <= C; c += 8) {
-    const a = v128.load(x + (<usize>c << 2)), b = v128.load(x + (<usize>c << 2), 16);
-    s0 = f32x4.add(s0, f32x4.mul(a, a));
-    s1 = f32x4.add(s1, f32x4.mul(b, b));
-  }
-  let s = hsum(f32x4.add(s0, s1));
-  for (; c < C; c++) {
-    const v = load<f32>(x + (<usize>c << 2));
-    s += v * v;
-  }
-  return s;
-}
-
 /** out[r] (=|+=) Σ_c x[r, c]² (rowSumSq, then + out). x f32 [R, C]; out f32 [R]. Rows [r0, r1). */
 export function row_sum_squares(out: usize, x: usize, C: i32, accumulate: i32, r0: i32, r1: i32): void {
   for (let r = r0; r < r1; r++) {
@@ -164,5 +150,41 @@ export function row_sum_squares(out: usize, x: usize, C: i32, accumulate: i32, r
     const p = out + (<usize>r << 2);
     if (accumulate) s = load<f32>(p) + s;
     store<f32>(p, s);
+  }
+}
+
+/** Elements of a row of W that q_row_sum_squares dequantizes at once (a multiple of 8). */
+const QSS_PIECE: i32 = 4096;
+
+/**
+ * out[n] = Σ_k deq(W)[n, k]² for rows [n0, n1) of W (Backend.qRowSumSquares). desc: weight
+ * descriptor; scratch: this thread's area. Each row is dequantized QSS_PIECE elements at a time
+ * (q4.ts deqRange, as the GEMMs) and summed in the order of row_sum_squares (simd.ts rowSumSq):
+ * 8-element groups into two f32x4 carried across pieces (whole groups except in the last), hsum,
+ * then the tail — so out equals row_sum_squares of the dequantized W bit for bit.
+ */
+export function q_row_sum_squares(out: usize, desc: usize, scratch: usize, n0: i32, n1: i32): void {
+  const K = descK(desc);
+  const map = descQuantMap(desc);
+  const p0 = lutPlane(map, 0), p1 = lutPlane(map, 1), p2 = lutPlane(map, 2), p3 = lutPlane(map, 3);
+  const buf = scratch + SCR_ROW;
+  for (let n = n0; n < n1; n++) {
+    let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+    let c: i32 = 0, len: i32 = 0;
+    for (let p: i32 = 0; p < K; p += QSS_PIECE) {
+      len = min(QSS_PIECE, K - p);
+      deqRange(desc, p0, p1, p2, p3, <usize>n * <usize>K + <usize>p, len, buf);
+      for (c = 0; c + 8 <= len; c += 8) {
+        const a = v128.load(buf + (<usize>c << 2)), b = v128.load(buf + (<usize>c << 2), 16);
+        s0 = f32x4.add(s0, f32x4.mul(a, a));
+        s1 = f32x4.add(s1, f32x4.mul(b, b));
+      }
+    }
+    let s = hsum(f32x4.add(s0, s1));
+    for (; c < len; c++) {
+      const v = load<f32>(buf + (<usize>c << 2));
+      s += v * v;
+    }
+    store<f32>(out + (<usize>n << 2), s);
   }
 }

@@ -1,11 +1,8 @@
 // Exact widening of half-precision operands (f16 / bf16 embedding and lm_head tables, kept in
-// the checkpoint's precision) to f32, four lanes or one element at a time. Element types:
-// BT_F32 = 0, BT_F16 = 1, BT_BF16 = 2. Callers pass the type as a literal to these @inline
-// helpers so the optimizer keeps one branch-free copy per type.
-
-export const BT_F32: i32 = 0;
-export const BT_F16: i32 = 1;
-export const BT_BF16: i32 = 2;
+// the checkpoint's precision) to f32, four lanes or one element at a time. Element types are the
+// ELEM_TYPE_* codes of abi.ts (generated; the host passes the same codes). Callers pass the type
+// as a literal to these @inline helpers so the optimizer keeps one branch-free copy per type.
+import { ELEM_TYPE_F32, ELEM_TYPE_BF16 } from './abi';
 
 /** 2¹¹² as f32 bits: rebiases an f16 exponent (bias 15) to f32 (bias 127), subnormals included. */
 const REBIAS: u32 = 0x77800000;
@@ -29,23 +26,23 @@ const REBIAS: u32 = 0x77800000;
   return reinterpret<f32>(v | ((h & 0x8000) << 16));
 }
 
-/** Bytes per element of type bt. */
-@inline export function elemBytes(bt: i32): usize {
-  return bt == BT_F32 ? 4 : 2;
+/** Bytes per element of type elemType. */
+@inline export function elemBytes(elemType: i32): usize {
+  return elemType == ELEM_TYPE_F32 ? 4 : 2;
 }
 
-/** Four consecutive elements of type bt at p as f32x4. */
-@inline export function load4(p: usize, bt: i32): v128 {
-  if (bt == BT_F32) return v128.load(p);
+/** Four consecutive elements of type elemType at p as f32x4. */
+@inline export function load4(p: usize, elemType: i32): v128 {
+  if (elemType == ELEM_TYPE_F32) return v128.load(p);
   const h = v128.load16x4_u(p);
-  if (bt == BT_BF16) return i32x4.shl(h, 16);
+  if (elemType == ELEM_TYPE_BF16) return i32x4.shl(h, 16);
   return f16x4ToF32(h);
 }
 
-/** One element of type bt at p as f32. */
-@inline export function load1(p: usize, bt: i32): f32 {
-  if (bt == BT_F32) return load<f32>(p);
+/** One element of type elemType at p as f32. */
+@inline export function load1(p: usize, elemType: i32): f32 {
+  if (elemType == ELEM_TYPE_F32) return load<f32>(p);
   const h = <u32>load<u16>(p);
-  if (bt == BT_BF16) return reinterpret<f32>(h << 16);
+  if (elemType == ELEM_TYPE_BF16) return reinterpret<f32>(h << 16);
   return f16ToF32(h);
 }

@@ -3,21 +3,24 @@
 //  - the Backend kernels, called from src/backend/wasm/ (names are snake_case versions of the
 //    Backend method names, STYLE.md §2), and the quantization kernels called from src/quant/;
 //  - oracles kept for tests only: matmul_v1, q_matmul_v1, q_matmul_backward_input_v1 (plain
-//    versions of the optimized GEMMs), hash32_fill (dropout's hash), sum_squares (the one-range
-//    form of sum_squares_partials);
+//    versions of the optimized GEMMs), sum_squares_v1 (the one-range form of sum_squares),
+//    hash32_fill (dropout's hash);
 //  - benchmark probes: copy_bytes (bench/quant.ts), simd_peak and simd_peak_par (bench/gemm.ts,
 //    bench/threads.ts);
 //  - heap_base and scratch_bytes, read once by src/backend/wasm/module.ts and index.ts.
+// One file per kernel family, named as in wgsl/ and test/kernels/ (the 4-bit GEMMs: qgemm.ts).
 export * from './quant';
+export * from './embedding';
+export * from './rms_norm';
 export * from './gemm';
 export * from './qgemm';
-export * from './norm';
 export * from './rope';
 export * from './attention';
+export * from './swiglu';
 export * from './elementwise';
-export * from './loss';
+export * from './cross_entropy';
+export * from './dora';
 export * from './optim';
-export { scale_columns, column_dot, dora_scale, row_sum_squares } from './dora';
 export { hash32_fill } from './rng';
 import { SCRATCH_BYTES } from './panel';
 import { madd } from './simd';

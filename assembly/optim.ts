@@ -1,5 +1,6 @@
-// Optimizer kernels (QLORA_SPEC §6.3). Work range: elements [i0, i1); each element is independent
-// except in sum_squares, where each range writes its own partial sum.
+// Optimizer kernels (QLORA_SPEC §6.3): Backend.sumSquares ↔ sum_squares, Backend.adamwStep ↔
+// adamw_step, Backend.sgdStep ↔ sgd_step. Work range: elements [i0, i1) (chunks [c0, c1) for
+// sum_squares); each element is independent except in the sums.
 
 /** Σ x[i]² over [i0, i1) in f64: two f64x2 accumulators over the f32x4 squares, then a scalar tail. */
 @inline function sumSquaresF64(x: usize, i0: i32, i1: i32): f64 {
@@ -23,21 +24,22 @@
 /**
  * out[0] (=|+=) Σ x[i]² over [i0, i1), accumulated in f64 (two lanes of f64x2 per f32x4): the
  * global gradient norm feeds clipping, and an f32 sum of 10⁷ squares would lose ~3 digits.
- * The result is rounded to f32 once when stored.
+ * The result is rounded to f32 once when stored. The one-range version of sum_squares, kept as
+ * its oracle (test/kernels/wasm-specific.test.ts); wgsl/optim.wgsl's sum_squares computes this.
  */
-export function sum_squares(out: usize, x: usize, accumulate: i32, i0: i32, i1: i32): void {
+export function sum_squares_v1(out: usize, x: usize, accumulate: i32, i0: i32, i1: i32): void {
   let s = sumSquaresF64(x, i0, i1);
   if (accumulate) s += <f64>load<f32>(out);
   store<f32>(out, <f32>s);
 }
 
 /**
- * Backend.sumSquares with threads: partials f64 [ceil(n/chunk)], partials[c] = Σ x[i]² over chunk
- * c = [c·chunk, min(n, (c+1)·chunk)) for chunks [c0, c1) (the work range). The host adds the
- * partials in chunk order, so the sum does not depend on how chunks are spread over threads;
- * with one chunk it is exactly sum_squares.
+ * Backend.sumSquares, in chunks any thread may take: partials f64 [ceil(n/chunk)], partials[c] =
+ * Σ x[i]² over chunk c = [c·chunk, min(n, (c+1)·chunk)) for chunks [c0, c1) (the work range). The
+ * host adds the partials in chunk order, so the sum does not depend on how chunks are spread over
+ * threads; with one chunk it is exactly sum_squares_v1 before its f32 rounding.
  */
-export function sum_squares_partials(partials: usize, x: usize, n: i32, chunk: i32, c0: i32, c1: i32): void {
+export function sum_squares(partials: usize, x: usize, n: i32, chunk: i32, c0: i32, c1: i32): void {
   for (let c = c0; c < c1; c++) {
     store<f64>(partials + (<usize>c << 3), sumSquaresF64(x, c * chunk, min(n, (c + 1) * chunk)));
   }

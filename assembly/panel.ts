@@ -23,7 +23,8 @@
 //
 // The 4-bit GEMMs produce the same panels from dequantized rows, so the fused kernels run the
 // very same micro-kernel on W that is never materialised beyond one (NC × KC) slice.
-import { BT_F32, BT_F16, BT_BF16, elemBytes, load4, load1 } from './half';
+import { ELEM_TYPE_F32, ELEM_TYPE_F16, ELEM_TYPE_BF16 } from './abi';
+import { elemBytes, load4, load1 } from './half';
 import { madd, hsum } from './simd';
 
 /** Rows of the output tile. */
@@ -225,17 +226,17 @@ export function runSlice(out: usize, ldc: usize, a: usize, rs: usize, ks: usize,
 
 /**
  * Packs 8 columns of op(B) = Bᵀ (B rows are the output columns, contiguous along k):
- * dst[k][c] = row_c[k] for k < kc, c < nrv (row_c at src + c·ld bytes, elements of type bt,
+ * dst[k][c] = row_c[k] for k < kc, c < nrv (row_c at src + c·ld bytes, elements of type elemType,
  * widened to f32); zero for c ≥ nrv. Four rows at a time are transposed 4×4 in registers.
  */
-export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
-  if (bt == BT_F32) packRowsTOf(src, ld, kc, nrv, dst, BT_F32);
-  else if (bt == BT_F16) packRowsTOf(src, ld, kc, nrv, dst, BT_F16);
-  else packRowsTOf(src, ld, kc, nrv, dst, BT_BF16);
+export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, elemType: i32): void {
+  if (elemType == ELEM_TYPE_F32) packRowsTOf(src, ld, kc, nrv, dst, ELEM_TYPE_F32);
+  else if (elemType == ELEM_TYPE_F16) packRowsTOf(src, ld, kc, nrv, dst, ELEM_TYPE_F16);
+  else packRowsTOf(src, ld, kc, nrv, dst, ELEM_TYPE_BF16);
 }
 
-@inline function packRowsTOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
-  const es = elemBytes(bt);
+@inline function packRowsTOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, elemType: i32): void {
+  const es = elemBytes(elemType);
   if (nrv == NR) {
     for (let h: usize = 0; h < 2; h++) {
       const r0 = src + 4 * h * ld, r1 = r0 + ld, r2 = r1 + ld, r3 = r2 + ld;
@@ -243,7 +244,7 @@ export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, 
       let k: i32 = 0;
       for (; k + 4 <= kc; k += 4) {
         const o = <usize>k * es;
-        const x0 = load4(r0 + o, bt), x1 = load4(r1 + o, bt), x2 = load4(r2 + o, bt), x3 = load4(r3 + o, bt);
+        const x0 = load4(r0 + o, elemType), x1 = load4(r1 + o, elemType), x2 = load4(r2 + o, elemType), x3 = load4(r3 + o, elemType);
         const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5); // x0.0 x1.0 x0.1 x1.1
         const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
         const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
@@ -257,10 +258,10 @@ export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, 
       for (; k < kc; k++) {
         const o = <usize>k * es;
         const dk = d + (<usize>k << 5);
-        store<f32>(dk, load1(r0 + o, bt));
-        store<f32>(dk, load1(r1 + o, bt), 4);
-        store<f32>(dk, load1(r2 + o, bt), 8);
-        store<f32>(dk, load1(r3 + o, bt), 12);
+        store<f32>(dk, load1(r0 + o, elemType));
+        store<f32>(dk, load1(r1 + o, elemType), 4);
+        store<f32>(dk, load1(r2 + o, elemType), 8);
+        store<f32>(dk, load1(r3 + o, elemType), 12);
       }
     }
     return;
@@ -268,36 +269,36 @@ export function packRowsT(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, 
   for (let k: i32 = 0; k < kc; k++) {
     const dk = dst + (<usize>k << 5);
     for (let c: i32 = 0; c < NR; c++) {
-      store<f32>(dk + (<usize>c << 2), c < nrv ? load1(src + <usize>c * ld + <usize>k * es, bt) : 0);
+      store<f32>(dk + (<usize>c << 2), c < nrv ? load1(src + <usize>c * ld + <usize>k * es, elemType) : 0);
     }
   }
 }
 
 /**
  * Packs 8 columns of op(B) = B (B rows are the inner index, contiguous along the columns):
- * dst[k][c] = src[k·ld + c] for k < kc, c < nrv (elements of type bt); zero for c ≥ nrv.
+ * dst[k][c] = src[k·ld + c] for k < kc, c < nrv (elements of type elemType); zero for c ≥ nrv.
  */
-export function packRowsN(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
-  if (bt == BT_F32) packRowsNOf(src, ld, kc, nrv, dst, BT_F32);
-  else if (bt == BT_F16) packRowsNOf(src, ld, kc, nrv, dst, BT_F16);
-  else packRowsNOf(src, ld, kc, nrv, dst, BT_BF16);
+export function packRowsN(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, elemType: i32): void {
+  if (elemType == ELEM_TYPE_F32) packRowsNOf(src, ld, kc, nrv, dst, ELEM_TYPE_F32);
+  else if (elemType == ELEM_TYPE_F16) packRowsNOf(src, ld, kc, nrv, dst, ELEM_TYPE_F16);
+  else packRowsNOf(src, ld, kc, nrv, dst, ELEM_TYPE_BF16);
 }
 
-@inline function packRowsNOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, bt: i32): void {
-  const es = elemBytes(bt);
+@inline function packRowsNOf(src: usize, ld: usize, kc: i32, nrv: i32, dst: usize, elemType: i32): void {
+  const es = elemBytes(elemType);
   if (nrv == NR) {
     for (let k: i32 = 0; k < kc; k++) {
       const s = src + <usize>k * ld;
       const dk = dst + (<usize>k << 5);
-      v128.store(dk, load4(s, bt));
-      v128.store(dk, load4(s + 4 * es, bt), 16);
+      v128.store(dk, load4(s, elemType));
+      v128.store(dk, load4(s + 4 * es, elemType), 16);
     }
     return;
   }
   for (let k: i32 = 0; k < kc; k++) {
     const s = src + <usize>k * ld;
     const dk = dst + (<usize>k << 5);
-    for (let c: i32 = 0; c < NR; c++) store<f32>(dk + (<usize>c << 2), c < nrv ? load1(s + <usize>c * es, bt) : 0);
+    for (let c: i32 = 0; c < NR; c++) store<f32>(dk + (<usize>c << 2), c < nrv ? load1(s + <usize>c * es, elemType) : 0);
   }
 }
 

@@ -52,6 +52,17 @@ const TINY: f32 = 1e-38; // bnb clamps the divisor (backends/default/ops.py)
   return m;
 }
 
+/**
+ * Stores the absmax of a block of len values at xb as bnb does (a full block: max |x|; the tail:
+ * the divisor it is scaled by) and returns that divisor, max(max |x|, TINY).
+ */
+@inline function storeAbsmax(absmax: usize, b: i32, xb: usize, len: i32, full: bool): f32 {
+  const am = blockAbsmax(xb, len);
+  const a = max(am, TINY);
+  store<f32>(absmax + (<usize>b << 2), full ? am : a);
+  return a;
+}
+
 @inline function code4(qtype: i32, s: f32): i32 {
   if (qtype == QTYPE_NF4) return bucket15(NF4_BOUNDS, s);
   if (qtype == QTYPE_FP4) return <i32>load<u8>(FP4_ORDER + <usize>bucket15(FP4_BOUNDS, s));
@@ -69,17 +80,12 @@ export function quantize_4bit(x: usize, n: i32, blocksize: i32, qtype: i32, pack
   const nb = (n + blocksize - 1) / blocksize;
   const bounds = qtype == QTYPE_NF4 ? NF4_BOUNDS : qtype == QTYPE_FP4 ? FP4_BOUNDS : INT4_BOUNDS;
   for (let b: i32 = 0; b < nb; b++) {
-    const start = b * blocksize;
-    const len = min(blocksize, n - start);
-    const xb = x + (<usize>start << 2);
-    const am = blockAbsmax(xb, len);
-    const a = max(am, TINY);
+    const start = b * blocksize, len = min(blocksize, n - start), xb = x + (<usize>start << 2);
     const full = len == blocksize;
-    const r: f32 = 1.0 / a;
-    store<f32>(absmax + (<usize>b << 2), full ? am : a);
+    const a = storeAbsmax(absmax, b, xb, len, full);
     if (full) {
       // every allowed blocksize is a multiple of 16
-      quantizeBlockSimd(xb, blocksize, r, bounds, qtype == QTYPE_FP4, packed + <usize>(start >> 1));
+      quantizeBlockSimd(xb, blocksize, <f32>1.0 / a, bounds, qtype == QTYPE_FP4, packed + <usize>(start >> 1));
       continue;
     }
     // the partial tail divides (bnb); blocksize is even, so a block starts on a byte boundary.
@@ -169,14 +175,10 @@ export function quantize_blockwise_8bit(x: usize, n: i32, blocksize: i32, bounds
   const bnd = bounds == 0 ? DYNAMIC_SIGNED_BOUNDS : bounds;
   const nb = (n + blocksize - 1) / blocksize;
   for (let b: i32 = 0; b < nb; b++) {
-    const start = b * blocksize;
-    const len = min(blocksize, n - start);
-    const xb = x + (<usize>start << 2);
-    const am = blockAbsmax(xb, len);
-    const a = max(am, TINY);
+    const start = b * blocksize, len = min(blocksize, n - start), xb = x + (<usize>start << 2);
     const full = len == blocksize;
+    const a = storeAbsmax(absmax, b, xb, len, full);
     const r: f32 = 1.0 / a;
-    store<f32>(absmax + (<usize>b << 2), full ? am : a);
     for (let i: i32 = 0; i < len; i++) {
       const xi = load<f32>(xb + (<usize>i << 2));
       store<u8>(q + <usize>(start + i), <u8>bucket255(bnd, clampUnit(full ? xi * r : xi / a)));

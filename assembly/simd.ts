@@ -23,6 +23,27 @@
 }
 
 /**
+ * Σ x[c]² over one row of C: 8-element groups into two f32x4 (each square rounded, then added),
+ * hsum of their sum, then the tail in order. RMSNorm's mean square (rms_norm.ts) and DoRA's row
+ * norms (dora.ts row_sum_squares; q_row_sum_squares sums a dequantized row in exactly this order).
+ */
+@inline export function rowSumSq(x: usize, C: i32): f32 {
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
+  let c: i32 = 0;
+  for (; c + 8 <= C; c += 8) {
+    const a = v128.load(x + (<usize>c << 2)), b = v128.load(x + (<usize>c << 2), 16);
+    s0 = f32x4.add(s0, f32x4.mul(a, a));
+    s1 = f32x4.add(s1, f32x4.mul(b, b));
+  }
+  let s = hsum(f32x4.add(s0, s1));
+  for (; c < C; c++) {
+    const v = load<f32>(x + (<usize>c << 2));
+    s += v * v;
+  }
+  return s;
+}
+
+/**
  * Byte lookup t[s] for indices known to be in 0..15. relaxed_swizzle equals swizzle for those
  * (it differs only for indices ≥ 16) and is one pshufb on x86 without the range fix-up.
  */

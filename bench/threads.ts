@@ -59,7 +59,7 @@ function peakRow(b1: Backend, bN: Backend, threads: number, quick: boolean): Row
   const iters = 2e6, flop = 96 * iters;
   const I1 = wasmInternals(b1), IN = wasmInternals(bN);
   const chunks = Array.from({ length: threads }, (_, t) => [t, t + 1] as [number, number]);
-  const p = pairTimes(quick ? 400 : 1500, () => I1.kernels.k.simd_peak_par(iters, 0, 1), () => IN.par('simd_peak_par', [iters, 0, threads], 1, -1, 1, 1, chunks));
+  const p = pairTimes(quick ? 400 : 1500, () => I1.kernels.k.simd_peak_par(iters, 0, 1), () => IN.par('simd_peak_par', [iters, 0, threads], 1, { chunks }));
   return { what: 'register-only peak (simd_peak, one per thread): the ceiling', one: flop / p.t1 / 1e9, many: (threads * flop) / p.t2 / 1e9, speedup: threads * p.ratio, unit: 'GFLOP/s' };
 }
 

@@ -2,6 +2,7 @@
 // added by src/node.ts.
 export { WebqloraError } from './errors.ts';
 export * from './io/source.ts';
+export * from './num.ts';
 export * from './io/dtype.ts';
 export * from './quant/types.ts';
 export { quantize4bit, dequantize4bit, doubleQuantize, effectiveAbsmax, quantizeBlockwise8, dequantizeBlockwise8 } from './quant/quantize.ts';
@@ -32,7 +33,8 @@ export type { Backend, Tensor, QuantWeight, MemoryStats } from './backend/backen
 export { loadModel, type LoadOptions } from './model/load.ts';
 export type { LlamaModel } from './model/llama.ts';
 export { LoraAdapters, DEFAULT_LORA, parseTargets, resolveModules, type LoraConfig, type LoraModule, type LoraPair, type LoraParam } from './model/lora.ts';
-export { FAMILIES, variantOf, familyNames, type FamilyId, type Variant } from './model/families.ts';
+export { FAMILIES, familyNames } from './model/families.ts';
+export { configFromHf, configToHf } from './io/hf-config.ts';
 export { saveAdapter, loadAdapter, adapterConfigJson, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './model/peft.ts';
 export { mergeAdapter, type MergeOptions } from './model/merge.ts';
 export { Trainer, TRAIN_DEFAULTS, type TrainOptions, type StepRecord, type OptimizerName, type MicroBatchSource } from './train/trainer.ts';

@@ -4,5 +4,5 @@ import { enableRelaxedSimd } from './backend/wasm/node-flags.ts';
 enableRelaxedSimd();
 export * from './index.ts';
 export { FileSource, NodeDirSource, NodeOutDir } from './io/node.ts';
-export { openModelPath } from './io/node.ts';
+export { openModelPath } from './io/node-model.ts';
 export { dawnGpu } from './backend/webgpu/dawn.ts';

@@ -4,6 +4,7 @@
 // at a time: each dispatch serves the ids in [row0, row0 + rows) and leaves the other rows to
 // the dispatches of the other blocks. An id outside [0, V) gives a NaN row (the host cannot
 // check ids that live on the device without a readback).
+// #include "abi.wgsl"
 // #include "grid.wgsl"
 // #include "half.wgsl"
 
@@ -22,8 +23,8 @@ struct Params {
 @group(1) @binding(1) var<storage, read> table: array<u32>;
 @group(1) @binding(2) var<storage, read> ids: array<i32>;
 
-/** 0 f32, 1 f16, 2 bf16 */
-override T_TYPE: u32 = 0u;
+/** element type of the table, an ELEM_TYPE_* code (abi.wgsl, generated) */
+override ELEM_TYPE: u32 = ELEM_TYPE_F32;
 
 @compute @workgroup_size(256)
 fn embedding(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -46,9 +47,9 @@ fn embedding(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   }
   let e = P.t_off + (row - P.row0) * P.C + c;
   var val: f32;
-  if (T_TYPE == 0u) {
+  if (ELEM_TYPE == ELEM_TYPE_F32) {
     val = bitcast<f32>(table[e]);
-  } else if (T_TYPE == 1u) {
+  } else if (ELEM_TYPE == ELEM_TYPE_F16) {
     val = f16_to_f32(half_of(table[e >> 1u], e));
   } else {
     val = bf16_to_f32(half_of(table[e >> 1u], e));

@@ -6,7 +6,7 @@
 //   q_matmul_backward_input  dx[M, K] (=|+=) alpha · dy[M, N] · deq(W)
 //
 // All three are one tile loop (gemm_tile) over y = alpha·A·B with B read by load_b in one of
-// four element kinds: f32, f16, bf16 (matmul's B_TYPE override) or B_Q4, a 4-bit weight, whose
+// four element kinds: f32, f16, bf16 (matmul's ELEM_TYPE override) or B_Q4, a 4-bit weight, whose
 // element B(k, n) is deq(e) at the flat index e of the layout, as for a dense B:
 //   q_matmul                 B(k, n) = deq(n·K + k): W read transposed (ldb = K)
 //   q_matmul_backward_input  B(k, n) = deq(k·K' + n): W read as stored (ldb = K')
@@ -25,6 +25,7 @@
 // bound as `b`: element i = n·K + k of the flat [N·K] array is the high nibble of byte i/2 when
 // i is even; its block is i / bs and blocks run across rows. The 16-entry code map is the one
 // stored with the weight (never a built-in table).
+// #include "abi.wgsl"
 // #include "half.wgsl"
 // #include "q4.wgsl"
 
@@ -67,9 +68,9 @@ struct Params {
 override TRANS_A: bool = false;
 /** matmul: B is stored [N, K] */
 override TRANS_B: bool = false;
-/** matmul: element type of B: 0 f32, 1 f16, 2 bf16 (src/backend/webgpu/index.ts HALF_CODE) */
-override B_TYPE: u32 = 0u;
-/** load_b's element kind of the 4-bit entry points (never a B_TYPE of matmul) */
+/** matmul: element type of B, an ELEM_TYPE_* code (abi.wgsl, generated) */
+override ELEM_TYPE: u32 = ELEM_TYPE_F32;
+/** load_b's element kind of the 4-bit entry points (no ELEM_TYPE_* code) */
 const B_Q4 = 3u;
 
 const BM = 64u;
@@ -97,7 +98,7 @@ struct Acc {
 
 // ---- operand loads (0 outside the dispatch's M, N, K) -------------------------------------
 
-// The layout arguments (trans_a, trans_b, b_type) are constants at every call (an entry
+// The layout arguments (trans_a, trans_b, b_kind) are constants at every call (an entry
 // point's overrides or literals): the compiler folds the branches on them away.
 
 fn load_a(trans_a: bool, m: u32, k: u32) -> f32 {
@@ -110,7 +111,7 @@ fn load_a(trans_a: bool, m: u32, k: u32) -> f32 {
   return a[P.a_off + m * P.lda + k];
 }
 
-fn load_b(trans_b: bool, b_type: u32, k: u32, n: u32) -> f32 {
+fn load_b(trans_b: bool, b_kind: u32, k: u32, n: u32) -> f32 {
   if (k >= P.K || n >= P.N) {
     return 0.0;
   }
@@ -120,14 +121,14 @@ fn load_b(trans_b: bool, b_type: u32, k: u32, n: u32) -> f32 {
   } else {
     e = P.b_off + k * P.ldb + n;
   }
-  if (b_type == B_Q4) {
+  if (b_kind == B_Q4) {
     return deq(e);
   }
-  if (b_type == 0u) {
+  if (b_kind == ELEM_TYPE_F32) {
     return bitcast<f32>(b[e]);
   }
   let h = half_of(b[e >> 1u], e);
-  if (b_type == 1u) {
+  if (b_kind == ELEM_TYPE_F16) {
     return f16_to_f32(h);
   }
   return bf16_to_f32(h);
@@ -205,7 +206,7 @@ fn store(m0: u32, n0: u32, tx: u32, ty: u32, acc: ptr<function, Acc>) {
  * The output tile (wid.x, wid.y) of y = alpha·op(A)·B (+ bias) (+ y). Tile loads: consecutive
  * invocations walk the stored layout's contiguous dimension.
  */
-fn gemm_tile(wid: vec3u, lid: u32, trans_a: bool, trans_b: bool, b_type: u32) {
+fn gemm_tile(wid: vec3u, lid: u32, trans_a: bool, trans_b: bool, b_kind: u32) {
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   var acc: Acc;
@@ -218,7 +219,7 @@ fn gemm_tile(wid: vec3u, lid: u32, trans_a: bool, trans_b: bool, b_type: u32) {
       var nn: u32;
       var kb: u32;
       if (trans_b) { kb = e % BK; nn = e / BK; } else { nn = e % BN; kb = e / BN; }
-      stage_b(kb, nn, load_b(trans_b, b_type, k0 + kb, n0 + nn));
+      stage_b(kb, nn, load_b(trans_b, b_kind, k0 + kb, n0 + nn));
     }
     workgroupBarrier();
     mma(lid % 8u, lid / 8u, &acc);
@@ -229,7 +230,7 @@ fn gemm_tile(wid: vec3u, lid: u32, trans_a: bool, trans_b: bool, b_type: u32) {
 
 @compute @workgroup_size(8, 8)
 fn matmul(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  gemm_tile(wid, lid, TRANS_A, TRANS_B, B_TYPE);
+  gemm_tile(wid, lid, TRANS_A, TRANS_B, ELEM_TYPE);
 }
 
 @compute @workgroup_size(8, 8)

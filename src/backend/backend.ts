@@ -6,8 +6,9 @@
 // Execution model (fits WebGPU without rework): every kernel call *enqueues* work and returns
 // nothing; calls execute in order; `read()` is the only way data comes back and is async.
 // The reference and wasm backends simply run each call at once. No kernel allocates: buffers
-// are created with `alloc` when a model or trainer is set up (STYLE.md §9), and a kernel's
-// shape arguments are validated by the caller (the model computes them from the config once).
+// are created with `alloc` when a model or trainer is set up (STYLE.md §9). A kernel's shape
+// arguments come from the caller (the model computes them from the config once); what the
+// contract says of its operands and arguments, every backend checks once with validate.ts.
 //
 // Dimension legend (STYLE.md §4): R rows (= B·T tokens), C hidden, H heads, KVH kv heads,
 // D head dim, F ffn dim, V vocab, r LoRA rank, S kv length (cache positions), N/K the out/in
@@ -57,7 +58,7 @@ export interface GemmOptions {
   alpha?: number;
   /** Add to out instead of overwriting it. */
   accumulate?: boolean;
-  /** f32 [N] added to every row; only with accumulate false (the reference refuses the combination). */
+  /** f32 [N] added to every row; only with accumulate false (validate.ts refuses the combination). */
   bias?: Tensor;
 }
 

@@ -44,6 +44,24 @@ export interface Parsed {
   help: boolean;
 }
 
+/** What `--help` and the README say of a command (help.ts renders it). */
+export interface CommandHelp {
+  summary: string;
+  flags: FlagTable;
+  /** a positional argument (inspect PATH) */
+  positional?: { name: string; help: string };
+  /** what the usage line shows after the command name, where the required flags alone do not say it */
+  synopsis?: string;
+  /** one command line that works as written (given the files it names) */
+  example: string;
+}
+
+/** A command of the CLI (commands/index.ts lists them as `xxxCommand`). */
+export interface Command extends CommandHelp {
+  /** runs with flags already checked against `flags`; returns the exit code */
+  run(p: Parsed): Promise<number>;
+}
+
 /** What a flag's value must be, as error messages and help say it: "a whole number ≥ 1". */
 export function allowedText(d: FlagDef): string {
   switch (d.kind) {

@@ -1,17 +1,6 @@
 // `webqlora <command> --help` and the README's Command line section, both rendered from the
 // commands' flag tables (args.ts), so what the parser accepts is what the help and README say.
-import { GROUPS, type FlagDef, type FlagTable } from './args.ts';
-
-export interface CommandHelp {
-  summary: string;
-  flags: FlagTable;
-  /** a positional argument (inspect PATH) */
-  positional?: { name: string; help: string };
-  /** what the usage line shows after the command name, where the required flags alone do not say it */
-  synopsis?: string;
-  /** one command line that works as written (given the files it names) */
-  example: string;
-}
+import { GROUPS, type CommandHelp, type FlagDef } from './args.ts';
 
 /** `--quant nf4|fp4|int4|none`, `--lora-r N`, `--[no-]double-quant`. */
 export function flagUsage(name: string, d: FlagDef): string {

@@ -23,6 +23,24 @@ import { IGNORE_INDEX, type DataRecord } from './format.ts';
 import { alpacaPrompt, chatAddsBos, chatRendererFor, tokenizeChat, type ChatRenderer, type ChatTokens } from './template.ts';
 import type { DataTokenizer } from './tokenizer.ts';
 
+/** What a loaded dataset (Dataset in index.ts, PreferenceDataset in preference.ts) says about its file. */
+export interface DatasetSummary {
+  /** The source's name, as used in messages. */
+  name: string;
+  /** Records read from the file. */
+  records: number;
+  /** Examples shortened by sourceMaxLen / targetMaxLen / maxLen (ExampleBuilder says where). */
+  truncated: number;
+  /** Records left out because no token of them is scored (after truncation, or no assistant turn). */
+  dropped: number;
+  /** Tokens in the kept examples. */
+  tokens: number;
+  /** Scored tokens (next-token targets ≠ −100) in the kept examples. */
+  scored: number;
+  /** For chat data: 'template' (the tokenizer's chat_template) or 'guanaco' (the fallback, template.ts); else null. */
+  chatRendering: 'template' | 'guanaco' | null;
+}
+
 /** One training sequence: token ids and aligned labels (−100 = not scored), equal lengths. */
 export interface Example {
   inputIds: number[];

@@ -214,7 +214,7 @@ function intArray(at: string, key: string, a: unknown): number[] {
 }
 
 /** A short description of a JSON value for error messages. */
-function describe(v: unknown): string {
+export function describe(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'an array';

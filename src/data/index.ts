@@ -9,7 +9,7 @@
 import { WebqloraError } from '../errors.ts';
 import type { ByteSource } from '../io/source.ts';
 import { Batcher, type BatcherOptions } from './batch.ts';
-import { DEFAULT_EXAMPLE_OPTIONS, ExampleBuilder, exampleScored, type Example, type ExampleOptions } from './example.ts';
+import { DEFAULT_EXAMPLE_OPTIONS, ExampleBuilder, exampleScored, type DatasetSummary, type Example, type ExampleOptions } from './example.ts';
 import { RecordParser, type DataFormat, type FormatOption } from './format.ts';
 import { layoutFromName, readRecords, type FileLayout } from './read.ts';
 import { splitValidation } from './split.ts';
@@ -38,24 +38,10 @@ export interface LoadDatasetOptions extends Partial<ExampleOptions> {
   chunkSize?: number;
 }
 
-export interface Dataset {
-  /** The source's name, as used in messages. */
-  name: string;
+export interface Dataset extends DatasetSummary {
   format: DataFormat;
   /** Kept examples, in file order (a long text document gives several windows); each has at least one scored token. */
   examples: Example[];
-  /** Records read from the file. */
-  records: number;
-  /** Examples shortened by sourceMaxLen / targetMaxLen / maxLen (see example.ts for where). */
-  truncated: number;
-  /** Records left out because no token of them is scored (after truncation, or no assistant turn). */
-  dropped: number;
-  /** Tokens in the kept examples. */
-  tokens: number;
-  /** Scored tokens (next-token targets ≠ −100) in the kept examples. */
-  scored: number;
-  /** For chat data: 'template' (the tokenizer's chat_template) or 'guanaco' (the fallback); else null. */
-  chatRendering: 'template' | 'guanaco' | null;
 }
 
 /**

@@ -18,8 +18,8 @@
 import { WebqloraError } from '../errors.ts';
 import type { ByteSource } from '../io/source.ts';
 import { Batcher, type Batch, type BatcherOptions } from './batch.ts';
-import { exampleScored, type Example } from './example.ts';
-import { IGNORE_INDEX, type ChatMessage, type ChatRole } from './format.ts';
+import { exampleScored, type DatasetSummary, type Example } from './example.ts';
+import { describe, IGNORE_INDEX, type ChatMessage, type ChatRole } from './format.ts';
 import { layoutFromName, readRecords, type RawRecord } from './read.ts';
 import { splitValidation } from './split.ts';
 import { chatAddsBos, chatRendererFor, tokenizeChat, type ChatRenderer } from './template.ts';
@@ -37,22 +37,14 @@ export interface PreferencePair {
   rejected: Example;
 }
 
-export interface PreferenceDataset {
-  /** The source's name, as used in messages. */
-  name: string;
+/**
+ * A preference file. The counts are of pairs: truncated (either side shortened to the sequence
+ * length), dropped (one side has no token left to score), tokens and scored (both sides).
+ */
+export interface PreferenceDataset extends DatasetSummary {
   format: PreferenceFormat;
   /** Kept pairs in file order; both sides have at least one scored token. */
   pairs: PreferencePair[];
-  records: number;
-  /** Pairs shortened to the sequence length (either side). */
-  truncated: number;
-  /** Records left out because one side has no token left to score. */
-  dropped: number;
-  /** Tokens in the kept pairs (both sides), and scored tokens. */
-  tokens: number;
-  scored: number;
-  /** Conversational data: 'template' or 'guanaco' (template.ts); else null. */
-  chatRendering: 'template' | 'guanaco' | null;
 }
 
 const KEYS = ['prompt', 'chosen', 'rejected'] as const;
@@ -292,14 +284,4 @@ export function assemblePairs(pairs: readonly PreferencePair[], padId: number, e
     scored += exampleScored(ex);
   });
   return { ids, targets, B, T, scored, epoch, indices, pairs: P };
-}
-
-/** A short description of a JSON value for error messages (as format.ts). */
-function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return v.length > 40 ? `the string "${v.slice(0, 37)}..."` : `the string "${v}"`;
-  if (typeof v === 'object') return 'an object';
-  return `${typeof v === 'number' ? 'the number' : 'the boolean'} ${String(v)}`;
 }

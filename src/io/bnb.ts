@@ -12,11 +12,13 @@
 import { WebqloraError } from '../errors.ts';
 import { hfTokenizerFiles } from '../tokenizer/export.ts';
 import type { EmbeddedVocab } from './weights.ts';
-import { LINEAR_NAMES, configToHf, expectedTensors, linearSource, type ModelConfig } from '../model/config.ts';
+import { LINEAR_NAMES, expectedTensors, linearSource, type ModelConfig } from '../model/config.ts';
+import { configToHf } from './hf-config.ts';
 import { quantize4bit, doubleQuantize, dequantize4bit, checkBlocksize, quantMapOf } from '../quant/quantize.ts';
 import { DYNAMIC_SIGNED } from '../quant/tables.ts';
 import { ALLOWED_BLOCKSIZES, NESTED_BLOCKSIZE, numBlocks, type Quant4Tensor, type QuantType } from '../quant/types.ts';
-import { DTYPE_BYTES, TORCH_DTYPE, dtypeFromTorch, fromFloat32, numel, sameShape, toFloat32, type DType } from './dtype.ts';
+import { DTYPE_BYTES, TORCH_DTYPE, dtypeFromTorch, fromFloat32, sameShape, toFloat32, type DType } from './dtype.ts';
+import { numel } from '../num.ts';
 import { planSafetensors, writeSafetensors, type SafetensorsEntry, type SafetensorsFile } from './safetensors.ts';
 import { closeSource, writeFileTo, type DirSource, type OutDir } from './source.ts';
 import type { WeightSource } from './weights.ts';

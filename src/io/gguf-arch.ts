@@ -9,8 +9,9 @@
 // Reading goes GGUF metadata → an HF config.json object → configFromHf, so a GGUF model gets
 // exactly the validation and family switches of an HF one; writing goes ModelConfig → metadata.
 import { WebqloraError } from '../errors.ts';
-import { configFromHf, type ModelConfig } from '../model/config.ts';
-import { familyNames, variantOf, type FamilyId } from '../model/families.ts';
+import { variantOf, type FamilyId, type ModelConfig } from '../model/config.ts';
+import { familyNames } from '../model/families.ts';
+import { configFromHf } from './hf-config.ts';
 
 export type GgufArchName = 'llama' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3';
 

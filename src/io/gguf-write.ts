@@ -4,7 +4,7 @@
 // (gguf-arch.ts): tensor names, q/k row order, Gemma's 1 + w norms, Llama 3's rope_freqs.
 import { WebqloraError } from '../errors.ts';
 import { expectedTensors, type ModelConfig } from '../model/config.ts';
-import { f32ToBf16, f32ToF16 } from './dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../num.ts';
 import { GgufType } from './gguf.ts';
 import { ggufArchOf, ggufModelMetadata, hfToGgufTensor, llama3RopeFactors, type GgufArch } from './gguf-arch.ts';
 import type { ByteSink } from './source.ts';

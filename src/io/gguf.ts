@@ -15,7 +15,8 @@
 //   string = u64 byte length + UTF-8 bytes (no NUL); array = u32 elem_type + u64 count + elems.
 // ggml `ne` is innermost-first: ne[0] is the row length, so the row-major shape is ne reversed.
 import { WebqloraError } from '../errors.ts';
-import { numel, sameShape, toFloat32 } from './dtype.ts';
+import { sameShape, toFloat32 } from './dtype.ts';
+import { numel } from '../num.ts';
 import * as quants from './ggml-quants.ts';
 import type { ByteSource } from './source.ts';
 import type { EmbeddedVocab, TensorRef, WeightSource } from './weights.ts';

@@ -4,7 +4,8 @@
 // against their quant_state, every tensor against the shapes the config implies — so a bad
 // directory fails before any training starts, with one sentence naming the file and tensor.
 import { WebqloraError } from '../errors.ts';
-import { configFromHf, expectedTensors, type ModelConfig } from '../model/config.ts';
+import { expectedTensors, type ModelConfig } from '../model/config.ts';
+import { configFromHf } from './hf-config.ts';
 import type { Quant4Tensor } from '../quant/types.ts';
 import { checkBnbWeight, dequantizeToDtype, findBnbWeights, readBnbQuant, type BnbQuantType, type QuantStateFields, type TensorStore } from './bnb.ts';
 import { sameShape, toFloat32, type DType } from './dtype.ts';

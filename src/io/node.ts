@@ -1,5 +1,6 @@
-// Node-only file access (STYLE.md §11: Node modules are imported only here, in src/cli/ and in
-// the Dawn loader). Everything else sees ByteSource / DirSource / OutDir.
+// Node-only file access (STYLE.md §11: Node modules are imported only in io/node*.ts, src/cli/,
+// the Dawn loader and the WASM backend's Node launchers). Everything else sees ByteSource /
+// DirSource / OutDir. Model paths (openModelPath) are in node-model.ts.
 import { open, stat, readdir, mkdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -146,41 +147,6 @@ export function fsReason(e: unknown): string {
   if (code === 'EEXIST') return 'a file is in the way of a directory';
   if (code === 'ENOSPC') return 'no space left on the device';
   return (e as Error).message ?? String(e);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Model paths (CLI --model): a directory, a file, or synthetic:NAME.
-
-import { openModel } from './open.ts';
-import { isSynthetic, syntheticSource } from '../model/synthetic.ts';
-import type { WeightSource } from './weights.ts';
-
-/**
- * Opens a model by path: an HF directory, a .gguf or a llama2.c .bin file, or synthetic:NAME. The returned
- * source's close() also closes the files opened here.
- */
-export async function openModelPath(path: string): Promise<WeightSource> {
-  if (isSynthetic(path)) return syntheticSource(path);
-  let st;
-  try {
-    st = await stat(path);
-  } catch (e) {
-    throw new WebqloraError(`${path}: ${fsReason(e)}.`);
-  }
-  const handle: NodeDirSource | FileSource = st.isDirectory() ? new NodeDirSource(path) : await FileSource.open(path);
-  let ws: WeightSource;
-  try {
-    ws = await openModel(handle);
-  } catch (e) {
-    await handle.close().catch(() => {});
-    throw e;
-  }
-  // Own property shadowing the loader's close(); keeps the loader's object (and its extras).
-  const inner = ws.close.bind(ws);
-  ws.close = async () => {
-    try { await inner(); } finally { await handle.close(); }
-  };
-  return ws;
 }
 
 /**

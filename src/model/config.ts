@@ -3,8 +3,6 @@
 //   B batch, T time (sequence), C hidden size, H query heads, KVH key/value heads, D head dim,
 //   F MLP (intermediate) size, V vocabulary, L layers, R LoRA rank, S quantization block size.
 
-import { variantOf, type Variant } from './families.ts';
-
 /** The HF class name ("LlamaForCausalLM", …); the family's switches are in `variant`. */
 export type Architecture = string;
 
@@ -55,6 +53,49 @@ export interface RopeScaling {
   originalMaxPositionEmbeddings?: number;
   /** D/2 divisors (ropeType 'factors') */
   factors?: number[];
+}
+
+export type FamilyId = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'gemma3' | 'phi3';
+
+/**
+ * What sets a model apart from plain Llama: the switches the one decoder (llama.ts) reads, never a
+ * family name. Each family's fixed switches are in families.ts; io/hf-config.ts sets the rest
+ * from a config.json.
+ */
+export interface Variant {
+  family: FamilyId;
+  /** Gemma RMSNorm: x̂ · (1 + w) (the weights are stored as w; loading adds the 1 in float32). */
+  normPlusOne: boolean;
+  /** Gemma: embedding rows × f32(√C) (not the tied lm_head). */
+  embedScale: boolean;
+  /** MLP gate activation: SwiGLU (silu) or GeGLU with tanh-GELU. */
+  activation: 'silu' | 'gelu_tanh';
+  /** Qwen3, Gemma 3: per-head RMSNorm of q and k (weights [D]) before RoPE. */
+  qkNorm: boolean;
+  /** Gemma 2/3: RMSNorm of the attention output and of the MLP output before each residual add. */
+  sandwichNorms: boolean;
+  /** Phi-3: q/k/v stored as one qkv_proj and gate/up as one gate_up_proj (split on load). */
+  fused: boolean;
+  /** Attention score scale; null = 1/√D. Gemma: query_pre_attn_scalar^(−1/2). */
+  attnScale: number | null;
+  /** Gemma 2 soft-caps (0 = none). */
+  attnSoftcap: number;
+  finalSoftcap: number;
+  /** Sliding-window size (0 = none) and, per layer, whether the layer uses it. */
+  slidingWindow: number;
+  slidingLayers: boolean[];
+  /** RoPE of the sliding layers when it differs from the global one (Gemma 3's local base). */
+  ropeLocal: { theta: number; scaling: RopeScaling | null } | null;
+}
+
+export const LLAMA_VARIANT: Omit<Variant, 'slidingLayers'> = {
+  family: 'llama', normPlusOne: false, embedScale: false, activation: 'silu', qkNorm: false, sandwichNorms: false,
+  fused: false, attnScale: null, attnSoftcap: 0, finalSoftcap: 0, slidingWindow: 0, ropeLocal: null,
+};
+
+/** The variant of a config (plain Llama when the config carries none). */
+export function variantOf(c: ModelConfig): Variant {
+  return c.variant ?? { ...LLAMA_VARIANT, slidingLayers: new Array<boolean>(c.numLayers).fill(false) };
 }
 
 /** The seven linear layers of a decoder block, by their HF module names. */
@@ -177,5 +218,3 @@ export function expectedTensors(c: ModelConfig): Array<{ name: string; shape: nu
 export function paramCount(c: ModelConfig): number {
   return expectedTensors(c).reduce((s, t) => s + t.shape.reduce((a, b) => a * b, 1), 0);
 }
-
-export { configFromHf, configToHf } from './families.ts';

@@ -5,7 +5,7 @@
 // HD = H·D, KVD = KVH·D, F ffn, V vocab, r LoRA rank, L layers.
 //
 // One decoder layer (x is the residual stream [R, C]); [brackets] are the family switches of
-// `Variant` (families.ts), the only place families differ:
+// `Variant` (config.ts, set per family by families.ts), the only place families differ:
 //   h1 = rmsnorm(x)·w_in                 (rstd1 kept; Gemma norms multiply by 1 + w, folded in at load)
 //   q, k, v = h1·Wqᵀ, h1·Wkᵀ, h1·Wvᵀ     (+ bias for Qwen2; + LoRA)
 //   [qkNorm] q, k = rmsnorm_per_head(q)·w_q, rmsnorm_per_head(k)·w_k
@@ -23,9 +23,9 @@
 import type { AttentionShape, Backend, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend/backend.ts';
 import { deriveSeed } from '../backend/rng.ts';
 import { WebqloraError } from '../errors.ts';
-import { LINEAR_NAMES, type LinearName, type ModelConfig } from './config.ts';
-import { variantOf, type Variant } from './families.ts';
+import { LINEAR_NAMES, variantOf, type LinearName, type ModelConfig, type Variant } from './config.ts';
 import type { LoraAdapters, LoraPair } from './lora.ts';
+import { quantBytes, type QuantMode } from '../quant/types.ts';
 
 export type LinearWeight = { kind: 'q4'; w: QuantWeight } | { kind: 'f32'; w: Tensor };
 
@@ -54,7 +54,7 @@ export interface BlockWeights {
 
 /** How the linear layers of the blocks are stored. */
 export interface QuantSettings {
-  mode: 'nf4' | 'fp4' | 'int4' | 'none';
+  mode: QuantMode;
   doubleQuant: boolean;
   blocksize: number;
 }
@@ -91,8 +91,7 @@ export class LayerPager {
     for (const layer of this.host) {
       for (const name of LINEAR_NAMES) {
         const u = layer[name];
-        if (u instanceof Float32Array) b += u.byteLength;
-        else b += u.packed.byteLength + u.quantMap.byteLength + (u.absmax?.byteLength ?? 0) + (u.dq ? u.dq.codes.byteLength + u.dq.nestedAbsmax.byteLength + u.dq.nestedQuantMap.byteLength : 0);
+        b += u instanceof Float32Array ? u.byteLength : quantBytes(u);
       }
     }
     return b;
@@ -585,15 +584,33 @@ function dropSeed(seed: number | undefined, layer: number, pair: LoraPair | null
   return deriveSeed(seed, layer, LIN_INDEX[pair ? pair.module.parts[0]!.name : name]);
 }
 
-/** Activations of one decoder layer that its backward needs. */
+/**
+ * Activations of one decoder layer that its backward needs (the layer's formulas at the top of
+ * this file; R = B·T rows, all f32). [switch]: sized only when the family sets it, else empty.
+ */
 export interface LayerActs {
-  h1: Tensor; rstd1: Tensor; q: Tensor; k: Tensor; v: Tensor; att: Tensor; lse: Tensor;
-  x2: Tensor; h2: Tensor; rstd2: Tensor; g: Tensor; u: Tensor; a: Tensor;
-  /** [qkNorm] q, k before their norm [R, H·D], [R, KVH·D]; rstd [R·H], [R·KVH] (else empty) */
-  qr: Tensor; kr: Tensor; rstdq: Tensor; rstdk: Tensor;
-  /** [sandwichNorms] attention and MLP outputs before their norm [R, C]; rstd [R] (else empty) */
-  o: Tensor; rstdo: Tensor; m: Tensor; rstdm: Tensor;
-  /** LoRA t = drop(x)·Aᵀ [R, r] per adapted linear layer */
+  h1: Tensor; // [R, C] rmsnorm(x)·w_in
+  rstd1: Tensor; // [R] its 1/rms
+  q: Tensor; // [R, H, D] after RoPE (and the q norm)
+  k: Tensor; // [R, KVH, D] after RoPE (and the k norm); a KV cache holds its own copy
+  v: Tensor; // [R, KVH, D]
+  att: Tensor; // [R, H, D] attention output, before o_proj
+  lse: Tensor; // [B, H, T] log-sum-exp of each query's scores
+  x2: Tensor; // [R, C] residual after attention
+  h2: Tensor; // [R, C] rmsnorm(x2)·w_post
+  rstd2: Tensor; // [R]
+  g: Tensor; // [R, F] gate_proj output
+  u: Tensor; // [R, F] up_proj output
+  a: Tensor; // [R, F] act(g) ⊙ u, the down_proj input
+  qr: Tensor; // [R, H, D] [qkNorm] q before its per-head norm
+  kr: Tensor; // [R, KVH, D] [qkNorm] k before its norm
+  rstdq: Tensor; // [R, H] [qkNorm]
+  rstdk: Tensor; // [R, KVH] [qkNorm]
+  o: Tensor; // [R, C] [sandwichNorms] attention output before its norm
+  rstdo: Tensor; // [R] [sandwichNorms]
+  m: Tensor; // [R, C] [sandwichNorms] MLP output before its norm
+  rstdm: Tensor; // [R] [sandwichNorms]
+  /** LoRA t = drop(x)·Aᵀ [R, r] per adapted linear layer (fused parts share their first part's) */
   t: Partial<Record<LinearName, Tensor>>;
 }
 
@@ -627,40 +644,49 @@ export interface WorkspaceOptions {
  * batch (STYLE.md §9: nothing is allocated inside a step).
  */
 export class Workspace {
+  /** rows of the largest batch (B·T) */
   readonly R: number;
   readonly checkpointing: boolean;
-  readonly ids: Tensor;
-  readonly losses: Tensor;
-  readonly hF: Tensor;
-  readonly rstdF: Tensor;
+  readonly ids: Tensor; // i32 [R] token ids of the micro-batch
+  readonly losses: Tensor; // [R] per-row cross-entropy (0 for unscored rows)
+  readonly hF: Tensor; // [R, C] rmsnorm(x_L)·w_final (empty with a KV cache)
+  readonly rstdF: Tensor; // [R]
   /** Loss head chunk (lossHead): at most headRows scored rows at a time. */
   readonly headRows: number;
-  /** [headRows, C] rows of hF in, d(hF) out */
-  readonly headIn: Tensor;
-  /** [headRows, V] logits, then their gradient */
-  readonly headLogits: Tensor;
-  /** i32 [headRows] and f32 [headRows] */
-  readonly headTargets: Tensor;
-  readonly headLosses: Tensor;
-  readonly headTargetsHost: Int32Array;
-  readonly lastRow: Tensor;
-  readonly lastNorm: Tensor;
-  readonly lastRstd: Tensor;
-  readonly lastLogits: Tensor;
-  readonly xd: Tensor;
-  /** DoRA: [R, max N] the bias-free pre-scale output z = x·Wᵀ + s·t·Bᵀ, and g ⊙ dy (training) */
-  readonly doraZ: Tensor;
-  readonly doraDZ: Tensor;
-  /** i32 [R] (packing; else empty): docStart of a packed micro-batch, passed to forward/backward */
-  readonly docStart: Tensor;
-  /** [R, C] scratch of the sandwich norms' outputs */
-  readonly tmpC: Tensor;
+  readonly headIn: Tensor; // [headRows, C] rows of hF in, d(hF) out
+  readonly headLogits: Tensor; // [headRows, V] logits, then their gradient
+  readonly headTargets: Tensor; // i32 [headRows]
+  readonly headLosses: Tensor; // [headRows]
+  readonly headTargetsHost: Int32Array; // [headRows] host copy of headTargets
+  // generation: the last row's head
+  readonly lastRow: Tensor; // [C]
+  readonly lastNorm: Tensor; // [C]
+  readonly lastRstd: Tensor; // [1]
+  readonly lastLogits: Tensor; // [V]
+  readonly xd: Tensor; // [R, max K] LoRA drop(x), then d(drop(x)) (training with adapters)
+  /** DoRA: the bias-free pre-scale output z = x·Wᵀ + s·t·Bᵀ, and g ⊙ dy (training) */
+  readonly doraZ: Tensor; // [R, max N]
+  readonly doraDZ: Tensor; // [R, max N]
+  readonly docStart: Tensor; // i32 [R] (packing; else empty): docStart of a packed micro-batch, passed to forward/backward
+  readonly tmpC: Tensor; // [R, C] scratch of the sandwich norms' outputs
   readonly dropout: number;
+  /** KV cache per layer (generation, B = 1): k, v [maxSeq, KVH, D] */
   readonly kv: { k: Tensor[]; v: Tensor[]; maxSeq: number } | null;
   // backward scratch (training only; zero-length placeholders otherwise)
-  readonly dres: Tensor; readonly dh: Tensor; readonly dq: Tensor; readonly dk: Tensor; readonly dv: Tensor;
-  readonly datt: Tensor; readonly dg: Tensor; readonly du: Tensor; readonly da: Tensor; readonly dt: Tensor;
-  readonly dqr: Tensor; readonly dkr: Tensor; readonly dtmp: Tensor;
+  readonly dres: Tensor; // [R, C] gradient of the residual stream
+  readonly dh: Tensor; // [R, C] gradient of a norm's output (d(hF) from the loss head)
+  readonly dq: Tensor; // [R, H, D]
+  readonly dk: Tensor; // [R, KVH, D]
+  readonly dv: Tensor; // [R, KVH, D]
+  readonly datt: Tensor; // [R, H, D]
+  readonly dg: Tensor; // [R, F]
+  readonly du: Tensor; // [R, F]
+  readonly da: Tensor; // [R, F]
+  readonly dt: Tensor; // [R, r] LoRA d(t)
+  readonly dqr: Tensor; // [R, H, D] [qkNorm]
+  readonly dkr: Tensor; // [R, KVH, D] [qkNorm]
+  readonly dtmp: Tensor; // [R, C] [sandwichNorms]
+  /** residual stream x_l [R, C]: every layer input (training) or two ping-ponged buffers */
   private readonly xs: Tensor[];
   private readonly layerActs: LayerActs[];
   private readonly all: Tensor[] = [];

@@ -4,12 +4,11 @@
 // (never re-quantized). Embeddings, norms and lm_head stay in the checkpoint's precision, as
 // transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
 import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
-import { f32ToBf16, f32ToF16 } from '../io/dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../num.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkBlocksize, quantize4bit, sliceQuantRows } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
-import { blockNormNames, expectedTensors, hasBias, LINEAR_NAMES, linearShape, linearSource, type LinearName } from './config.ts';
-import { variantOf } from './families.ts';
+import { blockNormNames, expectedTensors, hasBias, LINEAR_NAMES, linearShape, linearSource, variantOf, type LinearName } from './config.ts';
 import { LayerPager, LlamaModel, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
 
 export interface LoadOptions {

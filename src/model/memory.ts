@@ -8,8 +8,7 @@ import type { Backend } from '../backend/backend.ts';
 import { CountingBackend } from '../backend/counting.ts';
 import { wasmInternals } from '../backend/wasm/index.ts';
 import { quantBytesFor, type QuantMode } from '../quant/types.ts';
-import { expectedTensors, LINEAR_NAMES, linearShape, linearSource, type ModelConfig } from './config.ts';
-import { variantOf } from './families.ts';
+import { expectedTensors, LINEAR_NAMES, linearShape, linearSource, variantOf, type ModelConfig } from './config.ts';
 import { Workspace } from './llama.ts';
 import { LoraAdapters, type LoraConfig } from './lora.ts';
 

@@ -13,7 +13,8 @@ import { writeFileTo, type DirSource, type OutDir } from '../io/source.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { dequantize4bit, quantize4bit } from '../quant/quantize.ts';
 import type { QuantMode } from '../quant/types.ts';
-import { configToHf, expectedTensors, LINEAR_NAMES, linearShape, linearSource } from './config.ts';
+import { expectedTensors, LINEAR_NAMES, linearShape, linearSource } from './config.ts';
+import { configToHf } from '../io/hf-config.ts';
 import type { LoraAdapters } from './lora.ts';
 
 export interface MergeOptions {

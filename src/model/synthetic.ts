@@ -3,8 +3,8 @@
 // and memory tests.
 import { WebqloraError } from '../errors.ts';
 import type { TensorRef, WeightSource } from '../io/weights.ts';
-import { expectedTensors, type ModelConfig } from './config.ts';
-import { configFromHf, variantOf } from './families.ts';
+import { expectedTensors, variantOf, type ModelConfig } from './config.ts';
+import { configFromHf } from '../io/hf-config.ts';
 
 const base = {
   architecture: 'LlamaForCausalLM' as const,

@@ -5,7 +5,7 @@ import { WebqloraError } from '../errors.ts';
 import { sharedKernels, type WasmKernels } from '../backend/wasm/module.ts';
 import { NF4_CODE, FP4_CODE, INT4_CODE, DYNAMIC_SIGNED } from './tables.ts';
 import { ALLOWED_BLOCKSIZES, NESTED_BLOCKSIZE, QTYPE_CODE, numBlocks, type DoubleQuant, type Quant4Tensor, type QuantType } from './types.ts';
-import { numel } from '../io/dtype.ts';
+import { numel } from '../num.ts';
 
 const f32 = Math.fround;
 const CHUNK_ELEMS = 1 << 20; // multiple of every allowed blocksize

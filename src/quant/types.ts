@@ -46,8 +46,11 @@ export function numBlocks(n: number, blocksize: number): number {
   return Math.ceil(n / blocksize);
 }
 
-/** Storage of a quantized tensor in bytes (packed codes + scales). */
-export function quantBytes(q: Quant4Tensor): number {
+/**
+ * Storage of a quantized tensor in bytes (packed codes + scales): of a Quant4Tensor, or of any
+ * holder of the same parts (a backend upload, a paged layer's host copy).
+ */
+export function quantBytes(q: Pick<Quant4Tensor, 'packed' | 'quantMap' | 'absmax'> & { dq: Pick<DoubleQuant, 'codes' | 'nestedAbsmax' | 'nestedQuantMap'> | null }): number {
   let b = q.packed.byteLength + q.quantMap.byteLength;
   if (q.absmax) b += q.absmax.byteLength;
   if (q.dq) b += q.dq.codes.byteLength + q.dq.nestedAbsmax.byteLength + q.dq.nestedQuantMap.byteLength;

@@ -8,7 +8,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
-import { FileSource, openModelPath } from '../../src/io/node.ts';
+import { FileSource } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { readGgufAdapter } from '../../src/model/gguf-adapter.ts';
 import { FIXTURES, REPO, loadAdapterAt } from '../helpers/index.ts';
 

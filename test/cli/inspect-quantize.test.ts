@@ -12,7 +12,8 @@ import { NodeDirSource } from '../../src/io/node.ts';
 import { openHfDir } from '../../src/io/hf.ts';
 import { effectiveAbsmax } from '../../src/quant/quantize.ts';
 import { NF4_CODE, FP4_CODE } from '../../src/quant/tables.ts';
-import { LINEAR_NAMES, linearWeightName, paramCount, configFromHf } from '../../src/model/config.ts';
+import { LINEAR_NAMES, linearWeightName, paramCount } from '../../src/model/config.ts';
+import { configFromHf } from '../../src/io/hf-config.ts';
 
 const CLI = join(REPO, 'dist', 'node', 'cli.js');
 if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });

@@ -83,7 +83,7 @@ export function mathConfig(c: import('../../src/model/config.ts').ModelConfig): 
   const { hfConfig: _raw, ...rest } = c;
   return { ...rest, variant: variantOfConfig(c) };
 }
-import { variantOf as variantOfConfig } from '../../src/model/families.ts';
+import { variantOf as variantOfConfig } from '../../src/model/config.ts';
 
 /** f() must throw (or reject with) a WebqloraError whose message contains every one of `parts`. */
 export async function rejectsUser(f: () => unknown, ...parts: string[]): Promise<void> {

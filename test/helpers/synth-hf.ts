@@ -1,7 +1,8 @@
 // Small synthetic Hugging Face model directories (config.json + safetensors), written with our
 // own safetensors writer, for loader tests.
 import { Rng } from './index.ts';
-import { configFromHf, expectedTensors, type ModelConfig } from '../../src/model/config.ts';
+import { expectedTensors, type ModelConfig } from '../../src/model/config.ts';
+import { configFromHf } from '../../src/io/hf-config.ts';
 import { fromFloat32 } from '../../src/io/dtype.ts';
 import { serializeSafetensors, type SafetensorsEntry } from '../../src/io/safetensors.ts';
 

@@ -3,7 +3,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebqloraError } from '../../src/errors.ts';
-import { DTYPE_BYTES, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, fromFloat32, sameShape, toFloat32, type DType } from '../../src/io/dtype.ts';
+import { DTYPE_BYTES, fromFloat32, sameShape, toFloat32, type DType } from '../../src/io/dtype.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/num.ts';
 import { assertBitsEqual } from '../helpers/index.ts';
 
 // Values exact in every float type (so one expected array serves all four), signed zero included.

@@ -18,7 +18,7 @@ import { openGguf, readGguf, GgufType } from '../../src/io/gguf.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
 import { BlobSource, MemorySource, outOfRange, type ByteSource } from '../../src/io/source.ts';
 import { WebqloraError } from '../../src/errors.ts';
-import { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } from '../../src/io/dtype.ts';
+import { f16ToF32, bf16ToF32, f32ToF16, f32ToBf16 } from '../../src/num.ts';
 import { expectedTensors, type ModelConfig } from '../../src/model/config.ts';
 import { fileOpener } from '../helpers/files.ts';
 

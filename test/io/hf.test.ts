@@ -10,11 +10,13 @@ import { FIXTURES, STORIES_HF, STORIES_BIN, assertBitsEqual } from '../helpers/i
 import { synthHfFiles, tinyHfConfig, type SynthOptions } from '../helpers/synth-hf.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { MapDirSource, MemorySource, writeFileTo } from '../../src/io/source.ts';
-import { NodeDirSource, NodeOutDir, openModelPath } from '../../src/io/node.ts';
+import { NodeDirSource, NodeOutDir } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
 import { openHfDir } from '../../src/io/hf.ts';
 import { openModel } from '../../src/io/open.ts';
-import { configFromHf, configToHf, type ModelConfig } from '../../src/model/config.ts';
+import type { ModelConfig } from '../../src/model/config.ts';
+import { configFromHf, configToHf } from '../../src/io/hf-config.ts';
 import { mathConfig } from '../helpers/index.ts';
 import type { DType } from '../../src/io/dtype.ts';
 import type { ByteSource, DirSource } from '../../src/io/source.ts';

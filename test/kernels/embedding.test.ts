@@ -3,7 +3,7 @@
 // QLoRA, so there is no backward, and no (b).
 import { test } from 'uvu';
 import { Rng, assertBitsEqual } from '../helpers/index.ts';
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../../src/num.ts';
 import { parity, randn, refF32, runCase, type Case, type Typed } from './harness.ts';
 
 /** Random values exactly representable in `type` (so the expected widening is known without

@@ -10,7 +10,7 @@ import { Rng, assertClose } from '../helpers/index.ts';
 import { dequantize4bit, quantize4bit } from '../../src/quant/quantize.ts';
 import type { QuantUpload } from '../../src/backend/backend.ts';
 import type { QuantType } from '../../src/quant/types.ts';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/io/dtype.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/num.ts';
 import { U32, dot, fdCheck, freeAll, parity, put, put64, randn, refF32, refF64, runCase, type Case, type Tol } from './harness.ts';
 
 /** float64 out[M, N] = alpha · op(A) · op(B) (+ bias) (+ prior) — the textbook loop. */

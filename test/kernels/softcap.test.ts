@@ -1,7 +1,7 @@
 // softcap: x ← cap·tanh(x / cap) in place (Gemma 2's final logit soft-cap). (a) reference against
 // the formula in float64, (b) parity with values far past the cap (±100 and ±1e4 at cap 30, where
 // a naive tanh gives inf/inf = NaN), (c) a cap that is not positive and finite is refused. Its
-// gradient, 1 − (y/cap)², is tested where it is used: crossentropy.test.ts (the fused soft-cap).
+// gradient, 1 − (y/cap)², is tested where it is used: cross_entropy.test.ts (the fused soft-cap).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Rng } from '../helpers/index.ts';

@@ -18,7 +18,7 @@ import { CountingBackend } from '../../src/backend/counting.ts';
 import type { AttentionShape, Backend, QuantWeight, Tensor } from '../../src/backend/backend.ts';
 import { dropScale, dropThreshold, hash32 } from '../../src/backend/rng.ts';
 import { quantize4bit } from '../../src/quant/quantize.ts';
-import { f16ToF32 } from '../../src/io/dtype.ts';
+import { f16ToF32 } from '../../src/num.ts';
 import type { QuantType } from '../../src/quant/types.ts';
 
 const U32 = 2 ** -24;
@@ -190,24 +190,24 @@ test('split work ranges == full range: norms, rope, attention, elementwise, loss
   await splitEqual('adamw_step', [pm, m, vv], n, [7, 66], (lo, hi) => K_.adamw_step(P(pm), P(a), P(m), P(vv), 1e-3, 0.9, 0.999, 0.1, 0.001, 1e-8, 1 - 1e-5, 0.19, 0.002, 0.5, lo, hi));
   await splitEqual('sgd_step', [pm], n, [9], (lo, hi) => K_.sgd_step(P(pm), P(a), 0.01, 2, lo, hi));
 
-  // sum_squares: each range writes a partial sum; the partials add up to the full sum
+  // sum_squares_v1: each range writes a partial sum; the partials add up to the full sum
   const big = 10007;
   const xs = put(rng.f32(big), 'xs'), parts = out(3, 'parts'), whole = out(1, 'whole');
-  K_.sum_squares(P(whole), P(xs), 0, 0, big);
-  cuts(big, [1001, 5003]).forEach(([lo, hi], i) => K_.sum_squares(P(parts) + 4 * i, P(xs), 0, lo, hi));
+  K_.sum_squares_v1(P(whole), P(xs), 0, 0, big);
+  cuts(big, [1001, 5003]).forEach(([lo, hi], i) => K_.sum_squares_v1(P(parts) + 4 * i, P(xs), 0, lo, hi));
   const pr = await readF(parts), wh = (await readF(whole))[0]!;
-  assertClose([pr[0]! + pr[1]! + pr[2]!], [wh], { rtol: 4 * U32, what: 'sum_squares partials' });
-  // sum_squares_partials (Backend.sumSquares with threads): f64 sums of fixed chunks, any chunk
-  // range gives the same partials; one chunk is exactly sum_squares before its f32 rounding
+  assertClose([pr[0]! + pr[1]! + pr[2]!], [wh], { rtol: 4 * U32, what: 'sum_squares_v1 partials' });
+  // sum_squares (Backend.sumSquares): f64 sums of fixed chunks, any chunk range gives the same
+  // partials; one chunk is exactly sum_squares_v1 before its f32 rounding
   const chunk = 1024, nch = Math.ceil(big / chunk);
   const p64 = be.alloc('f32', 2 * nch, 'partials'), p64b = be.alloc('f32', 2 * nch, 'partials b');
-  K_.sum_squares_partials(P(p64), P(xs), big, chunk, 0, nch);
-  cuts(nch, [1, 7]).forEach(([lo, hi]) => K_.sum_squares_partials(P(p64b), P(xs), big, chunk, lo, hi));
-  assertBitsEqual(await readF(p64b), await readF(p64), 'sum_squares_partials split over chunks');
+  K_.sum_squares(P(p64), P(xs), big, chunk, 0, nch);
+  cuts(nch, [1, 7]).forEach(([lo, hi]) => K_.sum_squares(P(p64b), P(xs), big, chunk, lo, hi));
+  assertBitsEqual(await readF(p64b), await readF(p64), 'sum_squares split over chunks');
   const one = be.alloc('f32', 2, 'one chunk');
-  K_.sum_squares_partials(P(one), P(xs), big, big, 0, 1);
+  K_.sum_squares(P(one), P(xs), big, big, 0, 1);
   const f64 = new Float64Array((await readF(one)).buffer);
-  assert.is(Math.fround(f64[0]!), wh, 'one chunk == sum_squares');
+  assert.is(Math.fround(f64[0]!), wh, 'one chunk == sum_squares_v1');
 });
 
 // ---- dropout / rng ----------------------------------------------------------------------

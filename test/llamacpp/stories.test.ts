@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Backend } from '../../src/backend/backend.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
-import { openModelPath } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { loadModel } from '../../src/model/load.ts';
 import type { LlamaModel } from '../../src/model/llama.ts';
 import { generate } from '../../src/generate/generate.ts';

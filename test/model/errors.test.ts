@@ -6,7 +6,7 @@ import { createReferenceBackend } from '../../src/backend/reference/index.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { MapDirSource } from '../../src/io/source.ts';
 import { serializeSafetensors } from '../../src/io/safetensors.ts';
-import { configFromHf } from '../../src/model/config.ts';
+import { configFromHf } from '../../src/io/hf-config.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { checkLoraConfig, DEFAULT_LORA, LoraAdapters, parseTargets, peftKey } from '../../src/model/lora.ts';
 import { adapterConfigJson, loadAdapter, parseAdapterConfig } from '../../src/model/peft.ts';

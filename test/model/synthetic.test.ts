@@ -3,8 +3,7 @@
 // the family's tensors, and generates the same weights on every read.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { expectedTensors, paramCount, type ModelConfig } from '../../src/model/config.ts';
-import { variantOf, type FamilyId } from '../../src/model/families.ts';
+import { expectedTensors, paramCount, variantOf, type FamilyId, type ModelConfig } from '../../src/model/config.ts';
 import { SYNTHETIC_CONFIGS, syntheticSource } from '../../src/model/synthetic.ts';
 
 interface Published {
@@ -83,7 +82,7 @@ test('an unknown name lists the shapes', () => {
 
 
 test('readFloatRows: row slices, in order or not, equal the rows of the whole tensor (synthetic and HF safetensors)', async () => {
-  const { openModelPath } = await import('../../src/io/node.ts');
+  const { openModelPath } = await import('../../src/io/node-model.ts');
   const { FIXTURES } = await import('../helpers/index.ts');
   const { join } = await import('node:path');
     for (const src of [syntheticSource('synthetic:stories260K'), await openModelPath(join(FIXTURES, 'archs', 'gemma2'))]) {

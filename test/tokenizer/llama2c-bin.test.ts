@@ -3,7 +3,7 @@
 // must equal the GGUF tokenizer's on varied text, and malformed files must be refused.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { openModelPath } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { tokenizerFromLlama2cBin, tokenizerFromVocab } from '../../src/tokenizer/load.ts';
 import { STORIES_GGUF } from '../helpers/index.ts';
 import { WebqloraError } from '../../src/errors.ts';

@@ -238,24 +238,24 @@ test('forced uneven chunks, run by the workers alone or with the caller, == one 
   const [a1, bb1, o1] = [b1(A, 'a'), b1(B, 'b'), b1(init, 'o')];
   const [a3, bb3, o3] = [b3(A, 'a'), b3(B, 'b'), b3(init, 'o')];
   const args = (I: typeof I1, a: Tensor, b: Tensor, o: Tensor) => [I.ptr(o), I.ptr(a), I.ptr(b), M, N, K, 0, 1, 0, 1.25, 1, 0, I.scratch(0), 0, M, 0, N];
-  I1.par('matmul', args(I1, a1, bb1, o1), 13, 12, 4, 1);
+  I1.par('matmul', args(I1, a1, bb1, o1), 1, { by: 'rows', grain: 4 });
   const want = await be1.read(o1);
-  for (const [pos, parts] of [[13, [[0, 1], [1, 30], [30, 37]]], [15, [[0, 3], [3, 4], [4, 150]]], [15, [[0, 0], [0, 149], [149, 150]]], [15, [[140, 150], [0, 7], [7, 140]]]] as const) {
+  for (const [by, parts] of [['rows', [[0, 1], [1, 30], [30, 37]]], ['cols', [[0, 3], [3, 4], [4, 150]]], ['cols', [[0, 0], [0, 149], [149, 150]]], ['cols', [[140, 150], [0, 7], [7, 140]]]] as const) {
     for (const callerWorks of [true, false]) {
       be3.write(o3, init);
-      I3.par('matmul', args(I3, a3, bb3, o3), pos, 12, 1, 1, parts.map((p) => [p[0], p[1]]), callerWorks);
-      assertBitsEqual(await be3.read(o3), want, `matmul split at arg ${pos} into ${JSON.stringify(parts)}, caller works ${callerWorks}`);
+      I3.par('matmul', args(I3, a3, bb3, o3), 1, { by, grain: 1, chunks: parts.map((p) => [p[0], p[1]]), callerWorks });
+      assertBitsEqual(await be3.read(o3), want, `matmul split by ${by} into ${JSON.stringify(parts)}, caller works ${callerWorks}`);
     }
   }
   // q_matmul by rows of x and by rows of W
   const w1 = await quantW(be1, N, K, 22), w3 = await quantW(be3, N, K, 22);
   const x1 = b1(A, 'x'), x3 = b3(A, 'x');
   const qargs = (I: typeof I1, x: Tensor, w: QuantWeight, o: Tensor) => [I.ptr(o), I.ptr(x), I.desc(w), M, 1, 0, 0, I.scratch(0), 0, M, 0, N];
-  I1.par('q_matmul', qargs(I1, x1, w1, o1), 10, 7, 1, 1);
+  I1.par('q_matmul', qargs(I1, x1, w1, o1), 1, { by: 'cols', grain: 1 });
   const wantQ = await be1.read(o1);
-  for (const [pos, parts] of [[8, [[0, 5], [5, 6], [6, 37]]], [10, [[0, 77], [77, 140], [140, 150]]]] as const) {
-    I3.par('q_matmul', qargs(I3, x3, w3, o3), pos, 7, 1, 1, parts.map((p) => [p[0], p[1]]));
-    assertBitsEqual(await be3.read(o3), wantQ, `q_matmul split at arg ${pos} into ${JSON.stringify(parts)}`);
+  for (const [by, parts] of [['rows', [[0, 5], [5, 6], [6, 37]]], ['cols', [[0, 77], [77, 140], [140, 150]]]] as const) {
+    I3.par('q_matmul', qargs(I3, x3, w3, o3), 1, { by, grain: 1, chunks: parts.map((p) => [p[0], p[1]]) });
+    assertBitsEqual(await be3.read(o3), wantQ, `q_matmul split by ${by} into ${JSON.stringify(parts)}`);
   }
 });
 
@@ -443,11 +443,11 @@ test('a worker that fails surfaces as an error (not a hang), and the pool keeps 
   const x = put(be2, new Float32Array(n).fill(1), 'x'), o = put(be2, new Float32Array(n).fill(0), 'o');
   const limit = I.kernels.memory.buffer.byteLength / 4;
   // one chunk runs past the end of memory: its kernel traps in the worker that took it
-  assert.throws(() => I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 3, -1, 16, 1, [[0, 16], [limit, limit + 64]], false),
+  assert.throws(() => I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 1, { chunks: [[0, 16], [limit, limit + 64]], callerWorks: false }),
     (e: Error) => /^wasm worker thread 1: add: RuntimeError: memory access out of bounds/.test(e.message));
   // wherever the failing chunk runs (the caller takes chunks too), the error is thrown after the
   // other chunks finished
-  assert.throws(() => I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 3, -1, 16, 1, [[limit, limit + 64], [0, 16]]), /add: RuntimeError: memory access out of bounds/);
+  assert.throws(() => I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 1, { chunks: [[limit, limit + 64], [0, 16]] }), /add: RuntimeError: memory access out of bounds/);
   // the good chunk [0, 16) ran once in each call: o = 2 there; the pool still runs jobs after the errors
   const jobs = I.pool!.jobs;
   be2.add(o, x, n, 1);
@@ -504,7 +504,7 @@ test('job numbers past 2^31 and the 2^32 wrap: jobs still run (workers alone and
     for (const start of [2 ** 31 - 3, 2 ** 32 - 3]) {
       pool.seq = start; // private: the next jobs are numbered start + 1, start + 2, ...
       for (let i = 0; i < 6; i++) {
-        I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 3, -1, 16, 1, [[0, n / 2], [n / 2, n]], i % 2 === 0);
+        I.par('add', [I.ptr(o), I.ptr(x), 1, 0, n], 1, { chunks: [[0, n / 2], [n / 2, n]], callerWorks: i % 2 === 0 });
         seen.push(pool.seq);
       }
     }

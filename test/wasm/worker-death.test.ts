@@ -85,9 +85,9 @@ test('a worker killed while it holds every chunk (the caller takes none): the jo
     const parts = Array.from({ length: 8 }, (_, c) => [c * N / 8, (c + 1) * N / 8]);
     pool.killWorker(1, out.killAfterMs);
     const t0 = performance.now();
-    out.during = await caught(() => I.par('matmul', args, 15, 12, 8, 1, parts, false));
+    out.during = await caught(() => I.par('matmul', args, 1, { by: 'cols', grain: 8, chunks: parts, callerWorks: false }));
     out.elapsedMs = performance.now() - t0;
-    out.later = await caught(() => I.par('matmul', args, 15, 12, 8, 1, parts, true));
+    out.later = await caught(() => I.par('matmul', args, 1, { by: 'cols', grain: 8, chunks: parts, callerWorks: true }));
     await be.destroy();`);
   assertDeath(r.during, 'the workers-only job in progress');
   assertDeath(r.later, 'the next job');

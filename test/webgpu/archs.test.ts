@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { loadAdapterAt } from '../helpers/index.ts';
 import { join } from 'node:path';
 import type { Backend } from '../../src/backend/backend.ts';
-import { openModelPath } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';

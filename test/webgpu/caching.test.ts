@@ -110,9 +110,9 @@ test('dispatch: one pipeline per specialization in any constant order; params ov
   const { runtime: rt, stats } = webgpuInternals(be);
   // M = N = K = 0: the kernel touches no memory (every binding is a dummy)
   const p0 = stats.pipelines;
-  rt.dispatch('gemm', 'matmul', { TRANS_A: 0, TRANS_B: 1, B_TYPE: 2 }, {}, {}, [1, 1]);
-  rt.dispatch('gemm', 'matmul', { B_TYPE: 2, TRANS_A: 0, TRANS_B: 1 }, {}, {}, [1, 1]);
-  rt.dispatch('gemm', 'matmul', { TRANS_B: 1, B_TYPE: 2, TRANS_A: 0 }, {}, {}, [1, 1]);
+  rt.dispatch('gemm', 'matmul', { TRANS_A: 0, TRANS_B: 1, ELEM_TYPE: 2 }, {}, {}, [1, 1]);
+  rt.dispatch('gemm', 'matmul', { ELEM_TYPE: 2, TRANS_A: 0, TRANS_B: 1 }, {}, {}, [1, 1]);
+  rt.dispatch('gemm', 'matmul', { TRANS_B: 1, ELEM_TYPE: 2, TRANS_A: 0 }, {}, {}, [1, 1]);
   assert.is(stats.pipelines, p0 + 1, 'the same constants in another order made another pipeline');
   assert.throws(() => rt.dispatch('gemm', 'matmul', { TRANS_C: 1 }, {}, {}, [1, 1]), /no override TRANS_C/);
 

@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Backend } from '../../src/backend/backend.ts';
 import { webgpuInternals } from '../../src/backend/webgpu/index.ts';
-import { f32ToBf16, f32ToF16 } from '../../src/io/dtype.ts';
+import { f32ToBf16, f32ToF16 } from '../../src/num.ts';
 import { Rng, assertBitsEqual, assertClose } from '../helpers/index.ts';
 import { U32, randn, refF32, runCase, type Case, type Host, type Tol } from '../kernels/harness.ts';
 import type { AttentionShape, QuantUpload } from '../../src/backend/backend.ts';
@@ -82,10 +82,10 @@ test('crossEntropy: logits larger than a binding, loss and in-place gradient, ig
   const logits = randn(rng, R * V, 3, 20);
   const tg = Int32Array.from({ length: R }, (_, r) => (r % 4 === 3 ? -100 : rng.int(V)));
   await check({ what: 'crossEntropy', inputs: { tg }, outputs: { losses: R, logits }, run: (x, t) => x.crossEntropy(t.losses!, t.logits!, t.tg!, R, V, 0.125) },
-    { atol: 1.5e-5, rtol: 2e-5, why: 'as test/kernels/crossentropy.test.ts' }, 3);
+    { atol: 1.5e-5, rtol: 2e-5, why: 'as test/kernels/cross_entropy.test.ts' }, 3);
   const raw = randn(rng, R * V, 40);
   await check({ what: 'crossEntropy softcap', inputs: { tg }, outputs: { losses: R, logits: raw }, run: (x, t) => x.crossEntropy(t.losses!, t.logits!, t.tg!, R, V, 0.125, 30) },
-    { atol: 6e-6, rtol: 2e-5, why: 'as test/kernels/crossentropy.test.ts (softcap parity)' }, 3);
+    { atol: 6e-6, rtol: 2e-5, why: 'as test/kernels/cross_entropy.test.ts (softcap parity)' }, 3);
 });
 
 test('elementwise kernels over vectors larger than a binding (the dropout mask keeps its global index)', async () => {
@@ -147,8 +147,8 @@ test('rmsNorm / rmsNormBackward / rope / ropeBackward over row blocks', async ()
   const R = 40, C = 64, T = 9, nh = 4, D = 16; // 10 KiB rows
   const x = randn(rng, R * C), w = randn(rng, C, 0.5, 1), dy = randn(rng, R * C), prior = randn(rng, R * C);
   const rstd = (await runCase(refF32, { what: '', inputs: { x, w }, outputs: { o: R * C, r: R }, run: (b, t) => b.rmsNorm(t.o!, t.r!, t.x!, t.w!, R, C, 1e-5) })).r! as Float32Array;
-  await check({ what: 'rmsNorm', inputs: { x, w }, outputs: { out: R * C, rstd: R }, run: (b, t) => b.rmsNorm(t.out!, t.rstd!, t.x!, t.w!, R, C, 1e-5) }, { atol: 1e-7, rtol: 4e-6, why: 'as rmsnorm.test.ts' }, 3);
-  await check({ what: 'rmsNormBackward', inputs: { x, w, dy, rstd }, outputs: { dx: prior }, run: (b, t) => b.rmsNormBackward(t.dx!, t.dy!, t.x!, t.w!, t.rstd!, R, C, true) }, { atol: 2e-6, rtol: 1e-5, why: 'as rmsnorm.test.ts' }, 3);
+  await check({ what: 'rmsNorm', inputs: { x, w }, outputs: { out: R * C, rstd: R }, run: (b, t) => b.rmsNorm(t.out!, t.rstd!, t.x!, t.w!, R, C, 1e-5) }, { atol: 1e-7, rtol: 4e-6, why: 'as rms_norm.test.ts' }, 3);
+  await check({ what: 'rmsNormBackward', inputs: { x, w, dy, rstd }, outputs: { dx: prior }, run: (b, t) => b.rmsNormBackward(t.dx!, t.dy!, t.x!, t.w!, t.rstd!, R, C, true) }, { atol: 2e-6, rtol: 1e-5, why: 'as rms_norm.test.ts' }, 3);
   const half = D / 2, P = 20;
   const cos = Float32Array.from({ length: P * half }, (_, i) => Math.cos(i * 0.37)), sin = Float32Array.from({ length: P * half }, (_, i) => Math.sin(i * 0.37));
   for (const which of ['rope', 'ropeBackward'] as const) {

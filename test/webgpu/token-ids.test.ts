@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Backend } from '../../src/backend/backend.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
-import { openModelPath } from '../../src/io/node.ts';
+import { openModelPath } from '../../src/io/node-model.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
 import type { LlamaModel } from '../../src/model/llama.ts';

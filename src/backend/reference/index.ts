@@ -15,15 +15,20 @@
 // Quantized weights are frozen data, not arithmetic: a dequantized weight is always the float32
 // value bnb defines, w = f32(quantMap[code] · absmax_b), in both precisions.
 //
-// Nothing here validates shapes beyond `assertLen` (cheap; catches test mistakes): the model
-// validates shapes once (STYLE.md §6).
+// The contract's boundary checks are validate.ts's, as in the other backends; beyond them nothing
+// here validates shapes but `assertLen` (cheap; catches test mistakes): the model validates shapes
+// once (STYLE.md §6).
 import type {
   AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor,
 } from '../backend.ts';
-import type { QuantType } from '../../quant/types.ts';
+import { quantBytes } from '../../quant/types.ts';
 import { dropScale, dropThreshold, hash32 } from '../rng.ts';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkAttentionOptions, checkDocStartTensor, checkDocStartValues, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, type QuantSlotShape } from '../validate.ts';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../num.ts';
+import {
+  BUFFER_BYTES, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues, checkDropout,
+  checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkTargets,
+  checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength,
+} from '../validate.ts';
 
 export type ReferencePrecision = 'f32' | 'f64';
 
@@ -48,24 +53,13 @@ class RefTensor implements Tensor {
   constructor(readonly type: BufferType, readonly length: number, readonly label: string, public data: RefArray | null) {}
 }
 
-class RefQuant implements QuantWeight, QuantSlotShape {
-  constructor(
-    readonly N: number,
-    readonly K: number,
-    readonly blocksize: number,
-    readonly quantType: QuantType,
-    readonly doubleQuant: boolean,
-    readonly label: string,
-    readonly packed: Uint8Array,
-    readonly quantMap: Float32Array,
-    readonly absmax: Float32Array | null,
-    readonly dq: QuantUpload['dq'],
-    readonly bytes: number,
-    public live = true,
-  ) {}
-
-  get nestedBlocksize(): number {
-    return this.dq ? this.dq.nestedBlocksize : 0;
+/** A resident 4-bit weight: its own copy of the upload's parts (u), read one element at a time. */
+class RefQuant extends QuantSlot {
+  live = true;
+  readonly bytes: number;
+  constructor(readonly u: QuantUpload) {
+    super(u);
+    this.bytes = quantBytes(u);
   }
 }
 
@@ -73,8 +67,7 @@ class RefQuant implements QuantWeight, QuantSlotShape {
 export function assertLen(t: Tensor, type: BufferType, n: number, what: string): void {
   const rt = t as RefTensor;
   if (!(rt instanceof RefTensor) || rt.data === null) throw new Error(`reference ${what}: ${t?.label ?? t} is not a live reference tensor`);
-  if (t.type !== type) throw new Error(`reference ${what}: ${t.label} is ${t.type}, expected ${type}`);
-  if (!(n <= t.length)) throw new Error(`reference ${what}: ${t.label} has ${t.length} elements, the shape needs ${n}`);
+  checkOperand(t, type, n, what);
 }
 
 export function createReferenceBackend(opts: { precision?: ReferencePrecision } = {}): ReferenceBackend {
@@ -121,16 +114,16 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
   // ---- dequantization, one element at a time, from the stored bnb fields -----------------
   /** absmax of block b: plain, or bnb's DQ rule f32(f32(nestedMap[code_b]·nestedAbsmax[b/nbs]) + offset). */
   function absmaxOf(q: RefQuant, b: number): number {
-    if (q.absmax) return q.absmax[b]!;
-    const dq = q.dq!;
+    if (q.u.absmax) return q.u.absmax[b]!;
+    const dq = q.u.dq!;
     return f32(f32(dq.nestedQuantMap[dq.codes[b]!]! * dq.nestedAbsmax[Math.floor(b / dq.nestedBlocksize)]!) + dq.offset);
   }
   /** deq(W)[n, k]: flat index i = n·K + k; element 2j is the high nibble of byte j. */
   function deq(q: RefQuant, n: number, k: number): number {
     const i = n * q.K + k;
-    const byte = q.packed[i >> 1]!;
+    const byte = q.u.packed[i >> 1]!;
     const code = (i & 1) === 0 ? byte >> 4 : byte & 15;
-    return f32(q.quantMap[code]! * absmaxOf(q, Math.floor(i / q.blocksize)));
+    return f32(q.u.quantMap[code]! * absmaxOf(q, Math.floor(i / q.blocksize)));
   }
 
   const be: ReferenceBackend = {
@@ -139,7 +132,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
 
     // ---- buffers -----------------------------------------------------------------------
     alloc(type, length, label) {
-      if (!(Number.isInteger(length) && length >= 0)) throw new Error(`reference alloc ${label}: bad length ${length}`);
+      checkAlloc(length, label);
       const d: RefArray = type === 'f32'
         ? (precision === 'f32' ? new Float32Array(length) : new Float64Array(length))
         : type === 'i32' ? new Int32Array(length) : type === 'u8' ? new Uint8Array(length) : new Uint16Array(length);
@@ -157,16 +150,12 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
     write(t, src, offset = 0) {
       const d = data(t, 'write');
-      if (!(offset >= 0 && offset + src.length <= t.length)) throw new Error(`reference write: ${src.length} elements at ${offset} are outside ${t.label} [${t.length}]`);
-      const ok = t.type === 'f32' ? src instanceof Float32Array : t.type === 'i32' ? src instanceof Int32Array
-        : t.type === 'u8' ? src instanceof Uint8Array : src instanceof Uint16Array;
-      if (!ok) throw new Error(`reference write: ${src.constructor.name} into ${t.type} tensor ${t.label}`);
+      checkWrite(t, src, offset);
       d.set(src, offset);
     },
     async read(t, offset = 0, length) {
       const d = data(t, 'read');
-      const n = length ?? t.length - offset;
-      if (!(offset >= 0 && n >= 0 && offset + n <= t.length)) throw new Error(`reference read: ${n} elements at ${offset} are outside ${t.label} [${t.length}]`);
+      const n = readLength(t, offset, length);
       const part = d.subarray(offset, offset + n);
       if (t.type === 'f32') return Float32Array.from(part as Float32Array | Float64Array);
       return part.slice() as Int32Array | Uint8Array | Uint16Array;
@@ -179,16 +168,14 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       return data(t, 'peekF') as Float32Array | Float64Array;
     },
     copy(dst, dstOffset, src, srcOffset, n) {
-      if (dst.type !== src.type) throw new Error(`reference copy: ${src.label} (${src.type}) into ${dst.label} (${dst.type})`);
-      assertLen(dst, dst.type, dstOffset + n, 'copy');
-      assertLen(src, src.type, srcOffset + n, 'copy');
+      const dd = data(dst, 'copy'), ds = data(src, 'copy');
+      checkCopy(dst, dstOffset, src, srcOffset, n);
       // copyWithin semantics if dst and src are the same buffer (overlap-safe).
-      data(dst, 'copy').set(data(src, 'copy').subarray(srcOffset, srcOffset + n), dstOffset);
+      dd.set(ds.subarray(srcOffset, srcOffset + n), dstOffset);
     },
     fill(t, value, offset = 0, n) {
       const d = data(t, 'fill');
-      const len = n ?? t.length - offset;
-      assertLen(t, t.type, offset + len, 'fill');
+      const len = fillLength(t, offset, n);
       const v = t.type === 'f32' ? r(value) : t.type === 'f16' ? f32ToF16(value) : t.type === 'bf16' ? f32ToBf16(value) : value;
       d.fill(v, offset, offset + len);
     },
@@ -197,24 +184,23 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const dq = w.dq
         ? { codes: w.dq.codes.slice(), nestedAbsmax: w.dq.nestedAbsmax.slice(), nestedQuantMap: w.dq.nestedQuantMap.slice(), offset: f32(w.dq.offset), nestedBlocksize: w.dq.nestedBlocksize }
         : null;
-      const bytes = w.packed.byteLength + w.quantMap.byteLength + (w.absmax ? w.absmax.byteLength : 0)
-        + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + dq.nestedQuantMap.byteLength : 0);
-      const q = new RefQuant(w.N, w.K, w.blocksize, w.quantType, dq !== null, w.label, w.packed.slice(), w.quantMap.slice(), w.absmax ? w.absmax.slice() : null, dq, bytes);
+      const q = new RefQuant({ ...w, packed: w.packed.slice(), quantMap: w.quantMap.slice(), absmax: w.absmax ? w.absmax.slice() : null, dq });
       quants.add(q);
-      track(bytes);
+      track(q.bytes);
       return q;
     },
     writeQuant(w, src) {
       const q = Q(w, 'writeQuant');
       checkSameQuant(q, src);
-      q.packed.set(src.packed);
-      q.quantMap.set(src.quantMap);
-      if (q.absmax) q.absmax.set(src.absmax!);
-      if (q.dq) {
-        q.dq.codes.set(src.dq!.codes);
-        q.dq.nestedAbsmax.set(src.dq!.nestedAbsmax);
-        q.dq.nestedQuantMap.set(src.dq!.nestedQuantMap);
-        q.dq.offset = f32(src.dq!.offset);
+      const u = q.u;
+      u.packed.set(src.packed);
+      u.quantMap.set(src.quantMap);
+      if (u.absmax) u.absmax.set(src.absmax!);
+      if (u.dq) {
+        u.dq.codes.set(src.dq!.codes);
+        u.dq.nestedAbsmax.set(src.dq!.nestedAbsmax);
+        u.dq.nestedQuantMap.set(src.dq!.nestedQuantMap);
+        u.dq.offset = f32(src.dq!.offset);
       }
     },
     freeQuant(w) {
@@ -239,10 +225,11 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
 
     embedding(out, table, ids, R, C) {
       const o = F(out, R * C, 'embedding out'), id = I(ids, R, 'embedding ids');
+      elemTypeOf(table, 'embedding table');
       const tb = FH(table, 0, 'embedding table');
+      checkTokenIds(id, R, table, C);
       for (let i = 0; i < R; i++) {
         const row = id[i]!;
-        if (!(row >= 0 && (row + 1) * C <= table.length)) throw new Error(`reference embedding: id ${row} at row ${i} is outside ${table.label} [${table.length / C}, ${C}]`);
         for (let c = 0; c < C; c++) o[i * C + c] = tb[row * C + c]!;
       }
     },
@@ -277,9 +264,10 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
 
     matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
       const { transA = false, transB = false, alpha = 1, accumulate = false, bias } = o;
-      const y = F(out, M * N, 'matmul out'), A = F(a, M * K, 'matmul a'), B = transA ? F(b, K * N, 'matmul b') : FH(b, K * N, 'matmul b');
+      checkGemmOptions(o, 'matmul');
+      elemTypeOf(b, 'matmul b', !transA);
+      const y = F(out, M * N, 'matmul out'), A = F(a, M * K, 'matmul a'), B = FH(b, K * N, 'matmul b');
       const bs = bias ? F(bias, N, 'matmul bias') : null;
-      if (bs && accumulate) throw new Error('reference matmul: bias is only allowed with accumulate false');
       const al = r(alpha);
       for (let m = 0; m < M; m++) {
         for (let n = 0; n < N; n++) {
@@ -300,9 +288,9 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const q = Q(w, 'qMatmul');
       const { N, K } = q;
       const { alpha = 1, accumulate = false, bias } = o;
+      checkGemmOptions(o, 'qMatmul');
       const y = F(out, M * N, 'qMatmul out'), xs = F(x, M * K, 'qMatmul x');
       const bs = bias ? F(bias, N, 'qMatmul bias') : null;
-      if (bs && accumulate) throw new Error('reference qMatmul: bias is only allowed with accumulate false');
       const al = r(alpha);
       for (let m = 0; m < M; m++) {
         for (let n = 0; n < N; n++) {
@@ -324,7 +312,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
       const os = F(out, B * T * H * D, 'attention out'), ls = F(lse, B * H * T, 'attention lse');
       const qs = F(q, B * T * H * D, 'attention q');
       const ks = F(k, B * kvStride * KVH * D, 'attention k'), vs = F(v, B * kvStride * KVH * D, 'attention v');
-      checkAttention(s);
+      checkAttention(s, 'attention');
       const { scale, cap, window } = attnOptions(s);
       const ds = docStarts(s, 'attention');
       const group = H / KVH;
@@ -376,7 +364,7 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
 
     softcap(x, n, cap) {
-      if (!(cap > 0 && cap < Infinity)) throw new Error(`reference softcap: cap must be a positive finite number, got ${cap}`);
+      checkSoftcap(cap);
       const xs = F(x, n, 'softcap x');
       const c = r(cap);
       for (let i = 0; i < n; i++) xs[i] = capped(xs[i]!, c);
@@ -389,12 +377,13 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
 
     addUniformNoise(x, n, scale, seed) {
-      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`reference addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
+      checkNoiseScale(scale);
       const xs = F(x, n, 'addUniformNoise x'), sc = r(scale);
       for (let i = 0; i < n; i++) xs[i] = r(xs[i]! + r((((hash32(seed, i) >>> 8) * 2 ** -23) - 1) * sc));
     },
 
     dropout(out, x, n, p, seed) {
+      checkDropout(p);
       const o = F(out, n, 'dropout out'), xs = F(x, n, 'dropout x');
       const thr = dropThreshold(p);
       const scale = dropScale(p);
@@ -402,8 +391,9 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
 
     crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
-      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`reference crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
+      checkCrossEntropySoftcap(softcap);
       const ls = F(losses, R, 'crossEntropy losses'), zs = F(logits, R * V, 'crossEntropy logits'), tg = I(targets, R, 'crossEntropy targets');
+      checkTargets(tg, R, V);
       // with a soft-cap the formulas below read y = cap·tanh(z / cap), one row at a time, from a
       // copy (the logits buffer keeps z until its gradient is written)
       const cap = r(softcap);
@@ -415,7 +405,6 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
           if (gradScale !== undefined) for (let j = 0; j < V; j++) zs[i * V + j] = 0;
           continue;
         }
-        if (!(t >= 0 && t < V)) throw new Error(`reference crossEntropy: target ${t} at row ${i} is outside [0, ${V})`);
         let lg = zs, o = i * V;
         if (ys) {
           for (let j = 0; j < V; j++) ys[j] = capped(zs[o + j]!, cap);
@@ -535,9 +524,8 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
 
     attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s) {
-      const { B, T, S, H, KVH, D, pos0, kvStride } = s;
-      if (pos0 !== 0) throw new Error(`reference attentionBackward: pos0 must be 0, got ${pos0}`);
-      checkAttention(s);
+      const { B, T, S, H, KVH, D, kvStride } = s;
+      checkAttention(s, 'attentionBackward');
       const nq = B * T * H * D, nkv = B * kvStride * KVH * D;
       const dqs = F(dq, nq, 'attentionBackward dq'), dks = F(dk, nkv, 'attentionBackward dk'), dvs = F(dv, nkv, 'attentionBackward dv');
       const gs = F(dout, nq, 'attentionBackward dout'), qs = F(q, nq, 'attentionBackward q');
@@ -676,12 +664,6 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
   /** cap·tanh(z / cap) (softcap, the soft-capped cross-entropy). */
   function capped(z: number, cap: number): number {
     return r(cap * r(Math.tanh(r(z / cap))));
-  }
-
-  function checkAttention(s: AttentionShape): void {
-    if (!(s.H % s.KVH === 0)) throw new Error(`reference attention: H ${s.H} is not a multiple of KVH ${s.KVH}`);
-    if (!(s.pos0 + s.T <= s.S && s.S <= s.kvStride)) throw new Error(`reference attention: need pos0 + T <= S <= kvStride, got pos0 ${s.pos0}, T ${s.T}, S ${s.S}, kvStride ${s.kvStride}`);
-    checkAttentionOptions(s, 'reference attention');
   }
 
   /** The values of s.docStart (checked), or null without one. */

@@ -11,23 +11,22 @@
 // also bit-identical. Which dimension a call is cut along is chosen so no work is repeated: GEMMs
 // by output columns (each chunk packs only its own part of B, or dequantizes only its own rows of
 // W), rows where a GEMM has too few columns; attention by (sequence, head) or kv group.
-// Shapes are the caller's responsibility (backend.ts), but every call checks that its buffers are
-// large enough: a short buffer would otherwise be a silent write into a neighbouring tensor.
+// Shapes are the caller's responsibility (backend.ts), but every call checks (validate.ts) that its
+// buffers are large enough: a short buffer would otherwise be a silent write into a neighbouring
+// tensor.
 import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
-import type { QuantType } from '../../quant/types.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
-import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES, checkAttentionOptions, checkDocStartTensor, checkDocStartValues, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, type QuantSlotShape } from '../validate.ts';
+import { f32ToBf16, f32ToF16 } from '../../num.ts';
+import {
+  BUFFER_BYTES, HOST_ARRAY, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues,
+  checkDropout, checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap,
+  checkTargets, checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength, sideTable,
+} from '../validate.ts';
 import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
 import { CTRL, MAX_THREADS, ThreadPool, threadSupport } from './pool.ts';
-import { DESC_BYTES, QPART, wasmQuantLayout } from './layout.ts';
+import { wasmQuantLayout, writeWasmQuant } from './layout.ts';
 
 export { splitRange } from './pool.ts';
-
-/** element type codes of assembly/half.ts */
-const BT: Partial<Record<BufferType, number>> = { f32: 0, f16: 1, bf16: 2 };
-
-const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
 
 class WasmTensor implements Tensor {
   constructor(
@@ -43,29 +42,83 @@ class WasmTensor implements Tensor {
 const F32_BITS = new Float32Array(1);
 const U32_OF_F32 = new Uint32Array(F32_BITS.buffer);
 
-class WasmQuant implements QuantWeight, QuantSlotShape {
+class WasmQuant extends QuantSlot {
   constructor(
-    readonly N: number,
-    readonly K: number,
-    readonly blocksize: number,
-    readonly quantType: QuantType,
-    readonly doubleQuant: boolean,
-    readonly label: string,
-    /** nested blocksize of a double-quantized weight (0 otherwise) */
-    readonly nestedBlocksize: number,
+    w: QuantUpload,
     /** the descriptor; the whole weight is one allocation starting there. 0 once freed */
     public desc: number,
-  ) {}
+  ) {
+    super(w);
+  }
 }
 
-/** Kernels the pool may run, by export name; a job names one by its index here. */
-const PAR_KERNELS = ['matmul', 'q_matmul', 'q_matmul_backward_input', 'rms_norm', 'rms_norm_backward', 'rope', 'rope_backward',
-  'attention', 'attention_backward', 'embedding', 'add', 'swiglu', 'swiglu_backward', 'dropout', 'add_uniform_noise', 'cross_entropy',
-  'geglu', 'geglu_backward', 'softcap', 'cross_entropy_softcap',
-  'sum_squares_partials', 'adamw_step', 'sgd_step', 'simd_peak_par',
-  'scale_columns', 'column_dot', 'dora_scale', 'row_sum_squares', 'q_row_sum_squares'] as const;
-type ParKernel = (typeof PAR_KERNELS)[number];
-const FN_INDEX = new Map<string, number>(PAR_KERNELS.map((n, i) => [n, i]));
+/** How the pool cuts one kernel's calls (KERNELS). */
+interface KernelSplit {
+  /** the argument before the work range is this thread's scratch area */
+  scratch: boolean;
+  /** chunks start on multiples of this many range units (whole f32x4 vectors, cache lines of column sums) */
+  grain: number;
+  /** GEMMs: two work ranges, rows then columns; each call says which one it cuts (ParOptions.by) */
+  gemm?: true;
+}
+
+/**
+ * The kernels the pool runs (assembly/ exports; a job names one by its index in this table) and
+ * how their calls are cut. Every kernel takes its work range [lo, hi) as its last two arguments,
+ * after its scratch pointer when it has one: rows (rms_norm, rope, cross_entropy, embedding,
+ * scale_columns, row_sum_squares), (sequence, head) pairs (attention) or kv-head groups
+ * (attention_backward), rows of W (q_row_sum_squares), columns (column_dot), chunks (sum_squares)
+ * or elements (the rest).
+ */
+const KERNELS = {
+  embedding: { scratch: false, grain: 1 },
+  rms_norm: { scratch: false, grain: 1 },
+  rms_norm_backward: { scratch: false, grain: 1 },
+  matmul: { scratch: true, grain: 4, gemm: true },
+  q_matmul: { scratch: true, grain: 8, gemm: true },
+  q_matmul_backward_input: { scratch: true, grain: 16, gemm: true },
+  rope: { scratch: false, grain: 1 },
+  rope_backward: { scratch: false, grain: 1 },
+  attention: { scratch: true, grain: 1 },
+  attention_backward: { scratch: true, grain: 1 },
+  swiglu: { scratch: false, grain: 16 },
+  swiglu_backward: { scratch: false, grain: 16 },
+  geglu: { scratch: false, grain: 16 },
+  geglu_backward: { scratch: false, grain: 16 },
+  softcap: { scratch: false, grain: 16 },
+  add: { scratch: false, grain: 16 },
+  add_uniform_noise: { scratch: false, grain: 16 },
+  dropout: { scratch: false, grain: 16 },
+  cross_entropy: { scratch: false, grain: 1 },
+  cross_entropy_softcap: { scratch: false, grain: 1 },
+  scale_columns: { scratch: false, grain: 1 },
+  // 16 columns: chunks start on whole cache lines of out
+  column_dot: { scratch: true, grain: 16 },
+  dora_scale: { scratch: false, grain: 16 },
+  row_sum_squares: { scratch: false, grain: 1 },
+  q_row_sum_squares: { scratch: true, grain: 1 },
+  sum_squares: { scratch: false, grain: 1 },
+  adamw_step: { scratch: false, grain: 16 },
+  sgd_step: { scratch: false, grain: 16 },
+  simd_peak_par: { scratch: false, grain: 1 }, // bench/threads.ts
+} satisfies Record<string, KernelSplit>;
+type ParKernel = keyof typeof KERNELS;
+const KERNEL_NAMES = Object.keys(KERNELS) as ParKernel[];
+const FN_INDEX = new Map<string, number>(KERNEL_NAMES.map((n, i) => [n, i]));
+
+/** How one call is cut, beyond its kernel's KERNELS entry. */
+export interface ParOptions {
+  /** GEMMs: cut the output rows or the output columns */
+  by?: 'rows' | 'cols';
+  /** a grain other than the kernel's (a GEMM's depends on its layout) */
+  grain?: number;
+  /** at most this many chunks (a GEMM cut by columns packs A once per chunk) */
+  maxChunks?: number;
+  /** exactly these chunks, always through the pool (tests, bench/threads.ts) */
+  chunks?: Array<[number, number]>;
+  /** with `chunks`: false leaves every chunk to the workers */
+  callerWorks?: boolean;
+}
 
 /**
  * A call is cut into chunks of at least this much work (≈ flops), so a chunk costs far more than
@@ -92,22 +145,17 @@ export interface WasmInternals {
   /** the worker pool (null with one thread) */
   pool: ThreadPool | null;
   /**
-   * Runs a ranged kernel as the Backend methods do: args hold the full range at rangePos (and
-   * thread 0's scratch at scratchPos, −1 if none); it is cut into chunks on multiples of `grain`
-   * by its work (unitWork per range unit), or into `chunks` when given (then always through the
-   * pool; callerWorks false leaves them all to the workers).
+   * Runs a ranged kernel as the Backend methods do: args end with its full work range (after
+   * thread 0's scratch where the kernel takes one, KERNELS); it is cut into chunks by its work
+   * (`work` per range unit), or into `o.chunks` when given.
    */
-  par(name: ParKernel, args: number[], rangePos: number, scratchPos: number, grain: number, unitWork: number, chunks?: Array<[number, number]>, callerWorks?: boolean): void;
+  par(name: ParKernel, args: number[], work: number, o?: ParOptions): void;
 }
 
-const internals = new WeakMap<Backend, WasmInternals>();
+const internals = sideTable<WasmInternals>('wasmInternals', 'wasm');
 
 /** The kernel memory and pointers behind a wasm backend (threading layer and tests only). */
-export function wasmInternals(be: Backend): WasmInternals {
-  const i = internals.get(be);
-  if (!i) throw new Error(`wasmInternals: ${be.name} is not a wasm backend`);
-  return i;
-}
+export const wasmInternals: (be: Backend) => WasmInternals = internals.get;
 
 export interface WasmBackendOptions {
   /**
@@ -132,14 +180,10 @@ export interface WasmBackendInfo {
   /** one line: threads, SIMD flavour, and the reason for a single thread if any */
   summary: string;
 }
-const infos = new WeakMap<Backend, WasmBackendInfo>();
+const infos = sideTable<WasmBackendInfo>('wasmBackendInfo', 'wasm');
 
 /** Threads and kernel variant of a wasm backend. */
-export function wasmBackendInfo(be: Backend): WasmBackendInfo {
-  const i = infos.get(be);
-  if (!i) throw new Error(`wasmBackendInfo: ${be.name} is not a wasm backend`);
-  return i;
-}
+export const wasmBackendInfo: (be: Backend) => WasmBackendInfo = infos.get;
 
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
   if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
@@ -164,31 +208,34 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   let pool: ThreadPool | null = null;
   if (threads > 1) {
     const ctrl = km.alloc(CTRL.BYTES);
-    pool = await ThreadPool.start({ memory: km.memory, module: km.module, exports: k as unknown as Record<string, unknown>, ctrl, scratch, names: [...PAR_KERNELS], spawn: sup.spawn! });
+    pool = await ThreadPool.start({ memory: km.memory, module: km.module, exports: k as unknown as Record<string, unknown>, ctrl, scratch, names: KERNEL_NAMES, spawn: sup.spawn! });
   }
   const summary = `wasm: ${threads} thread${threads > 1 ? 's (shared memory)' : ''}, ${relaxed ? 'relaxed SIMD' : 'SIMD128'} kernels${why ? ` — ${why}` : ''}`;
   opts.onInfo?.(summary);
   /** Chunks of a GEMM split by columns: each packs its own copy of A, so none below 64 columns. */
   const gemmChunks = (cols: number): number => Math.max(threads, Math.floor(cols / 64));
-  // attention's forward keeps a 64-score block and one row of D in scratch (assembly/attention.ts)
-  const maxHeadDim = (scratchBytes >> 2) - 64;
   let destroyed = false;
 
   /**
-   * Runs kernel `name` on args (full range at rangePos, thread 0's scratch at scratchPos or −1),
-   * cut on multiples of `grain` into chunks of at least MIN_CHUNK_WORK (one range unit ≈
-   * unitWork), at most CHUNKS_PER_THREAD per thread; one chunk runs here without the pool.
+   * Runs kernel `name` on args (ending with its full work range, KERNELS), cut on multiples of
+   * its grain into chunks of at least MIN_CHUNK_WORK (one range unit ≈ `work`), at most
+   * CHUNKS_PER_THREAD per thread; one chunk runs here without the pool.
    */
-  const par = (name: ParKernel, args: number[], rangePos: number, scratchPos: number, grain: number, unitWork: number, force?: Array<[number, number]>, callerWorks = true, maxChunks = Infinity): void => {
+  const par = (name: ParKernel, args: number[], work: number, o: ParOptions = {}): void => {
     if (pool) {
-      if (force) {
-        pool.run(FN_INDEX.get(name)!, args, rangePos, scratchPos, force, callerWorks);
+      const split: KernelSplit = KERNELS[name];
+      if (split.gemm && !o.by) throw new Error(`wasm ${name}: a GEMM call says whether it is cut by rows or by columns`);
+      // the range is the last two arguments (a GEMM's columns), or the two before (its rows)
+      const rangePos = args.length - (o.by === 'rows' ? 4 : 2);
+      const scratchPos = split.scratch ? args.length - (split.gemm ? 4 : 2) - 1 : -1;
+      if (o.chunks) {
+        pool.run(FN_INDEX.get(name)!, args, rangePos, scratchPos, o.chunks, o.callerWorks ?? true);
         return;
       }
-      const lo = args[rangePos]!, hi = args[rangePos + 1]!;
-      const n = Math.min(pool.threads * CHUNKS_PER_THREAD, CTRL.MAX_CHUNKS, Math.ceil((hi - lo) / grain), maxChunks, Math.floor(((hi - lo) * unitWork) / MIN_CHUNK_WORK));
+      const lo = args[rangePos]!, hi = args[rangePos + 1]!, grain = o.grain ?? split.grain;
+      const n = Math.min(pool.threads * CHUNKS_PER_THREAD, CTRL.MAX_CHUNKS, Math.ceil((hi - lo) / grain), o.maxChunks ?? Infinity, Math.floor(((hi - lo) * work) / MIN_CHUNK_WORK));
       if (n >= 2) {
-        pool.runSplit(FN_INDEX.get(name)!, args, rangePos, scratchPos, n, grain, callerWorks);
+        pool.runSplit(FN_INDEX.get(name)!, args, rangePos, scratchPos, n, grain, true);
         return;
       }
     }
@@ -207,11 +254,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     if (t.ptr === 0) throw new Error(`${what}: tensor ${t.label} was freed`);
     return t.ptr;
   };
-  /** Pointer of t after checking its type and that it holds at least n elements. */
+  /** Pointer of an operand of `type` holding at least n elements (validate.ts checkOperand). */
   const buf = (t: Tensor, type: BufferType, n: number, what: string): number => {
     const p = ptr(t, what);
-    if (t.type !== type) throw new Error(`${what}: ${t.label} is ${t.type}, expected ${type}`);
-    if (!(n <= t.length)) throw new Error(`${what}: ${t.label} holds ${t.length} elements, ${n} needed`);
+    checkOperand(t, type, n, what);
     return p;
   };
   const f32 = (t: Tensor, n: number, what: string): number => buf(t, 'f32', n, what);
@@ -229,40 +275,15 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     if (w.desc === 0) throw new Error(`${what}: weight ${w.label} was freed`);
     return w.desc;
   };
-
-  // A 4-bit weight is one allocation laid out by wasmQuantLayout (layout.ts). w has been checked
-  // (checkQuantUpload): every part has exactly the length its shape implies, so it fits.
-  const quantLayout = (w: QuantUpload) => wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null);
-  const writeQuantParts = (base: number, w: QuantUpload): void => {
-    const { offs, nb } = quantLayout(w), dq = w.dq;
-    const at = (i: number) => base + offs[i]!;
-    km.f32(at(QPART.MAP), 16).set(w.quantMap);
-    if (dq) {
-      km.f32(at(QPART.NESTED_MAP), 256).set(dq.nestedQuantMap);
-      km.f32(at(QPART.NESTED_ABSMAX), dq.nestedAbsmax.length).set(dq.nestedAbsmax);
-      km.u8(at(QPART.ABSMAX_OR_CODES), nb).set(dq.codes);
-    } else {
-      km.f32(at(QPART.ABSMAX_OR_CODES), nb).set(w.absmax!);
-    }
-    km.u8(at(QPART.PACKED), w.packed.length).set(w.packed);
-    const d = km.u8(base, DESC_BYTES);
-    const dv = new DataView(d.buffer, d.byteOffset, DESC_BYTES);
-    const am = at(QPART.ABSMAX_OR_CODES);
-    const words = [at(QPART.PACKED), at(QPART.MAP), dq ? 0 : am, dq ? am : 0, dq ? at(QPART.NESTED_ABSMAX) : 0, dq ? at(QPART.NESTED_MAP) : 0];
-    words.forEach((x, i) => dv.setUint32(4 * i, x, true));
-    dv.setFloat32(24, dq ? dq.offset : 0, true);
-    dv.setUint32(28, w.blocksize, true);
-    dv.setUint32(32, dq ? dq.nestedBlocksize : 1, true);
-    dv.setInt32(36, w.N, true);
-    dv.setInt32(40, w.K, true);
-  };
+  /** The limits of assembly/attention.ts: its forward keeps a 64-score block and one row of D in scratch. */
+  const attnLimits = { maxHeadDim: (scratchBytes >> 2) - 64, headDimStep: 1 };
 
   const be: Backend = {
     name: 'wasm',
 
     alloc(type, length, label) {
       live();
-      if (!Number.isInteger(length) || length < 0) throw new Error(`alloc ${label}: bad length ${length}`);
+      checkAlloc(length, label);
       const bytes = length * BUFFER_BYTES[type];
       const p = km.alloc(bytes);
       // contents are undefined by contract; zeroed here so a forgotten init is at least reproducible
@@ -278,35 +299,28 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 
     write(t, data, offset = 0) {
       const p = ptr(t, 'write');
-      const want = HOST[t.type];
-      if (!(data instanceof want)) throw new Error(`write ${t.label}: a ${t.type} tensor takes a ${want.name}, got ${data.constructor.name}`);
-      if (offset < 0 || offset + data.length > t.length) throw new Error(`write ${t.label}: [${offset}, ${offset + data.length}) is outside its ${t.length} elements`);
+      checkWrite(t, data, offset);
       km.u8(p + offset * BUFFER_BYTES[t.type], data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     },
 
     async read(t, offset = 0, length) {
       const p = ptr(t, 'read');
-      const n = length ?? t.length - offset;
-      if (offset < 0 || n < 0 || offset + n > t.length) throw new Error(`read ${t.label}: [${offset}, ${offset + n}) is outside its ${t.length} elements`);
-      const out = new HOST[t.type](n);
+      const n = readLength(t, offset, length);
+      const out = new HOST_ARRAY[t.type](n);
       new Uint8Array(out.buffer).set(km.u8(p + offset * BUFFER_BYTES[t.type], n * BUFFER_BYTES[t.type]));
       return out;
     },
 
     copy(dst, dstOffset, src, srcOffset, n) {
       const pd = ptr(dst, 'copy'), ps = ptr(src, 'copy');
-      if (dst.type !== src.type) throw new Error(`copy: ${src.label} is ${src.type}, ${dst.label} is ${dst.type}`);
-      if (dstOffset < 0 || srcOffset < 0 || n < 0 || dstOffset + n > dst.length || srcOffset + n > src.length) {
-        throw new Error(`copy ${src.label}[${srcOffset}..+${n}] → ${dst.label}[${dstOffset}..]: out of range`);
-      }
+      checkCopy(dst, dstOffset, src, srcOffset, n);
       const e = BUFFER_BYTES[dst.type];
       k.copy(pd + dstOffset * e, ps + srcOffset * e, n * e);
     },
 
     fill(t, value, offset = 0, n) {
       const p = ptr(t, 'fill');
-      const count = n ?? t.length - offset;
-      if (offset < 0 || count < 0 || offset + count > t.length) throw new Error(`fill ${t.label}: [${offset}, ${offset + count}) is outside its ${t.length} elements`);
+      const count = fillLength(t, offset, n);
       let bits: number;
       if (t.type === 'f32') {
         F32_BITS[0] = value;
@@ -319,19 +333,22 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       k.fill(p + offset * BUFFER_BYTES[t.type], count, bits, BUFFER_BYTES[t.type]);
     },
 
+    // A 4-bit weight is one allocation laid out by wasmQuantLayout and written by writeWasmQuant
+    // (layout.ts). w has been checked (checkQuantUpload): every part has exactly the length its
+    // shape implies, so it fits.
     uploadQuant(w: QuantUpload): QuantWeight {
       live();
       checkQuantUpload(w);
-      const base = km.alloc(quantLayout(w).total);
-      writeQuantParts(base, w);
-      return new WasmQuant(w.N, w.K, w.blocksize, w.quantType, w.dq !== null, w.label, w.dq ? w.dq.nestedBlocksize : 0, base);
+      const base = km.alloc(wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null).total);
+      writeWasmQuant(km.memory.buffer, base, w);
+      return new WasmQuant(w, base);
     },
 
     writeQuant(w, src) {
       const base = qdesc(w, 'writeQuant');
       // same shape, blocksizes and lengths as the slot: the parts land exactly where the old ones were
       checkSameQuant(w as WasmQuant, src);
-      writeQuantParts(base, src);
+      writeWasmQuant(km.memory.buffer, base, src);
     },
 
     freeQuant(w) {
@@ -351,133 +368,124 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     },
 
     // ---- forward ----------------------------------------------------------------------
+    // Each call: its operands checked, then `par(kernel, [the export's arguments], work per
+    // range unit, how it is cut)`; KERNELS says where the range and scratch arguments are.
 
     embedding(out, table, ids, R, C) {
-      const bt = BT[table.type];
-      if (bt === undefined) throw new Error(`embedding: table ${table.label} is ${table.type}, expected f32, f16 or bf16`);
+      const et = elemTypeOf(table, 'embedding table');
       const po = f32(out, R * C, 'embedding out'), pt = buf(table, table.type, C, 'embedding table');
       const pi = buf(ids, 'i32', R, 'embedding ids');
-      const V = Math.floor(table.length / C);
-      const idv = km.i32(pi, R);
-      for (let r = 0; r < R; r++) {
-        if (!(idv[r]! >= 0 && idv[r]! < V)) throw new Error(`embedding: token id ${idv[r]} at row ${r} is outside ${table.label} [${V}, ${C}]`);
-      }
-      par('embedding', [po, pt, pi, C, bt, 0, R], 5, -1, 1, C);
+      checkTokenIds(km.i32(pi, R), R, table, C);
+      par('embedding', [po, pt, pi, C, et, 0, R], C);
     },
 
     rmsNorm(out, rstd, x, w, R, C, eps) {
-      par('rms_norm', [f32(out, R * C, 'rmsNorm out'), f32(rstd, R, 'rmsNorm rstd'), f32(x, R * C, 'rmsNorm x'), f32(w, C, 'rmsNorm w'), R, C, eps, 0, R], 7, -1, 1, 4 * C);
+      par('rms_norm', [f32(out, R * C, 'rmsNorm out'), f32(rstd, R, 'rmsNorm rstd'), f32(x, R * C, 'rmsNorm x'), f32(w, C, 'rmsNorm w'), R, C, eps, 0, R], 4 * C);
     },
 
     matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
-      if (o.bias && o.accumulate) throw new Error('matmul: bias is only allowed with accumulate false');
-      const bt = BT[b.type];
-      if (bt === undefined || (bt !== 0 && o.transA)) throw new Error(`matmul: b ${b.label} is ${b.type}, expected f32${o.transA ? '' : ', f16 or bf16'}`);
+      checkGemmOptions(o, 'matmul');
+      const et = elemTypeOf(b, 'matmul b', !o.transA);
       const pb = o.bias ? f32(o.bias, N, 'matmul bias') : 0;
       const args = [f32(out, M * N, 'matmul out'), f32(a, M * K, 'matmul a'), buf(b, b.type, K * N, 'matmul b'), M, N, K,
-        o.transA ? 1 : 0, o.transB ? 1 : 0, bt, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, N];
+        o.transA ? 1 : 0, o.transB ? 1 : 0, et, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, N];
       // Columns split without duplicated work on B (each chunk packs only its panels of B; every
       // chunk packs A, so chunks stay ≥ 64 columns wide); rows when there are too few columns for
       // every thread (e.g. LoRA's x·Aᵀ, N = r).
       const gemv = o.transB && !o.transA && M < 4;
-      if (gemv) par('matmul', args, 15, 12, 4, 2 * M * K);
-      else if (N >= 32 * threads) par('matmul', args, 15, 12, 8, 2 * M * K, undefined, true, gemmChunks(N));
-      else par('matmul', args, 13, 12, 4, 2 * N * K);
+      if (gemv) par('matmul', args, 2 * M * K, { by: 'cols' });
+      else if (N >= 32 * threads) par('matmul', args, 2 * M * K, { by: 'cols', grain: 8, maxChunks: gemmChunks(N) });
+      else par('matmul', args, 2 * N * K, { by: 'rows' });
     },
 
     qMatmul(out, x, w, M, o = {}) {
-      if (o.bias && o.accumulate) throw new Error('qMatmul: bias is only allowed with accumulate false');
+      checkGemmOptions(o, 'qMatmul');
       const d = qdesc(w, 'qMatmul');
       const pb = o.bias ? f32(o.bias, w.N, 'qMatmul bias') : 0;
       // split over the rows of W: each thread dequantizes only its own rows
-      par('q_matmul', [f32(out, M * w.N, 'qMatmul out'), f32(x, M * w.K, 'qMatmul x'), d, M, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, w.N], 10, 7, 8, 2 * M * w.K,
-        undefined, true, M < 4 ? Infinity : gemmChunks(w.N));
+      par('q_matmul', [f32(out, M * w.N, 'qMatmul out'), f32(x, M * w.K, 'qMatmul x'), d, M, o.alpha ?? 1, o.accumulate ? 1 : 0, pb, s0, 0, M, 0, w.N],
+        2 * M * w.K, { by: 'cols', maxChunks: M < 4 ? Infinity : gemmChunks(w.N) });
     },
 
     rope(x, t: RopeTables, R, T, nh, D, pos0, docStart) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
       par('rope', [f32(x, R * nh * D, 'rope x'), f32(t.cos, maxPos * half, 'rope cos'), f32(t.sin, maxPos * half, 'rope sin'), R, T, nh, D, pos0,
-        docStartPtr(docStart, R, T, 'rope'), 0, R], 9, -1, 1, 3 * nh * D);
+        docStartPtr(docStart, R, T, 'rope'), 0, R], 3 * nh * D);
     },
 
     attention(out, lse, q, kk, v, s: AttentionShape) {
-      checkAttention(s, maxHeadDim);
+      checkAttention(s, 'attention', attnLimits);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
       par('attention', [f32(out, nq, 'attention out'), f32(lse, s.B * s.H * s.T, 'attention lse'), f32(q, nq, 'attention q'),
         f32(kk, nkv, 'attention k'), f32(v, nkv, 'attention v'), s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s),
         docStartPtr(s.docStart, s.B * s.T, s.T, 'attention'), s0, 0, s.B * s.H],
-      18, 17, 1, 4 * s.T * attnKeys(s) * s.D);
+      4 * s.T * attnKeys(s) * s.D);
     },
 
     swiglu(out, gate, up, n) {
-      par('swiglu', [f32(out, n, 'swiglu out'), f32(gate, n, 'swiglu gate'), f32(up, n, 'swiglu up'), 0, n], 3, -1, 16, 24);
+      par('swiglu', [f32(out, n, 'swiglu out'), f32(gate, n, 'swiglu gate'), f32(up, n, 'swiglu up'), 0, n], 24);
     },
 
     geglu(out, gate, up, n) {
-      par('geglu', [f32(out, n, 'geglu out'), f32(gate, n, 'geglu gate'), f32(up, n, 'geglu up'), 0, n], 3, -1, 16, 40);
+      par('geglu', [f32(out, n, 'geglu out'), f32(gate, n, 'geglu gate'), f32(up, n, 'geglu up'), 0, n], 40);
     },
 
     softcap(x, n, cap) {
-      if (!(cap > 0 && cap < Infinity)) throw new Error(`softcap: cap must be a positive finite number, got ${cap}`);
-      par('softcap', [f32(x, n, 'softcap x'), cap, 0, n], 2, -1, 16, 32);
+      checkSoftcap(cap);
+      par('softcap', [f32(x, n, 'softcap x'), cap, 0, n], 32);
     },
 
     add(out, x, n, alpha = 1) {
-      par('add', [f32(out, n, 'add out'), f32(x, n, 'add x'), alpha, 0, n], 3, -1, 16, 2);
+      par('add', [f32(out, n, 'add out'), f32(x, n, 'add x'), alpha, 0, n], 2);
     },
 
     addUniformNoise(x, n, scale, seed) {
-      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
-      par('add_uniform_noise', [f32(x, n, 'addUniformNoise x'), Math.fround(scale), seed >>> 0, 0, n], 3, -1, 16, 4);
+      checkNoiseScale(scale);
+      par('add_uniform_noise', [f32(x, n, 'addUniformNoise x'), Math.fround(scale), seed >>> 0, 0, n], 4);
     },
 
     dropout(out, x, n, p, seed) {
-      if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
-      par('dropout', [f32(out, n, 'dropout out'), f32(x, n, 'dropout x'), dropThreshold(p), dropScale(p), seed >>> 0, 0, n], 5, -1, 16, 4);
+      checkDropout(p);
+      par('dropout', [f32(out, n, 'dropout out'), f32(x, n, 'dropout x'), dropThreshold(p), dropScale(p), seed >>> 0, 0, n], 4);
     },
 
     crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
-      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
+      checkCrossEntropySoftcap(softcap);
       const pt = buf(targets, 'i32', R, 'crossEntropy targets');
-      const tv = km.i32(pt, R);
-      for (let r = 0; r < R; r++) {
-        const t = tv[r]!;
-        if (t !== -100 && !(t >= 0 && t < V)) throw new Error(`crossEntropy: target ${t} at row ${r} is outside [0, ${V}) and is not the ignore index -100`);
-      }
+      checkTargets(km.i32(pt, R), R, V);
       const pl = f32(losses, R, 'crossEntropy losses'), pg = f32(logits, R * V, 'crossEntropy logits');
-      if (softcap > 0) par('cross_entropy_softcap', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, softcap, 0, R], 7, -1, 1, 48 * V);
-      else par('cross_entropy', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 6, -1, 1, 24 * V);
+      if (softcap > 0) par('cross_entropy_softcap', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, softcap, 0, R], 48 * V);
+      else par('cross_entropy', [pl, pg, pt, V, gradScale === undefined ? 0 : 1, gradScale ?? 0, 0, R], 24 * V);
     },
 
-    // ---- DoRA (assembly/dora.ts, q_row_sum_squares in assembly/qgemm.ts) ----------------
+    // ---- DoRA (assembly/dora.ts) --------------------------------------------------------
 
     scaleColumns(out, x, g, R, N, o = {}) {
       checkScaleColumnsOptions(o, 'scaleColumns');
       const pb = o.bias ? f32(o.bias, N, 'scaleColumns bias') : 0;
       par('scale_columns', [f32(out, R * N, 'scaleColumns out'), f32(x, R * N, 'scaleColumns x'), f32(g, N, 'scaleColumns g'), pb,
-        o.offset ?? 0, o.accumulate ? 1 : 0, N, 0, R], 7, -1, 1, 3 * N);
+        o.offset ?? 0, o.accumulate ? 1 : 0, N, 0, R], 3 * N);
     },
 
     columnDot(out, a, b, R, N, o = {}) {
       const ps = o.scale ? f32(o.scale, N, 'columnDot scale') : 0;
-      // split over columns (each column's sum runs down all R rows in one chunk), 16 at a time so
-      // chunks start on whole cache lines of out
+      // split over columns (each column's sum runs down all R rows in one chunk)
       par('column_dot', [f32(out, N, 'columnDot out'), f32(a, R * N, 'columnDot a'), f32(b, R * N, 'columnDot b'), ps, R, N,
-        o.accumulate ? 1 : 0, s0, 0, N], 8, 7, 16, 2 * R);
+        o.accumulate ? 1 : 0, s0, 0, N], 2 * R);
     },
 
     doraScale(g, invNorm, m, nsq, N) {
-      par('dora_scale', [f32(g, N, 'doraScale g'), f32(invNorm, N, 'doraScale invNorm'), f32(m, N, 'doraScale m'), f32(nsq, N, 'doraScale nsq'), 0, N], 4, -1, 16, 24);
+      par('dora_scale', [f32(g, N, 'doraScale g'), f32(invNorm, N, 'doraScale invNorm'), f32(m, N, 'doraScale m'), f32(nsq, N, 'doraScale nsq'), 0, N], 24);
     },
 
     rowSumSquares(out, x, R, C, accumulate) {
-      par('row_sum_squares', [f32(out, R, 'rowSumSquares out'), f32(x, R * C, 'rowSumSquares x'), C, accumulate ? 1 : 0, 0, R], 4, -1, 1, 2 * C);
+      par('row_sum_squares', [f32(out, R, 'rowSumSquares out'), f32(x, R * C, 'rowSumSquares x'), C, accumulate ? 1 : 0, 0, R], 2 * C);
     },
 
     qRowSumSquares(out, w) {
       const d = qdesc(w, 'qRowSumSquares');
       // split over the rows of W: each thread dequantizes only its own rows
-      par('q_row_sum_squares', [f32(out, w.N, 'qRowSumSquares out'), d, s0, 0, w.N], 3, 2, 1, 4 * w.K);
+      par('q_row_sum_squares', [f32(out, w.N, 'qRowSumSquares out'), d, s0, 0, w.N], 4 * w.K);
     },
 
     // ---- backward ---------------------------------------------------------------------
@@ -487,50 +495,49 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       // split over the columns of W (each thread dequantizes only its own), on 16-column steps so
       // every thread's row pieces stay on whole bytes and 16-code runs
       par('q_matmul_backward_input', [f32(dx, M * w.K, 'qMatmulBackwardInput dx'), f32(dy, M * w.N, 'qMatmulBackwardInput dy'), d, M,
-        o.alpha ?? 1, o.accumulate ? 1 : 0, s0, 0, M, 0, w.K], 9, 6, 16, 2 * M * w.N, undefined, true, gemmChunks(w.K));
+        o.alpha ?? 1, o.accumulate ? 1 : 0, s0, 0, M, 0, w.K], 2 * M * w.N, { by: 'cols', maxChunks: gemmChunks(w.K) });
     },
 
     rmsNormBackward(dx, dy, x, w, rstd, R, C, accumulate) {
       par('rms_norm_backward', [f32(dx, R * C, 'rmsNormBackward dx'), f32(dy, R * C, 'rmsNormBackward dy'), f32(x, R * C, 'rmsNormBackward x'),
-        f32(w, C, 'rmsNormBackward w'), f32(rstd, R, 'rmsNormBackward rstd'), R, C, accumulate ? 1 : 0, 0, R], 8, -1, 1, 8 * C);
+        f32(w, C, 'rmsNormBackward w'), f32(rstd, R, 'rmsNormBackward rstd'), R, C, accumulate ? 1 : 0, 0, R], 8 * C);
     },
 
     ropeBackward(dx, t, R, T, nh, D, pos0, docStart) {
       const half = D / 2, maxPos = pos0 + Math.min(T, R);
       par('rope_backward', [f32(dx, R * nh * D, 'ropeBackward dx'), f32(t.cos, maxPos * half, 'ropeBackward cos'), f32(t.sin, maxPos * half, 'ropeBackward sin'), R, T, nh, D, pos0,
-        docStartPtr(docStart, R, T, 'ropeBackward'), 0, R], 9, -1, 1, 3 * nh * D);
+        docStartPtr(docStart, R, T, 'ropeBackward'), 0, R], 3 * nh * D);
     },
 
     attentionBackward(dq, dk, dv, dout, q, kk, v, out, lse, s) {
-      checkAttention(s, maxHeadDim);
-      if (s.pos0 !== 0) throw new Error(`attentionBackward: pos0 must be 0 (training has no KV cache), got ${s.pos0}`);
+      checkAttention(s, 'attentionBackward', attnLimits);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
       par('attention_backward', [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
         f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
         f32(out, nq, 'attentionBackward out'), f32(lse, s.B * s.H * s.T, 'attentionBackward lse'),
         s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), docStartPtr(s.docStart, s.B * s.T, s.T, 'attentionBackward'), s0, 0, s.B * s.KVH],
-      22, 21, 1, 8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
+      8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
     },
 
     swigluBackward(dgate, dup, dout, gate, up, n) {
       par('swiglu_backward', [f32(dgate, n, 'swigluBackward dgate'), f32(dup, n, 'swigluBackward dup'), f32(dout, n, 'swigluBackward dout'),
-        f32(gate, n, 'swigluBackward gate'), f32(up, n, 'swigluBackward up'), 0, n], 5, -1, 16, 32);
+        f32(gate, n, 'swigluBackward gate'), f32(up, n, 'swigluBackward up'), 0, n], 32);
     },
 
     gegluBackward(dgate, dup, dout, gate, up, n) {
       par('geglu_backward', [f32(dgate, n, 'gegluBackward dgate'), f32(dup, n, 'gegluBackward dup'), f32(dout, n, 'gegluBackward dout'),
-        f32(gate, n, 'gegluBackward gate'), f32(up, n, 'gegluBackward up'), 0, n], 5, -1, 16, 48);
+        f32(gate, n, 'gegluBackward gate'), f32(up, n, 'gegluBackward up'), 0, n], 48);
     },
 
     // ---- optimizer --------------------------------------------------------------------
 
     sumSquares(out, x, n, accumulate) {
       // Fixed chunks (by n alone), each summed in f64 by whichever thread, then added in chunk
-      // order here: the same bits for any thread count. One chunk = the single-range sum_squares.
+      // order here: the same bits for any thread count. One chunk = sum_squares_v1 (one range).
       const po = f32(out, 1, 'sumSquares out'), px = f32(x, n, 'sumSquares x');
       const chunk = Math.max(SUMSQ_CHUNK, alignUp(Math.ceil(n / SUMSQ_MAX_CHUNKS), 16));
       const nc = Math.max(1, Math.ceil(n / chunk));
-      par('sum_squares_partials', [sumsqParts, px, n, chunk, 0, nc], 4, -1, 1, 2 * chunk);
+      par('sum_squares', [sumsqParts, px, n, chunk, 0, nc], 2 * chunk);
       const partials = new Float64Array(km.memory.buffer, sumsqParts, nc);
       let sum = 0;
       for (let c = 0; c < nc; c++) sum += partials[c]!;
@@ -542,11 +549,11 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     adamwStep(param, grad, m, v, n, p: AdamWParams) {
       par('adamw_step', [f32(param, n, 'adamwStep param'), f32(grad, n, 'adamwStep grad'), f32(m, n, 'adamwStep m'), f32(v, n, 'adamwStep v'),
         p.lr, p.beta1, p.beta2, 1 - p.beta1, 1 - p.beta2, p.eps, 1 - p.lr * p.weightDecay,
-        1 - Math.pow(p.beta1, p.step), 1 - Math.pow(p.beta2, p.step), p.gradScale, 0, n], 14, -1, 16, 12);
+        1 - Math.pow(p.beta1, p.step), 1 - Math.pow(p.beta2, p.step), p.gradScale, 0, n], 12);
     },
 
     sgdStep(param, grad, n, lr, gradScale) {
-      par('sgd_step', [f32(param, n, 'sgdStep param'), f32(grad, n, 'sgdStep grad'), lr, gradScale, 0, n], 4, -1, 16, 2);
+      par('sgd_step', [f32(param, n, 'sgdStep param'), f32(grad, n, 'sgdStep grad'), lr, gradScale, 0, n], 2);
     },
   };
 
@@ -561,16 +568,6 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   });
   infos.set(be, { threads, variant, sharedMemory: threads > 1, relaxedSimd: relaxed, summary });
   return be;
-}
-
-function checkAttention(s: AttentionShape, maxHeadDim: number): void {
-  const bad = (m: string) => new Error(`attention: ${m} (B ${s.B}, T ${s.T}, S ${s.S}, H ${s.H}, KVH ${s.KVH}, D ${s.D}, pos0 ${s.pos0}, kvStride ${s.kvStride})`);
-  if (s.KVH < 1 || s.H % s.KVH !== 0) throw bad('H must be a multiple of KVH');
-  if (s.S > s.kvStride) throw bad('S exceeds kvStride');
-  if (s.pos0 + s.T > s.S) throw bad('pos0 + T exceeds S');
-  if (s.D > maxHeadDim) throw bad(`head dim above ${maxHeadDim}`);
-  if (s.pos0 < 0) throw bad('pos0 must be ≥ 0');
-  checkAttentionOptions(s, 'attention');
 }
 
 /**

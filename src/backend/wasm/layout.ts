@@ -1,13 +1,9 @@
-// Where the parts of a 4-bit weight lie in the WASM kernel memory. A plain function with no
-// imports, so the memory estimate (src/backend/counting.ts) allocates exactly what the wasm
-// backend allocates without loading the kernels.
-
-/**
- * Bytes of the descriptor read by assembly/qgemm.ts (u32 words): 0 packed, 1 quant_map,
- * 2 absmax (0 with DQ), 3 dq codes, 4 nested absmax, 5 nested map, 6 offset (f32), 7 bs, 8 nbs,
- * 9 N, 10 K.
- */
-export const DESC_BYTES = 64;
+// Where the parts of a 4-bit weight lie in the WASM kernel memory, and how they are written there.
+// Loads no kernels, so the memory estimate (src/backend/counting.ts) allocates exactly what the
+// wasm backend allocates without loading them. The descriptor the kernels read (assembly/abi.ts)
+// and its writer (writeQ4Desc) are generated from one table by scripts/gen-tables.mjs.
+import type { QuantUpload } from '../backend.ts';
+import { Q4_DESC_BYTES, writeQ4Desc } from '../abi.ts';
 
 /** Alignment of every part (one cache line; keeps f32 parts v128-aligned). */
 const PART_ALIGN = 64;
@@ -32,7 +28,7 @@ export interface WasmQuantLayout {
  */
 export function wasmQuantLayout(N: number, K: number, blocksize: number, nestedBlocksize: number | null): WasmQuantLayout {
   const n = N * K, nb = Math.ceil(n / blocksize), dq = nestedBlocksize !== null;
-  const parts = [DESC_BYTES, 16 * 4, dq ? 256 * 4 : 0, dq ? Math.ceil(nb / nestedBlocksize) * 4 : 0, dq ? nb : nb * 4, Math.ceil(n / 2)];
+  const parts = [Q4_DESC_BYTES, 16 * 4, dq ? 256 * 4 : 0, dq ? Math.ceil(nb / nestedBlocksize) * 4 : 0, dq ? nb : nb * 4, Math.ceil(n / 2)];
   const offs: number[] = [];
   let total = 0;
   for (const b of parts) {
@@ -40,4 +36,30 @@ export function wasmQuantLayout(N: number, K: number, blocksize: number, nestedB
     total += Math.ceil(b / PART_ALIGN) * PART_ALIGN;
   }
   return { offs, total, nb };
+}
+
+/**
+ * Writes weight w into the allocation at byte `base` of the kernel memory (laid out by
+ * wasmQuantLayout for w's shape): its parts, then the descriptor that points at them. w has been
+ * checked (validate.ts checkQuantUpload): every part has exactly the length its shape implies.
+ */
+export function writeWasmQuant(memory: ArrayBufferLike, base: number, w: QuantUpload): void {
+  const { offs } = wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null), dq = w.dq;
+  const at = (part: number) => base + offs[part]!;
+  const f32 = (part: number, a: Float32Array) => new Float32Array(memory, at(part), a.length).set(a);
+  const u8 = (part: number, a: Uint8Array) => new Uint8Array(memory, at(part), a.length).set(a);
+  f32(QPART.MAP, w.quantMap);
+  if (dq) {
+    f32(QPART.NESTED_MAP, dq.nestedQuantMap);
+    f32(QPART.NESTED_ABSMAX, dq.nestedAbsmax);
+    u8(QPART.ABSMAX_OR_CODES, dq.codes);
+  } else {
+    f32(QPART.ABSMAX_OR_CODES, w.absmax!);
+  }
+  u8(QPART.PACKED, w.packed);
+  writeQ4Desc(new DataView(memory, base, Q4_DESC_BYTES), {
+    packed: at(QPART.PACKED), quantMap: at(QPART.MAP), absmax: dq ? 0 : at(QPART.ABSMAX_OR_CODES), codes: dq ? at(QPART.ABSMAX_OR_CODES) : 0,
+    nestedAbsmax: dq ? at(QPART.NESTED_ABSMAX) : 0, nestedMap: dq ? at(QPART.NESTED_MAP) : 0, offset: dq ? dq.offset : 0,
+    blocksize: w.blocksize, nestedBlocksize: dq ? dq.nestedBlocksize : 1, N: w.N, K: w.K,
+  });
 }

@@ -32,15 +32,15 @@ export interface KernelExports {
   quantize_blockwise_8bit(x: number, n: number, blocksize: number, bounds: number, q: number, absmax: number): void;
   dequantize_blockwise_8bit(q: number, n: number, blocksize: number, code: number, absmax: number, out: number): void;
   dq_recover_absmax(q: number, nb: number, nestedBlocksize: number, code: number, nestedAbsmax: number, offset: number, out: number): void;
-  // ---- training kernels (assembly/{gemm,qgemm,norm,rope,attention,elementwise,loss,optim}.ts).
+  // ---- training kernels (assembly/<family>.ts: embedding, rms_norm, gemm, qgemm, rope, attention,
+  // swiglu, elementwise, cross_entropy, dora, optim).
   // Pointers are byte offsets; flags are 0/1; the last arguments are each kernel's work range.
   scratch_bytes(): number;
   simd_peak(iters: number): number;
   simd_peak_par(iters: number, c0: number, c1: number): number;
-  sum_squares_partials(partials: number, x: number, n: number, chunk: number, c0: number, c1: number): void;
   hash32_fill(out: number, seed: number, i0: number, n: number): void;
-  matmul(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, bt: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
-  matmul_v1(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, bt: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
+  matmul(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, elemType: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
+  matmul_v1(out: number, a: number, b: number, M: number, N: number, K: number, transA: number, transB: number, elemType: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
   q_matmul(out: number, x: number, desc: number, M: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
   q_matmul_v1(out: number, x: number, desc: number, M: number, alpha: number, accumulate: number, bias: number, scratch: number, m0: number, m1: number, n0: number, n1: number): void;
   q_matmul_backward_input(dx: number, dy: number, desc: number, M: number, alpha: number, accumulate: number, scratch: number, m0: number, m1: number, k0: number, k1: number): void;
@@ -51,7 +51,7 @@ export interface KernelExports {
   rope_backward(dx: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, docStart: number, r0: number, r1: number): void;
   attention(out: number, lse: number, q: number, k: number, v: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, bh0: number, bh1: number): void;
   attention_backward(dq: number, dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, g0: number, g1: number): void;
-  embedding(out: number, table: number, ids: number, C: number, bt: number, r0: number, r1: number): void;
+  embedding(out: number, table: number, ids: number, C: number, elemType: number, r0: number, r1: number): void;
   copy(dst: number, src: number, bytes: number): void;
   /** bench/quant's bandwidth baseline (v128 loop) */
   copy_bytes(dst: number, src: number, bytes: number): void;
@@ -66,7 +66,9 @@ export interface KernelExports {
   add_uniform_noise(x: number, scale: number, seed: number, i0: number, i1: number): void;
   cross_entropy(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, r0: number, r1: number): void;
   cross_entropy_softcap(losses: number, logits: number, targets: number, V: number, grad: number, gradScale: number, cap: number, r0: number, r1: number): void;
-  sum_squares(out: number, x: number, accumulate: number, i0: number, i1: number): void;
+  sum_squares(partials: number, x: number, n: number, chunk: number, c0: number, c1: number): void;
+  /** the one-range oracle of sum_squares (tests) */
+  sum_squares_v1(out: number, x: number, accumulate: number, i0: number, i1: number): void;
   adamw_step(param: number, grad: number, m: number, v: number, lr: number, beta1: number, beta2: number, omb1: number, omb2: number, eps: number, decay: number, bc1: number, bc2: number, gradScale: number, i0: number, i1: number): void;
   sgd_step(param: number, grad: number, lr: number, gradScale: number, i0: number, i1: number): void;
   [name: string]: (...args: number[]) => number | void;

@@ -2,8 +2,7 @@
 // by pool.ts, and only in Node (the browser bundle drops the import at build time).
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import type { Spawn } from './pool.ts';
-import { markDead, type WatchCommand } from './worker.ts';
+import { markDead, type Spawn, type WatchCommand } from './worker.ts';
 
 export function nodeCores(): number {
   return Math.max(1, availableParallelism());

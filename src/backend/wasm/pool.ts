@@ -43,27 +43,13 @@
 //   Cross-Origin-Embedder-Policy: require-corp
 // (then `crossOriginIsolated` is true). Without them the backend runs on one thread and says so
 // through onInfo / wasmBackendInfo().
-import { CTRL, chunkRunner, claimChunks, deathReason, markDead, type ChunkRunner, type WorkerInit } from './worker.ts';
+import { CTRL, chunkRunner, claimChunks, deathReason, markDead, type ChunkRunner, type Spawn, type WorkerGroup, type WorkerInit } from './worker.ts';
 import { WASM_WORKER_SOURCE } from '../../generated/wasm-worker.ts';
 import { WebqloraError } from '../../errors.ts';
 
 export { CTRL };
 /** Most threads one pool can run (no real limit of the protocol; a sanity bound). */
 export const MAX_THREADS = 64;
-
-/** The started workers of one pool, whatever the environment. */
-export interface WorkerGroup {
-  /** ends every worker (after the pool told them to leave their loops) */
-  terminate(): Promise<void>;
-  /** tests: terminates worker `thread` (1..) after `afterMs`, as if killed during a kernel call (Node only) */
-  kill?(thread: number, afterMs: number): void;
-}
-/**
- * Starts one worker per init from `source` (the worker bundle; the launcher adds its start line),
- * resolves once all report 'ready' (rejects, with none left running, if one fails to start), and
- * from then on reports a worker that stops with markDead on the init's control block.
- */
-export type Spawn = (source: string, inits: WorkerInit[]) => Promise<WorkerGroup>;
 
 /** What this environment can do, decided once. */
 export interface ThreadSupport {

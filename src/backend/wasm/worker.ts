@@ -27,6 +27,21 @@ export interface WorkerInit {
   spin: number;
 }
 
+/** The started workers of one pool, whatever the environment. */
+export interface WorkerGroup {
+  /** ends every worker (after the pool told them to leave their loops) */
+  terminate(): Promise<void>;
+  /** tests: terminates worker `thread` (1..) after `afterMs`, as if killed during a kernel call (Node only) */
+  kill?(thread: number, afterMs: number): void;
+}
+
+/**
+ * Starts one worker per init from `source` (the worker bundle; the launcher adds its start line),
+ * resolves once all report 'ready' (rejects, with none left running, if one fails to start), and
+ * from then on reports a worker that stops with markDead on the init's control block.
+ */
+export type Spawn = (source: string, inits: WorkerInit[]) => Promise<WorkerGroup>;
+
 /**
  * Control block layout (bytes from its start). Int32 words: SEQ (job number), FN (kernel index,
  * −1 = exit), NARGS, RANGE_POS and SCRATCH_POS (argument slots the chunk bounds and the scratch

@@ -16,17 +16,18 @@
 // Arithmetic is f32 everywhere: f16/bf16 tables are widened exactly with integer ops, so no
 // optional feature (`shader-f16`) is requested; the parity tolerances of test/kernels are set
 // for f32.
-import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
-import type { QuantType } from '../../quant/types.ts';
+import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantWeight, RopeTables, Tensor } from '../backend.ts';
 import { WebqloraError } from '../../errors.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
-import { f32ToBf16, f32ToF16 } from '../../io/dtype.ts';
-import { BUFFER_BYTES as BYTES, checkAttentionOptions, checkDocStartTensor, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions } from '../validate.ts';
+import { f32ToBf16, f32ToF16 } from '../../num.ts';
+import {
+  BUFFER_BYTES as BYTES, HOST_ARRAY, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDropout,
+  checkGemmOptions, checkNoiseScale, checkOperand, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkWrite, elemTypeOf, fillLength,
+  readLength, sideTable,
+} from '../validate.ts';
 import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
-
-const HOST = { f32: Float32Array, i32: Int32Array, u8: Uint8Array, f16: Uint16Array, bf16: Uint16Array } as const;
-/** element type codes of B_TYPE / T_TYPE in wgsl/gemm.wgsl and wgsl/embedding.wgsl */
-const HALF_CODE: Partial<Record<BufferType, number>> = { f32: 0, f16: 1, bf16: 2 };
+import { windows } from './windows.ts';
+import { GpuQuant, checkGpuQuant, quantParams, quantParts, writeQuantParts } from './quant.ts';
 
 /** query or key rows per attention workgroup (the override WG of wgsl/attention.wgsl) */
 const ATTN_WG = 32;
@@ -42,34 +43,6 @@ class GpuTensor implements Tensor {
     readonly label: string,
     /** null once freed */
     public buf: Buf | null,
-  ) {}
-}
-
-/** Word offsets of the parts of a 4-bit weight inside its buffer (Params q_* of wgsl/gemm.wgsl). */
-interface QuantParts {
-  map: number;
-  nmap: number;
-  nabsmax: number;
-  absmax: number;
-  codes: number;
-  packed: number;
-  words: number;
-}
-
-class GpuQuant implements QuantWeight {
-  constructor(
-    readonly N: number,
-    readonly K: number,
-    readonly blocksize: number,
-    readonly quantType: QuantType,
-    readonly doubleQuant: boolean,
-    readonly label: string,
-    public buf: Buf | null,
-    readonly parts: QuantParts,
-    readonly nestedBlocksize: number,
-    /** the double-quant offset (a kernel parameter, not stored in the buffer) */
-    public offset: number,
-    readonly bytes: number,
   ) {}
 }
 
@@ -93,13 +66,9 @@ export interface WebGpuInternals {
   stats: RuntimeStats;
 }
 
-const internals = new WeakMap<Backend, WebGpuInternals>();
+const internals = sideTable<WebGpuInternals>('webgpuInternals', 'webgpu');
 
-export function webgpuInternals(be: Backend): WebGpuInternals {
-  const i = internals.get(be);
-  if (!i) throw new Error(`webgpuInternals: ${be.name} is not a webgpu backend`);
-  return i;
-}
+export const webgpuInternals: (be: Backend) => WebGpuInternals = internals.get;
 
 export interface AdapterDescription {
   /** a short name: "lavapipe", "SwiftShader", or the adapter's description / vendor */
@@ -167,10 +136,10 @@ function makeBackend(rt: GpuRuntime): Backend {
     if (!t.buf) throw new Error(`${what}: tensor ${t.label} was freed`);
     return t.buf;
   };
+  /** The buffer of an operand of `type` holding at least n elements (validate.ts checkOperand). */
   const buf = (t: Tensor, type: BufferType, n: number, what: string): Buf => {
     const b = live(t, what);
-    if (t.type !== type) throw new Error(`${what}: ${t.label} is ${t.type}, expected ${type}`);
-    if (!(n <= t.length)) throw new Error(`${what}: ${t.label} holds ${t.length} elements, ${n} needed`);
+    checkOperand(t, type, n, what);
     return b;
   };
   const f32 = (t: Tensor, n: number, what: string): Buf => buf(t, 'f32', n, what);
@@ -179,88 +148,16 @@ function makeBackend(rt: GpuRuntime): Backend {
     if (!w.buf) throw new Error(`${what}: weight ${w.label} was freed`);
     return w as GpuQuant & { buf: Buf };
   };
-  /** The binding for elements [first, first + n) of a tensor of element size eb, and the element
-   *  offset of `first` inside it. */
-  const win = (b: Buf, eb: number, first: number, n: number, what: string): { v: View; off: number } => {
-    const v = rt.view(b, first * eb, n * eb, what);
-    return { v, off: v.shift / eb };
-  };
-  const whole = (b: Buf, what: string, bytes = b.size): View => rt.view(b, 0, bytes, what);
-  /** [i0, i1) ranges of an elementwise call over f32 operands: one range unless some operand
-   *  is larger than a binding. */
-  const ranges = (n: number, bufs: Buf[]): Array<[number, number]> => {
-    if (bufs.every((b) => b.size <= rt.maxBinding)) return [[0, n]];
-    const per = Math.floor(rt.windowBytes / 4);
-    const out: Array<[number, number]> = [];
-    for (let i0 = 0; i0 < n; i0 += per) out.push([i0, Math.min(n, i0 + per)]);
-    return out;
-  };
-
-  /** [r0, r1) row blocks of a row-wise call whose largest row is rowBytes: one block unless some
-   *  operand is larger than a binding. */
-  const rowBlocks = (R: number, rowBytes: number, bufs: Buf[], what: string): Array<[number, number]> => {
-    if (bufs.every((b) => b.size <= rt.maxBinding)) return [[0, R]];
-    const per = Math.floor(rt.windowBytes / rowBytes);
-    if (per < 1) throw new Error(`${what}: one row (${rowBytes} bytes) is larger than a storage binding`);
-    const out: Array<[number, number]> = [];
-    for (let r0 = 0; r0 < R; r0 += per) out.push([r0, Math.min(R, r0 + per)]);
-    return out;
-  };
-
-  // ---- 4-bit weights: one buffer of u32 words (layout in QuantParts) ------------------------
-  const quantParts = (w: QuantUpload): QuantParts => {
-    const nb = Math.ceil((w.N * w.K) / w.blocksize), dq = w.dq;
-    const sizes = [16, dq ? 256 : 0, dq ? dq.nestedAbsmax.length : 0, dq ? Math.ceil(nb / 4) : nb, Math.ceil(w.packed.length / 4)];
-    const offs: number[] = [];
-    let words = 0;
-    for (const s of sizes) {
-      offs.push(words);
-      words += roundUp(s, 4); // 16-byte aligned parts
-    }
-    return { map: offs[0]!, nmap: offs[1]!, nabsmax: offs[2]!, absmax: dq ? 0 : offs[3]!, codes: dq ? offs[3]! : 0, packed: offs[4]!, words };
-  };
-  const bytesOf = (a: Float32Array | Uint8Array): Uint8Array => {
-    const u = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-    if (u.length % 4 === 0) return u;
-    const p = new Uint8Array(roundUp(u.length, 4));
-    p.set(u);
-    return p;
-  };
-  const writeQuantParts = (b: Buf, parts: QuantParts, w: QuantUpload): void => {
-    rt.writeBuffer(b, parts.map * 4, bytesOf(w.quantMap.subarray(0, 16)));
-    if (w.dq) {
-      rt.writeBuffer(b, parts.nmap * 4, bytesOf(w.dq.nestedQuantMap));
-      rt.writeBuffer(b, parts.nabsmax * 4, bytesOf(w.dq.nestedAbsmax));
-      rt.writeBuffer(b, parts.codes * 4, bytesOf(w.dq.codes));
-    } else {
-      rt.writeBuffer(b, parts.absmax * 4, bytesOf(w.absmax!));
-    }
-    rt.writeBuffer(b, parts.packed * 4, bytesOf(w.packed));
-  };
-  /** validate.ts's checks, plus the kernels' u32 element index (wgsl/gemm.wgsl deq). */
-  const checkQuant = (w: QuantUpload): void => {
-    checkQuantUpload(w);
-    if (w.N * w.K >= 2 ** 32) throw new Error(`uploadQuant ${w.label}: [${w.N}, ${w.K}] has 2³² elements or more`);
-  };
-  /** Params of wgsl/gemm.wgsl describing a 4-bit weight (B of the tile loop: its rows are K long). */
-  const quantParams = (q: GpuQuant) => ({
-    ldb: q.K, b_off: 0, q_packed: q.parts.packed, q_map: q.parts.map, q_absmax: q.parts.absmax, q_codes: q.parts.codes,
-    q_nabsmax: q.parts.nabsmax, q_nmap: q.parts.nmap, q_bs: q.blocksize, q_nbs: q.nestedBlocksize,
-    q_dq: q.doubleQuant ? 1 : 0, q_offset: q.offset, one: 1,
-  });
+  // tensors larger than one binding: calls cut into windows (windows.ts)
+  const { win, whole, ranges, rowBlocks } = windows(rt);
 
   /** Rows staged per attention tile: two KT×D f32 tiles plus 3·MAX_KT + 1 words in workgroup memory. */
   const attnTile = (D: number): number => {
     const fit = Math.floor((rt.maxWorkgroupStorage - (3 * MAX_KT + 1) * 4) / (2 * D * 4));
     return Math.min(MAX_KT, 2 ** Math.floor(Math.log2(Math.max(1, fit))));
   };
-  const checkAttention = (s: AttentionShape, what: string): void => {
-    const bad = (m: string) => new Error(`${what}: ${m} (B ${s.B}, T ${s.T}, S ${s.S}, H ${s.H}, KVH ${s.KVH}, D ${s.D}, pos0 ${s.pos0}, kvStride ${s.kvStride})`);
-    if (s.KVH < 1 || s.H % s.KVH !== 0) throw bad('H must be a multiple of KVH');
-    if (!(s.pos0 >= 0 && s.pos0 + s.T <= s.S && s.S <= s.kvStride)) throw bad('need pos0 + T ≤ S ≤ kvStride');
-    if (s.D < 4 || s.D > MAX_HEAD_DIM || s.D % 4 !== 0) throw bad(`the webgpu attention kernels take head dims that are multiples of 4 up to ${MAX_HEAD_DIM}`);
-    checkAttentionOptions(s, what);
-  };
+  /** What wgsl/attention.wgsl takes: head dims of whole vec4s, up to MAX_HEAD_DIM. */
+  const attnLimits = { maxHeadDim: MAX_HEAD_DIM, headDimStep: 4 };
 
   /** Byte copy dst[db ..+nb] = src[sb ..] through wgsl/elementwise.wgsl copy (any alignment). */
   const copyBytes = (dst: Buf, db: number, src: Buf, sb: number, nb: number): void => {
@@ -289,7 +186,7 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     alloc(type, length, label) {
       rt.check();
-      if (!Number.isInteger(length) || length < 0) throw new Error(`alloc ${label}: bad length ${length}`);
+      checkAlloc(length, label);
       const bytes = length * BYTES[type];
       const t = new GpuTensor(type, length, label, rt.createBuf(bytes, label));
       tensors.add(t);
@@ -307,9 +204,7 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     write(t, data, offset = 0) {
       const b = live(t, 'write');
-      const want = HOST[t.type];
-      if (!(data instanceof want)) throw new Error(`write ${t.label}: a ${t.type} tensor takes a ${want.name}, got ${data.constructor.name}`);
-      if (!(Number.isInteger(offset) && offset >= 0 && offset + data.length <= t.length)) throw new Error(`write ${t.label}: [${offset}, ${offset + data.length}) is outside its ${t.length} elements`);
+      checkWrite(t, data, offset);
       if (data.length === 0) return;
       const eb = BYTES[t.type], db = offset * eb, bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       if (db % 4 === 0 && bytes.length % 4 === 0) {
@@ -326,18 +221,14 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     async read(t, offset = 0, length) {
       const b = live(t, 'read');
-      const n = length ?? t.length - offset;
-      if (!(Number.isInteger(offset) && offset >= 0 && n >= 0 && offset + n <= t.length)) throw new Error(`read ${t.label}: [${offset}, ${offset + n}) is outside its ${t.length} elements`);
+      const n = readLength(t, offset, length);
       const eb = BYTES[t.type];
-      return new HOST[t.type](await rt.read(b, offset * eb, n * eb));
+      return new HOST_ARRAY[t.type](await rt.read(b, offset * eb, n * eb));
     },
 
     copy(dst, dstOffset, src, srcOffset, n) {
       const bd = live(dst, 'copy'), bs = live(src, 'copy');
-      if (dst.type !== src.type) throw new Error(`copy: ${src.label} is ${src.type}, ${dst.label} is ${dst.type}`);
-      if (dstOffset < 0 || srcOffset < 0 || n < 0 || dstOffset + n > dst.length || srcOffset + n > src.length) {
-        throw new Error(`copy ${src.label}[${srcOffset}..+${n}] → ${dst.label}[${dstOffset}..]: out of range`);
-      }
+      checkCopy(dst, dstOffset, src, srcOffset, n);
       if (n === 0) return;
       const eb = BYTES[dst.type], db = dstOffset * eb, sb = srcOffset * eb, nb = n * eb;
       const aligned = db % 4 === 0 && sb % 4 === 0 && nb % 4 === 0;
@@ -356,8 +247,7 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     fill(t, value, offset = 0, n) {
       const b = live(t, 'fill');
-      const count = n ?? t.length - offset;
-      if (offset < 0 || count < 0 || offset + count > t.length) throw new Error(`fill ${t.label}: [${offset}, ${offset + count}) is outside its ${t.length} elements`);
+      const count = fillLength(t, offset, n);
       if (count === 0) return;
       let pattern: number;
       if (t.type === 'f32') pattern = new Uint32Array(Float32Array.of(value).buffer)[0]!;
@@ -374,27 +264,23 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     uploadQuant(w) {
       rt.check();
-      checkQuant(w);
+      checkGpuQuant(w);
       const parts = quantParts(w);
       if (parts.words * 4 > rt.maxBinding) {
         throw new WebqloraError(`${w.label}: a 4-bit weight of ${(parts.words / 2 ** 18).toFixed(0)} MiB exceeds this GPU's largest storage binding (${(rt.maxBinding / 2 ** 20).toFixed(0)} MiB); use --backend wasm.`);
       }
       const b = rt.createBuf(parts.words * 4, w.label);
-      writeQuantParts(b, parts, w);
-      const dq = w.dq;
-      const bytes = w.packed.byteLength + w.quantMap.byteLength + (w.absmax ? w.absmax.byteLength : 0)
-        + (dq ? dq.codes.byteLength + dq.nestedAbsmax.byteLength + dq.nestedQuantMap.byteLength : 0);
-      const q = new GpuQuant(w.N, w.K, w.blocksize, w.quantType, dq !== null, w.label, b, parts, dq ? dq.nestedBlocksize : 1,
-        dq ? Math.fround(dq.offset) : 0, bytes);
+      writeQuantParts(rt, b, parts, w);
+      const q = new GpuQuant(w, b, parts);
       quants.add(q);
-      track(bytes);
+      track(q.bytes);
       return q;
     },
 
     writeQuant(w, src) {
       const q = qlive(w, 'writeQuant');
       checkSameQuant(q, src); // the same layout: the slot's parts and kernel params stay valid
-      writeQuantParts(q.buf, q.parts, src);
+      writeQuantParts(rt, q.buf, q.parts, src);
       q.offset = src.dq ? Math.fround(src.dq.offset) : 0;
     },
 
@@ -428,8 +314,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     // ---- forward ----------------------------------------------------------------------
 
     embedding(out, table, ids, R, C) {
-      const tt = HALF_CODE[table.type];
-      if (tt === undefined) throw new Error(`embedding: table ${table.label} is ${table.type}, expected f32, f16 or bf16`);
+      const et = elemTypeOf(table, 'embedding table');
       const bo = f32(out, R * C, 'embedding out'), bt = buf(table, table.type, C, 'embedding table'), bi = buf(ids, 'i32', R, 'embedding ids');
       const V = Math.floor(table.length / C), eb = BYTES[table.type];
       // whole rows of the table per dispatch (all of them when the table fits one binding)
@@ -439,7 +324,7 @@ function makeBackend(rt: GpuRuntime): Backend {
       for (let row0 = 0; row0 < V; row0 += per) {
         const rows = Math.min(per, V - row0);
         const tv = win(bt, eb, row0 * C, rows * C, 'embedding table');
-        rt.dispatch('embedding', 'embedding', { T_TYPE: tt }, { o: ov, table: tv.v, ids: iv }, { R, C, V, row0, rows, t_off: tv.off, nan: NaN }, rt.grid1d(R * C));
+        rt.dispatch('embedding', 'embedding', { ELEM_TYPE: et }, { o: ov, table: tv.v, ids: iv }, { R, C, V, row0, rows, t_off: tv.off, nan: NaN }, rt.grid1d(R * C));
       }
     },
 
@@ -450,16 +335,15 @@ function makeBackend(rt: GpuRuntime): Backend {
       for (const [r0, r1] of rowBlocks(R, C * 4, [bo, br, bx], 'rmsNorm')) {
         const rows = r1 - r0;
         const o = win(bo, 4, r0 * C, rows * C, 'rmsNorm out'), xx = win(bx, 4, r0 * C, rows * C, 'rmsNorm x'), r = win(br, 4, r0, rows, 'rmsNorm rstd');
-        rt.dispatch('norm', 'rms_norm', { RED_WG: redWg(C) }, { o: o.v, rstd: r.v, x: xx.v, w: wv },
+        rt.dispatch('rms_norm', 'rms_norm', { RED_WG: redWg(C) }, { o: o.v, rstd: r.v, x: xx.v, w: wv },
           { R: rows, C, eps, o_off: o.off, x_off: xx.off, r_off: r.off }, rt.fold(rows));
       }
     },
 
     matmul(out, a, b, M, N, K, o: GemmOptions = {}) {
       const { transA = false, transB = false, alpha = 1, accumulate = false, bias } = o;
-      const bt = HALF_CODE[b.type];
-      if (bt === undefined || (bt !== 0 && transA)) throw new Error(`matmul: b ${b.label} is ${b.type}, expected f32${transA ? '' : ', f16 or bf16'}`);
-      if (bias && accumulate) throw new Error('matmul: bias is only allowed with accumulate false');
+      checkGemmOptions(o, 'matmul');
+      const et = elemTypeOf(b, 'matmul b', !transA);
       const bo = f32(out, M * N, 'matmul out'), ba = f32(a, M * K, 'matmul a'), bb = buf(b, b.type, K * N, 'matmul b');
       const bbias = bias ? f32(bias, N, 'matmul bias') : null;
       if (M === 0 || N === 0) return;
@@ -477,7 +361,7 @@ function makeBackend(rt: GpuRuntime): Backend {
         else kc = Math.min(kc, Math.floor(L / (N * eb)));
       }
       if (mc < 1 || nc < 1 || kc < 1) throw new Error(`matmul ${M}×${N}×${K}: one row of an operand is larger than a storage binding`);
-      const constants = { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0, B_TYPE: bt };
+      const constants = { TRANS_A: transA ? 1 : 0, TRANS_B: transB ? 1 : 0, ELEM_TYPE: et };
       for (let m0 = 0; m0 < M; m0 += mc) {
         const m1 = Math.min(M, m0 + mc);
         for (let n0 = 0; n0 < N; n0 += nc) {
@@ -510,7 +394,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     qMatmul(out, x, w, M, o = {}) {
       const q = qlive(w, 'qMatmul');
       const { alpha = 1, accumulate = false, bias } = o;
-      if (bias && accumulate) throw new Error('qMatmul: bias is only allowed with accumulate false');
+      checkGemmOptions(o, 'qMatmul');
       const { N, K } = q;
       const bo = f32(out, M * N, 'qMatmul out'), bx = f32(x, M * K, 'qMatmul x');
       const wv = whole(q.buf, 'qMatmul W'), biasV = bias ? whole(f32(bias, N, 'qMatmul bias'), 'qMatmul bias') : null;
@@ -529,7 +413,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     },
 
     attention(out, lse, q, k, v, s) {
-      checkAttention(s, 'attention');
+      checkAttention(s, 'attention', attnLimits);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
       // packed sequences: the docStart tensor is bound as `di` (unused by the forward otherwise)
       const bd = s.docStart ? buf(s.docStart, 'i32', s.B * s.T, 'attention docStart') : null;
@@ -552,7 +436,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     geglu(out, gate, up, n) { gated('geglu', out, gate, up, n); },
 
     softcap(x, n, cap) {
-      if (!(cap > 0 && cap < Infinity)) throw new Error(`softcap: cap must be a positive finite number, got ${cap}`);
+      checkSoftcap(cap);
       const bx = f32(x, n, 'softcap x');
       for (const [i0, i1] of ranges(n, [bx])) {
         const c = i1 - i0, xv = win(bx, 4, i0, c, 'softcap x');
@@ -565,17 +449,17 @@ function makeBackend(rt: GpuRuntime): Backend {
     },
 
     addUniformNoise(x, n, scale, seed) {
-      if (!(Number.isFinite(scale) && scale >= 0)) throw new Error(`addUniformNoise: scale must be a finite number >= 0, got ${scale}`);
+      checkNoiseScale(scale);
       elementwise('add_uniform_noise', x, x, n, { scale: Math.fround(scale), seed: seed >>> 0 });
     },
 
     dropout(out, x, n, p, seed) {
-      if (!(p >= 0 && p < 1)) throw new Error(`dropout: p must be in [0, 1), got ${p}`);
+      checkDropout(p);
       elementwise('dropout', out, x, n, { threshold: dropThreshold(p), scale: dropScale(p), seed: seed >>> 0 });
     },
 
     crossEntropy(losses, logits, targets, R, V, gradScale, softcap = 0) {
-      if (!(softcap >= 0 && softcap < Infinity)) throw new Error(`crossEntropy: softcap must be 0 (none) or a positive finite number, got ${softcap}`);
+      checkCrossEntropySoftcap(softcap);
       const bl = f32(losses, R, 'crossEntropy losses'), bg = f32(logits, R * V, 'crossEntropy logits'), bt = buf(targets, 'i32', R, 'crossEntropy targets');
       // whole rows of logits per dispatch (all of them when the logits fit one binding)
       const per = bg.size <= rt.maxBinding ? R : Math.floor(rt.windowBytes / (V * 4));
@@ -584,7 +468,7 @@ function makeBackend(rt: GpuRuntime): Backend {
       for (let r0 = 0; r0 < R; r0 += per) {
         const rows = Math.min(per, R - r0);
         const gv = win(bg, 4, r0 * V, rows * V, 'crossEntropy logits');
-        rt.dispatch('loss', 'cross_entropy', { RED_WG: redWg(V) }, { losses: lv, logits: gv.v, targets: tv }, {
+        rt.dispatch('cross_entropy', 'cross_entropy', { RED_WG: redWg(V) }, { losses: lv, logits: gv.v, targets: tv }, {
           V, rows, row0: r0, l_off: gv.off, grad: gradScale === undefined ? 0 : 1, grad_scale: gradScale ?? 0, nan: NaN, cap: softcap,
         }, rt.fold(rows));
       }
@@ -689,7 +573,7 @@ function makeBackend(rt: GpuRuntime): Backend {
         const rows = r1 - r0;
         const o = win(bo, 4, r0 * C, rows * C, 'rmsNormBackward dx'), g = win(bg, 4, r0 * C, rows * C, 'rmsNormBackward dy');
         const xx = win(bx, 4, r0 * C, rows * C, 'rmsNormBackward x'), r = win(br, 4, r0, rows, 'rmsNormBackward rstd');
-        rt.dispatch('norm', 'rms_norm_backward', { RED_WG: redWg(C) }, { o: o.v, dy: g.v, x: xx.v, w: wv, rstd: r.v },
+        rt.dispatch('rms_norm', 'rms_norm_backward', { RED_WG: redWg(C) }, { o: o.v, dy: g.v, x: xx.v, w: wv, rstd: r.v },
           { R: rows, C, accumulate: accumulate ? 1 : 0, o_off: o.off, x_off: xx.off, dy_off: g.off, r_off: r.off }, rt.fold(rows));
       }
     },
@@ -699,8 +583,7 @@ function makeBackend(rt: GpuRuntime): Backend {
     },
 
     attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, s) {
-      checkAttention(s, 'attentionBackward');
-      if (s.pos0 !== 0) throw new Error(`attentionBackward: pos0 must be 0 (training has no KV cache), got ${s.pos0}`);
+      checkAttention(s, 'attentionBackward', attnLimits);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D, nl = s.B * s.H * s.T;
       const F = (t: Tensor, n: number, what: string) => f32(t, n, `attentionBackward ${what}`);
       // Di: one float per query row, written by the first kernel for the second (slack for window

@@ -4,15 +4,15 @@ import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { WebqloraError } from '../../errors.ts';
-import { NodeOutDir, openModelPath } from '../../io/node.ts';
+import { NodeOutDir } from '../../io/node.ts';
+import { openModelPath } from '../../io/node-model.ts';
 import { saveAdapter } from '../../model/peft.ts';
 import { DEMO_PROMPTS, runDemo } from '../../demo/run.ts';
 import { tokenizerFromVocab } from '../../tokenizer/load.ts';
-import { num, str, type FlagTable } from '../args.ts';
+import { num, str, type Command, type FlagTable } from '../args.ts';
 import { backendFrom } from '../common.ts';
 import { BACKEND, THREADS, VERBOSE } from '../flags.ts';
 import { fmtDuration, Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 /** assets/stories260K.gguf next to the package (dist/node/cli.js or src/cli/commands/demo.ts). */
 function bundledModel(): string {

@@ -3,14 +3,13 @@
 // Loss and perplexity = exp(mean NLL over every predicted token).
 import { evaluate } from '../../eval/evaluate.ts';
 import { FileSource } from '../../io/node.ts';
-import { bool, given, num, optNum, required, str, type FlagTable } from '../args.ts';
+import { bool, given, num, optNum, required, str, type Command, type FlagTable } from '../args.ts';
 import { adapterConfigAt, backendFrom, checkPaths, backendThreads, jsonLine, loadAdapterDir, loadModelFrom, quantFlags } from '../common.ts';
 import { estimateInferenceMemory } from '../../model/memory.ts';
 import { loadDataFrom } from '../data.ts';
 import { evalBatches, padIdFor } from '../../data/index.ts';
 import { ADAPTER, DATA, FORMAT, MODEL_FLAGS, SEQ_LEN, TRAIN_ON_PROMPT } from '../flags.ts';
 import { Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const FLAGS: FlagTable = {
   ...MODEL_FLAGS, adapter: ADAPTER, data: { ...DATA, help: `the data to score: ${DATA.help}` }, format: FORMAT, 'seq-len': SEQ_LEN,

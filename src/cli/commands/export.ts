@@ -4,14 +4,14 @@
 import { stat } from 'node:fs/promises';
 import { basename, dirname, extname } from 'node:path';
 import { WebqloraError } from '../../errors.ts';
-import { NodeOutDir, openModelPath } from '../../io/node.ts';
+import { NodeOutDir } from '../../io/node.ts';
+import { openModelPath } from '../../io/node-model.ts';
 import { writeGgufAdapter, type AdapterDtype } from '../../model/gguf-adapter.ts';
 import { createReferenceBackend } from '../../backend/reference/index.ts';
-import { bool, choice, required, type FlagTable } from '../args.ts';
+import { bool, choice, required, type Command, type FlagTable } from '../args.ts';
 import { jsonLine, loadAdapterDir } from '../common.ts';
 import { ADAPTER, JSON_OUT, MODEL } from '../flags.ts';
 import { Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const FLAGS: FlagTable = {
   model: { ...MODEL, help: 'the base the adapter was trained on (HF directory, .gguf, llama2.c .bin); only its config is read' },

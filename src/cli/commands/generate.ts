@@ -3,12 +3,11 @@
 // Text streams to stdout as it is generated; --json prints one record at the end.
 import { WebqloraError } from '../../errors.ts';
 import { generate } from '../../generate/generate.ts';
-import { bool, ids, num, str, type FlagTable } from '../args.ts';
+import { bool, ids, num, str, type Command, type FlagTable } from '../args.ts';
 import { adapterConfigAt, backendFrom, backendThreads, checkPaths, contextOf, jsonLine, loadAdapterDir, loadModelFrom, quantFlags } from '../common.ts';
 import { estimateInferenceMemory } from '../../model/memory.ts';
 import { ADAPTER, MODEL_FLAGS } from '../flags.ts';
 import { Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const FLAGS: FlagTable = {
   ...MODEL_FLAGS, adapter: ADAPTER,

@@ -2,23 +2,23 @@
 // memory its weights need unquantized and in 4-bit. `inspect synthetic:` lists the synthetic shapes.
 import { stat } from 'node:fs/promises';
 import { WebqloraError } from '../../errors.ts';
-import { numel, type DType } from '../../io/dtype.ts';
-import { FileSource, openModelPath } from '../../io/node.ts';
+import type { DType } from '../../io/dtype.ts';
+import { numel } from '../../num.ts';
+import { FileSource } from '../../io/node.ts';
+import { openModelPath } from '../../io/node-model.ts';
 import { openSafetensors } from '../../io/safetensors.ts';
 import { ggmlTypeName, openGguf, readGguf } from '../../io/gguf.ts';
 import type { QuantInfo } from '../../io/hf.ts';
 import type { WeightSource } from '../../io/weights.ts';
-import { paramCount, type ModelConfig } from '../../model/config.ts';
-import { bool, choice, num, optNum, str, type FlagTable, type Parsed } from '../args.ts';
+import { paramCount, variantOf, type ModelConfig } from '../../model/config.ts';
+import { bool, choice, num, optNum, str, type Command, type FlagTable, type Parsed } from '../args.ts';
 import { contextOf, defaultSeqLen, quantFlags } from '../common.ts';
 import { fmtBytes } from '../progress.ts';
 import { autoPageReason, estimateTrainingMemory, RUNTIME_BASELINE_BYTES, WASM32_CAPACITY, weightParts, type TrainMemoryOptions } from '../../model/memory.ts';
 import { DEFAULT_LORA, parseTargets } from '../../model/lora.ts';
-import { variantOf } from '../../model/families.ts';
 import { SYNTHETIC_CONFIGS } from '../../model/synthetic.ts';
 import type { OptimizerName } from '../../train/trainer.ts';
 import { BATCH_SIZE, BLOCKSIZE, CHECKPOINTING, DOUBLE_QUANT, JSON_OUT, LORA_R, OPTIMIZER, PAGE_WEIGHTS, QUANT, SEQ_LEN, TARGET } from '../flags.ts';
-import type { Command } from './index.ts';
 
 interface TensorRow {
   name: string;
@@ -209,7 +209,7 @@ const FLAGS: FlagTable = {
   json: JSON_OUT,
 };
 
-export const inspect: Command = {
+export const inspectCommand: Command = {
   summary: 'show a model\'s format, config, tensors and the memory a training run would need',
   flags: FLAGS,
   positional: { name: 'PATH', help: 'a model directory, .gguf, .bin or .safetensors file, or synthetic: for the list of synthetic shapes' },

@@ -5,18 +5,18 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WebqloraError } from '../../errors.ts';
-import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
+import { NodeDirSource, NodeOutDir } from '../../io/node.ts';
+import { openModelPath } from '../../io/node-model.ts';
 import { mergeAdapter, mergedValues } from '../../model/merge.ts';
 import { writeGgufModel, type GgufDtype } from '../../io/gguf-write.ts';
 import { ggufArchOf } from '../../io/gguf-arch.ts';
 import { vocabFromHfDir } from '../../tokenizer/to-gguf.ts';
 import type { EmbeddedVocab } from '../../io/weights.ts';
 import { basename, dirname, extname } from 'node:path';
-import { bool, choice, required, type FlagTable } from '../args.ts';
+import { bool, choice, required, type Command, type FlagTable } from '../args.ts';
 import { backendFrom, checkPaths, jsonLine, loadAdapterDir, quantFlags } from '../common.ts';
 import { ADAPTER, BACKEND, BLOCKSIZE, DOUBLE_QUANT, JSON_OUT, MODEL, QUANT, THREADS, VERBOSE } from '../flags.ts';
 import { Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const HF_DTYPES = ['f16', 'bf16', 'f32'] as const;
 const FLAGS: FlagTable = {

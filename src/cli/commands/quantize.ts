@@ -3,11 +3,11 @@
 import { readdir, stat } from 'node:fs/promises';
 import { WebqloraError } from '../../errors.ts';
 import { writeBnbModel } from '../../io/bnb.ts';
-import { NodeDirSource, NodeOutDir, openModelPath } from '../../io/node.ts';
-import { bool, choice, required, type FlagTable } from '../args.ts';
+import { NodeDirSource, NodeOutDir } from '../../io/node.ts';
+import { openModelPath } from '../../io/node-model.ts';
+import { bool, choice, required, type Command, type FlagTable } from '../args.ts';
 import { BLOCKSIZE, DOUBLE_QUANT, JSON_OUT, MODEL } from '../flags.ts';
 import { fmtBytes, Progress } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const FLAGS: FlagTable = {
   model: MODEL,
@@ -17,7 +17,7 @@ const FLAGS: FlagTable = {
   json: JSON_OUT,
 };
 
-export const quantize: Command = {
+export const quantizeCommand: Command = {
   summary: 'write a bnb 4-bit (NF4/FP4) Hugging Face checkpoint',
   flags: FLAGS,
   example: 'webqlora quantize --model Llama-3.2-1B --out Llama-3.2-1B-bnb-4bit',

@@ -19,7 +19,7 @@ import { DEFAULT_BETA, evaluatePreference, isPreference, TRAIN_METHODS, type Pre
 import { logPreferenceDataset, rewardsText, validMetrics } from '../preference.ts';
 import { Trainer, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
-import { bool, choice, given, num, optNum, required, str, type FlagTable, type Parsed } from '../args.ts';
+import { bool, choice, given, num, optNum, required, str, type Command, type FlagTable, type Parsed } from '../args.ts';
 import { adapterConfigAt, backendFrom, backendThreads, checkPaths, jsonLine, loadAdapterDir, loadModelFrom, quantFlags, withDir } from '../common.ts';
 import { estimateTrainingMemory } from '../../model/memory.ts';
 import { logDataset } from '../data.ts';
@@ -28,7 +28,6 @@ import {
   OPTIMIZER, PAGE_WEIGHTS, QUANT, SEQ_LEN, TARGET, THREADS, TOKENIZER, TRAIN_DEFAULTS, TRAIN_ON_PROMPT, VERBOSE,
 } from '../flags.ts';
 import { fmtDuration, fmtBytes, Progress, SmoothedLoss } from '../progress.ts';
-import type { Command } from './index.ts';
 
 const D = TRAIN_DEFAULTS;
 const FLAGS: FlagTable = {

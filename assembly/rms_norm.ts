@@ -3,21 +3,7 @@
 // Work range: rows [r0, r1) (rows are independent).
 // Sums run in four f32x4 lanes, so they round differently from a sequential f32 (or f64) sum:
 // expect relative differences of a few f32 ulps times sqrt(C) against the reference.
-import { hsum } from './simd';
-
-/** Σ x[c]² over one row, f32x4 lanes + scalar tail. */
-@inline function sumSq(x: usize, C: i32): f32 {
-  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
-  let c: i32 = 0;
-  for (; c + 8 <= C; c += 8) {
-    const a = v128.load(x + (<usize>c << 2)), b = v128.load(x + (<usize>c << 2), 16);
-    s0 = f32x4.add(s0, f32x4.mul(a, a));
-    s1 = f32x4.add(s1, f32x4.mul(b, b));
-  }
-  let s = hsum(f32x4.add(s0, s1));
-  for (; c < C; c++) { const v = load<f32>(x + (<usize>c << 2)); s += v * v; }
-  return s;
-}
+import { hsum, rowSumSq } from './simd';
 
 /**
  * out f32 [R, C] (may not alias x); rstd f32 [R] (written, kept for the backward);
@@ -27,7 +13,7 @@ export function rms_norm(out: usize, rstd: usize, x: usize, w: usize, R: i32, C:
   for (let r = r0; r < r1; r++) {
     const xr = x + ((<usize>r * <usize>C) << 2);
     const or = out + ((<usize>r * <usize>C) << 2);
-    const rs: f32 = 1.0 / Mathf.sqrt(sumSq(xr, C) / <f32>C + eps);
+    const rs: f32 = 1.0 / Mathf.sqrt(rowSumSq(xr, C) / <f32>C + eps);
     store<f32>(rstd + (<usize>r << 2), rs);
     const rv = f32x4.splat(rs);
     let c: i32 = 0;
