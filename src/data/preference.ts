@@ -112,12 +112,27 @@ export class PreferenceBuilder {
 
   get chatRenderer(): ChatRenderer | null { return this.renderer; }
 
+  /**
+   * A pair longer than the sequence keeps BOS, the same end of the prompt on both sides (DPO and
+   * ORPO compare π(y_c | x) with π(y_r | x) for one x) — as much as the longer response leaves —
+   * and the start of each response.
+   */
   build(rec: PreferenceRecord, line: number): { pair: PreferencePair; truncated: boolean } {
-    const c = this.side(rec, 'chosen', line), r = this.side(rec, 'rejected', line);
-    return { pair: { chosen: c.example, rejected: r.example }, truncated: c.truncated || r.truncated };
+    const c = this.side(rec, 'chosen', line), r = this.side(rec, 'rejected', line), L = this.maxLen;
+    if (c.ids.length <= L && r.ids.length <= L) return { pair: { chosen: { inputIds: c.ids, labels: c.labels }, rejected: { inputIds: r.ids, labels: r.labels } }, truncated: false };
+    const bosOf = (s: Side) => (this.tok.bosId !== null && s.promptLen > 0 && s.ids[0] === this.tok.bosId ? 1 : 0);
+    const respMax = Math.max(c.ids.length - c.promptLen, r.ids.length - r.promptLen);
+    const promptMin = Math.min(c.promptLen, r.promptLen);
+    const keepPrompt = Math.min(promptMin, Math.max(Math.min(promptMin, bosOf(c) + 1), L - respMax));
+    const cut = (s: Side): Example => {
+      const bos = Math.min(bosOf(s), keepPrompt), keepResp = Math.min(s.ids.length - s.promptLen, L - keepPrompt);
+      const pick = (a: number[]) => [...a.slice(0, bos), ...a.slice(s.promptLen - (keepPrompt - bos), s.promptLen), ...a.slice(s.promptLen, s.promptLen + keepResp)];
+      return { inputIds: pick(s.ids), labels: pick(s.labels) };
+    };
+    return { pair: { chosen: cut(c), rejected: cut(r) }, truncated: true };
   }
 
-  private side(rec: PreferenceRecord, which: 'chosen' | 'rejected', line: number): { example: Example; truncated: boolean } {
+  private side(rec: PreferenceRecord, which: 'chosen' | 'rejected', line: number): Side {
     const tok = this.tok;
     let ids: number[], labels: number[], promptLen: number;
     if (rec.format === 'standard') {
@@ -154,16 +169,15 @@ export class PreferenceBuilder {
       const bad = ids.find((t) => t >= this.vocabSize!);
       if (bad !== undefined) throw new WebqloraError(`${this.file}:${line}: the tokenizer produced id ${bad}, outside the model's vocabulary of ${this.vocabSize} (tokenizer and model do not match).`);
     }
-    const L = this.maxLen;
-    if (ids.length <= L) return { example: { inputIds: ids, labels }, truncated: false };
-    // keep the prompt's end (BOS stays in front) and the response's start
-    const bos = tok.bosId !== null && promptLen > 0 && ids[0] === tok.bosId ? 1 : 0;
-    const respLen = ids.length - promptLen;
-    const keepResp = Math.min(respLen, L - Math.min(promptLen, bos + 1));
-    const keepPrompt = L - keepResp; // ≥ 1 when there is a prompt
-    const pick = (a: number[]) => [...a.slice(0, Math.min(bos, keepPrompt)), ...a.slice(promptLen - (keepPrompt - Math.min(bos, keepPrompt)), promptLen), ...a.slice(promptLen, promptLen + keepResp)];
-    return { example: { inputIds: pick(ids), labels: pick(labels) }, truncated: true };
+    return { ids, labels, promptLen };
   }
+}
+
+/** One side of a pair before truncation: prompt then response, the first promptLen ids the prompt. */
+interface Side {
+  ids: number[];
+  labels: number[];
+  promptLen: number;
 }
 
 export interface LoadPreferenceOptions {

@@ -68,6 +68,12 @@ export interface Variant {
   normPlusOne: boolean;
   /** Gemma: embedding rows × f32(√C) (not the tied lm_head). */
   embedScale: boolean;
+  /**
+   * Gemma 3: that scale belongs to the embedding module (transformers' scaled word embedding), so
+   * what hooks the embedding's output — NEFTune's noise — comes after it; Gemma 2 scales in the
+   * model's forward, after the hook.
+   */
+  embedScaleInModule: boolean;
   /** MLP gate activation: SwiGLU (silu) or GeGLU with tanh-GELU. */
   activation: 'silu' | 'gelu_tanh';
   /** Qwen3, Gemma 3: per-head RMSNorm of q and k (weights [D]) before RoPE. */
@@ -89,7 +95,7 @@ export interface Variant {
 }
 
 export const LLAMA_VARIANT: Omit<Variant, 'slidingLayers'> = {
-  family: 'llama', normPlusOne: false, embedScale: false, activation: 'silu', qkNorm: false, sandwichNorms: false,
+  family: 'llama', normPlusOne: false, embedScale: false, embedScaleInModule: false, activation: 'silu', qkNorm: false, sandwichNorms: false,
   fused: false, attnScale: null, attnSoftcap: 0, finalSoftcap: 0, slidingWindow: 0, ropeLocal: null,
 };
 

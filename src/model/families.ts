@@ -16,12 +16,12 @@ export interface Family {
   qkvBias: 'always' | 'never';
   /** Which layers slide when the config has no layer_types. */
   defaultSliding: 'none' | 'all' | 'alternate' | 'pattern' | 'qwen2';
-  switches: Pick<Variant, 'normPlusOne' | 'embedScale' | 'qkNorm' | 'sandwichNorms' | 'fused'>;
+  switches: Pick<Variant, 'normPlusOne' | 'embedScale' | 'embedScaleInModule' | 'qkNorm' | 'sandwichNorms' | 'fused'>;
   /** Config keys of this family beyond the ones every family shares (COMMON_KEYS). */
   keys: string[];
 }
 
-const PLAIN = { normPlusOne: false, embedScale: false, qkNorm: false, sandwichNorms: false, fused: false };
+const PLAIN = { normPlusOne: false, embedScale: false, embedScaleInModule: false, qkNorm: false, sandwichNorms: false, fused: false };
 const GEMMA_KEYS = ['hidden_activation', 'query_pre_attn_scalar', 'attn_logit_softcapping', 'final_logit_softcapping', 'sliding_window', 'layer_types', 'cache_implementation', 'use_bidirectional_attention', 'attention_bias'];
 
 export const FAMILIES: readonly Family[] = [
@@ -36,7 +36,7 @@ export const FAMILIES: readonly Family[] = [
   { id: 'gemma2', architectures: ['Gemma2ForCausalLM'], modelType: 'gemma2', qkvBias: 'never', defaultSliding: 'alternate',
     switches: { ...PLAIN, normPlusOne: true, embedScale: true, sandwichNorms: true }, keys: GEMMA_KEYS },
   { id: 'gemma3', architectures: ['Gemma3ForCausalLM'], modelType: 'gemma3_text', qkvBias: 'never', defaultSliding: 'pattern',
-    switches: { ...PLAIN, normPlusOne: true, embedScale: true, sandwichNorms: true, qkNorm: true },
+    switches: { ...PLAIN, normPlusOne: true, embedScale: true, embedScaleInModule: true, sandwichNorms: true, qkNorm: true },
     keys: [...GEMMA_KEYS, 'sliding_window_pattern', '_sliding_window_pattern', 'rope_local_base_freq'] },
   { id: 'phi3', architectures: ['Phi3ForCausalLM'], modelType: 'phi3', qkvBias: 'never', defaultSliding: 'all', switches: { ...PLAIN, fused: true },
     keys: ['sliding_window', 'embd_pdrop', 'resid_pdrop', 'original_max_position_embeddings', 'partial_rotary_factor', 'attention_bias'] },

@@ -166,7 +166,8 @@ export class LlamaModel {
     const c = this.config, be = this.backend, R = B * T;
     ws.checkRows(B, T);
     // NEFTune (Jain et al.; TRL's hook on the embedding module): training only, uniform noise of
-    // magnitude alpha / √(T·C) on the embedding output, before Gemma's √C normalizer
+    // magnitude alpha / √(T·C) on the embedding module's output: before Gemma 2's √C normalizer,
+    // after Gemma 3's (its embedding module scales)
     const alpha = opts.neftuneAlpha ?? 0;
     const noise = (x: Tensor) => {
       if (alpha > 0 && opts.seed !== undefined) be.addUniformNoise(x, R * c.hiddenSize, alpha / Math.sqrt(T * c.hiddenSize), deriveSeed(opts.seed, c.numLayers, LINEAR_NAMES.length));
@@ -175,9 +176,10 @@ export class LlamaModel {
       // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer
       const tmp = ws.acts(0).h1;
       be.embedding(tmp, this.embed, ws.ids, R, c.hiddenSize);
-      noise(tmp);
+      if (!this.variant.embedScaleInModule) noise(tmp);
       be.fill(ws.layerIn(0), 0, 0, R * c.hiddenSize);
       be.add(ws.layerIn(0), tmp, R * c.hiddenSize, Math.fround(Math.sqrt(c.hiddenSize)));
+      if (this.variant.embedScaleInModule) noise(ws.layerIn(0));
     } else {
       be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
       noise(ws.layerIn(0));
@@ -220,32 +222,17 @@ export class LlamaModel {
       be.matmul(sc.Bt, sc.eye.get(r)!, pair.B, r, N, r, { transB: true });
       be.copy(d.nsq, 0, d.wsq, 0, N);
       be.columnDot(d.nsq, sc.Bt, sc.V, r, N, { accumulate: true });
+      if (!d.mReady) {
+        // PEFT's initialisation, at the first forward as PEFT does it: m = ‖W + s·B·A‖_row,
+        // here f32(nsq / f32(√nsq)) (doraScale with m = nsq), within an ulp of √nsq
+        be.doraScale(d.g, d.invNorm, d.nsq, d.nsq, N);
+        be.copy(d.m, 0, d.g, 0, N);
+        d.mReady = true;
+      }
       be.doraScale(d.g, d.invNorm, d.m, d.nsq, N);
     }
   }
 
-  /**
-   * PEFT's DoRA initialisation: m = ‖W + s·B·A‖_row (the adapted weight's row norms, so that a
-   * fresh DoRA adapter computes the base model's output). Call after A and B are set (initPeft).
-   */
-  async initDora(lora: LoraAdapters): Promise<void> {
-    const be = this.backend;
-    for (let l = 0; l < this.config.numLayers; l++) {
-      if (!lora.pairs.some((p) => p.layer === l && p.dora)) continue;
-      this.pager?.ensure(l);
-      for (const name of LINEAR_NAMES) {
-        const d = lora.get(l, name)?.dora;
-        if (d) be.fill(d.m, 1);
-      }
-      this.refreshDoraLayer(l, lora);
-      for (const name of LINEAR_NAMES) {
-        const d = lora.get(l, name)?.dora;
-        if (!d) continue;
-        const nsq = (await be.read(d.nsq)) as Float32Array;
-        be.write(d.m, nsq.map((v) => Math.sqrt(v)));
-      }
-    }
-  }
 
   /**
    * The loss head, in chunks of rows so that no [R, V] logits (or logit gradient) ever exist:

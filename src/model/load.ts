@@ -3,6 +3,7 @@
 // float copy dropped before the next tensor is read. bnb 4-bit checkpoints are used as stored
 // (never re-quantized). Embeddings, norms and lm_head stay in the checkpoint's precision, as
 // transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
+import { WebqloraError } from '../errors.ts';
 import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
 import { f32ToBf16, f32ToF16 } from '../num.ts';
 import type { WeightSource } from '../io/weights.ts';
@@ -135,6 +136,9 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
         }
         let layer: LinearLayer;
         if (mode !== 'none') {
+          if (!whole && (ls.row0 * K) % cached.q!.blocksize !== 0) {
+            throw new WebqloraError(`${wname}: the fused module is quantized whole (as bitsandbytes does) and split by rows, but its split at row ${ls.row0} falls inside a block of ${cached.q!.blocksize} values; use a blocksize that divides ${ls.row0 * K} (the default 64 does).`);
+          }
           const q = whole ? cached.q! : sliceQuantRows(cached.q!, ls.row0, N);
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {

@@ -127,6 +127,11 @@ export interface DoraState {
   dm: Tensor;
   wsq: Tensor;
   wsqReady: boolean;
+  /**
+   * false: m is not set yet and the next refresh sets PEFT's initial m = ‖W + s·B·A‖_row (a fresh
+   * adapter then changes nothing). Reading an adapter sets it; so must code that writes m itself.
+   */
+  mReady: boolean;
   nsq: Tensor;
   g: Tensor;
   invNorm: Tensor;
@@ -233,7 +238,7 @@ export class LoraAdapters {
         // a fused module's B parts are labelled by their logical linear (optimizer state names)
         const bl = lins.length > 1 ? `layers.${m.layer}.${name}` : label;
         const dora: DoraState | null = config.useDora ? {
-          m: backend.alloc('f32', N, `${bl}.lora_magnitude_vector`), dm: grad(N, `${bl}.lora_magnitude_vector.grad`), wsqReady: false,
+          m: backend.alloc('f32', N, `${bl}.lora_magnitude_vector`), dm: grad(N, `${bl}.lora_magnitude_vector.grad`), wsqReady: false, mReady: false,
           wsq: backend.alloc('f32', N, `${bl}.dora_wsq`), nsq: backend.alloc('f32', N, `${bl}.dora_nsq`),
           g: backend.alloc('f32', N, `${bl}.dora_g`), invNorm: backend.alloc('f32', N, `${bl}.dora_inv_norm`),
         } : null;
@@ -279,7 +284,8 @@ export class LoraAdapters {
 
   /**
    * PEFT initialisation from a seeded generator: A ~ U(−1/√K, 1/√K), B = 0. DoRA's magnitudes
-   * (PEFT: ‖W + s·B·A‖_row = ‖W‖_row at B = 0) need the base weights: LlamaModel.initDora sets them.
+   * (PEFT: ‖W + s·B·A‖_row = ‖W‖_row at B = 0) need the base weights: the first forward sets them
+   * (DoraState.mReady).
    */
   initPeft(rand: () => number): void {
     for (const m of this.modules) {
@@ -287,7 +293,10 @@ export class LoraAdapters {
       const a = new Float32Array(m.r * m.K);
       for (let i = 0; i < a.length; i++) a[i] = (2 * rand() - 1) * bound;
       this.backend.write(m.A, a);
-      for (const p of m.parts) this.backend.fill(p.B, 0);
+      for (const p of m.parts) {
+        this.backend.fill(p.B, 0);
+        if (p.dora) p.dora.mReady = false;
+      }
     }
   }
 

@@ -169,7 +169,12 @@ export async function readAdapterWeights(st: SafetensorsFile, lora: LoraAdapters
       const v = await st.readFloat(stored);
       if (which === 'A') lora.backend.write(m.A, v);
       else if (which === 'B') for (const p of m.parts) lora.backend.write(p.B, v.subarray(p.row0 * m.r, (p.row0 + p.N) * m.r));
-      else for (const p of m.parts) lora.backend.write(p.dora!.m, v.subarray(p.row0, p.row0 + p.N));
+      else {
+        for (const p of m.parts) {
+          lora.backend.write(p.dora!.m, v.subarray(p.row0, p.row0 + p.N));
+          p.dora!.mReady = true;
+        }
+      }
     }
   }
   const extra = [...st.tensors.keys()].filter((k) => !used.has(k));

@@ -10,8 +10,10 @@
 //         L_i = −λ·log σ(lo); plus NLL = Σ CE over every chosen token / chosen tokens (TRL's mean
 //         cross-entropy over the chosen half of the batch)
 // The step's loss is the mean of L_i over every pair of the accumulated step (+ NLL over every
-// chosen token of the step, ORPO), so the trainer draws the step's micro-batches first and the
-// totals are known before the first backward. Each micro-batch runs:
+// chosen token of the step, ORPO), as our SFT loss is the mean over the step's scored tokens, so
+// the trainer draws the step's micro-batches first and the totals are known before the first
+// backward. (With --grad-accum > 1 TRL instead averages each micro-batch's mean: the same for
+// DPO unless a micro-batch is short, different for ORPO's NLL when token counts differ.) Each micro-batch runs:
 //   [DPO] reference forward + lossHead (lora = null, no gradient) → read the per-row losses
 //   policy forward + lossHead (no gradient) → read the per-row losses
 //   on the host, float64: dL/dCE of every row (one value per sequence, see pairTerms)
@@ -202,8 +204,9 @@ export class PreferenceObjective {
       const mb = batches[k]!, R = mb.B * mb.T, seed = seedOf(k);
       let ref: { ce: Float64Array } | null = null;
       if (this.method === 'dpo') {
-        // the same forward with the adapter off (and the same NEFTune noise): Δ is the adapter's
-        forwardLoss(this.model, ws, null, mb, seed, undefined, neftuneAlpha);
+        // the reference: the frozen base as TRL's separate reference model runs it, in eval mode —
+        // the adapter off and no NEFTune noise (no LoRA dropout either: the adapter is off)
+        forwardLoss(this.model, ws, null, mb, undefined);
         ref = sequenceSums(await be.read(ws.losses, 0, R), mb);
       }
       forwardLoss(this.model, ws, lora, mb, seed, undefined, neftuneAlpha);

@@ -27,6 +27,13 @@ test('train --use-dora: QDoRA adapter in PEFT format, exact resume, merge; GGUF 
     const common = ['--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '4', '--seq-len', '64', '--batch-size', '2', '--use-dora', '--lr', '2e-3', '--backend', 'wasm', '--save-every', '2'];
     const r = run('train', ...common, '--out', runDir, '--json');
     assert.is(r.status, 0, r.stderr);
+    // PEFT's init: a fresh DoRA adapter computes the base model, so its first step's loss is plain
+    // LoRA's (whose fresh B = 0 adapter does too)
+    const firstLoss = (stdout: string) => (stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { step?: number; loss?: number }).find((o) => o.step === 1)?.loss);
+    const lora = run('train', '--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '1', '--seq-len', '64', '--batch-size', '2', '--lr', '2e-3', '--backend', 'wasm', '--out', join(tmp, 'lora'), '--json');
+    assert.is(lora.status, 0, lora.stderr);
+    const l0 = firstLoss(lora.stdout), d0 = firstLoss(r.stdout);
+    assert.ok(l0 !== undefined && d0 !== undefined && Math.abs(d0 - l0) <= 1e-5 * l0, `first-step loss: DoRA ${d0}, LoRA ${l0}`);
     const cfg = JSON.parse(readFileSync(join(runDir, 'adapter_config.json'), 'utf8')) as { use_dora: boolean; r: number };
     assert.is(cfg.use_dora, true);
     const f = await FileSource.open(join(runDir, 'adapter_model.safetensors'));
@@ -35,6 +42,16 @@ test('train --use-dora: QDoRA adapter in PEFT format, exact resume, merge; GGUF 
     const bs = [...st.tensors.keys()].filter((k) => k.endsWith('.lora_B.weight'));
     assert.ok(mags.length > 0 && mags.length === bs.length, `one magnitude per adapted module (${mags.length} vs ${bs.length})`);
     for (const k of mags) assert.equal(st.info(k).shape, [st.info(k.replace('lora_magnitude_vector', 'lora_B.weight')).shape[0]], k);
+    // the magnitudes trained: they differ from the step-2 checkpoint's
+    const f2 = await FileSource.open(join(runDir, 'checkpoint-2', 'adapter_model.safetensors'));
+    const st2 = await openSafetensors(f2);
+    let moved = 0;
+    for (const k of mags) {
+      const a = await st.readFloat(k), b = await st2.readFloat(k);
+      if (a.some((x, i) => x !== b[i])) moved++;
+    }
+    assert.ok(moved > 0 && moved === mags.length, `magnitudes changed in ${moved} of ${mags.length} modules`);
+    await f2.close();
     await f.close();
 
     // resume from checkpoint-2: the same final adapter, byte for byte

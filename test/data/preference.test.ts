@@ -80,17 +80,22 @@ test('conversational pairs without a chat template: the Guanaco format, EOS clos
   assert.is(labelText(tok, rejected.labels), '| B</s>');
 });
 
-test('truncation keeps BOS, the end of the prompt and the start of the response', async () => {
+test('truncation keeps BOS, the same end of the prompt on both sides, and the start of each response', async () => {
   const tok = new FakeTokenizer();
   const ds = await load([{ prompt: 'abcdef', chosen: 'xy', rejected: 'uvwxyzuvwxyz' }], tok, 6);
   assert.is(ds.truncated, 1);
   const { chosen, rejected } = ds.pairs[0]!;
-  assert.is(tok.decode(chosen.inputIds), '<s>efxy</s>');
-  assert.is(chosen.inputIds.length, 6);
+  // the rejected response is longer than the sequence: BOS and one prompt token, on both sides
+  assert.is(tok.decode(chosen.inputIds), '<s>fxy</s>');
   assert.is(labelText(tok, chosen.labels), '|xy</s>');
-  // a response longer than the sequence keeps BOS, one prompt token and its own start
   assert.is(tok.decode(rejected.inputIds), '<s>fuvwx');
   assert.is(labelText(tok, rejected.labels), '|uvwx');
+  // responses that leave room: the prompt keeps what the longer one leaves, on both sides
+  const ds2 = await load([{ prompt: 'abcdefgh', chosen: 'xy', rejected: 'uvw' }], tok, 8);
+  const p2 = ds2.pairs[0]!;
+  assert.is(tok.decode(p2.chosen.inputIds), '<s>fghxy</s>');
+  assert.is(tok.decode(p2.rejected.inputIds), '<s>fghuvw</s>');
+  assert.is(p2.rejected.inputIds.length, 8);
 });
 
 test('a pair with nothing to score on one side is dropped and counted', async () => {

@@ -146,4 +146,13 @@ test('model configs, generation and data: the remaining sentences', async () => 
   await rejectsUser(readRecords(huge, { layout: 'json' }).next(), /^big\.json: a JSON array of 300 MiB is too large to read whole \(write one record per line as JSONL instead\)\.$/);
 });
 
+test('a fused Phi-3 module whose row split falls inside a quantization block is refused in one sentence', async () => {
+  const { openModelPath } = await import('../../src/io/node-model.ts');
+  const { join } = await import('node:path');
+  const { FIXTURES } = await import('../helpers/index.ts');
+  const src = await openModelPath(join(FIXTURES, 'archs', 'phi3'));
+  await rejectsUser(loadModel(src, createReferenceBackend(), { quant: 'nf4', blocksize: 4096 }), /qkv_proj\.weight: the fused module is quantized whole .* its split at row 96 falls inside a block of 4096 values; use a blocksize that divides 6144/);
+  await src.close();
+});
+
 test.run();

@@ -30,7 +30,10 @@ for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false,
     for (const p of lora.pairs) {
       be.write(p.A, rng.f32(p.A.length, 0.3));
       be.write(p.B, rng.f32(p.B.length, 0.3));
-      if (p.dora) be.write(p.dora.m, rng.f32(p.N, 0.5).map((x) => 1 + x));
+      if (p.dora) {
+        be.write(p.dora.m, rng.f32(p.N, 0.5).map((x) => 1 + x));
+        p.dora.mReady = true;
+      }
     }
     lora.zeroGrads();
     const mb = randomBatch(rng, 2, 6, TINY.vocabSize);

@@ -1,7 +1,8 @@
 // NEFTune (--neftune-alpha; Jain et al. 2023, TRL's neftune_noise_alpha): during training only,
-// uniform noise in [−m, m), m = alpha / √(T·C), is added to the input embeddings (before Gemma's
-// √C normalizer, where TRL's hook on the embedding module adds it). Checked: the layer-0 input of
-// a noisy forward differs from the clean one by at most m (·√C for Gemma) and by about m/√3 in
+// uniform noise in [−m, m), m = alpha / √(T·C), is added to the embedding module's output, where
+// TRL's hook adds it (before Gemma 2's √C normalizer, after Gemma 3's, whose embedding module
+// scales). Checked: the layer-0 input of a noisy forward differs from the clean one by at most m
+// (·√C for Gemma 2) and by about m/√3 in
 // RMS; evaluation (no seed) is untouched; training with it runs and its loss falls.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -19,7 +20,7 @@ let wasmP: Promise<Backend> | null = null;
 const wasm = () => (wasmP ??= createWasmBackend());
 test.after(async () => { await (await wasmP)?.destroy(); });
 
-for (const fam of ['llama3', 'gemma2']) {
+for (const fam of ['llama3', 'gemma2', 'gemma3']) {
   test(`${fam}: the noise is uniform of magnitude alpha/√(T·C) on the embeddings, training only`, async () => {
     const be = await wasm(), dir = join(ARCHS, fam), ref = await readReference(dir);
     const src = await openModelPath(dir);

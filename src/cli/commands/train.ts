@@ -285,11 +285,11 @@ async function train(p: Parsed): Promise<number> {
     } else if (initAdapter) {
       lora = await loadAdapterDir(initAdapter, backend, model.config, { withGrads: true, dropout: flagDropout });
       progress.log(`initial adapter ${initAdapter}: r ${lora.config.r}, alpha ${lora.config.alpha}, ${describeTargets(lora.config)}`);
+      if (prefMethod === 'dpo') progress.log(`note: DPO's reference model is the base without any adapter, not ${initAdapter} (to use the SFT model as the reference, merge it into the base first)`);
     } else {
       lora = new LoraAdapters(backend, model.config, freshLora!, true);
       const rng = new SampleRng(opts.seed ^ 0x5eed);
       lora.initPeft(() => rng.next());
-      if (lora.useDora) await model.initDora(lora);
     }
 
     const trainer = new Trainer(model, lora, batcher, opts);
