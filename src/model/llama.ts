@@ -61,12 +61,14 @@ export interface QuantSettings {
 
 /**
  * Layer paging: the blocks' linear weights stay in host memory and one set of resident slots
- * (one per linear layer shape) is refilled with a layer's weights just before that layer runs.
- * Every BlockWeights.lin entry points at the shared slots. Refills are enqueued like any kernel,
- * so work already enqueued for the previous layer sees the previous contents.
+ * (one per distinct weight shape: Llama's q/k/v/o share one, gate/up another) is refilled with a
+ * linear's weights just before that linear runs. Every BlockWeights.lin entry points at the
+ * shared slots. Refills are enqueued like any kernel, so work already enqueued sees the previous
+ * contents.
  */
 export class LayerPager {
-  private resident = -1;
+  /** what each slot holds: layer · LINEAR_NAMES.length + the linear's index */
+  private readonly held = new Map<LinearWeight, number>();
   constructor(
     private readonly backend: Backend,
     readonly slots: Record<LinearName, LinearWeight>,
@@ -74,15 +76,18 @@ export class LayerPager {
     readonly host: Array<Record<LinearName, QuantUpload | Float32Array>>,
   ) {}
 
-  /** Makes layer l's weights resident (no-op if they already are). */
-  ensure(l: number): void {
-    if (this.resident === l) return;
-    for (const name of LINEAR_NAMES) {
-      const slot = this.slots[name], src = this.host[l]![name];
-      if (slot.kind === 'q4') this.backend.writeQuant(slot.w, src as QuantUpload);
-      else this.backend.write(slot.w, src as Float32Array);
+  /** Makes linear `name` of layer l resident (every linear of it without a name); no-op where it is. */
+  ensure(l: number, name?: LinearName): void {
+    if (name === undefined) {
+      for (const n of LINEAR_NAMES) this.ensure(l, n);
+      return;
     }
-    this.resident = l;
+    const slot = this.slots[name], key = l * LINEAR_NAMES.length + LIN_INDEX[name];
+    if (this.held.get(slot) === key) return;
+    const src = this.host[l]![name];
+    if (slot.kind === 'q4') this.backend.writeQuant(slot.w, src as QuantUpload);
+    else this.backend.write(slot.w, src as Float32Array);
+    this.held.set(slot, key);
   }
 
   /** Bytes held in host memory for all layers. */
@@ -207,6 +212,7 @@ export class LlamaModel {
     for (const name of LINEAR_NAMES) {
       const pair = lora.get(l, name), d = pair?.dora;
       if (!pair || !d) continue;
+      this.pager?.ensure(l, name);
       const lin = this.blocks[l]!.lin[name], { N, K, r } = pair, s = pair.scaling;
       if (!d.wsqReady) {
         if (lin.weight.kind === 'q4') be.qRowSumSquares(d.wsq, lin.weight.w);
@@ -233,7 +239,6 @@ export class LlamaModel {
     const be = this.backend;
     for (let l = 0; l < this.config.numLayers; l++) {
       if (!lora.pairs.some((p) => p.layer === l && p.dora)) continue;
-      this.pager?.ensure(l);
       for (const name of LINEAR_NAMES) {
         const d = lora.get(l, name)?.dora;
         if (d) be.fill(d.m, 1);
@@ -313,9 +318,9 @@ export class LlamaModel {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim, D = c.headDim;
     const x = ws.layerIn(l), out = ws.layerIn(l + 1), rope = this.ropeOf(l);
-    this.pager?.ensure(l);
     if (this.doraRefresh && lora) this.refreshDoraLayer(l, lora);
     const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) => {
+      this.pager?.ensure(l, name);
       const pair = lora?.get(l, name) ?? null;
       this.linearForward(ws, blk.lin[name], pair, input, y, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
     };
@@ -498,8 +503,8 @@ export class LlamaModel {
   private layerBackward(ws: Workspace, l: number, B: number, T: number, lora: LoraAdapters, seed: number | undefined, docStart?: Tensor): void {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, D = c.headDim, rope = this.ropeOf(l);
-    this.pager?.ensure(l);
     const back = (name: LinearName, dy: Tensor, dx: Tensor, x: Tensor, accumulate: boolean) => {
+      this.pager?.ensure(l, name);
       const pair = lora.get(l, name);
       this.linearBackward(ws, blk.lin[name], pair, dy, dx, x, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
     };
