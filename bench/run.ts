@@ -8,6 +8,7 @@
 // yardstick of bench/torch_lora.py, run right after webqlora's run of the same shape, with the
 // settings it ran under in the table. A ratio to PyTorch is quoted only from such a pair.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { BENCH_DIR, fmt, printTable, saveResults, setQuiet } from './util.ts';
@@ -117,9 +118,26 @@ if (!memoryOnly) {
   // sample packing on real examples: the alpaca fixture through the tinyllama tokenizer, one epoch each
   progress('sample packing (alpaca fixture)');
   const fixtures = join(BENCH_DIR, '..', 'test', 'fixtures');
+  // the unpacked run's micro-batches go to the PyTorch yardstick (issue 12: responses-only loss)
+  mkdirSync(join(BENCH_DIR, 'results'), { recursive: true });
+  const batchesFile = join(BENCH_DIR, 'results', 'alpaca_batches.json');
   const [plain, packed] = [false, true].map((packing) => trainRun(['--model', 'synthetic:stories15M', '--batch', '4', '--seq', '256', '--dropout', '0',
-    '--data', join(fixtures, 'data', 'identity_alpaca.json'), '--tokenizer', join(fixtures, 'tokenizers', 'tinyllama-1.1b-chat'), ...(packing ? ['--packing'] : [])]).data!);
+    '--data', join(fixtures, 'data', 'identity_alpaca.json'), '--tokenizer', join(fixtures, 'tokenizers', 'tinyllama-1.1b-chat'),
+    ...(packing ? ['--packing'] : ['--dump-batches', batchesFile])]).data!);
   summary.packing = { plain, packed };
+  // the same token batches through the tuned yardstick: full logits and CE with ignore_index, as
+  // transformers computes the loss; webqlora computes logits of scored (response) positions only
+  const what = 'responses-only loss: alpaca fixture, stories15M b4 (each batch padded to its longest), tinyllama tokenizer';
+  const torchData = py === null ? null : spawnSync(py, [join(BENCH_DIR, 'torch_lora.py'), '--model', 'stories15M', '--batches', batchesFile, '--warmup', '1', '--threads', String(threads)], { encoding: 'utf8' });
+  if (torchData === null) add(`${what}: PyTorch`, 'not measured: `import torch` fails (no ratio quoted)');
+  else if (torchData.status !== 0) add(`${what}: PyTorch`, `not measured: bench/torch_lora.py failed (${torchData.stderr.trim().split('\n').pop()}; no ratio quoted)`);
+  else {
+    const tr = JSON.parse(torchData.stdout.trim().split('\n').pop()!) as { tokens_per_s: number; batches: number };
+    summary.torch_alpaca = tr;
+    const ratio = plain!.tokensPerS / tr.tokens_per_s;
+    add(`${what}: example tok/s, webqlora vs tuned PyTorch on the same ${tr.batches} timed batches, this run`,
+      `${fmt(plain!.tokensPerS)} vs ${fmt(tr.tokens_per_s)} tok/s = ${fmt(ratio)}×`, '≥ 1.2', mark(ratio >= 1.2));
+  }
   const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   add('packing: alpaca fixture, stories15M b4×256, tinyllama tokenizer: example tokens/s without → with',
     `${fmt(plain!.tokensPerS)} → ${fmt(packed!.tokensPerS)} tok/s (${fmt(packed!.tokensPerS / plain!.tokensPerS)}×)`);

@@ -24,6 +24,14 @@ itself once with the tuned environment. It prints the settings it ran with (stde
   python3 bench/torch_lora.py --model stories15M --batch 4 --seq 256 --steps 3 [--threads 2] [--untuned] [--checkpointing]
 prints one JSON line: {"model", "seq", "batch", "tokens_per_s" (median timed step), "step_seconds"
 (timed), "warmup_seconds", "threads", "torch", "settings"}.
+
+  python3 bench/torch_lora.py --model stories15M --batches FILE [--warmup 1]
+runs on the very micro-batches a webqlora run consumed (bench/train.ts --data … --dump-batches FILE:
+the same examples, the same right padding to each batch's longest, targets −100 on prompts and
+padding), one step per batch, the first --warmup ones untimed; the head as transformers computes
+it (logits of every position, then cross-entropy with ignore_index=-100, the mean over scored
+tokens). tokens_per_s is then the batches' example tokens over the timed wall time (and
+positions_per_s their B·T), as bench/train.ts counts them.
 """
 import argparse
 import json
@@ -119,6 +127,7 @@ def parse_args():
     ap.add_argument("--lora-r", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="0: the cores this process may use")
     ap.add_argument("--checkpointing", action="store_true")
+    ap.add_argument("--batches", help="JSON of micro-batches from bench/train.ts --dump-batches (overrides --batch/--seq/--steps)")
     ap.add_argument("--untuned", action="store_true", help="run in the environment as given (the old yardstick)")
     return ap.parse_args()
 
@@ -238,37 +247,71 @@ def main(a):
     emb = torch.randn(V, C) * 0.02
     head = emb if tied else torch.randn(V, C) * 0.02
     blocks = torch.nn.ModuleList([Block(C, Fd, H, KVH, a.lora_r, 2 * a.lora_r) for _ in range(L)])
+    batches = None
+    if a.batches:
+        with open(a.batches) as f:
+            dump = json.load(f)
+        if dump["vocab_size"] != V:
+            raise SystemExit(f"{a.batches}: batches of a {dump['vocab_size']}-token vocabulary, but {a.model} has {V}")
+        batches = dump["batches"]
     D = C // H
     inv = 1.0 / (10000 ** (torch.arange(0, D, 2).float() / D))
-    ang = torch.arange(a.seq).float()[:, None] * inv[None, :]
+    ang = torch.arange(max(b["T"] for b in batches) if batches else a.seq).float()[:, None] * inv[None, :]
     cos, sin = ang.cos(), ang.sin()
     params = [p for p in blocks.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.0)
-    times = []
-    for _ in range(a.warmup + a.steps):
-        ids = torch.randint(0, V, (a.batch, a.seq))
-        t0 = time.perf_counter()
+
+    def step(ids, targets):
+        T = ids.shape[1]
         x = emb[ids]
         for blk in blocks:
             if a.checkpointing:
-                x = torch.utils.checkpoint.checkpoint(blk, x, cos, sin, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(blk, x, cos[:T], sin[:T], use_reentrant=False)
             else:
-                x = blk(x, cos, sin)
+                x = blk(x, cos[:T], sin[:T])
         x = Block.norm(x, torch.ones(C))
-        logits = x @ head.T
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+        logits = x @ head.T  # every position, as transformers' lm_head
+        if targets is None:  # random full rows: every next token scored
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))
+        else:
+            loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-100)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 0.3)
         opt.step()
         opt.zero_grad()
-        times.append(time.perf_counter() - t0)
-    warm, timed = times[: a.warmup], times[a.warmup:] or times
-    median = sorted(timed)[len(timed) // 2]
-    s = settings(a)
+
+    if batches:
+        data = [(torch.tensor(b["ids"]).view(b["B"], b["T"]), torch.tensor(b["targets"]).view(b["B"], b["T"])) for b in batches]
+        warm = []
+        for ids, targets in data[: a.warmup]:
+            t0 = time.perf_counter()
+            step(ids, targets)
+            warm.append(time.perf_counter() - t0)
+        timed, t0 = [], time.perf_counter()
+        for ids, targets in data[a.warmup:]:
+            t1 = time.perf_counter()
+            step(ids, targets)
+            timed.append(time.perf_counter() - t1)
+        seconds = time.perf_counter() - t0
+        rest = batches[a.warmup:]
+        s = settings(a)
+        out = {"model": a.model, "batches": len(rest), "seconds": seconds,
+               "tokens_per_s": sum(b["tokens"] for b in rest) / seconds, "positions_per_s": sum(b["B"] * b["T"] for b in rest) / seconds,
+               "step_seconds": timed, "warmup_seconds": warm}
+    else:
+        times = []
+        for _ in range(a.warmup + a.steps):
+            ids = torch.randint(0, V, (a.batch, a.seq))
+            t0 = time.perf_counter()
+            step(ids, None)
+            times.append(time.perf_counter() - t0)
+        warm, timed = times[: a.warmup], times[a.warmup:] or times
+        median = sorted(timed)[len(timed) // 2]
+        s = settings(a)
+        out = {"model": a.model, "seq": a.seq, "batch": a.batch, "tokens_per_s": a.batch * a.seq / median,
+               "step_seconds": timed, "warmup_seconds": warm}
     print(f"torch_lora: {s['summary']}", file=sys.stderr)
-    print(json.dumps({"model": a.model, "seq": a.seq, "batch": a.batch, "tokens_per_s": a.batch * a.seq / median,
-                      "step_seconds": timed, "warmup_seconds": warm, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "settings": s}))
+    print(json.dumps({**out, "threads": torch.get_num_threads(), "torch": torch.__version__, "settings": s}))
 
 
 if __name__ == "__main__":

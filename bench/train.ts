@@ -4,7 +4,7 @@
 //   node --import tsx bench/train.ts --model synthetic:stories15M --batch 4 --seq 256 --steps 4
 //     [--threads N] [--dropout P] [--lora-r R] [--checkpointing] [--page-weights] [--decode 64]
 //     [--backend wasm|webgpu] [--profile] [--json]
-//     [--data FILE --tokenizer DIR [--packing]]
+//     [--data FILE --tokenizer DIR [--packing] [--dump-batches OUT.json]]
 // The first step is a warm-up (JIT, first touch of memory, shader compiles). WASM: tokens/s of the
 // median later step (a shared machine slows single steps). WebGPU: a step only enqueues most of
 // its work, so tokens/s is the later steps' wall time ending in a flush.
@@ -16,6 +16,9 @@
 // --packing packs them into rows of --seq) instead of random full rows. One warm-up step, then
 // one epoch's worth of micro-batches timed (--steps ignored); reports the positions (B·T) and
 // the example tokens of a whole epoch, hence the share of padding, and both per second.
+// --dump-batches OUT.json: the micro-batches the run consumed, in order (the warm-up's first), as
+// {"vocab_size", "batches": [{"B", "T", "ids", "targets", "tokens"}]}, for bench/torch_lora.py
+// --batches to run the yardstick on the very same token batches.
 import type { Backend } from '../src/backend/backend.ts';
 import { createBackend } from '../src/backend/index.ts';
 import { enableRelaxedSimd } from '../src/backend/wasm/node-flags.ts';
@@ -37,6 +40,7 @@ import type { MicroBatch } from '../src/train/step.ts';
 import { trainStepFlops, type StepFlops } from './flops.ts';
 import { KernelProfile } from './profile.ts';
 import { printTable } from './util.ts';
+import { writeFileSync } from 'node:fs';
 
 export interface TrainBenchResult {
   model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number; loraDropout: number;
@@ -111,6 +115,8 @@ export interface TrainBenchOptions {
   threads?: number; decode?: number; loraRank?: number; loraDropout?: number; backend?: 'wasm' | 'webgpu'; profile?: boolean;
   /** real examples (a dataset file and the tokenizer directory), packed or not */
   data?: string; tokenizer?: string; packing?: boolean;
+  /** --data: write the consumed micro-batches here (bench/torch_lora.py --batches) */
+  dumpBatches?: string;
 }
 
 /** Example tokens in a batch (its positions minus the padding). */
@@ -165,10 +171,15 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
   if (o.data) {
     const { batcher, lengths, epoch } = await dataBatcher(o, model.config.vocabSize);
     let positions = 0, tokens = 0, counting = false;
+    const consumed: Array<{ B: number; T: number; ids: number[]; targets: number[]; tokens: number }> = [];
     const source: MicroBatchSource = {
       next: () => {
         const b = batcher.next();
         if (counting) { positions += b.B * b.T; tokens += tokensOf(b, lengths, o.seq); }
+        if (o.dumpBatches) {
+          if (b.docStart) throw new Error('--dump-batches: packed batches carry per-example attention, which bench/torch_lora.py does not run');
+          consumed.push({ B: b.B, T: b.T, ids: Array.from(b.ids), targets: Array.from(b.targets), tokens: tokensOf(b, lengths, o.seq) });
+        }
         return b;
       },
       state: () => batcher.state(),
@@ -185,6 +196,7 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
     await backend.flush();
     const seconds = (performance.now() - t) / 1000;
     trainer.free();
+    if (o.dumpBatches) writeFileSync(o.dumpBatches, JSON.stringify({ vocab_size: model.config.vocabSize, batches: consumed }));
     data = {
       file: o.data, packing: o.packing ?? false, ...epoch, padding: 1 - epoch.epochTokens / epoch.epochPositions,
       timedSteps: epoch.epochBatches, seconds, positionsPerS: positions / seconds, tokensPerS: tokens / seconds,
@@ -239,7 +251,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     checkpointing: flag('checkpointing'), pageWeights: flag('page-weights'), threads: arg('threads') ? Number(arg('threads')) : undefined,
     decode: arg('decode') ? Number(arg('decode')) : undefined, loraRank: arg('lora-r') ? Number(arg('lora-r')) : undefined,
     loraDropout: arg('dropout') ? Number(arg('dropout')) : undefined, backend, profile: flag('profile'),
-    data: arg('data'), tokenizer: arg('tokenizer'), packing: flag('packing'),
+    data: arg('data'), tokenizer: arg('tokenizer'), packing: flag('packing'), dumpBatches: arg('dump-batches'),
   });
   if (flag('json')) console.log(JSON.stringify(res));
   else {

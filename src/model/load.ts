@@ -62,6 +62,8 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   const paging = opts.pageWeights ?? false;
   const host: Array<Record<LinearName, QuantUpload | Float32Array>> = [];
   const slots = {} as Record<LinearName, LinearWeight>;
+  // linears of one shape (and quant layout) share a slot: the pager refills it before each use
+  const slotOf = new Map<string, LinearWeight>();
   /** A norm weight; Gemma's x̂·(1 + w) is folded in here, in float32 as transformers computes it. */
   const normTensor = async (name: string, label: string): Promise<Tensor> => {
     const v = await src.readFloat(name);
@@ -143,10 +145,13 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {
             hostLayer[name] = up;
-            if (!slots[name]) {
-              slots[name] = { kind: 'q4', w: backend.uploadQuant({ ...up, label: `paged.${name}` }) };
-              quantized.push(slots[name].w as ReturnType<Backend['uploadQuant']>);
+            const key = `${N}x${K} ${up.quantType} ${up.blocksize} ${up.dq?.nestedBlocksize ?? 0}`;
+            if (!slots[name] && !slotOf.has(key)) {
+              const w = backend.uploadQuant({ ...up, label: `paged.${name}` });
+              quantized.push(w);
+              slotOf.set(key, { kind: 'q4', w });
             }
+            slots[name] ??= slotOf.get(key)!;
             layer = { name, N, K, weight: slots[name], bias: null };
           } else {
             const w = backend.uploadQuant(up);
@@ -157,11 +162,13 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
           const v = whole ? cached.f! : cached.f!.slice(ls.row0 * K, (ls.row0 + N) * K);
           if (paging) {
             hostLayer[name] = v;
-            if (!slots[name]) {
+            const key = `${N}x${K} f32`;
+            if (!slots[name] && !slotOf.has(key)) {
               const t = backend.alloc('f32', N * K, `paged.${name}`);
               allocated.push(t);
-              slots[name] = { kind: 'f32', w: t };
+              slotOf.set(key, { kind: 'f32', w: t });
             }
+            slots[name] ??= slotOf.get(key)!;
             layer = { name, N, K, weight: slots[name], bias: null };
           } else {
             const t = backend.alloc('f32', N * K, label);

@@ -288,9 +288,12 @@ export class LoraAdapters {
    * (DoraState.mReady).
    */
   initPeft(rand: () => number): void {
+    // one host buffer for every A (write copies it): a 7B model's all-linear r16 A's are 73 MB,
+    // which would otherwise be garbage still resident when the optimizer state fills memory
+    const buf = new Float32Array(Math.max(0, ...this.modules.map((m) => m.r * m.K)));
     for (const m of this.modules) {
       const bound = 1 / Math.sqrt(m.K);
-      const a = new Float32Array(m.r * m.K);
+      const a = buf.subarray(0, m.r * m.K);
       for (let i = 0; i < a.length; i++) a[i] = (2 * rand() - 1) * bound;
       this.backend.write(m.A, a);
       for (const p of m.parts) {

@@ -67,17 +67,22 @@ const BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
 /**
  * Weight bytes as loadModel holds them, by part (tables in the checkpoint's precision). `norms`
  * is every 1-D tensor of the family in f32: the norms (two to four per block, q/k norms, the
- * final one) and the q/k/v biases.
+ * final one) and the q/k/v biases. `slots`: the paged layers' resident slots, one per distinct
+ * linear shape (load.ts).
  */
-export function weightParts(c: ModelConfig, q: { quant: QuantMode; doubleQuant: boolean; blocksize: number }): { embeddings: number; norms: number; layer: number } {
+export function weightParts(c: ModelConfig, q: { quant: QuantMode; doubleQuant: boolean; blocksize: number }): { embeddings: number; norms: number; layer: number; slots: number } {
   const tableBytes = c.vocabSize * c.hiddenSize * BYTES[c.torchDtype];
-  let layer = 0;
+  let layer = 0, slots = 0;
+  const shapes = new Set<string>();
   for (const name of LINEAR_NAMES) {
     const [N, K] = linearShape(c, name);
-    layer += q.quant === 'none' ? 4 * N * K : quantBytesFor(N * K, q.blocksize, q.doubleQuant);
+    const b = q.quant === 'none' ? 4 * N * K : quantBytesFor(N * K, q.blocksize, q.doubleQuant);
+    layer += b;
+    if (!shapes.has(`${N}x${K}`)) slots += b;
+    shapes.add(`${N}x${K}`);
   }
   const norms = expectedTensors(c).reduce((s, t) => s + (t.shape.length === 1 ? 4 * t.shape[0]! : 0), 0);
-  return { embeddings: tableBytes * (c.tieWordEmbeddings ? 1 : 2), norms, layer };
+  return { embeddings: tableBytes * (c.tieWordEmbeddings ? 1 : 2), norms, layer, slots };
 }
 
 export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): MemoryEstimate {
@@ -123,7 +128,7 @@ function estimate(
   // cos and sin [P, D/2] f32, twice when sliding layers have their own base (Gemma 3)
   parts.rope = 4 * positions * c.headDim * (variantOf(c).ropeLocal ? 2 : 1);
   const layerWeights = w.layer;
-  parts.baseLayers = o.pageWeights ? layerWeights : layerWeights * c.numLayers;
+  parts.baseLayers = o.pageWeights ? w.slots : layerWeights * c.numLayers;
   const hostWeights = o.pageWeights ? layerWeights * c.numLayers : 0;
 
   const r = run(new CountingBackend());

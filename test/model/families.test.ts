@@ -23,7 +23,7 @@ import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardLoss } from '../../src/train/step.ts';
 import { Trainer, TRAIN_DEFAULTS } from '../../src/train/trainer.ts';
 import { ARCHS, FAMILIES, readReference } from './archs.ts';
-import { FIXTURES, loadAdapterAt } from '../helpers/index.ts';
+import { assertBitsEqual, FIXTURES, loadAdapterAt } from '../helpers/index.ts';
 
 const cfgOf = (fam: string) => JSON.parse(readFileSync(join(ARCHS, fam, 'config.json'), 'utf8')) as Record<string, unknown>;
 
@@ -260,6 +260,38 @@ test('loss head in chunks: a chunk of 3 rows gives the loss and gradients of one
   whole.grads.forEach((g, k) => {
     for (let i = 0; i < g.length; i++) assert.ok(Math.abs(g[i]! - chunked.grads[k]![i]!) <= 1e-6 + 1e-5 * Math.abs(g[i]!), `gradient ${k}[${i}]: ${g[i]} whole, ${chunked.grads[k]![i]} chunked`);
   });
+  lora.free();
+  model.free();
+});
+
+test('loss head chunks run in groups: the losses and gradients of one chunk at a time, bit for bit (a short last chunk runs alone)', async () => {
+  const dir = join(ARCHS, 'gemma2'), ref = await readReference(dir); // final soft-cap on
+  const model = await open(dir, 'none', 24);
+  const lora = await loadAdapterAt(join(dir, 'adapter'), wasm, model.config, { withGrads: true, dropout: 0 });
+  const { forwardBackward, scoredTokens } = await import('../../src/train/step.ts');
+  const run = async (headRows: number, headGroup: number) => {
+    const ws = new Workspace(wasm, model.config, { batch: 2, seqLen: 24, training: true, checkpointing: false, loraRank: lora.maxRank, headRows, headGroup });
+    const acc = wasm.alloc('f32', 48, 'acc');
+    wasm.fill(acc, 0);
+    lora.zeroGrads();
+    forwardBackward(model, ws, lora, ref.batch, 1 / scoredTokens(ref.batch), undefined, acc);
+    const out = [(await wasm.read(acc)) as Float32Array];
+    for (const p of lora.params) out.push((await wasm.read(p.grad)) as Float32Array);
+    const group = ws.headGroup;
+    wasm.free(acc);
+    ws.free();
+    return { out, group };
+  };
+  // a chunk size whose last group ends in a chunk of 1–3 rows after whole ones (lossHead splits it off)
+  const s = scoredTokens(ref.batch);
+  const H = [4, 5, 6, 7, 8, 9, 10, 11].find((h) => { const n = s % (4 * h); return n > h && n % h > 0 && n % h < 4; });
+  assert.ok(H !== undefined, `no chunk size gives a short last chunk for ${s} scored rows`);
+  for (const h of [H!, 4]) {
+    const one = await run(h, 1), grouped = await run(h, 4);
+    assert.is(one.group, 1);
+    assert.is(grouped.group, 4);
+    one.out.forEach((a, k) => assertBitsEqual(grouped.out[k]!, a, `${h}-row chunks: ${k === 0 ? 'losses' : `gradient ${k - 1}`}`));
+  }
   lora.free();
   model.free();
 });
