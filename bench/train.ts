@@ -113,6 +113,8 @@ export class RandomBatches implements MicroBatchSource {
 export interface TrainBenchOptions {
   model: string; seq: number; batch: number; steps: number; checkpointing: boolean; pageWeights: boolean;
   threads?: number; decode?: number; loraRank?: number; loraDropout?: number; backend?: 'wasm' | 'webgpu'; profile?: boolean;
+  /** DoRA adapters (PEFT's use_dora) instead of LoRA */
+  dora?: boolean;
   /** real examples (a dataset file and the tokenizer directory), packed or not */
   data?: string; tokenizer?: string; packing?: boolean;
   /** --data: write the consumed micro-batches here (bench/torch_lora.py --batches) */
@@ -149,7 +151,7 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
   const prof = o.profile ? new KernelProfile(src.config.vocabSize) : null;
   const backend = prof ? prof.wrap(raw) : raw;
   const r = o.loraRank ?? DEFAULT_LORA.r;
-  const lcfg = { ...DEFAULT_LORA, r, alpha: 2 * r, dropout: o.loraDropout ?? DEFAULT_LORA.dropout };
+  const lcfg = { ...DEFAULT_LORA, r, alpha: 2 * r, dropout: o.loraDropout ?? DEFAULT_LORA.dropout, useDora: o.dora ?? false };
   const wasmInfo = raw.name === 'wasm' ? wasmBackendInfo(raw) : null;
   const threads = wasmInfo?.threads ?? 0;
   const autoPaged = o.pageWeights ? null : autoPageReason(estimateTrainingMemory(src.config, {
@@ -251,7 +253,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     checkpointing: flag('checkpointing'), pageWeights: flag('page-weights'), threads: arg('threads') ? Number(arg('threads')) : undefined,
     decode: arg('decode') ? Number(arg('decode')) : undefined, loraRank: arg('lora-r') ? Number(arg('lora-r')) : undefined,
     loraDropout: arg('dropout') ? Number(arg('dropout')) : undefined, backend, profile: flag('profile'),
-    data: arg('data'), tokenizer: arg('tokenizer'), packing: flag('packing'), dumpBatches: arg('dump-batches'),
+    data: arg('data'), tokenizer: arg('tokenizer'), packing: flag('packing'), dumpBatches: arg('dump-batches'), dora: flag('dora'),
   });
   if (flag('json')) console.log(JSON.stringify(res));
   else {
