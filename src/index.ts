@@ -39,6 +39,8 @@ export { saveAdapter, loadAdapter, adapterConfigJson, ADAPTER_CONFIG, ADAPTER_WE
 export { mergeAdapter, type MergeOptions } from './model/merge.ts';
 export { Trainer, TRAIN_DEFAULTS, type TrainOptions, type StepRecord, type OptimizerName, type MicroBatchSource } from './train/trainer.ts';
 export { lossCurveSvg } from './train/svg.ts';
+export { PreferenceObjective, evaluatePreference, pairTerms, TRAIN_METHODS, DEFAULT_BETA, type TrainMethod, type PreferenceMethod, type PreferenceMetrics } from './train/preference.ts';
+export { loadPreferenceDataset, loadPreferenceTrainValid, PreferenceBatcher, preferenceEvalBatches, type PreferencePair, type PreferenceDataset, type LoadPreferenceOptions } from './data/preference.ts';
 export { generate, type GenerateOptions, type GenerateResult } from './generate/generate.ts';
 export { SampleRng } from './generate/sample.ts';
 export { evaluate, type EvalResult } from './eval/evaluate.ts';
