@@ -20,6 +20,7 @@
 // o2 (first: start from 0, else from o2; last: finish into o, else store to o2), so the sum runs
 // over r in one order however it is cut.
 // #include "grid.wgsl"
+// #include "in_place.wgsl"
 // #include "reduce.wgsl"
 // #include "q4.wgsl"
 
@@ -70,15 +71,7 @@ struct Params {
 /** the 4-bit weight W [N, K] (all parts in one u32 buffer, as for gemm.wgsl's b) */
 @group(1) @binding(6) var<storage, read> w: array<u32>;
 
-/** scale_columns with x aliasing o (in place): x is read from o */
-override IN_PLACE: bool = false;
-
-fn x_at(i: u32) -> f32 {
-  if (IN_PLACE) {
-    return o[P.o_off + i];
-  }
-  return x[P.x_off + i];
-}
+// scale_columns: x may alias o (in_place.wgsl)
 
 @compute @workgroup_size(256)
 fn scale_columns(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {

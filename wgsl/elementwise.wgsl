@@ -11,6 +11,7 @@
 // copy and fill serve the ranges copyBufferToBuffer / clearBuffer cannot (not 4-byte aligned, a
 // non-zero value); each invocation owns one destination word and keeps the bytes outside the range.
 // #include "grid.wgsl"
+// #include "in_place.wgsl"
 // #include "rng.wgsl"
 // #include "tanh.wgsl"
 
@@ -36,15 +37,7 @@ struct Params {
 @group(1) @binding(2) var<storage, read_write> dst: array<u32>;
 @group(1) @binding(3) var<storage, read> src: array<u32>;
 
-/** add / dropout with x aliasing o (allowed by the contract): x is read from o */
-override IN_PLACE: bool = false;
-
-fn x_at(i: u32) -> f32 {
-  if (IN_PLACE) {
-    return o[P.o_off + i];
-  }
-  return x[P.x_off + i];
-}
+// add / dropout: x may alias o (in_place.wgsl)
 
 @compute @workgroup_size(256)
 fn add(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
