@@ -265,6 +265,34 @@ test('a Q4_K_M-mix GGUF (Q4_K/Q5_K/Q6_K) loads from bytes in the page, trains an
   assertNoPageProblems();
 });
 
+test('DoRA and sample packing in the page train bit for bit as in Node (wasm SIMD128)', async () => {
+  if (!up()) return;
+  const opts = { steps: 3, dora: true, packing: true, generate: 6 };
+  const page = await openPage('test/browser/page.html');
+  await page.waitForFunction(() => (window as unknown as { webqloraReady?: boolean }).webqloraReady === true);
+  let b: CaseResult;
+  try {
+    b = await page.evaluate((o) => (window as unknown as { webqloraTest: { run(p: string, o: object, w: object | null): Promise<CaseResult> } }).webqloraTest.run('wasm', o, { relaxedSimd: false }), opts);
+  } finally {
+    await page.close();
+  }
+  const be = await lib.createWasmBackend({ relaxedSimd: false });
+  let n: CaseResult;
+  try {
+    n = await trainCase(lib, be, new Uint8Array(readFileSync(STORIES_GGUF)), opts);
+  } finally {
+    await be.destroy();
+  }
+  console.log(`\n  DoRA + packing in the page: losses ${b.losses.join(' → ')}, generated ${b.generated.join(',')}`);
+  assert.ok(b.losses.every(Number.isFinite) && b.losses.at(-1)! < b.losses[0]!, `the loss did not fall: ${b.losses.join(', ')}`);
+  assert.match(b.adapterConfig, /"use_dora": true/);
+  assert.equal(b.losses, n.losses, 'losses: browser vs Node');
+  assert.equal(b.gradNorms, n.gradNorms, 'gradient norms: browser vs Node');
+  assert.equal(b.generated, n.generated, 'generated ids: browser vs Node');
+  assert.is(b.adapterFnv, n.adapterFnv, 'the final DoRA adapter differs between browser and Node');
+  assertNoPageProblems();
+});
+
 test('wasm in the page as createBackend picks it (relaxed SIMD, threads) matches Node', async () => {
   if (!up()) return;
   const [b, n] = await Promise.all([browserRun('wasm'), nodeRun('wasm')]);

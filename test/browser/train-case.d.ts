@@ -11,6 +11,9 @@ export interface CaseOptions {
   stories?: number;
   /** greedy tokens to generate after training (0: none) */
   generate?: number;
+  /** DoRA adapters (useDora) and sample packing of the stories */
+  dora?: boolean;
+  packing?: boolean;
 }
 
 export interface CaseResult {

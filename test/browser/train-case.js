@@ -3,12 +3,13 @@
 // process against src/index.ts. Plain JS so the page can import it without a build step; it
 // touches the library only through `lib`, the module namespace it is given.
 //
-// Setup: stories260K (NF4 + double quant, bs 64), LoRA r 16 / alpha 32 on all 7 linear layers,
-// dropout 0, PEFT init from SampleRng(seed); the demo stories, cut to seqLen tokens, batched in
-// the grouped order; AdamW at a constant lr, clipping 0.3, no warmup.
+// Setup: stories260K (NF4 + double quant, bs 64), LoRA r 16 / alpha 32 on all 7 linear layers
+// (DoRA with `dora`), dropout 0, PEFT init from SampleRng(seed); the demo stories, cut to seqLen
+// tokens, batched in the grouped order (packed into rows with `packing`); AdamW at a constant lr,
+// clipping 0.3, no warmup.
 
 /** Defaults of the compared run (B 4, T 64, 5 optimizer steps). */
-export const CASE_DEFAULTS = { steps: 5, batchSize: 4, seqLen: 64, lr: 3e-3, seed: 0, stories: 64, generate: 0 };
+export const CASE_DEFAULTS = { steps: 5, batchSize: 4, seqLen: 64, lr: 3e-3, seed: 0, stories: 64, generate: 0, dora: false, packing: false };
 
 /** FNV-1a 32-bit of bytes, as 8 hex digits: a cheap fingerprint for exact comparisons. */
 export function fnv1a(bytes) {
@@ -34,12 +35,12 @@ export async function trainCase(lib, backend, modelBytes, options = {}) {
     const ds = await lib.loadDataset(new lib.MemorySource('demo-stories.jsonl', lib.demoJsonl(o.stories)), {
       tokenizer: tok, vocabSize: model.config.vocabSize, maxLen: o.seqLen,
     });
-    const lora = new lib.LoraAdapters(backend, model.config, { r: 16, alpha: 32, dropout: 0, targets: [...lib.LINEAR_NAMES], useRslora: false }, true);
+    const lora = new lib.LoraAdapters(backend, model.config, { r: 16, alpha: 32, dropout: 0, targets: [...lib.LINEAR_NAMES], useRslora: false, useDora: o.dora }, true);
     const rng = new lib.SampleRng(o.seed + 1);
     lora.initPeft(() => rng.next());
-    const batcher = lib.batcherFor(ds, tok, { batchSize: o.batchSize, order: 'grouped', seed: o.seed });
+    const batcher = lib.batcherFor(ds, tok, { batchSize: o.batchSize, order: 'grouped', seed: o.seed, packing: o.packing ? o.seqLen : 0 });
     const trainer = new lib.Trainer(model, lora, batcher, {
-      ...lib.TRAIN_DEFAULTS, lr: o.lr, warmupRatio: 0, batchSize: o.batchSize, seqLen: o.seqLen, totalSteps: o.steps, seed: o.seed,
+      ...lib.TRAIN_DEFAULTS, lr: o.lr, warmupRatio: 0, batchSize: o.batchSize, seqLen: o.seqLen, totalSteps: o.steps, seed: o.seed, packing: o.packing,
     });
     const loadSeconds = (performance.now() - t0) / 1000;
     const losses = [], gradNorms = [], stepSeconds = [];
