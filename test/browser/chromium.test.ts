@@ -32,7 +32,7 @@ import { FIXTURES, REPO, Rng, STORIES_GGUF, STORIES_HF } from '../helpers/index.
 import * as lib from '../../src/index.ts';
 import { startServer, type StaticServer } from '../../examples/browser/serve.mjs';
 import { dawnGpu } from '../../src/backend/webgpu/dawn.ts';
-import { CASE_DEFAULTS, trainCase, type CaseResult } from './train-case.js';
+import { CASE_DEFAULTS, trainCase, type CaseOptions, type CaseResult } from './train-case.js';
 
 const CHROMIUM = process.env.WEBQLORA_CHROMIUM ?? '/usr/bin/chromium';
 const CI = process.env.CI === 'true';
@@ -238,24 +238,27 @@ test('wasm in the page, SIMD128 kernels as in Node 20, trains bit for bit as Nod
   assertNoPageProblems();
 });
 
-test('a Q4_K_M-mix GGUF (Q4_K/Q5_K/Q6_K) loads from bytes in the page, trains and generates bit for bit as in Node', async () => {
-  if (!up()) return;
-  const opts = { steps: 2, generate: 8, model: 'kquant' };
+/** One training case in the page and in Node, both on WASM SIMD128 (bit-identical by design). */
+async function pageAndNodeSimd128(opts: CaseOptions, pageModel: string | undefined, modelPath: string): Promise<{ b: CaseResult; n: CaseResult }> {
   const page = await openPage('test/browser/page.html');
   await page.waitForFunction(() => (window as unknown as { webqloraReady?: boolean }).webqloraReady === true);
   let b: CaseResult;
   try {
-    b = await page.evaluate((o) => (window as unknown as { webqloraTest: { run(p: string, o: object, w: object | null): Promise<CaseResult> } }).webqloraTest.run('wasm', o, { relaxedSimd: false }), opts);
+    b = await page.evaluate((o) => (window as unknown as { webqloraTest: { run(p: string, o: object, w: object | null): Promise<CaseResult> } }).webqloraTest.run('wasm', o, { relaxedSimd: false }), { ...opts, model: pageModel });
   } finally {
     await page.close();
   }
   const be = await lib.createWasmBackend({ relaxedSimd: false });
-  let n: CaseResult;
   try {
-    n = await trainCase(lib, be, new Uint8Array(readFileSync(KQUANT_GGUF)), { steps: 2, generate: 8 });
+    return { b, n: await trainCase(lib, be, new Uint8Array(readFileSync(modelPath)), opts) };
   } finally {
     await be.destroy();
   }
+}
+
+test('a Q4_K_M-mix GGUF (Q4_K/Q5_K/Q6_K) loads from bytes in the page, trains and generates bit for bit as in Node', async () => {
+  if (!up()) return;
+  const { b, n } = await pageAndNodeSimd128({ steps: 2, generate: 8 }, 'kquant', KQUANT_GGUF);
   console.log(`\n  Q4_K_M mix in the page: losses ${b.losses.join(' → ')}, generated ${b.generated.join(',')}`);
   assert.ok(b.losses.every(Number.isFinite) && b.losses[1]! < b.losses[0]!, `the loss did not fall: ${b.losses.join(', ')}`);
   assert.equal(b.losses, n.losses, 'losses: browser vs Node');
@@ -267,22 +270,7 @@ test('a Q4_K_M-mix GGUF (Q4_K/Q5_K/Q6_K) loads from bytes in the page, trains an
 
 test('DoRA and sample packing in the page train bit for bit as in Node (wasm SIMD128)', async () => {
   if (!up()) return;
-  const opts = { steps: 3, dora: true, packing: true, generate: 6 };
-  const page = await openPage('test/browser/page.html');
-  await page.waitForFunction(() => (window as unknown as { webqloraReady?: boolean }).webqloraReady === true);
-  let b: CaseResult;
-  try {
-    b = await page.evaluate((o) => (window as unknown as { webqloraTest: { run(p: string, o: object, w: object | null): Promise<CaseResult> } }).webqloraTest.run('wasm', o, { relaxedSimd: false }), opts);
-  } finally {
-    await page.close();
-  }
-  const be = await lib.createWasmBackend({ relaxedSimd: false });
-  let n: CaseResult;
-  try {
-    n = await trainCase(lib, be, new Uint8Array(readFileSync(STORIES_GGUF)), opts);
-  } finally {
-    await be.destroy();
-  }
+  const { b, n } = await pageAndNodeSimd128({ steps: 3, dora: true, packing: true, generate: 6 }, undefined, STORIES_GGUF);
   console.log(`\n  DoRA + packing in the page: losses ${b.losses.join(' → ')}, generated ${b.generated.join(',')}`);
   assert.ok(b.losses.every(Number.isFinite) && b.losses.at(-1)! < b.losses[0]!, `the loss did not fall: ${b.losses.join(', ')}`);
   assert.match(b.adapterConfig, /"use_dora": true/);
