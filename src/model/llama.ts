@@ -661,6 +661,8 @@ export interface WorkspaceOptions {
   dora?: boolean;
   /** Batches may be packed (sample packing): a docStart buffer of max rows. */
   packing?: boolean;
+  /** Preference tuning (DPO): a [2R] buffer for the reference and the policy pass's per-row losses. */
+  preference?: boolean;
 }
 
 /**
@@ -694,6 +696,7 @@ export class Workspace {
   readonly doraZ: Tensor; // [R, max N]
   readonly doraDZ: Tensor; // [R, max N]
   readonly docStart: Tensor; // i32 [R] (packing; else empty): docStart of a packed micro-batch, passed to forward/backward
+  readonly refLosses: Tensor; // [2R] (preference; else empty): DPO's reference then policy per-row losses, read at once
   readonly tmpC: Tensor; // [R, C] scratch of the sandwich norms' outputs
   readonly dropout: number;
   /** KV cache per layer (generation, B = 1): k, v [maxSeq, KVH, D] */
@@ -782,6 +785,7 @@ export class Workspace {
     this.doraZ = opts.dora ? f(R * maxN, 'dora.z') : none('dora.z');
     this.doraDZ = opts.dora && tr ? f(R * maxN, 'dora.dz') : none('dora.dz');
     this.docStart = this.track(backend.alloc('i32', opts.packing ? R : 0, 'docStart'));
+    this.refLosses = opts.preference ? f(2 * R, 'refLosses') : none('refLosses');
     this.tmpC = v.sandwichNorms ? f(R * C, 'tmpC') : none('tmpC');
     this.dqr = tr && v.qkNorm ? f(R * HD, 'dqr') : none('dqr');
     this.dkr = tr && v.qkNorm ? f(R * KVD, 'dkr') : none('dkr');

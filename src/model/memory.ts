@@ -26,6 +26,8 @@ export interface TrainMemoryOptions {
   threads?: number;
   /** Sample packing (a docStart buffer of B·T rows). */
   packing?: boolean;
+  /** Preference tuning (batch counts rows: 2 per pair; a [2·B·T] loss buffer). */
+  preference?: boolean;
   /** The format reads [V, C] tables whole (GGUF, llama2.c) rather than in row slices (HF, synthetic). */
   wholeTables?: boolean;
 }
@@ -90,13 +92,15 @@ export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): M
     const adapters = new LoraAdapters(cb, c, o.lora, true);
     const parts: Record<string, number> = { lora: cb.liveBytes };
     let hostOptimizer = 0;
-    if (o.optimizer === 'adamw') parts.optimizer = parts.lora!; // m and v: the size of A and B, twice = the size of A, B, dA, dB
+    // AdamW's m and v: twice the trainable values (DoRA's norm buffers are not optimizer state)
+    const moments = 2 * 4 * adapters.params.reduce((n, p) => n + p.value.length, 0);
+    if (o.optimizer === 'adamw') parts.optimizer = moments;
     else if (o.optimizer === 'paged-adamw') {
-      hostOptimizer = parts.lora!;
+      hostOptimizer = moments;
       parts.optimizer = 2 * 4 * Math.max(...adapters.params.map((p) => p.value.length));
     } else parts.optimizer = 0;
     const before = cb.liveBytes;
-    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: adapters.maxRank, loraDropout: o.lora.dropout, dora: adapters.useDora, packing: o.packing });
+    new Workspace(cb, c, { batch: o.batch, seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: adapters.maxRank, loraDropout: o.lora.dropout, dora: adapters.useDora, packing: o.packing, preference: o.preference });
     // + the trainer's loss accumulator
     parts.activations = cb.liveBytes - before + 4 * (o.batch * o.seqLen + 2);
     return { parts, hostOptimizer };

@@ -182,6 +182,26 @@ function scoredOf(mb: PairBatch, chosenOnly: boolean): number {
   return n;
 }
 
+/**
+ * The per-sequence sums of a pair micro-batch's per-row losses, with the adapter (`pol`) and, for
+ * DPO, without it (`ref`): the frozen base as TRL's separate reference model runs it, in eval mode
+ * — no NEFTune noise, no LoRA dropout (the adapter is off). The reference losses wait in
+ * ws.refLosses next to the policy's, so one readback serves both passes. The policy forward's
+ * activations stay in ws for the backward.
+ */
+async function sequenceLogps(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: PairBatch, method: PreferenceMethod, seed: number | undefined, neftuneAlpha: number): Promise<{ pol: { ce: Float64Array; n: Int32Array }; ref: { ce: Float64Array } | null }> {
+  const be = model.backend, R = mb.B * mb.T;
+  if (ws.refLosses.length < 2 * R) throw new Error('preference tuning needs a workspace made with { preference: true }');
+  if (method === 'dpo') {
+    forwardLoss(model, ws, null, mb, undefined);
+    be.copy(ws.refLosses, 0, ws.losses, 0, R);
+  }
+  forwardLoss(model, ws, lora, mb, seed, undefined, neftuneAlpha);
+  be.copy(ws.refLosses, R, ws.losses, 0, R);
+  const both = (await be.read(ws.refLosses, 0, 2 * R)) as Float32Array;
+  return { pol: sequenceSums(both.subarray(R), mb), ref: method === 'dpo' ? sequenceSums(both.subarray(0, R), mb) : null };
+}
+
 export class PreferenceObjective {
   private scales: Float32Array | null = null;
 
@@ -195,22 +215,13 @@ export class PreferenceObjective {
    * micro-batch i's dropout/NEFTune seed (as the trainer gives SFT micro-batches).
    */
   async accumulate(ws: Workspace, lora: LoraAdapters, mbs: MicroBatch[], seedOf: (i: number) => number | undefined, neftuneAlpha = 0): Promise<{ loss: number; metrics: PreferenceMetrics }> {
-    const be = this.model.backend;
     const batches = mbs.map(pairBatch);
     const P = batches.reduce((s, mb) => s + mb.pairs, 0);
     const Nc = batches.reduce((s, mb) => s + scoredOf(mb, true), 0);
     const tally = new Tally();
     for (let k = 0; k < batches.length; k++) {
       const mb = batches[k]!, R = mb.B * mb.T, seed = seedOf(k);
-      let ref: { ce: Float64Array } | null = null;
-      if (this.method === 'dpo') {
-        // the reference: the frozen base as TRL's separate reference model runs it, in eval mode —
-        // the adapter off and no NEFTune noise (no LoRA dropout either: the adapter is off)
-        forwardLoss(this.model, ws, null, mb, undefined);
-        ref = sequenceSums(await be.read(ws.losses, 0, R), mb);
-      }
-      forwardLoss(this.model, ws, lora, mb, seed, undefined, neftuneAlpha);
-      const pol = sequenceSums(await be.read(ws.losses, 0, R), mb);
+      const { pol, ref } = await sequenceLogps(this.model, ws, lora, mb, this.method, seed, neftuneAlpha);
       if (!this.scales || this.scales.length < R) this.scales = new Float32Array(ws.R);
       const scales = this.scales;
       for (let i = 0; i < mb.pairs; i++) {
@@ -246,20 +257,14 @@ export async function evaluatePreference(
 ): Promise<PreferenceEvalResult> {
   const be = model.backend, lora = opts.adapters;
   const ws = new Workspace(be, model.config, {
-    batch: 2 * opts.maxPairs, seqLen: opts.maxSeqLen, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, dora: lora?.useDora ?? false,
+    batch: 2 * opts.maxPairs, seqLen: opts.maxSeqLen, training: false, checkpointing: false, loraRank: lora?.maxRank ?? 0, dora: lora?.useDora ?? false, preference: true,
   });
   const tally = new Tally();
   let done = 0;
   try {
     for (const b of batches) {
-      const mb = pairBatch(b), R = mb.B * mb.T;
-      let ref: { ce: Float64Array } | null = null;
-      if (opts.method === 'dpo') {
-        forwardLoss(model, ws, null, mb, undefined);
-        ref = sequenceSums(await be.read(ws.losses, 0, R), mb);
-      }
-      forwardLoss(model, ws, lora, mb, undefined);
-      const pol = sequenceSums(await be.read(ws.losses, 0, R), mb);
+      const mb = pairBatch(b);
+      const { pol, ref } = await sequenceLogps(model, ws, lora, mb, opts.method, undefined, 0);
       for (let i = 0; i < mb.pairs; i++) {
         const s = statsOf(mb, pol, ref, i);
         tally.add(opts.method, s, pairTerms(opts.method, opts.beta, s));

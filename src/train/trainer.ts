@@ -198,7 +198,7 @@ export class Trainer {
     this.preference = isPreference(o.method) ? new PreferenceObjective(model, o.method, o.beta ?? DEFAULT_BETA) : null;
     if (o.packing && this.preference) throw new WebqloraError('sample packing is for SFT examples: preference pairs are not packed (drop --packing).');
     // a preference micro-batch of batchSize pairs runs 2·batchSize rows
-    this.ws = new Workspace(be, model.config, { batch: o.batchSize * (this.preference ? 2 : 1), seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.maxRank, loraDropout: lora.config.dropout, dora: lora.useDora, packing: o.packing ?? false });
+    this.ws = new Workspace(be, model.config, { batch: o.batchSize * (this.preference ? 2 : 1), seqLen: o.seqLen, training: true, checkpointing: o.checkpointing, loraRank: lora.maxRank, loraDropout: lora.config.dropout, dora: lora.useDora, packing: o.packing ?? false, preference: this.preference !== null });
     this.opt = o.optimizer === 'sgd' ? new Sgd(be) : o.optimizer === 'paged-adamw' ? new PagedAdamW(be, lora.params, o) : new AdamW(be, lora.params, o);
     // per-row losses [B·T] followed by the squared gradient norm: one readback per step
     this.lossAcc = be.alloc('f32', o.batchSize * o.seqLen + 1, 'lossAcc');

@@ -109,7 +109,7 @@ test('DPO step loss on a tiny model equals −log σ(β·Δ) on log-probabilitie
   const rng = new Rng(21);
   for (const p of lora.pairs) { be.write(p.A, rng.f32(p.A.length, 0.3)); be.write(p.B, rng.f32(p.B.length, 0.3)); }
   const mb = assemblePairs(randomPairs(rng, 2, TINY.vocabSize), 0);
-  const ws = new Workspace(be, TINY, { batch: mb.B, seqLen: mb.T, training: true, checkpointing: false, loraRank: 2 });
+  const ws = new Workspace(be, TINY, { batch: mb.B, seqLen: mb.T, training: true, checkpointing: false, loraRank: 2, preference: true });
   const expected = await stepLoss('dpo', 0.1, be, model, ws, lora, [mb], [undefined]);
   lora.zeroGrads();
   const got = await new PreferenceObjective(model, 'dpo', 0.1).accumulate(ws, lora, [mb], () => undefined);
@@ -128,7 +128,7 @@ for (const method of ['dpo', 'orpo'] as const) {
     for (const p of lora.pairs) { be.write(p.A, rng.f32(p.A.length, 0.3)); be.write(p.B, rng.f32(p.B.length, 0.3)); }
     const mbs = [assemblePairs(randomPairs(rng, 2, TINY.vocabSize), 0), assemblePairs(randomPairs(rng, 2, TINY.vocabSize), 0)];
     const T = Math.max(...mbs.map((m) => m.T));
-    const ws = new Workspace(be, TINY, { batch: 4, seqLen: T, training: true, checkpointing: false, loraRank: 2, loraDropout: 0.1, headRows: 3 });
+    const ws = new Workspace(be, TINY, { batch: 4, seqLen: T, training: true, checkpointing: false, loraRank: 2, loraDropout: 0.1, headRows: 3, preference: true });
     const seeds = [101, 102], beta = 0.5;
     lora.zeroGrads();
     const got = await new PreferenceObjective(model, method, beta).accumulate(ws, lora, mbs, (i) => seeds[i]);

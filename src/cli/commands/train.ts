@@ -234,7 +234,7 @@ async function train(p: Parsed): Promise<number> {
     const loaded = await loadModelFrom(p, backend, progress, {
       seqLen: seqLenFlag,
       memory: (c, seqLen, pageWeights) => estimateTrainingMemory(c, {
-        ...q, lora: runLora, batch: base.batchSize * (prefMethod ? 2 : 1), seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads, packing: base.packing,
+        ...q, lora: runLora, batch: base.batchSize * (prefMethod ? 2 : 1), seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads, packing: base.packing, preference: prefMethod !== null,
       }),
     }).catch(async (e) => { await closeData(); throw e; });
     const { model, tok, spec } = loaded;
