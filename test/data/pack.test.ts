@@ -101,12 +101,15 @@ test('packed batches over an epoch: every example once and whole; longer example
   }
   // the cut keeps the first seqLen tokens (as example.ts's maxLen cut): the 30-token example alone in a full row
   const bt = new Batcher(ex, { batchSize: 1, order: 'sequential', packing: seqLen });
+  let hits = 0;
   for (let i = 0; i < bt.batchesPerEpoch; i++) {
     const b = bt.next();
     if (!b.indices.includes(60)) continue;
+    hits++;
     assert.equal([b.indices, b.T, [...b.ids]], [[60], seqLen, Array.from({ length: seqLen }, (_, i) => 500 + i)]);
     assert.is(b.targets[seqLen - 1], -100);
   }
+  assert.is(hits, 1, 'the long example is in exactly one row');
 });
 
 test('packing is deterministic for a seed, reshuffles rows per epoch, and resumes exactly from state()', () => {

@@ -24,7 +24,7 @@ import { peftKey } from '../../src/model/lora.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { evaluate } from '../../src/eval/evaluate.ts';
 import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
-import { ORACLES, peftGrad, perplexity64, readReference, type Reference } from './archs.ts';
+import { assertLogitsLikeTransformers, ORACLES, peftGrad, perplexity64, readReference, type Reference } from './archs.ts';
 import { batchLogits } from '../helpers/logits.ts';
 
 function relNorm(a: Float32Array, b: Float32Array): number {
@@ -58,9 +58,7 @@ for (const [fam, dir] of ORACLES) {
     for (const [withAdapter, want] of [[false, ref.baseLogits], [true, ref.loraLogits]] as const) {
       const got = await logitsOf(wasm, dir, ref, withAdapter);
       const what = `${fam} ${withAdapter ? 'lora' : 'base'}`;
-      let worst = 0;
-      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got.logits[i]! - want[i]!) / (2e-4 + 1e-4 * Math.abs(want[i]!)));
-      assert.ok(worst <= 1, `${what}: logits differ from transformers' by ${worst.toFixed(2)}× the tolerance`);
+      assertLogitsLikeTransformers(got.logits, want, what);
       const pplWant = perplexity64(want, ref.batch.targets, V);
       assert.ok(Math.abs(got.ppl / pplWant - 1) <= 1e-4, `${what}: perplexity ${got.ppl}, transformers ${pplWant}`);
     }

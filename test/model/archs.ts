@@ -13,6 +13,11 @@ export const FAMILIES = readdirSync(ARCHS, { withFileTypes: true }).filter((d) =
 export const DORA = join(FIXTURES, 'dora');
 export const DORA_FAMILIES = readdirSync(DORA, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 /** Every fixture as [label, directory]: the families' LoRA adapters, then the DoRA ones. */
+/** The fixture dirs the tests expect: a missing one fails here instead of shrinking the loops. */
+const EXPECTED = { archs: ['gemma2', 'gemma3', 'llama3', 'mistral', 'phi3', 'qwen2', 'qwen3'], dora: ['llama3', 'qwen2'] };
+if (FAMILIES.join() !== EXPECTED.archs.join() || DORA_FAMILIES.join() !== EXPECTED.dora.join()) {
+  throw new Error(`test/fixtures: expected archs ${EXPECTED.archs.join(', ')} and dora ${EXPECTED.dora.join(', ')}; found ${FAMILIES.join(', ')} and ${DORA_FAMILIES.join(', ')}`);
+}
 export const ORACLES: Array<[string, string]> = [...FAMILIES.map((f): [string, string] => [f, join(ARCHS, f)]), ...DORA_FAMILIES.map((f): [string, string] => [`dora/${f}`, join(DORA, f)])];
 
 /** PEFT's gradient of an adapter tensor (a magnitude's gradient is named with ".weight"). */
@@ -69,3 +74,10 @@ export function perplexity64(logits: Float32Array, targets: Int32Array, V: numbe
   return Math.exp(sum / n);
 }
 
+/** Logits within transformers' float32 result: |got − want| ≤ 2e-4 + 1e-4·|want| everywhere. */
+export function assertLogitsLikeTransformers(got: Float32Array, want: Float32Array, what: string): void {
+  if (got.length !== want.length) throw new Error(`${what}: ${got.length} logits, transformers has ${want.length}`);
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i]! - want[i]!) / (2e-4 + 1e-4 * Math.abs(want[i]!)));
+  if (!(worst <= 1)) throw new Error(`${what}: logits differ from transformers' by ${worst.toFixed(2)}× the tolerance`);
+}

@@ -1,9 +1,10 @@
-// DoRA beyond the PEFT fixtures (those are in archs.test.ts, test/webgpu/archs.test.ts and
+// DoRA beyond the PEFT fixtures' logits and gradients (those are in archs.test.ts, test/webgpu/archs.test.ts and
 // test/cli/sgd-step.test.ts; finite differences in gradcheck.test.ts):
 //   - a fresh adapter with PEFT's initialisation (m = ‖W‖_row of the dequantized NF4 base) leaves
 //     the model's logits unchanged,
 //   - WASM equals the reference on a QDoRA forward and backward with dropout, checkpointing on,
-//   - merging folds the magnitude in: the merged float model's logits equal base + adapter.
+//   - merging folds the magnitude in: the merged float model computes base + adapter (QDoRA),
+//     and merging PEFT's DoRA fixtures gives transformers + PEFT's logits.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -21,7 +22,8 @@ import { mergeAdapter } from '../../src/model/merge.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
 import { batchLogits } from '../helpers/logits.ts';
-import { assertClose, Rng } from '../helpers/index.ts';
+import { assertClose, loadAdapterAt, Rng } from '../helpers/index.ts';
+import { assertLogitsLikeTransformers, DORA as DORA_DIR, DORA_FAMILIES, readReference } from './archs.ts';
 import { randomBatch, TINY } from './tiny.ts';
 
 const DORA: LoraConfig = { r: 2, alpha: 4, dropout: 0.1, targets: 'all-linear', useRslora: false, useDora: true };
@@ -129,6 +131,33 @@ test('merge folds the magnitude in: the merged f32 model computes base + DoRA ad
   } finally {
     merged?.free();
     rmSync(out, { recursive: true, force: true });
+    await be.destroy();
+  }
+});
+
+test("merging PEFT's DoRA adapters: the merged f32 model's logits are transformers + PEFT's", async () => {
+  const be = await createWasmBackend({ threads: 1 });
+  try {
+    for (const fam of DORA_FAMILIES) {
+      const dir = join(DORA_DIR, fam), ref = await readReference(dir), out = mkdtempSync(join(tmpdir(), `webqlora-dora-merge-${fam}-`));
+      try {
+        const src = await openModelPath(dir);
+        const model = await loadModel(src, be, { quant: 'none', maxPositions: ref.batch.T });
+        const lora = await loadAdapterAt(join(dir, 'adapter'), be, model.config);
+        await mergeAdapter(src, lora, be, new NodeOutDir(out), { dtype: 'F32', quant: 'none', doubleQuant: false, blocksize: 64 });
+        await src.close();
+        const merged = await openModelPath(out);
+        const mm = await loadModel(merged, be, { quant: 'none', maxPositions: ref.batch.T });
+        await merged.close();
+        assertLogitsLikeTransformers(await batchLogits(mm, ref.batch), ref.loraLogits, `dora/${fam} merged`);
+        mm.free();
+        lora.free();
+        model.free();
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    }
+  } finally {
     await be.destroy();
   }
 });
