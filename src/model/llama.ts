@@ -204,41 +204,34 @@ export class LlamaModel {
   private doraRefresh = false;
 
   /**
-   * DoRA's norms of layer l's adapted linears: nsq_j = ‖W_j + s·(B·A)_j‖², expanded as
+   * DoRA's norms of one adapted linear (its weight resident): nsq_j = ‖W_j + s·(B·A)_j‖², expanded as
    * ‖W_j‖² + Σ_i Bᵀ[i, j]·(2s·(A·Wᵀ)[i, j] + s²·(A·Aᵀ·Bᵀ)[i, j]) so that W (4-bit or f32) is
    * only read through its GEMM (‖W_j‖² once); then g = m / √nsq and invNorm = 1 / √nsq.
    */
-  private refreshDoraLayer(l: number, lora: LoraAdapters): void {
-    const be = this.backend, sc = lora.doraScratch!;
-    for (const name of LINEAR_NAMES) {
-      const pair = lora.get(l, name), d = pair?.dora;
-      if (!pair || !d) continue;
-      this.pager?.ensure(l, name);
-      const lin = this.blocks[l]!.lin[name], { N, K, r } = pair, s = pair.scaling;
-      if (!d.wsqReady) {
-        if (lin.weight.kind === 'q4') be.qRowSumSquares(d.wsq, lin.weight.w);
-        else be.rowSumSquares(d.wsq, lin.weight.w, N, K);
-        d.wsqReady = true;
-      }
-      // V = 2s·A·Wᵀ + s²·(A·Aᵀ)·Bᵀ [r, N]; Bᵀ [r, N] through the identity (exact)
-      if (lin.weight.kind === 'q4') be.qMatmul(sc.V, pair.A, lin.weight.w, r, { alpha: 2 * s });
-      else be.matmul(sc.V, pair.A, lin.weight.w, r, N, K, { transB: true, alpha: 2 * s });
-      be.matmul(sc.G, pair.A, pair.A, r, r, K, { transB: true });
-      be.matmul(sc.V, sc.G, pair.B, r, N, r, { transB: true, alpha: s * s, accumulate: true });
-      be.matmul(sc.Bt, sc.eye.get(r)!, pair.B, r, N, r, { transB: true });
-      be.copy(d.nsq, 0, d.wsq, 0, N);
-      be.columnDot(d.nsq, sc.Bt, sc.V, r, N, { accumulate: true });
-      if (!d.mReady) {
-        // PEFT's initialisation, at the first forward as PEFT does it: m = ‖W + s·B·A‖_row,
-        // here f32(nsq / f32(√nsq)) (doraScale with m = nsq), within an ulp of √nsq
-        be.doraScale(d.g, d.invNorm, d.nsq, d.nsq, N);
-        be.copy(d.m, 0, d.g, 0, N);
-        d.mReady = true;
-      }
-      be.doraScale(d.g, d.invNorm, d.m, d.nsq, N);
+  private refreshDora(pair: LoraPair, lin: LinearLayer, lora: LoraAdapters): void {
+    const be = this.backend, sc = lora.doraScratch!, d = pair.dora!, { N, K, r } = pair, s = pair.scaling;
+    if (!d.wsqReady) {
+      if (lin.weight.kind === 'q4') be.qRowSumSquares(d.wsq, lin.weight.w);
+      else be.rowSumSquares(d.wsq, lin.weight.w, N, K);
+      d.wsqReady = true;
     }
+    // V = 2s·A·Wᵀ + s²·(A·Aᵀ)·Bᵀ [r, N]; Bᵀ [r, N] through the identity (exact)
+    if (lin.weight.kind === 'q4') be.qMatmul(sc.V, pair.A, lin.weight.w, r, { alpha: 2 * s });
+    else be.matmul(sc.V, pair.A, lin.weight.w, r, N, K, { transB: true, alpha: 2 * s });
+    be.matmul(sc.G, pair.A, pair.A, r, r, K, { transB: true });
+    be.matmul(sc.V, sc.G, pair.B, r, N, r, { transB: true, alpha: s * s, accumulate: true });
+    be.matmul(sc.Bt, sc.eye.get(r)!, pair.B, r, N, r, { transB: true });
+    be.copy(d.nsq, 0, d.wsq, 0, N);
+    be.columnDot(d.nsq, sc.Bt, sc.V, r, N, { accumulate: true });
+    if (!d.mReady) {
+      // PEFT's initialisation, at the first forward as PEFT does it: m = ‖W + s·B·A‖_row,
+      // here f32(nsq / f32(√nsq)) (doraScale with m = nsq), within an ulp of √nsq
+      be.doraScale(d.g, d.invNorm, d.nsq, d.nsq, N);
+      be.copy(d.m, 0, d.g, 0, N);
+      d.mReady = true;
+    }
+    be.doraScale(d.g, d.invNorm, d.m, d.nsq, N);
   }
-
 
   /**
    * The loss head, in chunks of rows so that no [R, V] logits (or logit gradient) ever exist:
@@ -326,10 +319,10 @@ export class LlamaModel {
     const c = this.config, v = this.variant, be = this.backend, blk = this.blocks[l]!, a = ws.acts(l);
     const R = B * T, C = c.hiddenSize, KVD = c.numKVHeads * c.headDim, D = c.headDim;
     const x = ws.layerIn(l), out = ws.layerIn(l + 1), rope = this.ropeOf(l);
-    if (this.doraRefresh && lora) this.refreshDoraLayer(l, lora);
     const lin = (name: LinearName, input: Tensor, y: Tensor, accumulate: boolean) => {
       this.pager?.ensure(l, name);
       const pair = lora?.get(l, name) ?? null;
+      if (this.doraRefresh && pair?.dora) this.refreshDora(pair, blk.lin[name], lora!);
       this.linearForward(ws, blk.lin[name], pair, input, y, loraT(a, pair, name), R, accumulate, dropSeed(seed, l, pair, name));
     };
 
@@ -401,17 +394,10 @@ export class LlamaModel {
     }
     this.baseMatmul(y, x, lin, R, { accumulate, bias });
     if (!pair || !t) return;
-    const r = pair.r, p = ws.dropout;
+    const r = pair.r;
     // the parts of a fused module (Phi-3's q/k/v, gate/up) share A and the input: t is computed
     // by the first part (which runs first) and reused by the others
-    if (pair.row0 === 0) {
-      let xin = x;
-      if (seed !== undefined && p > 0) {
-        be.dropout(ws.xd, x, R * lin.K, p, seed);
-        xin = ws.xd;
-      }
-      be.matmul(t, xin, pair.A, R, r, lin.K, { transB: true });
-    }
+    if (pair.row0 === 0) be.matmul(t, this.dropped(ws, x, R, lin.K, seed), pair.A, R, r, lin.K, { transB: true });
     be.matmul(y, t, pair.B, R, lin.N, r, { transB: true, alpha: pair.scaling, accumulate: true });
   }
 
@@ -435,7 +421,7 @@ export class LlamaModel {
   }
 
   /**
-   * DoRA's linear as PEFT computes it, with g = m / ‖W + s·B·A‖_row (refreshDoraLayer) and
+   * DoRA's linear as PEFT computes it, with g = m / ‖W + s·B·A‖_row (refreshDora) and
    * xd = drop(x), t = xd·Aᵀ: y (=|+=) x·Wᵀ + bias + (g − 1) ⊙ (xd·Wᵀ) + g ⊙ (s·t·Bᵀ). Without
    * dropout xd = x and this is y = bias + g ⊙ z with z = x·Wᵀ + s·t·Bᵀ, computed as such.
    */
@@ -567,18 +553,13 @@ export class LlamaModel {
     const r = pair.r, p = ws.dropout, s = pair.scaling;
     be.matmul(pair.dB, dy, t, lin.N, r, R, { transA: true, alpha: s, accumulate: true });
     be.matmul(ws.dt, dy, pair.B, R, r, lin.N, { alpha: s });
-    const dropped = seed !== undefined && p > 0;
-    let xin = x;
-    if (dropped) {
-      be.dropout(ws.xd, x, R * lin.K, p, seed);
-      xin = ws.xd;
-    }
+    const xin = this.dropped(ws, x, R, lin.K, seed);
     be.matmul(pair.dA, ws.dt, xin, r, lin.K, R, { transA: true, accumulate: true });
-    if (dropped) {
+    if (xin !== x) {
       // d(drop(x)) = dt·A, then the same mask and scale: d(x) = drop'(d(drop(x))); drop(x) has
       // served dA above, so its buffer takes d(drop(x)) (calls run in order; dropout is in place)
       be.matmul(ws.xd, ws.dt, pair.A, R, lin.K, r);
-      be.dropout(ws.xd, ws.xd, R * lin.K, p, seed);
+      be.dropout(ws.xd, ws.xd, R * lin.K, p, seed!);
       be.add(dx, ws.xd, R * lin.K);
     } else {
       be.matmul(dx, ws.dt, pair.A, R, lin.K, r, { accumulate: true });

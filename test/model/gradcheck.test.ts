@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { createReferenceBackend, type ReferenceBackend } from '../../src/backend/reference/index.ts';
 import { loadModel } from '../../src/model/load.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
-import { LoraAdapters } from '../../src/model/lora.ts';
+import { LoraAdapters, type LoraPair } from '../../src/model/lora.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { forwardBackward, forwardLoss, scoredTokens } from '../../src/train/step.ts';
 import { Rng } from '../helpers/index.ts';
@@ -52,8 +52,8 @@ for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false,
     // DoRA's row norm is a constant of the backward (PEFT detaches it): the finite differences
     // hold ‖W + s·B·A‖² at the value the first forward computed, while g = m / ‖·‖ follows m
     if (dora) {
-      (model as unknown as { refreshDoraLayer: (l: number) => void }).refreshDoraLayer = (l: number) => {
-        for (const p of lora.pairs) if (p.layer === l) be.doraScale(p.dora!.g, p.dora!.invNorm, p.dora!.m, p.dora!.nsq, p.N);
+      (model as unknown as { refreshDora: (p: LoraPair) => void }).refreshDora = (p: LoraPair) => {
+        be.doraScale(p.dora!.g, p.dora!.invNorm, p.dora!.m, p.dora!.nsq, p.N);
       };
     }
     assert.ok(Math.abs(l0 - (await loss())) < 1e-12, 'forward loss reproducible');
