@@ -139,8 +139,7 @@ export function checkAttentionOptions(s: AttentionShape, what: string): void {
 
 /** A docStart operand (rope, ropeBackward, attention): i32 with at least `rows` entries. */
 export function checkDocStartTensor(t: Tensor, rows: number, what: string): void {
-  if (t.type !== 'i32') throw new Error(`${what}: docStart ${t.label} is ${t.type}, expected i32`);
-  if (!(rows <= t.length)) throw new Error(`${what}: docStart ${t.label} holds ${t.length} entries, ${rows} rows need one each`);
+  checkOperand(t, 'i32', rows, `${what} docStart`);
 }
 
 /**

@@ -16,10 +16,9 @@ import type { LoraAdapters, LoraConfig } from '../model/lora.ts';
 import { autoPageReason, backendCapacity, type BackendCapacity, type MemoryEstimate } from '../model/memory.ts';
 import { ADAPTER_CONFIG, loadAdapter, parseAdapterConfig } from '../model/peft.ts';
 import { readGgufAdapter } from '../model/gguf-adapter.ts';
-import { openGguf } from '../io/gguf.ts';
 import { loadModel, MAX_POSITIONS } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
-import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
+import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromGguf, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { bool, choice, optNum, required, str, type Parsed } from './args.ts';
 import { fmtBytes, Progress } from './progress.ts';
@@ -159,12 +158,10 @@ export async function loadTokenizerPath(path: string): Promise<Tokenizer> {
   if (ext === '.model') return tokenizerFromSentencePiece(new Uint8Array(await readFile(path)), null, path);
   if (ext === '.bin') return tokenizerFromLlama2cBin(new Uint8Array(await readFile(path)), path);
   if (ext === '.gguf') {
-    // only the header: the vocabulary is in the metadata, the weights are never read
+    // only the metadata: the vocabulary (and chat template) of any GGUF, a vocab-only one too
     const file = await FileSource.open(path);
     try {
-      const vocab = (await openGguf(file)).vocab;
-      if (!vocab) throw new WebqloraError(`${path}: this GGUF file carries no vocabulary.`);
-      return tokenizerFromVocab(vocab);
+      return await tokenizerFromGguf(file);
     } finally {
       await file.close();
     }

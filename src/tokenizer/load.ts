@@ -17,7 +17,7 @@ export { chatTemplateFromConfig, type TokenizerConfig } from './hf.ts';
  * Gemma) or byte-level BPE ("gpt2" with a supported tokenizer.ggml.pre: GPT-2, SmolLM, Qwen2,
  * Llama 3, run through @huggingface/tokenizers as the tokenizer.json it came from).
  */
-export function tokenizerFromVocab(v: EmbeddedVocab, chatTemplate: string | null = null, name = 'GGUF vocabulary'): Tokenizer {
+export function tokenizerFromVocab(v: EmbeddedVocab, chatTemplate: string | null = v.chatTemplate ?? null, name = 'GGUF vocabulary'): Tokenizer {
   if (v.model === 'llama') return spmFromVocab(v, chatTemplate);
   if (v.model === 'gpt2') {
     const { json, config } = ggufBpeTokenizerJson(v, chatTemplate, name);
@@ -35,8 +35,7 @@ export async function tokenizerFromGguf(src: ByteSource): Promise<Tokenizer> {
   const md = (await readGguf(src)).metadata;
   const vocab = readVocab(md, src.name);
   if (!vocab) throw new WebqloraError(`${src.name}: this GGUF file carries no vocabulary (no tokenizer.ggml.tokens).`);
-  const tpl = md.get('tokenizer.chat_template');
-  return tokenizerFromVocab(vocab, typeof tpl === 'string' ? tpl : null, src.name);
+  return tokenizerFromVocab(vocab, vocab.chatTemplate ?? null, src.name);
 }
 
 /** A tokenizer.json (text or parsed) with an optional tokenizer_config.json (text or parsed). */

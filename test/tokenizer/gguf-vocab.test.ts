@@ -20,6 +20,7 @@ import { ggufBpeTokenizerJson, LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX } from '../
 import { parseSentencePieceModel } from '../../src/tokenizer/spm.ts';
 import type { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import type { EmbeddedVocab } from '../../src/io/weights.ts';
+import { readGguf, readVocab } from '../../src/io/gguf.ts';
 import { VARIED, tinyStories } from './texts.ts';
 
 const TOK = join(FIXTURES, 'tokenizers');
@@ -162,6 +163,9 @@ test('SmolLM2 GGUF vocabulary (pre "smollm") gives the tokenizer.json ids; speci
   ]))))!;
   assert.equal([t.vocabSize, t.bosId, t.eosId, t.padId, t.unkId, t.addBos, t.addEos], [dir.vocabSize, dir.bosId, dir.eosId, dir.padId, dir.unkId, dir.addBos, dir.addEos]);
   assert.is(t.chatTemplate, chat);
+  // a GGUF model's embedded vocabulary (what the CLI reads from a model file) keeps it too
+  const vocab = readVocab((await readGguf(new MemorySource('smollm2-vocab.gguf', bytes))).metadata, 'smollm2-vocab.gguf')!;
+  assert.is(tokenizerFromVocab(vocab).chatTemplate, chat);
   for (let i = 0; i < 17; i++) assert.ok(t.isSpecial(i), `added token ${i} is special`);
   const ref = new HfTokenizer(j, {});
   const texts = corpus([
