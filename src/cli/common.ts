@@ -20,7 +20,7 @@ import { loadModel, MAX_POSITIONS } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromGguf, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
-import { bool, choice, optNum, required, str, type Parsed } from './args.ts';
+import { bool, choice, given, optNum, required, str, type Parsed } from './args.ts';
 import { fmtBytes, Progress } from './progress.ts';
 
 export { MODEL_FLAGS } from './flags.ts';
@@ -98,6 +98,7 @@ export async function loadModelFrom(p: Parsed, backend: Backend, progress: Progr
     let pageWeights = bool(p, 'page-weights');
     if (!pageWeights && plan) {
       const why = autoPageReason(plan.memory(source.config, seqLen, false), plan.capacity !== undefined ? plan.capacity : backendCapacity(backend));
+      if (why && given(p, 'page-weights')) throw new WebqloraError(`--no-page-weights: ${why.replace(/^[^:]*: /, '')} (drop --no-page-weights to page base layers from host memory).`);
       if (why) {
         pageWeights = true;
         progress.log(why);

@@ -37,6 +37,9 @@ test('context and tokenizer mistakes are reported before any weight is loaded', 
   userError(['generate', '--model', STORIES_BIN, '--prompt', 'hi', '--tokenizer', join(TMP, 'vocab.txt'), '--backend', 'wasm'], /vocab\.txt: unknown tokenizer file \(expected tokenizer\.json, a SentencePiece \.model, a llama2\.c tokenizer\.bin or a \.gguf with a vocabulary\)\./);
   mkdirSync(join(TMP, 'empty'));
   userError(['generate', '--model', STORIES_BIN, '--prompt', 'hi', '--tokenizer', join(TMP, 'empty'), '--backend', 'wasm'], /empty: no tokenizer\.json or tokenizer\.model in this directory\./);
+  // --no-page-weights is not ignored where automatic paging would be needed
+  userError(['train', '--model', 'synthetic:llama-2-7b', '--data', join(TMP, 'x.jsonl'), '--out', join(TMP, 'o7'), '--seq-len', '64', '--backend', 'wasm', '--no-page-weights'],
+    /^webqlora train: --no-page-weights: with every layer resident the run needs [\d.]+ GiB of kernel memory, more than one wasm32 memory holds \(4\.00 GiB\) \(drop --no-page-weights to page base layers from host memory\)\.$/);
 });
 
 test('train refuses to write over an earlier run', () => {
