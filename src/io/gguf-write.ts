@@ -150,9 +150,14 @@ export function quantizeQ8_0(v: Float32Array): Uint8Array {
     const d = Math.fround(amax / 127);
     const id = d ? Math.fround(1 / d) : 0;
     dv.setUint16(b * 34, f32ToF16(d), true);
-    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, Math.round(Math.fround(v[b * 32 + j]! * id)));
+    for (let j = 0; j < 32; j++) dv.setInt8(b * 34 + 2 + j, roundf(Math.fround(v[b * 32 + j]! * id)));
   }
   return out;
+}
+
+/** C's roundf: halfway cases away from zero (Math.round sends −2.5 to −2). */
+function roundf(x: number): number {
+  return Math.sign(x) * Math.round(Math.abs(x));
 }
 
 /** ggml quantize_row_q4_0_ref: max = the value of largest magnitude, d = max / −8, q = min(15, trunc(x/d + 8.5)). */
@@ -169,8 +174,9 @@ export function quantizeQ4_0(v: Float32Array): Uint8Array {
     const id = d ? Math.fround(1 / d) : 0;
     dv.setUint16(b * 18, f32ToF16(d), true);
     for (let j = 0; j < 16; j++) {
-      const q0 = Math.min(15, Math.trunc(Math.fround(v[b * 32 + j]! * id) + 8.5));
-      const q1 = Math.min(15, Math.trunc(Math.fround(v[b * 32 + 16 + j]! * id) + 8.5));
+      // (int8_t)(x0 + 8.5f): the sum is a float, rounded before the cut
+      const q0 = Math.min(15, Math.trunc(Math.fround(Math.fround(v[b * 32 + j]! * id) + 8.5)));
+      const q1 = Math.min(15, Math.trunc(Math.fround(Math.fround(v[b * 32 + 16 + j]! * id) + 8.5)));
       out[b * 18 + 2 + j] = q0 | (q1 << 4);
     }
   }
