@@ -9,7 +9,7 @@ when `python3 -c 'import torch'` works.
 
 Tuned the way a performance engineer runs torch on a small CPU box (issue 12), unless --untuned:
   * OMP_WAIT_POLICY=PASSIVE before torch is loaded: libgomp's workers sleep between parallel
-    regions instead of spinning against OpenBLAS's own threads (1.6–2× slower steps on 2 cores);
+    regions instead of spinning against OpenBLAS's own threads;
   * OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed: some machines set them, and they force an
     older BLAS kernel (OpenBLAS then picks the core it detects);
   * jemalloc preloaded with MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 when Debian's
