@@ -237,3 +237,13 @@ export function checkAttention(s: AttentionShape, what: 'attention' | 'attention
   if (what === 'attentionBackward' && s.pos0 !== 0) throw bad('pos0 must be 0 (training has no KV cache)');
   checkAttentionOptions(s, what);
 }
+
+/**
+ * The one reading of AttentionShape's options, for every backend: scale (default f32(1 / f32(√D)),
+ * the bits the kernels computed before scale was an option: f32 √ and ÷ are correctly rounded),
+ * soft-cap (0: none) and window (0: unlimited; a window no query can exceed is passed as 0).
+ */
+export function attentionParams(s: AttentionShape): { scale: number; softcap: number; window: number } {
+  const w = s.window ?? 0;
+  return { scale: s.scale ?? Math.fround(1 / Math.fround(Math.sqrt(s.D))), softcap: s.softcap ?? 0, window: w < s.pos0 + s.T ? w : 0 };
+}

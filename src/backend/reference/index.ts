@@ -25,6 +25,7 @@ import { quantBytes } from '../../quant/types.ts';
 import { dropScale, dropThreshold, hash32 } from '../rng.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
+  attentionParams,
   BUFFER_BYTES, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues, checkDropout,
   checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkTargets,
   checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength,
@@ -674,9 +675,10 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     return ds;
   }
 
-  /** scale (rounded like every other scalar; default 1/√D), soft-cap (0: none), window (0: unlimited). */
+  /** attentionParams (validate.ts), the scalars rounded like every other. */
   function attnOptions(s: AttentionShape): { scale: number; cap: number; window: number } {
-    return { scale: r(s.scale ?? 1 / Math.sqrt(s.D)), cap: r(s.softcap ?? 0), window: s.window ?? 0 };
+    const p = attentionParams(s);
+    return { scale: r(p.scale), cap: r(p.softcap), window: p.window };
   }
 
   /** rope (dir 1) and its transpose ropeBackward (dir −1, rotation by −θ) on x [R, nh, D]. */

@@ -18,6 +18,7 @@ import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, Mem
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
+  attentionParams,
   BUFFER_BYTES, HOST_ARRAY, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues,
   checkDropout, checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap,
   checkTargets, checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength, sideTable,
@@ -571,13 +572,11 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 }
 
 /**
- * The kernels' scale, softcap, window arguments. Default scale f32(1 / f32(√D)): the bits the
- * kernel computed itself before scale was an option (f32 √ and ÷ are correctly rounded, and so
- * is their f64 evaluation rounded once). A window no query can exceed is passed as 0.
+ * The kernels' scale, softcap, window arguments (attentionParams, validate.ts).
  */
 function attnOptions(s: AttentionShape): [number, number, number] {
-  const w = s.window ?? 0;
-  return [s.scale ?? Math.fround(1 / Math.fround(Math.sqrt(s.D))), s.softcap ?? 0, w < s.pos0 + s.T ? w : 0];
+  const p = attentionParams(s);
+  return [p.scale, p.softcap, p.window];
 }
 
 /** Keys a query scores at most (the window or S): sizes a chunk of work. */

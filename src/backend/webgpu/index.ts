@@ -21,6 +21,7 @@ import { WebqloraError } from '../../errors.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
 import { f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
+  attentionParams,
   BUFFER_BYTES as BYTES, HOST_ARRAY, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDropout,
   checkGemmOptions, checkNoiseScale, checkOperand, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkWrite, elemTypeOf, fillLength,
   readLength, sideTable,
@@ -673,9 +674,7 @@ function makeBackend(rt: GpuRuntime): Backend {
         }
       }
       run(views, {
-        B: nb, T: s.T, S: s.S, H: s.H, KVH: s.KVH, pos0: s.pos0, kv_stride: s.kvStride, scale: s.scale ?? 1 / Math.sqrt(s.D),
-        // a window no query exceeds is no window (and then always fits the u32)
-        softcap: s.softcap ?? 0, window: s.window && s.window < s.pos0 + s.T ? s.window : 0,
+        B: nb, T: s.T, S: s.S, H: s.H, KVH: s.KVH, pos0: s.pos0, kv_stride: s.kvStride, ...attentionParams(s),
         q_off: offs.q! / 16, kv_off: offs.kv! / 16, l_off: offs.l! / 4,
       }, nb, b0);
     }
