@@ -42,12 +42,15 @@ export function quantFlags(p: Parsed): QuantFlags {
 export async function backendFrom(p: Parsed, progress: Progress): Promise<Backend> {
   const prefer = choice<BackendChoice>(p, 'backend');
   const threads = optNum(p, 'threads');
+  if (threads !== undefined && prefer === 'webgpu') throw new WebqloraError('--threads sets the WASM backend\'s threads and does nothing with --backend webgpu (drop one of them).');
   // Dawn (the optional `webgpu` package) is loaded only when WebGPU may be chosen (for auto, only
   // when there is a real GPU); what it prints while it looks for adapters (limit warnings) is
   // shown only with --verbose
   const quiet = !(p.flags.verbose && bool(p, 'verbose'));
   const gpu = prefer === 'wasm' ? null : await dawnGpu({ quiet, probeFirst: prefer === 'auto' });
-  return createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
+  const backend = await createBackend({ prefer, threads, gpu, onInfo: (m) => progress.log(m) });
+  if (threads !== undefined && backend.name === 'webgpu') progress.log(`--threads ${threads} is unused: auto chose WebGPU (give --backend wasm to run on ${threads} threads)`);
+  return backend;
 }
 
 /** --seq-len of train and eval when not given: 512, or the model's context when that is shorter. */

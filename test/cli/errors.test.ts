@@ -26,6 +26,7 @@ test('unknown command and flag ranges', () => {
   userError(['frobnicate'], /^webqlora: unknown command 'frobnicate' \(expected one of train, generate, .*; see webqlora --help\)\.$/);
   userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--top-p', '2'], /^webqlora generate: --top-p must be a number from 0 to 1, got '2'\.$/);
   userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--max-new-tokens', '0'], /--max-new-tokens must be a whole number ≥ 1, got '0'\./);
+  userError(['generate', '--model', STORIES_GGUF, '--prompt', 'x', '--backend', 'webgpu', '--threads', '2'], /^webqlora generate: --threads sets the WASM backend's threads and does nothing with --backend webgpu \(drop one of them\)\.$/);
   userError(['train', '--model', STORIES_GGUF, '--data', 'd.jsonl', '--out', join(TMP, 'o'), '--lora-dropout', '1'], /^webqlora train: --lora-dropout must be a number from 0 to 0\.99, got '1'\.$/);
 });
 
