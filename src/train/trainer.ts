@@ -35,6 +35,12 @@ export interface TrainOptions {
   seed: number;
   /** sample packing: micro-batches may carry docStart (data/pack.ts); absent in checkpoints before it (false) */
   packing?: boolean;
+  /**
+   * Settings outside the trainer that decide what it trains on — the CLI's data and quantization
+   * flags by name (format, train-on-prompt, source-/target-max-len, quant, double-quant,
+   * blocksize) — kept in checkpoints so that a resumed run uses them again. Absent in older ones.
+   */
+  kept?: Record<string, string | number | boolean>;
   /** sft (default), or preference tuning on micro-batches of pairs: dpo, orpo (preference.ts) */
   method?: TrainMethod;
   /** DPO's β, ORPO's λ (TRL's `beta` of both; default 0.1) */

@@ -124,6 +124,10 @@ function trainOptionsFrom(p: Parsed): Omit<TrainOptions, 'totalSteps'> {
     packing: bool(p, 'packing'),
     method: choice<TrainMethod>(p, 'method'),
     beta: num(p, 'beta'),
+    kept: {
+      format: choice(p, 'format'), 'train-on-prompt': bool(p, 'train-on-prompt'), 'source-max-len': num(p, 'source-max-len'),
+      'target-max-len': num(p, 'target-max-len'), quant: choice(p, 'quant'), 'double-quant': bool(p, 'double-quant'), blocksize: choice(p, 'blocksize'),
+    },
   };
 }
 
@@ -137,12 +141,17 @@ const RESUMED: Array<[string, (s: TrainerState) => unknown]> = [
   ['lora-r', (s) => s.lora.r], ['lora-alpha', (s) => s.lora.alpha], ['lora-dropout', (s) => s.lora.dropout], ['use-rslora', (s) => s.lora.useRslora], ['use-dora', (s) => s.lora.useDora ?? false],
 ];
 
-/** A resumed run keeps its checkpoint's settings: a flag that asks for another value is refused. */
+/**
+ * A resumed run keeps its checkpoint's settings: a flag that asks for another value is refused,
+ * and the kept data and quantization flags not given take the checkpoint's values.
+ */
 function checkResumeFlags(p: Parsed, state: TrainerState, dir: string): void {
-  for (const [flag, get] of RESUMED) {
+  const kept = Object.entries(state.options.kept ?? {}).map(([flag, was]): [string, (s: TrainerState) => unknown] => [flag, () => was]);
+  for (const [flag, get] of [...RESUMED, ...kept]) {
     const v = p.values.get(flag), was = get(state);
     if (v !== undefined && v !== was) throw new WebqloraError(`--${flag} ${String(v)} differs from ${dir}'s ${String(was)}: a resumed run keeps its checkpoint's settings (drop --${flag}, or train into a new --out).`);
   }
+  for (const [flag, was] of Object.entries(state.options.kept ?? {})) if (!p.values.has(flag)) p.values.set(flag, was);
 }
 
 /** One line on what --packing made of the training set: rows, and the padding left. */

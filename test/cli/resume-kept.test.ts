@@ -1,0 +1,40 @@
+// --resume reuses the data and quantization flags the run was started with (kept in the
+// checkpoint): a resumed fp4 run given no --quant ends byte-identical to the uninterrupted fp4
+// run (it would train on an NF4 base otherwise), and a resume that asks for another value of a
+// kept flag is refused in one sentence.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+
+const CLI = join(REPO, 'dist', 'node', 'cli.js');
+if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
+const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+
+test('--resume keeps --quant and --format from the checkpoint; another value is refused', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'webqlora-resume-kept-'));
+  try {
+    const data = join(tmp, 'd.jsonl');
+    writeFileSync(data, readFileSync(join(FIXTURES, 'data', 'tinystories_sample.txt'), 'utf8').split('\n<|endoftext|>\n').slice(0, 12).map((t) => JSON.stringify({ text: t.trim() })).join('\n') + '\n');
+    const common = ['--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '3', '--seq-len', '64', '--backend', 'wasm', '--save-every', '1'];
+    const full = join(tmp, 'full');
+    const r = run('train', ...common, '--quant', 'fp4', '--format', 'text', '--out', full);
+    assert.is(r.status, 0, r.stderr);
+    const cut = join(tmp, 'cut');
+    cpSync(full, cut, { recursive: true });
+    for (const n of readdirSync(cut)) if (n !== 'checkpoint-1') rmSync(join(cut, n), { recursive: true, force: true });
+    const bad = run('train', ...common, '--quant', 'nf4', '--out', cut, '--resume');
+    assert.is(bad.status, 2, bad.stderr);
+    assert.match(bad.stderr, /--quant nf4 differs from .*checkpoint-1's fp4: a resumed run keeps its checkpoint's settings/);
+    const res = run('train', ...common, '--out', cut, '--resume');
+    assert.is(res.status, 0, res.stderr);
+    assert.ok(readFileSync(join(cut, 'adapter_model.safetensors')).equals(readFileSync(join(full, 'adapter_model.safetensors'))), 'the resumed run trained on the same fp4 base and data');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test.run();
