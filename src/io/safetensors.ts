@@ -75,6 +75,7 @@ export class SafetensorsFile {
     const t = this.info(name);
     const cols = t.shape[1]!, bytes = DTYPE_BYTES_OF[t.dtype as keyof typeof DTYPE_BYTES_OF];
     if (t.shape.length !== 2 || !bytes) throw new WebqloraError(`${this.src.name}: tensor ${name} is not a 2-D float tensor.`);
+    if (!(Number.isInteger(row0) && Number.isInteger(rows) && row0 >= 0 && rows >= 0 && row0 + rows <= t.shape[0]!)) throw new Error(`readFloatRows: rows [${row0}, ${row0 + rows}) of ${name} [${t.shape.join(', ')}]`);
     const raw = await this.src.read(this.dataOffset + t.begin + row0 * cols * bytes, rows * cols * bytes);
     return toFloat32(raw, t.dtype, `${this.src.name}: tensor ${name}`, into);
   }
