@@ -16,7 +16,7 @@ import type { LoraAdapters, LoraConfig } from '../model/lora.ts';
 import { autoPageReason, backendCapacity, type BackendCapacity, type MemoryEstimate } from '../model/memory.ts';
 import { ADAPTER_CONFIG, loadAdapter, parseAdapterConfig } from '../model/peft.ts';
 import { readGgufAdapter } from '../model/gguf-adapter.ts';
-import { loadModel, MAX_POSITIONS } from '../model/load.ts';
+import { loadModel, MAX_POSITIONS, ownsSource } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromGguf, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
@@ -88,12 +88,14 @@ export function backendThreads(backend: Backend): number {
  * tokenizer. The sequence length (the plan's, or its default) is checked against the model's
  * context before any weight is read; base layers are paged when --page-weights says so or when
  * the run would not fit the backend otherwise (said in one line). The model file is closed
- * before this returns, whatever happens.
+ * before this returns, whatever happens — except where the model streams its input embedding
+ * from it (paged, untied, a format that reads rows): then model.free() closes it.
  */
 export async function loadModelFrom(p: Parsed, backend: Backend, progress: Progress, plan?: RunPlan): Promise<{ model: LlamaModel; tok: Tokenizer | null; spec: string; seqLen: number | undefined }> {
   const spec = required(p, 'model');
   const q = quantFlags(p);
   const source = await openModelPath(spec);
+  let kept = false;
   try {
     const context = contextOf(source.config);
     const seqLen = plan?.seqLen === undefined ? undefined : plan.seqLen ?? defaultSeqLen(source.config);
@@ -118,9 +120,11 @@ export async function loadModelFrom(p: Parsed, backend: Backend, progress: Progr
     progress.done(`loaded ${spec} (${source.format}, ${qdesc}) in ${((performance.now() - t0) / 1000).toFixed(1)}s, ${fmtBytes(mem.liveBytes)} in ${backend.name} memory${paged}`);
     const found = await tokenizerFor(p, spec, source);
     if (!found.tok) progress.log(`no tokenizer: ${found.why}; text needs --tokenizer PATH (tokenizer.json, tokenizer.model or a .gguf vocabulary)`);
+    // a streamed embedding reads its rows from the file per batch: the model closes it when freed
+    kept = ownsSource(model);
     return { model, tok: found.tok, spec, seqLen };
   } finally {
-    await source.close();
+    if (!kept) await source.close();
   }
 }
 

@@ -45,7 +45,7 @@ export async function generate(model: LlamaModel, promptIds: number[], opts: Gen
     let pos = 0, lastT = 0;
     for (let s = 0; s < promptIds.length; s += chunk) {
       const ids = promptIds.slice(s, s + chunk);
-      be.write(ws.ids, Int32Array.from(ids));
+      await model.stageInput(ws, Int32Array.from(ids));
       model.forward(ws, 1, ids.length, { pos0: pos, lora });
       pos += ids.length;
       lastT = ids.length;
@@ -60,7 +60,7 @@ export async function generate(model: LlamaModel, promptIds: number[], opts: Gen
       if (stop.has(next)) { reason = 'eos'; break; }
       if (out.length >= maxNew) break;
       if (pos >= total) { reason = 'context'; break; }
-      be.write(ws.ids, Int32Array.from([next]));
+      await model.stageInput(ws, Int32Array.from([next]));
       model.forward(ws, 1, 1, { pos0: pos, lora });
       pos += 1;
       lastT = 1;

@@ -24,6 +24,8 @@ import type { AttentionShape, Backend, QuantUpload, QuantWeight, RopeTables, Ten
 import { deriveSeed } from '../backend/rng.ts';
 import { WebqloraError } from '../errors.ts';
 import { LINEAR_NAMES, variantOf, type LinearName, type ModelConfig, type Variant } from './config.ts';
+import type { WeightSource } from '../io/weights.ts';
+import { f32ToBf16, f32ToF16 } from '../num.ts';
 import type { LoraAdapters, LoraPair } from './lora.ts';
 import { quantBytes, type QuantMode } from '../quant/types.ts';
 
@@ -103,6 +105,87 @@ export class LayerPager {
   }
 }
 
+/**
+ * The input embedding of a paged, untied model: instead of holding the [V, C] table in kernel
+ * memory (262 MB for Llama 2 7B in f16, 1 GB for Llama 3 8B), each forward reads the rows of its
+ * distinct tokens from the weight source (as llama.cpp's mmap touches only the rows it uses). The
+ * rows go into a small staging table in the checkpoint's precision, rounded exactly as loadModel
+ * rounds a resident table, and ws.ids holds each token's row in it, so the embedding kernel and
+ * the result are those of the resident table. The source stays open until the model is freed.
+ * loadModel makes one when layers are paged and the format reads row slices (HF safetensors,
+ * synthetic); GGUF and llama2.c tables stay resident.
+ */
+export class StreamedEmbedding {
+  private staging: Tensor | null = null;
+  private stagingRows = 0;
+  /** what the last stageInput wrote: the workspace and the ids (checked by forwardLoss) */
+  private staged: { ws: Workspace; ids: Int32Array } | null = null;
+  constructor(
+    private readonly backend: Backend,
+    readonly source: WeightSource,
+    readonly name: string,
+    readonly dtype: 'f32' | 'f16' | 'bf16',
+    readonly V: number,
+    readonly C: number,
+  ) {}
+
+  /** The staging table: rows of the last staged input's distinct tokens. */
+  get table(): Tensor {
+    if (!this.staging) throw new Error('the streamed embedding has no input staged (LlamaModel.stageInput)');
+    return this.staging;
+  }
+
+  async stage(ws: Workspace, ids: Int32Array): Promise<void> {
+    const R = ids.length, C = this.C;
+    for (let r = 0; r < R; r++) {
+      const id = ids[r]!;
+      if (!(Number.isInteger(id) && id >= 0 && id < this.V)) throw new WebqloraError(`input token id ${id} (row ${r}) is outside the model's vocabulary of ${this.V} tokens (does the tokenizer belong to this model?).`);
+    }
+    const distinct = [...new Set(ids)].sort((a, b) => a - b);
+    if (distinct.length > this.stagingRows) {
+      // grown to the largest input seen (batch × seq rows at most): a training run allocates once
+      if (this.staging) this.backend.free(this.staging);
+      this.staging = null;
+      const rows = Math.max(distinct.length, Math.min(R, this.V));
+      this.staging = this.backend.alloc(this.dtype, rows * C, `${this.name} (streamed rows)`);
+      this.stagingRows = rows;
+    }
+    const local = new Map<number, number>();
+    const cvt = this.dtype === 'f16' ? f32ToF16 : f32ToBf16;
+    // runs of consecutive ids are read as one row slice
+    for (let i = 0; i < distinct.length;) {
+      let j = i + 1;
+      while (j < distinct.length && distinct[j] === distinct[j - 1]! + 1) j++;
+      const rows = await this.source.readFloatRows!(this.name, distinct[i]!, j - i);
+      if (this.dtype === 'f32') this.backend.write(this.staging!, rows, i * C);
+      else {
+        const h = new Uint16Array(rows.length);
+        for (let e = 0; e < rows.length; e++) h[e] = cvt(rows[e]!);
+        this.backend.write(this.staging!, h, i * C);
+      }
+      for (let k = i; k < j; k++) local.set(distinct[k]!, k);
+      i = j;
+    }
+    this.backend.write(ws.ids, Int32Array.from(ids, (id) => local.get(id)!));
+    this.staged = { ws, ids: ids.slice() };
+  }
+
+  /** Throws unless `ids` are what the last stage() wrote into ws (a forward must not run on another batch's rows). */
+  checkStaged(ws: Workspace, ids: Int32Array): void {
+    const s = this.staged;
+    const same = s !== null && s.ws === ws && s.ids.length === ids.length && s.ids.every((v, i) => v === ids[i]);
+    if (!same) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids');
+  }
+
+  free(): void {
+    if (this.staging) this.backend.free(this.staging);
+    this.staging = null;
+    this.stagingRows = 0;
+    this.staged = null;
+    void this.source.close().catch(() => {});
+  }
+}
+
 export class LlamaModel {
   readonly rope: RopeTables;
   /** RoPE of the sliding layers when their base differs (Gemma 3); else the same tables */
@@ -114,8 +197,8 @@ export class LlamaModel {
   constructor(
     readonly backend: Backend,
     readonly config: ModelConfig,
-    /** [V, C] f32/f16/bf16 */
-    readonly embed: Tensor,
+    /** [V, C] f32/f16/bf16, or its rows read per forward (paged, untied models) */
+    readonly embed: Tensor | StreamedEmbedding,
     /** [V, C]; the same tensor as embed when tied */
     readonly lmHead: Tensor,
     /** [C] */
@@ -139,7 +222,8 @@ export class LlamaModel {
   /** Frees every backend buffer of the model. */
   free(): void {
     const be = this.backend;
-    be.free(this.embed);
+    if (this.embed instanceof StreamedEmbedding) this.embed.free();
+    else be.free(this.embed);
     if (this.lmHead !== this.embed) be.free(this.lmHead);
     be.free(this.finalNorm);
     for (const t of new Set([this.rope.cos, this.rope.sin, this.ropeLocal.cos, this.ropeLocal.sin])) be.free(t);
@@ -161,6 +245,23 @@ export class LlamaModel {
   // ---- forward -------------------------------------------------------------------------
 
   /**
+   * Uploads the input of the next forward: ids (R = B·T, host values) into ws.ids; with a
+   * streamed embedding, first reads their rows from the weight source. Training and eval go
+   * through forwardLoss (train/step.ts), which writes the ids itself for a resident table and
+   * checks, for a streamed one, that they were staged here.
+   */
+  async stageInput(ws: Workspace, ids: Int32Array): Promise<void> {
+    if (this.embed instanceof StreamedEmbedding) await this.embed.stage(ws, ids);
+    else this.backend.write(ws.ids, ids);
+  }
+
+  /** Writes ids into ws.ids for the next forward, or (streamed embedding) checks that stageInput did. */
+  setInputIds(ws: Workspace, ids: Int32Array): void {
+    if (this.embed instanceof StreamedEmbedding) this.embed.checkStaged(ws, ids);
+    else this.backend.write(ws.ids, ids);
+  }
+
+  /**
    * Runs the decoder over ws.ids (B sequences of T tokens, row r = b·T + t) and leaves the
    * final hidden state in ws.layerIn(L). With a KV cache (ws.kv), B must be 1 and the tokens
    * sit at positions pos0 .. pos0+T−1. `seed` enables LoRA dropout (training only). `docStart`
@@ -177,16 +278,17 @@ export class LlamaModel {
     const noise = (x: Tensor) => {
       if (alpha > 0 && opts.seed !== undefined) be.addUniformNoise(x, R * c.hiddenSize, alpha / Math.sqrt(T * c.hiddenSize), deriveSeed(opts.seed, c.numLayers, LINEAR_NAMES.length));
     };
+    const table = this.embed instanceof StreamedEmbedding ? this.embed.table : this.embed;
     if (this.variant.embedScale) {
       // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer
       const tmp = ws.acts(0).h1;
-      be.embedding(tmp, this.embed, ws.ids, R, c.hiddenSize);
+      be.embedding(tmp, table, ws.ids, R, c.hiddenSize);
       if (!this.variant.embedScaleInModule) noise(tmp);
       be.fill(ws.layerIn(0), 0, 0, R * c.hiddenSize);
       be.add(ws.layerIn(0), tmp, R * c.hiddenSize, Math.fround(Math.sqrt(c.hiddenSize)));
       if (this.variant.embedScaleInModule) noise(ws.layerIn(0));
     } else {
-      be.embedding(ws.layerIn(0), this.embed, ws.ids, R, c.hiddenSize);
+      be.embedding(ws.layerIn(0), table, ws.ids, R, c.hiddenSize);
       noise(ws.layerIn(0));
     }
     // DoRA's norms follow A, B and m: refreshed by every forward except a KV-cache continuation

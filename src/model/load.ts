@@ -10,7 +10,7 @@ import type { WeightSource } from '../io/weights.ts';
 import { checkBlocksize, quantize4bit, sliceQuantRows } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
 import { blockNormNames, expectedTensors, hasBias, LINEAR_NAMES, linearShape, linearSource, variantOf, type LinearName } from './config.ts';
-import { LayerPager, LlamaModel, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
+import { LayerPager, LlamaModel, StreamedEmbedding, type BlockWeights, type LinearLayer, type LinearWeight } from './llama.ts';
 
 export interface LoadOptions {
   /** How linear layers are held: 4-bit type, or none (f32). Default nf4. */
@@ -23,7 +23,10 @@ export interface LoadOptions {
   maxPositions?: number;
   /**
    * Keep the blocks' linear weights in host memory and page them into one resident set of
-   * slots, a layer at a time (models larger than kernel memory). Default false.
+   * slots, a layer at a time (models larger than kernel memory). Default false. An untied input
+   * embedding is then not held either where the format reads row slices (HF safetensors,
+   * synthetic): its rows are read from `src` per forward (StreamedEmbedding), and the model
+   * keeps `src` open until it is freed — the caller must not close it (see ownsSource).
    */
   pageWeights?: boolean;
   /**
@@ -39,12 +42,18 @@ export interface LoadOptions {
 /** RoPE tables are built for at most this many positions. */
 export const MAX_POSITIONS = 1 << 16;
 
+/** Whether a loaded model keeps reading its weight source (a streamed embedding): then the model, not the caller, closes it (when freed). */
+export function ownsSource(model: LlamaModel): boolean {
+  return model.embed instanceof StreamedEmbedding;
+}
+
 export async function loadModel(src: WeightSource, backend: Backend, opts: LoadOptions = {}): Promise<LlamaModel> {
   const c = src.config;
   const mode = opts.quant ?? 'nf4';
   const blocksize = opts.blocksize ?? 64;
   const doubleQuant = opts.doubleQuant ?? true;
   if (mode !== 'none') checkBlocksize(blocksize);
+  const paging = opts.pageWeights ?? false;
   const maxPositions = Math.min(opts.maxPositions ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, MAX_POSITIONS);
   const variant = variantOf(c);
   const total = expectedTensors(c).length;
@@ -59,7 +68,6 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   const readLinear = (wname: string, n: number) => src.readFloat(wname, scratch ? scratch.subarray(0, n) : undefined);
   const allocated: Tensor[] = [];
   const quantized: ReturnType<Backend['uploadQuant']>[] = [];
-  const paging = opts.pageWeights ?? false;
   const host: Array<Record<LinearName, QuantUpload | Float32Array>> = [];
   const slots = {} as Record<LinearName, LinearWeight>;
   // linears of one shape (and quant layout) share a slot: the pager refills it before each use
@@ -101,8 +109,13 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   };
 
   try {
-    const embed = await tableTensor('model.embed_tokens.weight', 'embed_tokens');
-    const lmHead = c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
+    const streamed = paging && !c.tieWordEmbeddings && src.readFloatRows !== undefined;
+    const half = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : 'f32';
+    const embed = streamed
+      ? new StreamedEmbedding(backend, src, 'model.embed_tokens.weight', half, c.vocabSize, c.hiddenSize)
+      : await tableTensor('model.embed_tokens.weight', 'embed_tokens');
+    if (streamed) progress('model.embed_tokens.weight');
+    const lmHead = embed instanceof StreamedEmbedding ? await tableTensor('lm_head.weight', 'lm_head') : c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
     opts.collect?.();
     const finalNorm = await normTensor('model.norm.weight', 'norm');
     const blocks: BlockWeights[] = [];

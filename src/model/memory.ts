@@ -88,7 +88,7 @@ export function weightParts(c: ModelConfig, q: { quant: QuantMode; doubleQuant: 
 }
 
 export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): MemoryEstimate {
-  return estimate(c, o, o.seqLen, (cb) => {
+  return estimate(c, o, o.seqLen, o.batch * o.seqLen, (cb) => {
     const adapters = new LoraAdapters(cb, c, o.lora, true);
     const parts: Record<string, number> = { lora: cb.liveBytes };
     let hostOptimizer = 0;
@@ -109,7 +109,7 @@ export function estimateTrainingMemory(c: ModelConfig, o: TrainMemoryOptions): M
 
 /** The same estimate for eval (evaluate()) and generate (generate()): adapters without gradients. */
 export function estimateInferenceMemory(c: ModelConfig, o: InferenceMemoryOptions): MemoryEstimate {
-  return estimate(c, o, o.maxPositions ?? o.seqLen, (cb) => {
+  return estimate(c, o, o.maxPositions ?? o.seqLen, o.batch * o.seqLen, (cb) => {
     const adapters = o.lora ? new LoraAdapters(cb, c, o.lora, false) : null;
     const parts: Record<string, number> = { lora: cb.liveBytes };
     const before = cb.liveBytes;
@@ -121,13 +121,16 @@ export function estimateInferenceMemory(c: ModelConfig, o: InferenceMemoryOption
 }
 
 function estimate(
-  c: ModelConfig, o: { quant: QuantMode; doubleQuant: boolean; blocksize: number; pageWeights: boolean; threads?: number; wholeTables?: boolean }, positions: number,
+  c: ModelConfig, o: { quant: QuantMode; doubleQuant: boolean; blocksize: number; pageWeights: boolean; threads?: number; wholeTables?: boolean }, positions: number, inputRows: number,
   run: (cb: CountingBackend) => { parts: Record<string, number>; hostOptimizer: number },
 ): MemoryEstimate {
   const parts: Record<string, number> = {};
   const tableBytes = c.vocabSize * c.hiddenSize * BYTES[c.torchDtype];
   const w = weightParts(c, o);
-  parts.embeddings = w.embeddings;
+  // paged, untied, a format that reads rows: the input embedding is streamed (load.ts), only the
+  // rows of one forward's distinct tokens are held
+  const streamed = o.pageWeights && !c.tieWordEmbeddings && !o.wholeTables;
+  parts.embeddings = streamed ? tableBytes + Math.min(inputRows, c.vocabSize) * c.hiddenSize * BYTES[c.torchDtype] : w.embeddings;
   parts.norms = w.norms;
   // cos and sin [P, D/2] f32, twice when sliding layers have their own base (Gemma 3)
   parts.rope = 4 * positions * c.headDim * (variantOf(c).ropeLocal ? 2 : 1);
@@ -151,7 +154,7 @@ function estimate(
   let widest = 0;
   for (const name of LINEAR_NAMES) { const ls = linearSource(c, 0, name); widest = Math.max(widest, 4 * ls.rows * linearShape(c, name)[1]); }
   const loadPeakBytes = Math.max(
-    (c.tieWordEmbeddings ? 0 : tableBytes) + tableInFlight,
+    (c.tieWordEmbeddings || streamed ? 0 : tableBytes) + tableInFlight,
     parts.embeddings + parts.norms + parts.baseLayers + hostWeights + widest,
   );
   const stepPeakBytes = backendBytes + hostBytes;

@@ -105,9 +105,8 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
   const tensors: TensorRef[] = expectedTensors(config).map((t) => ({ name: t.name, dtype: config.torchDtype, shape: t.shape }));
   const byName = new Map(tensors.map((t) => [t.name, t]));
   const normPlusOne = variantOf(config).normPlusOne;
-  // the generator state after the last row slice read, so consecutive slices continue one stream
-  let stream: { name: string; next: number; s: number } | null = null;
-  const gen = (tname: string, s: number, out: Float32Array): number => {
+  // xorshift32 values of one seed into out
+  const gen = (tname: string, s: number, out: Float32Array): void => {
     if (tname.endsWith('norm.weight')) {
       // RMSNorm gains near 1 (Gemma stores w of x̂·(1 + w): near 0)
       const one = normPlusOne ? 0 : 1;
@@ -117,9 +116,14 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
       const a = 0.02 * Math.sqrt(3) * 2;
       for (let i = 0; i < out.length; i++) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; out[i] = ((s >>> 0) / 4294967296 - 0.5) * a; }
     }
-    return s;
   };
   const seedOf = (tname: string) => (hashName(tname) ^ Math.imul(seed + 1, 0x9e3779b9)) >>> 0 || 1;
+  // a 2-D tensor's rows each have their own stream (seeded by tensor and row), so any rows can be
+  // read alone — a streamed embedding reads a batch's token rows (model/llama.ts StreamedEmbedding)
+  const genRows = (tname: string, cols: number, row0: number, out: Float32Array): void => {
+    const base = seedOf(tname);
+    for (let r = 0; r < out.length / cols; r++) gen(tname, mix32(base, row0 + r), out.subarray(r * cols, (r + 1) * cols));
+  };
   return {
     format: 'synthetic',
     name: spec,
@@ -131,22 +135,17 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
       if (!t) throw new WebqloraError(`${spec}: no tensor ${tname}.`);
       const n = t.shape.reduce((a, b) => a * b, 1);
       const out = into && into.length === n ? into : new Float32Array(n);
-      // xorshift32 seeded by the tensor name: the same tensor is the same on every read
-      gen(tname, seedOf(tname), out);
+      // seeded by the tensor name: the same tensor is the same on every read
+      if (t.shape.length === 2) genRows(tname, t.shape[1]!, 0, out);
+      else gen(tname, seedOf(tname), out);
       return out;
     },
     async readFloatRows(tname: string, row0: number, rows: number, into?: Float32Array): Promise<Float32Array> {
       const t = byName.get(tname);
       if (!t || t.shape.length !== 2) throw new WebqloraError(`${spec}: no 2-D tensor ${tname}.`);
+      if (!(Number.isInteger(row0) && Number.isInteger(rows) && row0 >= 0 && rows >= 0 && row0 + rows <= t.shape[0]!)) throw new Error(`readFloatRows: rows [${row0}, ${row0 + rows}) of ${tname} [${t.shape.join(', ')}]`);
       const cols = t.shape[1]!, out = into && into.length === rows * cols ? into : new Float32Array(rows * cols);
-      if (stream?.name !== tname || stream.next !== row0) {
-        // not the continuation of the last slice: skip the stream to row0
-        let s = seedOf(tname);
-        for (let i = 0; i < row0 * cols; i++) { s ^= s << 13; s ^= s >>> 17; s ^= s << 5; }
-        stream = { name: tname, next: row0, s };
-      }
-      stream.s = gen(tname, stream.s, out);
-      stream.next = row0 + rows;
+      genRows(tname, cols, row0, out);
       return out;
     },
     async readQuant(): Promise<null> {
@@ -154,6 +153,13 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
     },
     async close(): Promise<void> {},
   };
+}
+
+/** A nonzero xorshift seed from a tensor seed and a row (murmur3's finalizer). */
+function mix32(seed: number, row: number): number {
+  let h = (seed ^ Math.imul(row + 1, 0x9e3779b9)) >>> 0;
+  h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b); h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35); h ^= h >>> 16;
+  return h >>> 0 || 1;
 }
 
 function hashName(s: string): number {

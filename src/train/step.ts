@@ -30,13 +30,14 @@ export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdap
 }
 
 /**
- * Forward and per-row losses into ws.losses. With `gradScale`, ws.dh is left holding the
+ * Forward and per-row losses into ws.losses. A model with a streamed embedding (paged, untied)
+ * needs `await model.stageInput(ws, mb.ids)` first; this checks that it was done. With `gradScale`, ws.dh is left holding the
  * gradient of the loss (scaled by it) w.r.t. the final normed hidden state, ready for model.backward.
  */
 export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number, neftuneAlpha = 0): void {
   const be = model.backend, R = mb.B * mb.T;
   checkInputIds(mb, model.config.vocabSize);
-  be.write(ws.ids, mb.ids.subarray(0, R));
+  model.setInputIds(ws, mb.ids.subarray(0, R));
   if (mb.docStart) {
     if (ws.docStart.length < R) throw new Error('a packed micro-batch needs a workspace made with { packing: true }');
     be.write(ws.docStart, mb.docStart.subarray(0, R));

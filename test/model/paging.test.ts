@@ -1,6 +1,7 @@
 // Layer paging: a model whose base layers stay in host memory and are refilled into one set of
-// slots gives bit-identical losses and LoRA gradients to the resident model (WASM backend), for
-// 4-bit and f32 bases, with and without checkpointing; generation is identical too.
+// slots (and whose input embedding rows are streamed from the source, TINY being untied) gives
+// bit-identical losses and LoRA gradients to the resident model (WASM backend), for 4-bit and f32
+// bases, with and without checkpointing; generation is identical too.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
@@ -30,6 +31,7 @@ for (const quant of ['nf4', 'none'] as const) {
         const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2 });
         const acc = be.alloc('f32', 12, 'acc');
         be.fill(acc, 0);
+        await model.stageInput(ws, mb.ids);
         forwardBackward(model, ws, lora, mb, 1 / scoredTokens(mb), 77, acc);
         const grads = [];
         for (const p of lora.pairs) grads.push((await be.read(p.dA)) as Float32Array, (await be.read(p.dB)) as Float32Array);
@@ -60,6 +62,7 @@ test('paged QDoRA == resident QDoRA: PEFT init at the first forward, norms refre
     const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing: true, loraRank: 2, loraDropout: 0.1, dora: true });
     const acc = be.alloc('f32', 12, 'acc');
     be.fill(acc, 0);
+    await model.stageInput(ws, mb.ids);
     forwardBackward(model, ws, lora, mb, 1 / scoredTokens(mb), 77, acc);
     const grads = [];
     for (const p of lora.params) grads.push((await be.read(p.grad)) as Float32Array);
