@@ -145,9 +145,10 @@ export interface Backend {
   uploadQuant(w: QuantUpload): QuantWeight;
   freeQuant(w: QuantWeight): void;
   /**
-   * Overwrites a resident 4-bit weight with another of the same N, K, blocksize, quant type and
-   * double-quant-ness (layer paging: one device slot serves many host-resident layers).
-   * Enqueued like write(): kernels enqueued before it see the old contents.
+   * Overwrites a resident 4-bit weight with another of the same blocksize, quant type and
+   * double-quant-ness and at most the N·K it was uploaded with; w takes data's N and K (layer
+   * paging: one device slot serves every linear of every host-resident layer). Enqueued like
+   * write(): kernels enqueued before it see the old contents and shape.
    */
   writeQuant(w: QuantWeight, data: QuantUpload): void;
   /** Resolves when every enqueued kernel has finished. */

@@ -97,28 +97,36 @@ export function checkQuantUpload(w: QuantUpload, what = 'uploadQuant'): void {
 }
 
 /**
- * A resident 4-bit weight as every backend records it from its upload: the QuantWeight fields and
- * the nested blocksize, which a weight written into it later (writeQuant) must share. Each
- * backend's weight class extends it with where the data lives.
+ * A resident 4-bit weight as every backend records it from its upload: the QuantWeight fields,
+ * the nested blocksize, which a weight written into it later (writeQuant) must share, and its
+ * capacity in elements (the upload's N·K). Each backend's weight class extends it with where the
+ * data lives.
  */
 export interface QuantSlot extends QuantWeight {
   /** nested blocksize of a double-quantized weight (0 otherwise) */
   readonly nestedBlocksize: number;
+  /** elements the slot's storage holds: N·K of the upload that made it */
+  readonly capacity: number;
 }
 export class QuantSlot {
   constructor(w: QuantUpload) {
-    Object.assign(this, { N: w.N, K: w.K, blocksize: w.blocksize, quantType: w.quantType, doubleQuant: w.dq !== null, label: w.label, nestedBlocksize: w.dq ? w.dq.nestedBlocksize : 0 });
+    Object.assign(this, { N: w.N, K: w.K, blocksize: w.blocksize, quantType: w.quantType, doubleQuant: w.dq !== null, label: w.label, nestedBlocksize: w.dq ? w.dq.nestedBlocksize : 0, capacity: w.N * w.K });
   }
 }
 
-/** writeQuant: the new weight is well-formed and has exactly the slot's layout. */
-export function checkSameQuant(slot: QuantSlot, u: QuantUpload): void {
+/**
+ * writeQuant: the new weight is well-formed, of the slot's kind (quant type, blocksize,
+ * double-quant and nested blocksize) and no larger than the slot's capacity — every part's
+ * length grows with N·K, so it fits each backend's storage; the slot then has its shape.
+ */
+export function takeQuant(slot: QuantSlot, u: QuantUpload): void {
   checkQuantUpload(u, 'writeQuant');
-  const same = slot.N === u.N && slot.K === u.K && slot.blocksize === u.blocksize && slot.quantType === u.quantType
+  const fits = u.N * u.K <= slot.capacity && slot.blocksize === u.blocksize && slot.quantType === u.quantType
     && slot.doubleQuant === (u.dq !== null) && (!u.dq || u.dq.nestedBlocksize === slot.nestedBlocksize);
-  if (!same) {
-    throw new Error(`writeQuant ${slot.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot [${slot.N}, ${slot.K}] ${slot.quantType} bs${slot.blocksize}${slot.doubleQuant ? ' dq' : ''}`);
+  if (!fits) {
+    throw new Error(`writeQuant ${slot.label}: [${u.N}, ${u.K}] ${u.quantType} bs${u.blocksize}${u.dq ? ' dq' : ''} does not fit the slot of ${slot.capacity} elements ${slot.quantType} bs${slot.blocksize}${slot.doubleQuant ? ' dq' : ''}`);
   }
+  Object.assign(slot, { N: u.N, K: u.K });
 }
 
 /**

@@ -62,11 +62,11 @@ export interface QuantSettings {
 }
 
 /**
- * Layer paging: the blocks' linear weights stay in host memory and one set of resident slots
- * (one per distinct weight shape: Llama's q/k/v/o share one, gate/up another) is refilled with a
- * linear's weights just before that linear runs. Every BlockWeights.lin entry points at the
- * shared slots. Refills are enqueued like any kernel, so work already enqueued sees the previous
- * contents.
+ * Layer paging: the blocks' linear weights stay in host memory and one resident slot of the
+ * largest linear's size (per quant layout; a model has one) is refilled with a linear's weights,
+ * and takes its shape (Backend.writeQuant), just before that linear runs. Every BlockWeights.lin
+ * entry points at the shared slot. Refills are enqueued like any kernel, so work already enqueued
+ * sees the previous contents.
  */
 export class LayerPager {
   /** what each slot holds: layer · LINEAR_NAMES.length + the linear's index */
@@ -78,12 +78,8 @@ export class LayerPager {
     readonly host: Array<Record<LinearName, QuantUpload | Float32Array>>,
   ) {}
 
-  /** Makes linear `name` of layer l resident (every linear of it without a name); no-op where it is. */
-  ensure(l: number, name?: LinearName): void {
-    if (name === undefined) {
-      for (const n of LINEAR_NAMES) this.ensure(l, n);
-      return;
-    }
+  /** Makes linear `name` of layer l resident (in the one slot its kind shares); no-op where it is. */
+  ensure(l: number, name: LinearName): void {
     const slot = this.slots[name], key = l * LINEAR_NAMES.length + LIN_INDEX[name];
     if (this.held.get(slot) === key) return;
     const src = this.host[l]![name];

@@ -70,8 +70,11 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   const quantized: ReturnType<Backend['uploadQuant']>[] = [];
   const host: Array<Record<LinearName, QuantUpload | Float32Array>> = [];
   const slots = {} as Record<LinearName, LinearWeight>;
-  // linears of one shape (and quant layout) share a slot: the pager refills it before each use
+  // every linear shares one slot of the largest linear's size (per quant layout, normally one):
+  // the pager refills it, with the linear's shape, just before each use
   const slotOf = new Map<string, LinearWeight>();
+  let largest = 0;
+  for (const name of LINEAR_NAMES) { const [N, K] = linearShape(c, name); largest = Math.max(largest, N * K); }
   /** A norm weight; Gemma's x̂·(1 + w) is folded in here, in float32 as transformers computes it. */
   const normTensor = async (name: string, label: string): Promise<Tensor> => {
     const v = await src.readFloat(name);
@@ -158,9 +161,9 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
           const up: QuantUpload = { N, K, blocksize: q.blocksize, quantType: q.quantType, packed: q.packed, quantMap: q.quantMap, absmax: q.absmax, dq: q.dq, label };
           if (paging) {
             hostLayer[name] = up;
-            const key = `${N}x${K} ${up.quantType} ${up.blocksize} ${up.dq?.nestedBlocksize ?? 0}`;
+            const key = `${up.quantType} ${up.blocksize} ${up.dq?.nestedBlocksize ?? 0}`;
             if (!slots[name] && !slotOf.has(key)) {
-              const w = backend.uploadQuant({ ...up, label: `paged.${name}` });
+              const w = backend.uploadQuant(emptyUpload(up, largest));
               quantized.push(w);
               slotOf.set(key, { kind: 'q4', w });
             }
@@ -175,9 +178,9 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
           const v = whole ? cached.f! : cached.f!.slice(ls.row0 * K, (ls.row0 + N) * K);
           if (paging) {
             hostLayer[name] = v;
-            const key = `${N}x${K} f32`;
+            const key = 'f32';
             if (!slots[name] && !slotOf.has(key)) {
-              const t = backend.alloc('f32', N * K, `paged.${name}`);
+              const t = backend.alloc('f32', largest, 'paged linear');
               allocated.push(t);
               slotOf.set(key, { kind: 'f32', w: t });
             }
@@ -216,4 +219,15 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     for (const w of quantized) backend.freeQuant(w);
     throw e;
   }
+}
+
+/**
+ * A zero 4-bit weight of [1, n] of u's kind (type, blocksize, maps, nested blocksize): the paging
+ * slot's first upload, sized for the largest linear; the pager writes each real weight, with its
+ * own shape, before it is used.
+ */
+function emptyUpload(u: QuantUpload, n: number): QuantUpload {
+  const nb = Math.ceil(n / u.blocksize);
+  const dq = u.dq ? { ...u.dq, codes: new Uint8Array(nb), nestedAbsmax: new Float32Array(Math.ceil(nb / u.dq.nestedBlocksize)) } : null;
+  return { N: 1, K: n, blocksize: u.blocksize, quantType: u.quantType, packed: new Uint8Array(Math.ceil(n / 2)), quantMap: u.quantMap, absmax: dq ? null : new Float32Array(nb), dq, label: 'paged linear' };
 }

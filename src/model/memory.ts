@@ -69,19 +69,17 @@ const BYTES = { F32: 4, F16: 2, BF16: 2 } as const;
 /**
  * Weight bytes as loadModel holds them, by part (tables in the checkpoint's precision). `norms`
  * is every 1-D tensor of the family in f32: the norms (two to four per block, q/k norms, the
- * final one) and the q/k/v biases. `slots`: the paged layers' resident slots, one per distinct
- * linear shape (load.ts).
+ * final one) and the q/k/v biases. `slots`: the paged layers' one resident slot, of the largest
+ * linear's size (load.ts).
  */
 export function weightParts(c: ModelConfig, q: { quant: QuantMode; doubleQuant: boolean; blocksize: number }): { embeddings: number; norms: number; layer: number; slots: number } {
   const tableBytes = c.vocabSize * c.hiddenSize * BYTES[c.torchDtype];
   let layer = 0, slots = 0;
-  const shapes = new Set<string>();
   for (const name of LINEAR_NAMES) {
     const [N, K] = linearShape(c, name);
     const b = q.quant === 'none' ? 4 * N * K : quantBytesFor(N * K, q.blocksize, q.doubleQuant);
     layer += b;
-    if (!shapes.has(`${N}x${K}`)) slots += b;
-    shapes.add(`${N}x${K}`);
+    slots = Math.max(slots, b);
   }
   const norms = expectedTensors(c).reduce((s, t) => s + (t.shape.length === 1 ? 4 * t.shape[0]! : 0), 0);
   return { embeddings: tableBytes * (c.tieWordEmbeddings ? 1 : 2), norms, layer, slots };

@@ -1,5 +1,7 @@
 // writeQuant (layer paging): refilling a resident 4-bit weight gives exactly what a fresh upload
-// of the new weight gives, on every backend; a weight of another layout is refused. uploadQuant
+// of the new weight gives, on every backend, also when the new weight has another, smaller shape
+// (the slot takes it; paging shares one slot among all linears) and back; a larger weight or one
+// of another kind is refused. uploadQuant
 // and writeQuant refuse parts of the wrong length by name, before writing anything (a longer
 // `packed` once overwrote the neighbouring weight).
 import { test } from 'uvu';
@@ -29,7 +31,21 @@ async function run(be: Backend, dq: boolean): Promise<void> {
   assertBitsEqual(refilled, (await be.read(y2)) as Float32Array, `${be.name} refilled slot`);
   assert.ok(old.some((v, i) => v !== refilled[i]), `${be.name}: the output changed with the weight`);
   const other = await upload(N, K + 64, 4, dq);
-  assert.throws(() => be.writeQuant(slot, other), /writeQuant/);
+  assert.throws(() => be.writeQuant(slot, other), /writeQuant w1: \[48, 144\] .*does not fit the slot of 3840 elements/);
+  // a smaller shape (another N and K, fewer blocks) and back to the slot's own
+  const Ns = 24, Ks = 128, small = await upload(Ns, Ks, 5, dq), freshSmall = be.uploadQuant(small);
+  const xs = be.alloc('f32', M * Ks, 'xs'), ys1 = be.alloc('f32', M * Ns, 'ys1'), ys2 = be.alloc('f32', M * Ns, 'ys2');
+  be.write(xs, new Rng(6).f32(M * Ks));
+  be.writeQuant(slot, small);
+  assert.equal([slot.N, slot.K], [Ns, Ks], `${be.name}: the slot has the new shape`);
+  be.qMatmul(ys1, xs, slot, M);
+  be.qMatmul(ys2, xs, freshSmall, M);
+  assertBitsEqual((await be.read(ys1)) as Float32Array, (await be.read(ys2)) as Float32Array, `${be.name} slot refilled with [${Ns}, ${Ks}]`);
+  be.writeQuant(slot, b);
+  be.qMatmul(y1, x, slot, M);
+  assertBitsEqual((await be.read(y1)) as Float32Array, (await be.read(y2)) as Float32Array, `${be.name} slot refilled back to [${N}, ${K}]`);
+  for (const t of [xs, ys1, ys2]) be.free(t);
+  be.freeQuant(freshSmall);
   for (const t of [x, y1, y2]) be.free(t);
   be.freeQuant(slot);
   be.freeQuant(fresh);
@@ -89,7 +105,7 @@ test('uploadQuant / writeQuant refuse a part of the wrong length, by name, and l
       }
       if (dq) {
         // same lengths, another nested blocksize: not the slot's layout
-        assert.throws(() => be.writeQuant(slot, withPart(b, 'nestedBlocksize', -128)), /writeQuant w11: .*does not fit the slot/, `${be.name}: nested blocksize`);
+        assert.throws(() => be.writeQuant(slot, withPart(b, 'nestedBlocksize', -128)), /writeQuant w11: .*does not fit the slot of/, `${be.name}: nested blocksize`);
       }
       assertBitsEqual(await result(slot), slotBefore, `${be.name} dq ${dq}: the slot after the refused writes`);
       assertBitsEqual(await result(neighbour), neighbourBefore, `${be.name} dq ${dq}: the neighbouring weight after the refused writes`);

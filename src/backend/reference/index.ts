@@ -27,7 +27,7 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
   attentionParams,
   BUFFER_BYTES, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues, checkDropout,
-  checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkTargets,
+  checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, takeQuant, checkScaleColumnsOptions, checkSoftcap, checkTargets,
   checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength,
 } from '../validate.ts';
 
@@ -192,7 +192,8 @@ export function createReferenceBackend(opts: { precision?: ReferencePrecision } 
     },
     writeQuant(w, src) {
       const q = Q(w, 'writeQuant');
-      checkSameQuant(q, src);
+      // parts are read from their starts by q's (now src's) shape: src's parts go in as prefixes
+      takeQuant(q, src);
       const u = q.u;
       u.packed.set(src.packed);
       u.quantMap.set(src.quantMap);

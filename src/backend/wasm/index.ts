@@ -20,7 +20,7 @@ import { f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
   attentionParams,
   BUFFER_BYTES, HOST_ARRAY, QuantSlot, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDocStartValues,
-  checkDropout, checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, checkSameQuant, checkScaleColumnsOptions, checkSoftcap,
+  checkDropout, checkGemmOptions, checkNoiseScale, checkOperand, checkQuantUpload, takeQuant, checkScaleColumnsOptions, checkSoftcap,
   checkTargets, checkTokenIds, checkWrite, elemTypeOf, fillLength, readLength, sideTable,
 } from '../validate.ts';
 import { WasmKernels, alignUp, relaxedSimdSupported, variantFor, type KernelVariant } from './module.ts';
@@ -347,8 +347,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 
     writeQuant(w, src) {
       const base = qdesc(w, 'writeQuant');
-      // same shape, blocksizes and lengths as the slot: the parts land exactly where the old ones were
-      checkSameQuant(w as WasmQuant, src);
+      // the slot's kind and at most its elements: the parts, laid out for src's shape, stay
+      // inside the slot's allocation, and the descriptor is rewritten with that shape
+      takeQuant(w as WasmQuant, src);
       writeWasmQuant(km.memory.buffer, base, src);
     },
 

@@ -23,7 +23,7 @@ import { f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
   attentionParams,
   BUFFER_BYTES as BYTES, HOST_ARRAY, checkAlloc, checkAttention, checkCopy, checkCrossEntropySoftcap, checkDocStartTensor, checkDropout,
-  checkGemmOptions, checkNoiseScale, checkOperand, checkSameQuant, checkScaleColumnsOptions, checkSoftcap, checkWrite, elemTypeOf, fillLength,
+  checkGemmOptions, checkNoiseScale, checkOperand, takeQuant, checkScaleColumnsOptions, checkSoftcap, checkWrite, elemTypeOf, fillLength,
   readLength, sideTable,
 } from '../validate.ts';
 import { GpuRuntime, roundUp, type Buf, type RuntimeStats, type View } from './runtime.ts';
@@ -280,7 +280,10 @@ function makeBackend(rt: GpuRuntime): Backend {
 
     writeQuant(w, src) {
       const q = qlive(w, 'writeQuant');
-      checkSameQuant(q, src); // the same layout: the slot's parts and kernel params stay valid
+      // the slot's kind and at most its elements: src's parts fit the slot's buffer; kernels
+      // enqueued later read src's shape and part offsets from q
+      takeQuant(q, src);
+      q.parts = quantParts(src);
       writeQuantParts(rt, q.buf, q.parts, src);
       q.offset = src.dq ? Math.fround(src.dq.offset) : 0;
     },

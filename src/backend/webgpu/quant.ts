@@ -22,7 +22,7 @@ export class GpuQuant extends QuantSlot {
   readonly bytes: number;
   /** the double-quant offset (a kernel parameter, not stored in the buffer) */
   offset: number;
-  constructor(w: QuantUpload, public buf: Buf | null, readonly parts: QuantParts) {
+  constructor(w: QuantUpload, public buf: Buf | null, public parts: QuantParts) {
     super(w);
     this.bytes = quantBytes(w);
     this.offset = w.dq ? Math.fround(w.dq.offset) : 0;
