@@ -189,6 +189,11 @@ export class LlamaModel {
   readonly variant: Variant;
   /** Set when base layers are paged from host memory (loadModel's pageWeights). */
   pager: LayerPager | null = null;
+  /**
+   * A hash of the base as loaded (config, final norm, the first linear weight as held), set by
+   * loadModel: a checkpoint records it, and a resume on another base is refused.
+   */
+  fingerprint = '';
 
   constructor(
     readonly backend: Backend,

@@ -73,11 +73,13 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
   // every linear shares one slot of the largest linear's size (per quant layout, normally one):
   // the pager refills it, with the linear's shape, just before each use
   const slotOf = new Map<string, LinearWeight>();
+  const fp = new Fingerprint();
   let largest = 0;
   for (const name of LINEAR_NAMES) { const [N, K] = linearShape(c, name); largest = Math.max(largest, N * K); }
   /** A norm weight; Gemma's x̂·(1 + w) is folded in here, in float32 as transformers computes it. */
   const normTensor = async (name: string, label: string): Promise<Tensor> => {
     const v = await src.readFloat(name);
+    if (name === 'model.norm.weight') fp.add(bytesOf(v));
     if (variant.normPlusOne) for (let i = 0; i < v.length; i++) v[i] = Math.fround(1 + v[i]!);
     const t = backend.alloc('f32', v.length, label);
     allocated.push(t);
@@ -121,6 +123,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     const lmHead = embed instanceof StreamedEmbedding ? await tableTensor('lm_head.weight', 'lm_head') : c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
     opts.collect?.();
     const finalNorm = await normTensor('model.norm.weight', 'norm');
+    fp.add(new Uint8Array(new TextEncoder().encode(JSON.stringify(c))));
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < c.numLayers; l++) {
       const nn = blockNormNames(c, l);
@@ -150,6 +153,11 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
             cached.f = await src.readFloat(wname);
           }
           if (hasBias(c, name)) cached.bias = await src.readFloat(`${ls.path}.bias`);
+          if (l === 0 && name === LINEAR_NAMES[0]) {
+            // the base's first linear weight as it is held: its 4-bit codes and scales (or values)
+            const q = cached.q;
+            for (const part of q ? [q.packed, q.absmax, q.dq?.codes, q.dq?.nestedAbsmax] : [cached.f]) if (part) fp.add(bytesOf(part));
+          }
           progress(wname);
         }
         let layer: LinearLayer;
@@ -212,6 +220,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
       ? { mode: quantized[0]!.quantType, doubleQuant: quantized[0]!.doubleQuant, blocksize: quantized[0]!.blocksize }
       : { mode: 'none' as const, doubleQuant: false, blocksize };
     const model = new LlamaModel(backend, c, embed, lmHead, finalNorm, blocks, effective, maxPositions);
+    model.fingerprint = fp.hex();
     if (paging) model.pager = new LayerPager(backend, slots, host);
     return model;
   } catch (e) {
@@ -230,4 +239,29 @@ function emptyUpload(u: QuantUpload, n: number): QuantUpload {
   const nb = Math.ceil(n / u.blocksize);
   const dq = u.dq ? { ...u.dq, codes: new Uint8Array(nb), nestedAbsmax: new Float32Array(Math.ceil(nb / u.dq.nestedBlocksize)) } : null;
   return { N: 1, K: n, blocksize: u.blocksize, quantType: u.quantType, packed: new Uint8Array(Math.ceil(n / 2)), quantMap: u.quantMap, absmax: dq ? null : new Float32Array(nb), dq, label: 'paged linear' };
+}
+
+function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/**
+ * Two FNV-1a 32-bit hashes (different offset bases) of everything added: LlamaModel.fingerprint,
+ * which tells a checkpoint's base model from another (not a cryptographic hash).
+ */
+class Fingerprint {
+  private h1 = 0x811c9dc5;
+  private h2 = 0x01000193 ^ 0x5bd1e995;
+  add(b: Uint8Array): void {
+    let h1 = this.h1, h2 = this.h2;
+    for (let i = 0; i < b.length; i++) {
+      h1 = Math.imul(h1 ^ b[i]!, 0x01000193);
+      h2 = Math.imul(h2 ^ b[i]!, 0x01000193);
+    }
+    this.h1 = h1 >>> 0;
+    this.h2 = h2 >>> 0;
+  }
+  hex(): string {
+    return this.h1.toString(16).padStart(8, '0') + this.h2.toString(16).padStart(8, '0');
+  }
 }

@@ -22,6 +22,8 @@ export interface TrainerState {
   options: TrainOptions;
   lora: LoraConfig;
   baseModel: string;
+  /** LlamaModel.fingerprint of the base trained on (absent in older checkpoints) */
+  baseFingerprint?: string;
   history: StepRecord[];
 }
 
@@ -37,7 +39,8 @@ export async function saveCheckpoint(runDir: OutDir, trainer: Trainer, history: 
   const entries = [...opt].map(([k, v]) => ({ name: k, dtype: 'F32' as const, shape: [v.length], data: new Uint8Array(v.buffer, v.byteOffset, v.byteLength) }));
   await writeSafetensors(await dir.create(OPTIMIZER_FILE), entries, { format: 'pt' });
   const state: TrainerState = {
-    version: STATE_VERSION, step: trainer.step, data: trainer.data.state(), options: trainer.o, lora: trainer.lora.config, baseModel, history,
+    version: STATE_VERSION, step: trainer.step, data: trainer.data.state(), options: trainer.o, lora: trainer.lora.config, baseModel,
+    baseFingerprint: trainer.model.fingerprint || undefined, history,
   };
   await writeFileTo(dir, TRAINER_STATE, JSON.stringify(state, null, 1) + '\n');
   return name;
@@ -56,6 +59,10 @@ export async function readTrainerState(dir: DirSource): Promise<TrainerState> {
 
 /** Restores adapter weights, optimizer moments and the data position into a fresh trainer. */
 export async function restoreCheckpoint(dir: DirSource, trainer: Trainer, state: TrainerState): Promise<void> {
+  // the base is part of the run: LoRA weights and moments trained on one base do not continue on another
+  if (state.baseFingerprint && trainer.model.fingerprint && state.baseFingerprint !== trainer.model.fingerprint) {
+    throw new WebqloraError(`${dir.name}: the checkpoint was trained on another base model (${state.baseModel}, fingerprint ${state.baseFingerprint}) than the one loaded (fingerprint ${trainer.model.fingerprint}); resume with the same --model and quantization, or train into a new --out.`);
+  }
   // the objective is part of the run: a DPO checkpoint does not continue as SFT, nor with another β
   const method = (o: TrainOptions) => `${o.method ?? 'sft'}${o.method === 'dpo' || o.method === 'orpo' ? ` (beta ${o.beta ?? DEFAULT_BETA})` : ''}`;
   if (method(state.options) !== method(trainer.o)) throw new WebqloraError(`${dir.name}: the checkpoint was trained with --method ${method(state.options)}, not ${method(trainer.o)}; resume with the same method and beta.`);
