@@ -3,6 +3,8 @@
 // max first, then Σ exp(l − max) in four f32 lanes with the vector exp of simd.ts (< 1 ulp on the
 // tested range; inputs ≤ 0 here), log with Mathf.log.
 // Expected deviation from the reference: a few f32 ulps of lse (different summation order).
+// The gradient's softmax is e·(1/s) with e = exp(l − max) kept in the row by the sum pass (one
+// exponential per logit); soft-capped rows recompute exp(y − lse), as they need y itself too.
 // Soft-capped rows use y = cap·tanh(z / cap) (simd.ts tanh, a few ulp) in place of the logits z.
 // Both exports inline one body; cross_entropy passes cap 0, which folds the soft-cap away, so its
 // arithmetic is exactly that of the kernel before soft-capping existed.
@@ -61,13 +63,41 @@ export function cross_entropy_softcap(losses: usize, logits: usize, targets: usi
     let m = hmax(mv);
     for (; i < V; i++) m = max(m, y1(row + (<usize>i << 2), lazy, cap));
     const ms = f32x4.splat(m);
+    const yt = y1(row + (<usize>t << 2), lazy, cap);
+    // Without a soft-cap the gradient pass needs only e = exp(y − max): the sum pass leaves it in
+    // the row, and p = e · (1/s) costs one exponential per logit instead of two
+    const keep = grad && !capped;
     let sv = f32x4.splat(0);
-    for (i = 0; i + 4 <= V; i += 4) sv = f32x4.add(sv, expf4(f32x4.sub(y4(row + (<usize>i << 2), lazy, cv), ms)));
+    for (i = 0; i + 4 <= V; i += 4) {
+      const e = expf4(f32x4.sub(y4(row + (<usize>i << 2), lazy, cv), ms));
+      if (keep) v128.store(row + (<usize>i << 2), e);
+      sv = f32x4.add(sv, e);
+    }
     let s: f32 = hsum(sv);
-    for (; i < V; i++) s += exp1(y1(row + (<usize>i << 2), lazy, cap) - m);
+    for (; i < V; i++) {
+      const e = exp1(y1(row + (<usize>i << 2), lazy, cap) - m);
+      if (keep) store<f32>(row + (<usize>i << 2), e);
+      s += e;
+    }
     const lse = m + Mathf.log(s);
-    store<f32>(losses + (<usize>r << 2), lse - y1(row + (<usize>t << 2), lazy, cap));
+    store<f32>(losses + (<usize>r << 2), lse - yt);
     if (!grad) continue;
+    if (keep) {
+      // p = e · (1/s); (p − 1 in the target's column) · gradScale
+      const inv1: f32 = <f32>1.0 / s, et = load<f32>(row + (<usize>t << 2));
+      const inv = f32x4.splat(inv1), gs1 = f32x4.splat(gradScale);
+      for (i = 0; i + 4 <= V; i += 4) {
+        const o = <usize>i << 2;
+        v128.store(row + o, f32x4.mul(f32x4.mul(v128.load(row + o), inv), gs1));
+      }
+      for (; i < V; i++) {
+        const o = <usize>i << 2;
+        store<f32>(row + o, load<f32>(row + o) * inv1 * gradScale);
+      }
+      const ot = <usize>t << 2;
+      store<f32>(row + ot, (et * inv1 - 1.0) * gradScale);
+      continue;
+    }
     const lv = f32x4.splat(lse), gs = f32x4.splat(gradScale), one = f32x4.splat(1), tv = i32x4.splat(t);
     let idx = i32x4(0, 1, 2, 3);
     for (i = 0; i + 4 <= V; i += 4) {
