@@ -30,7 +30,7 @@ export { HfJsonTokenizer } from './tokenizer/hf.ts';
 // the CLI does (examples/browser/ and test/browser/ use exactly these names).
 export { createBackend, type BackendChoice, type CreateBackendOptions } from './backend/index.ts';
 export type { Backend, Tensor, QuantWeight, MemoryStats } from './backend/backend.ts';
-export { loadModel, type LoadOptions } from './model/load.ts';
+export { loadModel, ownsSource, type LoadOptions } from './model/load.ts';
 export type { LlamaModel } from './model/llama.ts';
 export { LoraAdapters, DEFAULT_LORA, parseTargets, resolveModules, type LoraConfig, type LoraModule, type LoraPair, type LoraParam } from './model/lora.ts';
 export { FAMILIES, familyNames } from './model/families.ts';

@@ -132,6 +132,8 @@ export class StreamedEmbedding {
   }
 
   async stage(ws: Workspace, ids: Int32Array): Promise<void> {
+    // nothing counts as staged until this one is complete (a read that fails leaves the table half-written)
+    this.staged = null;
     const R = ids.length, C = this.C;
     for (let r = 0; r < R; r++) {
       const id = ids[r]!;
@@ -164,6 +166,11 @@ export class StreamedEmbedding {
     }
     this.backend.write(ws.ids, Int32Array.from(ids, (id) => local.get(id)!));
     this.staged = { ws, ids: ids.slice() };
+  }
+
+  /** Throws unless the last stage() was for ws (LlamaModel.forward: the staging table holds that workspace's rows). */
+  checkWorkspace(ws: Workspace): void {
+    if (this.staged?.ws !== ws) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids (none was staged for this workspace)');
   }
 
   /** Throws unless `ids` are what the last stage() wrote into ws (a forward must not run on another batch's rows). */
@@ -279,6 +286,7 @@ export class LlamaModel {
     const noise = (x: Tensor) => {
       if (alpha > 0 && opts.seed !== undefined) be.addUniformNoise(x, R * c.hiddenSize, alpha / Math.sqrt(T * c.hiddenSize), deriveSeed(opts.seed, c.numLayers, LINEAR_NAMES.length));
     };
+    if (this.embed instanceof StreamedEmbedding) this.embed.checkWorkspace(ws);
     const table = this.embed instanceof StreamedEmbedding ? this.embed.table : this.embed;
     if (this.variant.embedScale) {
       // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer

@@ -123,7 +123,9 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     const lmHead = embed instanceof StreamedEmbedding ? await tableTensor('lm_head.weight', 'lm_head') : c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
     opts.collect?.();
     const finalNorm = await normTensor('model.norm.weight', 'norm');
-    fp.add(new Uint8Array(new TextEncoder().encode(JSON.stringify(c))));
+    // the fields that shape the computation (not config.json's raw text, nor the token ids)
+    const { hfConfig: _raw, bosTokenId: _bos, eosTokenIds: _eos, ...math } = c;
+    fp.add(new TextEncoder().encode(JSON.stringify(math)));
     const blocks: BlockWeights[] = [];
     for (let l = 0; l < c.numLayers; l++) {
       const nn = blockNormNames(c, l);
@@ -246,17 +248,18 @@ function bytesOf(a: Float32Array | Uint8Array): Uint8Array {
 }
 
 /**
- * Two FNV-1a 32-bit hashes (different offset bases) of everything added: LlamaModel.fingerprint,
+ * Two 32-bit hashes of everything added (FNV-1a, and FNV-1a with a shift mixed in, so the two
+ * differ in every bit): LlamaModel.fingerprint,
  * which tells a checkpoint's base model from another (not a cryptographic hash).
  */
 class Fingerprint {
   private h1 = 0x811c9dc5;
-  private h2 = 0x01000193 ^ 0x5bd1e995;
+  private h2 = 0x5bd1e995;
   add(b: Uint8Array): void {
     let h1 = this.h1, h2 = this.h2;
     for (let i = 0; i < b.length; i++) {
       h1 = Math.imul(h1 ^ b[i]!, 0x01000193);
-      h2 = Math.imul(h2 ^ b[i]!, 0x01000193);
+      h2 = Math.imul(h2 ^ b[i]!, 0x01000193) ^ (h2 >>> 15);
     }
     this.h1 = h1 >>> 0;
     this.h2 = h2 >>> 0;

@@ -86,7 +86,7 @@ test('streamed embedding on WebGPU == resident table on WebGPU (bf16)', async ()
   await be!.destroy();
 });
 
-test('a forward on ids that were not staged is refused; out-of-vocabulary ids are a user error', async () => {
+test('a forward on ids or a workspace that were not staged is refused; out-of-vocabulary ids are a user error', async () => {
   const be = await createWasmBackend();
   const model = await loadModel(syntheticFromConfig(TINY, 2), be, { quant: 'nf4', blocksize: 32, pageWeights: true });
   assert.ok(model.embed instanceof StreamedEmbedding);
@@ -97,6 +97,10 @@ test('a forward on ids that were not staged is refused; out-of-vocabulary ids ar
   assert.throws(() => forwardLoss(model, ws, null, mb, undefined), /stageInput/, 'staged ids of another batch');
   await model.stageInput(ws, mb.ids);
   forwardLoss(model, ws, null, mb, undefined);
+  // the staging table holds one workspace's rows: a forward on another is refused
+  const ws2 = new Workspace(be, TINY, { batch: 1, seqLen: 4, training: false, checkpointing: false, loraRank: 0 });
+  assert.throws(() => model.forward(ws2, 1, 4), /stageInput/);
+  ws2.free();
   let err: unknown = null;
   await model.stageInput(ws, Int32Array.from([1, 2, 37, 4])).catch((e) => { err = e; });
   assert.ok(err instanceof WebqloraError && /37.*vocabulary of 37/.test(err.message), String(err));
