@@ -196,6 +196,90 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
 const TQ: i32 = 16;
 
 /**
+ * P and dS of the tile's rows [0, tq) (queries t0 + i of sequence b, head h) against keys
+ * [s0, s0 + ns): P = exp(score − lse), dS = P ⊙ (dO·Vᵀ − Di) (× (1 − tanh²) with a soft-cap), zero
+ * where a row does not see a key. With dq0 ≠ 0, row i's dq (at dq0 + i·rowQ) += dS_i·K as soon as
+ * its row is formed. kb, vb: key/value row 0 of this sequence and kv head; Dt: the tile's Di.
+ * Each score is a dot product grouped in fours from the row's first key of the block, so a key's
+ * bits depend on s0 and the row: every caller walks a tile's keys in the same blocks (from the
+ * tile's first key, KB at a time) and gets the same P and dS.
+ */
+@inline function tileBlock(P: usize, dS: usize, Dt: usize, q0: usize, do0: usize, dq0: usize, kb: usize, vb: usize, lse: usize,
+  b: i32, h: i32, H: i32, T: i32, S: i32, D: i32, t0: i32, tq: i32, s0: i32, ns: i32, pos0: i32, window: i32, docStart: usize,
+  scale: f32, softcap: f32, rowQ: usize, rowKV: usize): void {
+  const rowP = <usize>KB << 2;
+  const k0 = kb + <usize>s0 * rowKV, v0 = vb + <usize>s0 * rowKV;
+  for (let i: i32 = 0; i < tq; i++) {
+    const t = t0 + i;
+    const pi = P + <usize>i * rowP, di = dS + <usize>i * rowP;
+    // keys [s0 + j0, s0 + nv) of the block are this query's (causal end, window or example start)
+    const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0));
+    const j0 = min(nv, max(0, firstKey(docStart, b, T, t, pos0, window) - s0));
+    const pj = pi + (<usize>j0 << 2), dj = di + (<usize>j0 << 2), kj = k0 + <usize>j0 * rowKV;
+    const qr = q0 + <usize>i * rowQ, dor = do0 + <usize>i * rowQ;
+    const L = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
+    const Di = load<f32>(Dt + (<usize>i << 2));
+    dotRows(pj, qr, kj, rowKV, nv - j0, D, scale);
+    dotRows(dj, dor, v0 + <usize>j0 * rowKV, rowKV, nv - j0, D, 1);
+    if (softcap > 0) {
+      for (let j = j0; j < nv; j++) {
+        const o = <usize>j << 2;
+        const th = Mathf.tanh(load<f32>(pi + o) / softcap);
+        const p = Mathf.exp(softcap * th - L);
+        store<f32>(pi + o, p);
+        store<f32>(di + o, p * (load<f32>(di + o) - Di) * (1 - th * th)); // d softcap = 1 − tanh²
+      }
+    } else {
+      for (let j = j0; j < nv; j++) {
+        const o = <usize>j << 2;
+        const p = Mathf.exp(load<f32>(pi + o) - L); // probabilities recomputed from the saved lse
+        store<f32>(pi + o, p);
+        store<f32>(di + o, p * (load<f32>(di + o) - Di));
+      }
+    }
+    for (let j: i32 = 0; j < j0; j++) {
+      store<f32>(pi + (<usize>j << 2), 0);
+      store<f32>(di + (<usize>j << 2), 0);
+    }
+    for (let j = nv; j < ns; j++) {
+      store<f32>(pi + (<usize>j << 2), 0);
+      store<f32>(di + (<usize>j << 2), 0);
+    }
+    if (dq0 != 0) accumRows(dq0 + <usize>i * rowQ, dj, 4, kj, rowKV, nv - j0, D, 1);
+  }
+}
+
+/**
+ * dK += scale·dSᵀ·Q and dV += Pᵀ·dO for the keys [ja, jb) of a block formed by tileBlock (keys
+ * [s0, s0 + ns), ja ≥ s0, jb ≤ s0 + ns): key j gets the tile rows [i0, i1) that see it (causal
+ * start, window end, example end); the others hold zeros for it.
+ */
+@inline function keyAccum(dkb: usize, dvb: usize, P: usize, dS: usize, q0: usize, do0: usize, b: i32, T: i32, t0: i32, tq: i32, s0: i32, ja: i32, jb: i32,
+  pos0: i32, window: i32, docStart: usize, scale: f32, rowQ: usize, rowKV: usize, D: i32): void {
+  const rowP = <usize>KB << 2;
+  const dsTile = docStart + (<usize>(b * T + t0) << 2); // docStart of the tile's rows (if any)
+  let nd: i32 = 0; // tile rows whose example starts at or before the current key (a prefix)
+  for (let key = ja; key < jb; key++) {
+    const j = key - s0;
+    const i0 = max(0, key - pos0 - t0);
+    let i1 = window > 0 ? min(tq, key - pos0 + window - t0) : tq;
+    if (docStart != 0) {
+      while (nd < tq && load<i32>(dsTile + (<usize>nd << 2)) <= key) nd++;
+      i1 = min(i1, nd);
+    }
+    if (i0 >= i1) continue;
+    const o = <usize>j << 2;
+    accumRows(dkb + <usize>key * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, scale); // dK = scale·dSᵀ·Q
+    accumRows(dvb + <usize>key * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, 1);
+  }
+}
+
+/** Dt[i] = dout_i·out_i for the tile's rows (Σ_s p·dp, the softmax backward's row term). */
+@inline function tileDi(Dt: usize, do0: usize, o0: usize, tq: i32, rowQ: usize, D: i32): void {
+  for (let i: i32 = 0; i < tq; i++) store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, o0 + <usize>i * rowQ, D));
+}
+
+/**
  * dq overwritten; dk, dv overwritten (all kvStride rows of the group's kv head; each is the sum
  * over the group's query heads). scratch: this thread's area ((2·KB + 1)·TQ floats used).
  * Work range: (sequence, kv head) groups bg = b·KVH + g in [g0, g1) — a group owns its rows of
@@ -210,13 +294,16 @@ const TQ: i32 = 16;
  * it are a range [i0, i1) (causal start; window and example end), and every row outside holds
  * zeros for it in P and dS, so the range only saves work. Keys no query sees (the padding rows
  * ≥ S) keep the zeros written first.
+ *
+ * When there are fewer groups than threads, the host runs the same arithmetic in two passes
+ * instead (attention_backward_dq over query tiles, attention_backward_kv over key blocks), which
+ * split finer and give the same bits.
  */
 export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, g0: i32, g1: i32): void {
   const rep = H / KVH;
   const P = scratch; // f32 [TQ][KB]: probabilities of the tile × block
   const dS = scratch + (<usize>(TQ * KB) << 2); // f32 [TQ][KB]: dp, then ds
   const Dt = scratch + (<usize>(2 * TQ * KB) << 2); // f32 [TQ]: dout·out of the tile's rows
-  const rowP = <usize>KB << 2;
   const rowKV = (<usize>KVH * <usize>D) << 2; // bytes from key s to s + 1
   const rowQ = (<usize>H * <usize>D) << 2; // bytes from query t to t + 1 (same head)
   for (let bg = g0; bg < g1; bg++) {
@@ -232,71 +319,78 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
       for (let t0: i32 = 0; t0 < T; t0 += TQ) {
         const tq = min(TQ, T - t0);
         const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
-        for (let i: i32 = 0; i < tq; i++) {
-          zero(dq0 + <usize>i * rowQ, D);
-          // Σ_s p·dp = dout·out (the softmax backward's row term)
-          store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, out + qh + <usize>(t0 + i) * rowQ, D));
-        }
+        for (let i: i32 = 0; i < tq; i++) zero(dq0 + <usize>i * rowQ, D);
+        tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
         const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
         const firstTile = firstKey(docStart, b, T, t0, pos0, window); // first key seen by its first query
-        const dsTile = docStart + (<usize>(b * T + t0) << 2); // docStart of the tile's rows (if any)
-        let nd: i32 = 0; // tile rows whose example starts at or before the current key (a prefix)
         for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
           const ns = min(KB, nkTile - s0);
-          const k0 = kb + <usize>s0 * rowKV, v0 = vb + <usize>s0 * rowKV;
-          for (let i: i32 = 0; i < tq; i++) {
-            const t = t0 + i;
-            const pi = P + <usize>i * rowP, di = dS + <usize>i * rowP;
-            // keys [s0 + j0, s0 + nv) of the block are this query's (causal end, window or example start)
-            const nv = max(0, min(ns, min(S, pos0 + t + 1) - s0));
-            const j0 = min(nv, max(0, firstKey(docStart, b, T, t, pos0, window) - s0));
-            const pj = pi + (<usize>j0 << 2), dj = di + (<usize>j0 << 2), kj = k0 + <usize>j0 * rowKV;
-            const qr = q0 + <usize>i * rowQ, dor = do0 + <usize>i * rowQ;
-            const L = load<f32>(lse + ((<usize>((b * H + h) * T + t)) << 2));
-            const Di = load<f32>(Dt + (<usize>i << 2));
-            dotRows(pj, qr, kj, rowKV, nv - j0, D, scale);
-            dotRows(dj, dor, v0 + <usize>j0 * rowKV, rowKV, nv - j0, D, 1);
-            if (softcap > 0) {
-              for (let j = j0; j < nv; j++) {
-                const o = <usize>j << 2;
-                const th = Mathf.tanh(load<f32>(pi + o) / softcap);
-                const p = Mathf.exp(softcap * th - L);
-                store<f32>(pi + o, p);
-                store<f32>(di + o, p * (load<f32>(di + o) - Di) * (1 - th * th)); // d softcap = 1 − tanh²
-              }
-            } else {
-              for (let j = j0; j < nv; j++) {
-                const o = <usize>j << 2;
-                const p = Mathf.exp(load<f32>(pi + o) - L); // probabilities recomputed from the saved lse
-                store<f32>(pi + o, p);
-                store<f32>(di + o, p * (load<f32>(di + o) - Di));
-              }
-            }
-            for (let j: i32 = 0; j < j0; j++) {
-              store<f32>(pi + (<usize>j << 2), 0);
-              store<f32>(di + (<usize>j << 2), 0);
-            }
-            for (let j = nv; j < ns; j++) {
-              store<f32>(pi + (<usize>j << 2), 0);
-              store<f32>(di + (<usize>j << 2), 0);
-            }
-            accumRows(dq0 + <usize>i * rowQ, dj, 4, kj, rowKV, nv - j0, D, 1);
-          }
-          // tile rows [i0, i1) see key s0 + j (causal start, window end, example end); the others hold zeros for it
-          for (let j: i32 = 0; j < ns; j++) {
-            const i0 = max(0, s0 + j - pos0 - t0);
-            let i1 = window > 0 ? min(tq, s0 + j - pos0 + window - t0) : tq;
-            if (docStart != 0) {
-              while (nd < tq && load<i32>(dsTile + (<usize>nd << 2)) <= s0 + j) nd++;
-              i1 = min(i1, nd);
-            }
-            if (i0 >= i1) continue;
-            const o = <usize>j << 2;
-            accumRows(dkb + <usize>(s0 + j) * rowKV, dS + <usize>i0 * rowP + o, rowP, q0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, scale); // dK = scale·dSᵀ·Q
-            accumRows(dvb + <usize>(s0 + j) * rowKV, P + <usize>i0 * rowP + o, rowP, do0 + <usize>i0 * rowQ, rowQ, i1 - i0, D, 1);
-          }
+          tileBlock(P, dS, Dt, q0, do0, dq0, kb, vb, lse, b, h, H, T, S, D, t0, tq, s0, ns, pos0, window, docStart, scale, softcap, rowQ, rowKV);
+          keyAccum(dkb, dvb, P, dS, q0, do0, b, T, t0, tq, s0, s0, s0 + ns, pos0, window, docStart, scale, rowQ, rowKV, D);
         }
         for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+      }
+    }
+  }
+}
+
+/**
+ * The dq half of attention_backward (pos0 = 0, training shapes): dq overwritten. Work range:
+ * query tiles u = (b·H + h)·⌈T/TQ⌉ + tile in [u0, u1). scratch as attention_backward's.
+ */
+export function attention_backward_dq(dq: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, u0: i32, u1: i32): void {
+  const rep = H / KVH, tiles = (T + TQ - 1) / TQ;
+  const P = scratch, dS = scratch + (<usize>(TQ * KB) << 2), Dt = scratch + (<usize>(2 * TQ * KB) << 2);
+  const rowKV = (<usize>KVH * <usize>D) << 2, rowQ = (<usize>H * <usize>D) << 2;
+  for (let u = u0; u < u1; u++) {
+    const bh = u / tiles, t0 = (u % tiles) * TQ, b = bh / H, h = bh % H, g = h / rep;
+    const base = (<usize>(b * kvStride * KVH + g) * <usize>D) << 2;
+    const qh = (<usize>((b * T) * H + h) * <usize>D) << 2;
+    const tq = min(TQ, T - t0);
+    const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
+    for (let i: i32 = 0; i < tq; i++) zero(dq0 + <usize>i * rowQ, D);
+    tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
+    const nkTile = min(S, pos0 + t0 + tq), firstTile = firstKey(docStart, b, T, t0, pos0, window);
+    for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
+      tileBlock(P, dS, Dt, q0, do0, dq0, k + base, v + base, lse, b, h, H, T, S, D, t0, tq, s0, min(KB, nkTile - s0), pos0, window, docStart, scale, softcap, rowQ, rowKV);
+    }
+    for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+  }
+}
+
+/**
+ * The dk, dv half of attention_backward: dk, dv overwritten. Work range: key blocks
+ * u = (b·KVH + g)·⌈kvStride/KB⌉ + block in [u0, u1), keys [block·KB, block·KB + KB). Each tile's
+ * P and dS are formed in the tile's own blocks (tileBlock: the same bits as the one-pass kernel),
+ * those that overlap this unit's keys, and only its keys are accumulated.
+ */
+export function attention_backward_kv(dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, u0: i32, u1: i32): void {
+  const rep = H / KVH, blocks = (kvStride + KB - 1) / KB;
+  const P = scratch, dS = scratch + (<usize>(TQ * KB) << 2), Dt = scratch + (<usize>(2 * TQ * KB) << 2);
+  const rowKV = (<usize>KVH * <usize>D) << 2, rowQ = (<usize>H * <usize>D) << 2;
+  for (let u = u0; u < u1; u++) {
+    const bg = u / blocks, ka = (u % blocks) * KB, kz = min(kvStride, ka + KB);
+    const b = bg / KVH, g = bg % KVH;
+    const base = (<usize>(b * kvStride * KVH + g) * <usize>D) << 2;
+    const kb = k + base, vb = v + base, dkb = dk + base, dvb = dv + base;
+    for (let s: i32 = ka; s < kz; s++) {
+      zero(dkb + <usize>s * rowKV, D);
+      zero(dvb + <usize>s * rowKV, D);
+    }
+    for (let h = g * rep; h < (g + 1) * rep; h++) {
+      const qh = (<usize>((b * T) * H + h) * <usize>D) << 2;
+      for (let t0: i32 = 0; t0 < T; t0 += TQ) {
+        const tq = min(TQ, T - t0);
+        const nkTile = min(S, pos0 + t0 + tq), firstTile = firstKey(docStart, b, T, t0, pos0, window);
+        const lo = max(ka, firstTile), hi = min(kz, nkTile);
+        if (lo >= hi) continue;
+        const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ;
+        tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
+        for (let s0 = firstTile + ((lo - firstTile) / KB) * KB; s0 < hi; s0 += KB) {
+          const ns = min(KB, nkTile - s0);
+          tileBlock(P, dS, Dt, q0, do0, 0, kb, vb, lse, b, h, H, T, S, D, t0, tq, s0, ns, pos0, window, docStart, scale, softcap, rowQ, rowKV);
+          keyAccum(dkb, dvb, P, dS, q0, do0, b, T, t0, tq, s0, max(s0, lo), min(s0 + ns, hi), pos0, window, docStart, scale, rowQ, rowKV, D);
+        }
       }
     }
   }

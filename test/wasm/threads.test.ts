@@ -109,10 +109,12 @@ cases.push({
     return { outputs: [x, g], run: () => { be.rope(x, { cos, sin }, B * T, T, nh, D, 3); be.ropeBackward(g, { cos, sin }, B * T, T, nh, D, 0); } };
   },
 });
-const attn = (s: AttentionShape) => cases.push({
-  name: `attention${s.pos0 === 0 ? ' + attentionBackward' : ''} ${JSON.stringify(s)}`,
+/** docs: packed example lengths of each row (Σ = T), as docStart */
+const attn = (shape: AttentionShape, docs?: number[]) => cases.push({
+  name: `attention${shape.pos0 === 0 ? ' + attentionBackward' : ''} ${JSON.stringify(shape)}${docs ? ` packed ${docs.join('+')}` : ''}`,
   async setup(be) {
-    const rng = new Rng(17 + s.T);
+    const rng = new Rng(17 + shape.T);
+    const s = docs ? { ...shape, docStart: put(be, Int32Array.from({ length: shape.B * shape.T }, (_, r) => { let t = r % shape.T, st = 0; for (const n of docs) { if (t < st + n) return st; st += n; } return st; }), 'docStart') } : shape;
     const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
     const q = put(be, rng.f32(nq), 'q'), k = put(be, rng.f32(nkv), 'k'), v = put(be, rng.f32(nkv), 'v'), dout = put(be, rng.f32(nq), 'dout');
     const o = put(be, rng.f32(nq), 'out'), lse = put(be, rng.f32(s.B * s.H * s.T), 'lse');
@@ -127,6 +129,11 @@ const attn = (s: AttentionShape) => cases.push({
   },
 });
 attn({ B: 2, T: 70, S: 70, H: 6, KVH: 3, D: 20, pos0: 0, kvStride: 72 });
+// fewer (sequence, kv head) groups than threads: the backward runs in two passes (query tiles,
+// key blocks) and must give the one-pass kernel's bits (the 1-thread run); with a window and a
+// soft-cap, and packed sequences, whose tiles start their key blocks off the 64-key grid
+attn({ B: 1, T: 150, S: 150, H: 4, KVH: 1, D: 24, pos0: 0, kvStride: 152, window: 37, softcap: 20 });
+attn({ B: 1, T: 140, S: 140, H: 2, KVH: 1, D: 16, pos0: 0, kvStride: 140 }, [30, 57, 1, 52]);
 attn({ B: 1, T: 4, S: 150, H: 8, KVH: 2, D: 32, pos0: 146, kvStride: 160 });
 cases.push({
   name: 'embedding, add, dropout, swiglu, swigluBackward',

@@ -67,8 +67,8 @@ interface KernelSplit {
  * The kernels the pool runs (assembly/ exports; a job names one by its index in this table) and
  * how their calls are cut. Every kernel takes its work range [lo, hi) as its last two arguments,
  * after its scratch pointer when it has one: rows (rms_norm, rope, cross_entropy, embedding,
- * scale_columns, row_sum_squares), (sequence, head) pairs (attention) or kv-head groups
- * (attention_backward), rows of W (q_row_sum_squares), columns (column_dot), chunks (sum_squares)
+ * scale_columns, row_sum_squares), (sequence, head) pairs (attention), kv-head groups
+ * (attention_backward), query tiles (attention_backward_dq), key blocks (attention_backward_kv), rows of W (q_row_sum_squares), columns (column_dot), chunks (sum_squares)
  * or elements (the rest).
  */
 const KERNELS = {
@@ -82,6 +82,8 @@ const KERNELS = {
   rope_backward: { scratch: false, grain: 1 },
   attention: { scratch: true, grain: 1 },
   attention_backward: { scratch: true, grain: 1 },
+  attention_backward_dq: { scratch: true, grain: 1 },
+  attention_backward_kv: { scratch: true, grain: 1 },
   swiglu: { scratch: false, grain: 16 },
   swiglu_backward: { scratch: false, grain: 16 },
   geglu: { scratch: false, grain: 16 },
@@ -127,6 +129,8 @@ export interface ParOptions {
  * caller alone, sparing the wake-up of the workers.
  */
 const MIN_CHUNK_WORK = 1 << 16;
+/** assembly/attention.ts: query rows per tile (TQ) and keys per block (KB) of the backward */
+const ATTN_TQ = 16, ATTN_KB = 64;
 /** Chunks per thread: enough to even out threads the OS slows down, few enough to stay coarse. */
 const CHUNKS_PER_THREAD = 4;
 /** sumSquares: chunks of this many elements (more for huge n), each summed alone, then in order. */
@@ -514,11 +518,20 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     attentionBackward(dq, dk, dv, dout, q, kk, v, out, lse, s) {
       checkAttention(s, 'attentionBackward', attnLimits);
       const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
-      par('attention_backward', [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv'),
-        f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
+      const [pdq, pdk, pdv] = [f32(dq, nq, 'attentionBackward dq'), f32(dk, nkv, 'attentionBackward dk'), f32(dv, nkv, 'attentionBackward dv')];
+      const inputs = [f32(dout, nq, 'attentionBackward dout'), f32(q, nq, 'attentionBackward q'), f32(kk, nkv, 'attentionBackward k'), f32(v, nkv, 'attentionBackward v'),
         f32(out, nq, 'attentionBackward out'), f32(lse, s.B * s.H * s.T, 'attentionBackward lse'),
-        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), docStartPtr(s.docStart, s.B * s.T, s.T, 'attentionBackward'), s0, 0, s.B * s.KVH],
-      8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D);
+        s.B, s.T, s.S, s.H, s.KVH, s.D, s.pos0, s.kvStride, ...attnOptions(s), docStartPtr(s.docStart, s.B * s.T, s.T, 'attentionBackward'), s0];
+      const work = 8 * (s.H / s.KVH) * s.T * attnKeys(s) * s.D;
+      if (!pool || s.B * s.KVH >= pool.threads) {
+        par('attention_backward', [pdq, pdk, pdv, ...inputs, 0, s.B * s.KVH], work);
+        return;
+      }
+      // fewer (sequence, kv head) groups than threads: dq over query tiles, then dk/dv over key
+      // blocks — more work (the scores twice) split finer, with the same bits (assembly/attention.ts)
+      const tiles = Math.ceil(s.T / ATTN_TQ), blocks = Math.ceil(s.kvStride / ATTN_KB);
+      par('attention_backward_dq', [pdq, ...inputs, 0, s.B * s.H * tiles], (4 / 8) * work / (s.H / s.KVH) / tiles);
+      par('attention_backward_kv', [pdk, pdv, ...inputs, 0, s.B * s.KVH * blocks], (5 / 8) * work / blocks);
     },
 
     swigluBackward(dgate, dup, dout, gate, up, n) {

@@ -51,6 +51,8 @@ export interface KernelExports {
   rope_backward(dx: number, cos: number, sin: number, R: number, T: number, nh: number, D: number, pos0: number, docStart: number, r0: number, r1: number): void;
   attention(out: number, lse: number, q: number, k: number, v: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, bh0: number, bh1: number): void;
   attention_backward(dq: number, dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, g0: number, g1: number): void;
+  attention_backward_dq(dq: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, u0: number, u1: number): void;
+  attention_backward_kv(dk: number, dv: number, dout: number, q: number, k: number, v: number, out: number, lse: number, B: number, T: number, S: number, H: number, KVH: number, D: number, pos0: number, kvStride: number, scale: number, softcap: number, window: number, docStart: number, scratch: number, u0: number, u1: number): void;
   embedding(out: number, table: number, ids: number, C: number, elemType: number, r0: number, r1: number): void;
   copy(dst: number, src: number, bytes: number): void;
   /** bench/quant's bandwidth baseline (v128 loop) */
