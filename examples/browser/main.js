@@ -9,8 +9,11 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = new URL('../../assets/stories260K.gguf', location.href).href;
 
-for (const [param, id] of [['backend', 'backendChoice'], ['steps', 'steps'], ['batch', 'batch'], ['seqlen', 'seqLen'], ['lr', 'lr'], ['evalevery', 'evalEvery']]) {
+for (const [param, id] of [['backend', 'backendChoice'], ['steps', 'steps'], ['batch', 'batch'], ['seqlen', 'seqLen'], ['lr', 'lr'], ['evalevery', 'evalEvery'], ['lorar', 'loraR'], ['loraalpha', 'loraAlpha']]) {
   if (params.has(param)) $(id).value = params.get(param);
+}
+for (const [param, id] of [['dora', 'dora'], ['packing', 'packing']]) {
+  if (params.has(param)) $(id).checked = params.get(param) === '1';
 }
 $('prompts').value = DEMO_PROMPTS.join('\n');
 document.title = `webqlora ${VERSION} — QLoRA fine-tuning in the browser`;
@@ -214,6 +217,10 @@ function run() {
     seqLen: intField('seqLen', 256, 2),
     lr: Number.isFinite(lr) && lr >= 0 ? lr : 3e-3,
     evalEvery: intField('evalEvery', 10, 1),
+    loraR: intField('loraR', 16, 1),
+    loraAlpha: Number.isFinite(Number($('loraAlpha').value)) && Number($('loraAlpha').value) >= 0 ? Number($('loraAlpha').value) : 32,
+    dora: $('dora').checked,
+    packing: $('packing').checked,
     prompts: $('prompts').value.split('\n').map((p) => p.trim()).filter(Boolean),
   };
   losses = [];

@@ -191,14 +191,15 @@ async function run(msg) {
     source = null;
     post({ type: 'log', line: `model held as NF4 + double quantization (block 64); ${(backend.memory().liveBytes / 2 ** 20).toFixed(1)} MiB in ${backend.name} memory` });
 
-    lora = new lib.LoraAdapters(backend, model.config, { ...lib.DEFAULT_LORA }, true);
+    lora = new lib.LoraAdapters(backend, model.config, { ...lib.DEFAULT_LORA, r: msg.loraR, alpha: msg.loraAlpha, useDora: msg.dora }, true);
     const rng = new lib.SampleRng(1);
     lora.initPeft(() => rng.next());
-    const batcher = lib.batcherFor(train, tok, { batchSize: msg.batchSize, order: 'grouped', seed: 0 });
+    const batcher = lib.batcherFor(train, tok, { batchSize: msg.batchSize, order: 'grouped', seed: 0, packing: msg.packing ? seqLen : 0 });
+    if (msg.packing) post({ type: 'log', line: `packing: ${train.examples.length} examples in ${batcher.packedRows.length} rows of ≤ ${seqLen} tokens` });
     trainer = new lib.Trainer(model, lora, batcher, {
-      ...lib.TRAIN_DEFAULTS, lr: msg.lr, warmupRatio: 0, batchSize: msg.batchSize, seqLen, totalSteps: msg.steps, seed: 0,
+      ...lib.TRAIN_DEFAULTS, lr: msg.lr, warmupRatio: 0, batchSize: msg.batchSize, seqLen, totalSteps: msg.steps, seed: 0, packing: msg.packing,
     });
-    post({ type: 'log', line: `training ${lora.paramCount.toLocaleString('en-US')} LoRA parameters (r ${lora.config.r}, alpha ${lora.config.alpha}) for ${msg.steps} steps of ${msg.batchSize} sequences of ≤ ${seqLen} tokens, lr ${msg.lr}` });
+    post({ type: 'log', line: `training ${lora.paramCount.toLocaleString('en-US')} ${lora.useDora ? 'DoRA' : 'LoRA'} parameters (r ${lora.config.r}, alpha ${lora.config.alpha}) for ${msg.steps} steps of ${msg.batchSize} sequences of ≤ ${seqLen} tokens, lr ${msg.lr}` });
 
     // 4. train, validating at step 0, every evalEvery steps and at the end
     const padId = lib.padIdFor(tok);

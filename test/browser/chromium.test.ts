@@ -410,6 +410,45 @@ test('the example page runs the demo on wasm and offers the adapter for download
   assertNoPageProblems();
 });
 
+test('the example page trains a DoRA adapter of the chosen rank on packed examples', async () => {
+  if (!up()) return;
+  const page = await openPage('examples/browser/index.html?backend=wasm&steps=2&autorun=1&dora=1&packing=1&lorar=4&loraalpha=8&evalevery=2');
+  await page.waitForFunction(() => document.body.dataset.state === 'done' || document.body.dataset.state === 'error', { timeout: 150_000 });
+  const r = await page.evaluate(() => ({
+    state: document.body.dataset.state,
+    error: document.getElementById('error')?.textContent ?? '',
+    log: document.getElementById('log')?.textContent ?? '',
+    losses: (window as unknown as { webqloraRun: { losses: Array<{ loss: number }> } }).webqloraRun.losses.map((l) => l.loss),
+    downloads: [...document.querySelectorAll<HTMLAnchorElement>('#downloads a')].map((a) => ({ name: a.download, href: a.href })),
+  }));
+  assert.is(r.state, 'done', `the example page ended in state ${r.state}: ${r.error}`);
+  assert.match(r.log, /packing: \d+ examples in \d+ rows of ≤ 256 tokens/);
+  assert.match(r.log, /DoRA parameters \(r 4, alpha 8\)/);
+  assert.is(r.losses.length, 2);
+  assert.ok(r.losses.every(Number.isFinite), `losses ${r.losses}`);
+  const files = await page.evaluate(async (links: Array<{ name: string; href: string }>) => {
+    const out: Record<string, number[]> = {};
+    for (const l of links) out[l.name] = [...new Uint8Array(await (await fetch(l.href)).arrayBuffer())];
+    return out;
+  }, r.downloads);
+  const cfg = JSON.parse(new TextDecoder().decode(Uint8Array.from(files['adapter_config.json']!)));
+  assert.equal([cfg.r, cfg.lora_alpha, cfg.use_dora], [4, 8, true]);
+  // the downloaded adapter is a DoRA adapter the library loads back, magnitudes included
+  const dir = new lib.MapDirSource('download', new Map(Object.entries(files).map(([k, v]) => [k, Uint8Array.from(v)])));
+  const be = await lib.createBackend({ prefer: 'reference' });
+  try {
+    const src = await lib.openModel(new lib.MemorySource('stories260K.gguf', modelBytes));
+    const lora = await lib.loadAdapter(dir, be, src.config);
+    assert.is(lora.useDora, true);
+    assert.is(lora.config.r, 4);
+    await src.close();
+  } finally {
+    await be.destroy();
+  }
+  await page.close();
+  assertNoPageProblems();
+});
+
 /** What the example page shows after a run with your own files. */
 interface UploadRun {
   state: string;
