@@ -15,7 +15,8 @@ import type { ModelConfig } from '../model/config.ts';
 import type { LoraAdapters, LoraConfig } from '../model/lora.ts';
 import { autoPageReason, backendCapacity, type BackendCapacity, type MemoryEstimate } from '../model/memory.ts';
 import { ADAPTER_CONFIG, loadAdapter, parseAdapterConfig } from '../model/peft.ts';
-import { readGgufAdapter } from '../model/gguf-adapter.ts';
+import { ggufAdapterConfig, readGgufAdapter } from '../model/gguf-adapter.ts';
+import { readGguf } from '../io/gguf.ts';
 import { loadModel, MAX_POSITIONS, ownsSource } from '../model/load.ts';
 import type { QuantMode } from '../quant/types.ts';
 import { loadTokenizerFromDir, tokenizerFromJson, tokenizerFromLlama2cBin, tokenizerFromGguf, tokenizerFromSentencePiece, tokenizerFromVocab } from '../tokenizer/load.ts';
@@ -200,16 +201,26 @@ export async function withDir<T>(path: string, fn: (dir: NodeDirSource) => Promi
 }
 
 /**
- * The LoRA settings of an adapter directory, read before the model loads (they size the run's
- * memory); null when they cannot be read, which loading the adapter then reports.
+ * The LoRA settings of an adapter (a PEFT directory's adapter_config.json, or a llama.cpp LoRA
+ * `.gguf`'s header and tensor shapes, which need the model's config), read before the model's
+ * weights load: they size the run's memory. null when they cannot be read, which loading the
+ * adapter then reports.
  */
-export async function adapterConfigAt(dir: string): Promise<LoraConfig | null> {
-  const file = join(dir, ADAPTER_CONFIG);
-  try {
-    return parseAdapterConfig(await readFile(file, 'utf8'), file);
-  } catch {
-    return null;
+export async function adapterConfigAt(path: string): Promise<(c: ModelConfig) => LoraConfig | null> {
+  if (extname(path).toLowerCase() === '.gguf') {
+    const f = await FileSource.open(path).catch(() => null);
+    const file = f ? await readGguf(f).catch(() => null).finally(() => f.close()) : null;
+    return (c) => {
+      try {
+        return file ? ggufAdapterConfig(file, path, c) : null;
+      } catch {
+        return null;
+      }
+    };
   }
+  const file = join(path, ADAPTER_CONFIG);
+  const config = await readFile(file, 'utf8').then((t) => parseAdapterConfig(t, file), () => null).catch(() => null);
+  return () => config;
 }
 
 /** A PEFT adapter directory, or a llama.cpp LoRA adapter `.gguf`, loaded onto the backend. */

@@ -12,7 +12,7 @@
 // Phi-3's fused modules map to attn_qkv / ffn_up with B joined, as PEFT saves them.
 import type { Backend } from '../backend/backend.ts';
 import { WebqloraError } from '../errors.ts';
-import { readGguf, readGgufTensor } from '../io/gguf.ts';
+import { readGguf, readGgufTensor, type GgufFile } from '../io/gguf.ts';
 import { ggufArchOf, hfToGgufTensor, type GgufArch } from '../io/gguf-arch.ts';
 import { encodeTensor, GGML, ggufBytes, meta, rotateHalfToInterleaved, writeGgufFile, type GgufDtype, type GgufTensorOut, type MetaValue } from '../io/gguf-write.ts';
 import type { ByteSink, ByteSource } from '../io/source.ts';
@@ -103,7 +103,33 @@ function interleavedToRotateHalf(w: Float32Array, nHeads: number, headDim: numbe
  */
 export async function readGgufAdapter(src: ByteSource, backend: Backend, c: ModelConfig, opts: { withGrads?: boolean; dropout?: number } = {}): Promise<LoraAdapters> {
   const file = await readGguf(src);
-  const name = src.name, md = file.metadata;
+  const config = ggufAdapterConfig(file, src.name, c, opts.dropout ?? 0);
+  const arch = ggufArchOf(c, src.name);
+  const lora = new LoraAdapters(backend, c, config, opts.withGrads ?? false);
+  try {
+    for (const m of lora.modules) {
+      const g = hfToGgufTensor(arch, `${m.path}.weight`)!;
+      backend.write(m.A, await readGgufTensor(src, file, `${g}.lora_a`));
+      const b = await readGgufTensor(src, file, `${g}.lora_b`);
+      const hb = arch.permuteQK && (m.module === 'q_proj' || m.module === 'k_proj')
+        ? interleavedToRotateHalf(b, m.module === 'q_proj' ? c.numHeads : c.numKVHeads, c.headDim, m.r)
+        : b;
+      for (const p of m.parts) backend.write(p.B, hb.subarray(p.row0 * m.r, (p.row0 + p.N) * m.r));
+    }
+  } catch (e) {
+    lora.free();
+    throw e;
+  }
+  return lora;
+}
+
+/**
+ * The LoraConfig of a llama.cpp LoRA adapter GGUF (its header and tensor list, `readGguf`) for a
+ * model of config `c`, every tensor checked against the model: what readGgufAdapter loads, and
+ * what sizes a run's memory before any weight is read.
+ */
+export function ggufAdapterConfig(file: GgufFile, name: string, c: ModelConfig, dropout = 0): LoraConfig {
+  const md = file.metadata;
   const bad = (msg: string) => new WebqloraError(`${name}: ${msg}`);
   if (md.get('general.type') !== 'adapter') throw bad(`general.type is ${JSON.stringify(md.get('general.type') ?? null)}, not "adapter" (is this a model rather than a LoRA adapter?).`);
   if (md.get('adapter.type') !== 'lora') throw bad(`adapter.type ${JSON.stringify(md.get('adapter.type') ?? null)} is not supported (only "lora").`);
@@ -143,24 +169,8 @@ export async function readGgufAdapter(src: ByteSource, backend: Backend, c: Mode
   const r0 = found[0]!.r;
   const rankPattern: Record<string, number> = {};
   for (const f of found) if (f.r !== r0) rankPattern[f.path.replace(/\./g, '\\.')] = f.r;
-  const config: LoraConfig = {
-    r: r0, alpha: Math.fround(alphaV), dropout: opts.dropout ?? 0, useRslora: false,
+  return {
+    r: r0, alpha: Math.fround(alphaV), dropout, useRslora: false,
     targets: found.map((f) => f.path), rankPattern,
   };
-  const lora = new LoraAdapters(backend, c, config, opts.withGrads ?? false);
-  try {
-    for (const m of lora.modules) {
-      const g = hfToGgufTensor(arch, `${m.path}.weight`)!;
-      backend.write(m.A, await readGgufTensor(src, file, `${g}.lora_a`));
-      const b = await readGgufTensor(src, file, `${g}.lora_b`);
-      const hb = arch.permuteQK && (m.module === 'q_proj' || m.module === 'k_proj')
-        ? interleavedToRotateHalf(b, m.module === 'q_proj' ? c.numHeads : c.numKVHeads, c.headDim, m.r)
-        : b;
-      for (const p of m.parts) backend.write(p.B, hb.subarray(p.row0 * m.r, (p.row0 + p.N) * m.r));
-    }
-  } catch (e) {
-    lora.free();
-    throw e;
-  }
-  return lora;
 }

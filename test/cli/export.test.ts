@@ -11,6 +11,7 @@ import { createReferenceBackend } from '../../src/backend/reference/index.ts';
 import { FileSource } from '../../src/io/node.ts';
 import { openModelPath } from '../../src/io/node-model.ts';
 import { readGgufAdapter } from '../../src/model/gguf-adapter.ts';
+import { adapterConfigAt } from '../../src/cli/common.ts';
 import { FIXTURES, REPO, loadAdapterAt } from '../helpers/index.ts';
 
 const CLI = join(REPO, 'dist', 'node', 'cli.js');
@@ -38,6 +39,8 @@ test('export: f32 is exact, f16/bf16/q8_0 within their rounding; a GGUF adapter 
       const back = await readGgufAdapter(f, be, src.config);
       await f.close();
       assert.equal(back.modules.map((m) => [m.path, m.r, m.scaling]), peft.modules.map((m) => [m.path, m.r, m.scaling]));
+      // the settings that size a run with --adapter a.gguf, read before any weight: the loaded adapter's
+      assert.equal((await adapterConfigAt(out))(src.config), back.config);
       for (let k = 0; k < peft.params.length; k++) {
         const a = (await be.read(back.params[k]!.value)) as Float32Array, b = (await be.read(peft.params[k]!.value)) as Float32Array;
         let scale = 0, err = 0;

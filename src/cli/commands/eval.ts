@@ -44,10 +44,10 @@ export const evalCommand: Command = {
       throw e;
     }
     try {
-      const lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
+      const loraOf = adapterDir ? await adapterConfigAt(adapterDir) : () => null, threads = backendThreads(backend);
       const { model, tok, seqLen: resolved } = await loadModelFrom(p, backend, progress, {
         seqLen: seqLenFlag,
-        memory: (c, seqLen, pageWeights) => estimateInferenceMemory(c, { ...q, lora, batch, seqLen: seqLen!, pageWeights, threads }),
+        memory: (c, seqLen, pageWeights) => estimateInferenceMemory(c, { ...q, lora: loraOf(c), batch, seqLen: seqLen!, pageWeights, threads }),
       });
       const seqLen = resolved!;
       const data = await loadDataFrom(p, dataSrc, tok, model.config.vocabSize, seqLen, progress).finally(() => dataSrc.close());

@@ -40,11 +40,11 @@ export const generateCommand: Command = {
       // the run's memory before the tokenizer exists: a text prompt has at most one token per
       // UTF-8 byte, plus a few special ones
       const promptMax = promptIdsFlag !== undefined ? promptIdsFlag.length : new TextEncoder().encode(prompt!).length + 8;
-      const q = quantFlags(p), lora = adapterDir ? await adapterConfigAt(adapterDir) : null, threads = backendThreads(backend);
+      const q = quantFlags(p), loraOf = adapterDir ? await adapterConfigAt(adapterDir) : () => null, threads = backendThreads(backend);
       const { model, tok, spec } = await loadModelFrom(p, backend, progress, {
         memory: (c, _seqLen, pageWeights) => {
           const context = contextOf(c), kvCache = Math.min(promptMax + maxNew, context);
-          return estimateInferenceMemory(c, { ...q, lora, batch: 1, seqLen: Math.min(128, promptMax, context), kvCache, maxPositions: context, pageWeights, threads });
+          return estimateInferenceMemory(c, { ...q, lora: loraOf(c), batch: 1, seqLen: Math.min(128, promptMax, context), kvCache, maxPositions: context, pageWeights, threads });
         },
       });
       let promptIds: number[];

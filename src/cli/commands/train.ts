@@ -22,6 +22,7 @@ import type { Schedule } from '../../train/schedule.ts';
 import { bool, choice, given, num, optNum, required, str, type Command, type FlagTable, type Parsed } from '../args.ts';
 import { adapterConfigAt, backendFrom, backendThreads, checkPaths, jsonLine, loadAdapterDir, loadModelFrom, quantFlags, withDir } from '../common.ts';
 import { estimateTrainingMemory } from '../../model/memory.ts';
+import type { ModelConfig } from '../../model/config.ts';
 import { logDataset } from '../data.ts';
 import {
   BACKEND, BATCH_SIZE, BLOCKSIZE, CHECKPOINTING, DATA, DEFAULT_EXAMPLE_OPTIONS, DEFAULT_LORA, DOUBLE_QUANT, FORMAT, JSON_OUT, LORA_R, MODEL,
@@ -239,11 +240,12 @@ async function train(p: Parsed): Promise<number> {
     const seqLenFlag = state || given(p, 'seq-len') ? base.seqLen : null;
     const q = quantFlags(p), threads = backendThreads(backend);
     // the adapter's settings size the run; one that cannot be read is reported when it loads
-    const runLora = state?.lora ?? freshLora ?? (initAdapter ? await adapterConfigAt(initAdapter) : null) ?? DEFAULT_LORA;
+    const initLoraOf = initAdapter ? await adapterConfigAt(initAdapter) : () => null;
+    const runLora = (c: ModelConfig) => state?.lora ?? freshLora ?? initLoraOf(c) ?? DEFAULT_LORA;
     const loaded = await loadModelFrom(p, backend, progress, {
       seqLen: seqLenFlag,
       memory: (c, seqLen, pageWeights) => estimateTrainingMemory(c, {
-        ...q, lora: runLora, batch: base.batchSize * (prefMethod ? 2 : 1), seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads, packing: base.packing, preference: prefMethod !== null,
+        ...q, lora: runLora(c), batch: base.batchSize * (prefMethod ? 2 : 1), seqLen: seqLen!, checkpointing: base.checkpointing, pageWeights, optimizer: base.optimizer, threads, packing: base.packing, preference: prefMethod !== null,
       }),
     }).catch(async (e) => { await closeData(); throw e; });
     const { model, tok, spec } = loaded;
