@@ -253,10 +253,13 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     if (destroyed) throw new Error('wasm backend used after destroy()');
     pool?.assertAlive();
   };
+  // what this backend made: a tensor of another wasm backend holds a pointer into another memory
+  const mine = new WeakSet<object>();
   const ptr = (t: Tensor, what: string): number => {
     live();
     if (!(t instanceof WasmTensor)) throw new Error(`${what}: tensor ${t.label} does not belong to the wasm backend`);
     if (t.ptr === 0) throw new Error(`${what}: tensor ${t.label} was freed`);
+    if (!mine.has(t)) throw new Error(`${what}: tensor ${t.label} belongs to another wasm backend`);
     return t.ptr;
   };
   /** Pointer of an operand of `type` holding at least n elements (validate.ts checkOperand). */
@@ -278,6 +281,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     live();
     if (!(w instanceof WasmQuant)) throw new Error(`${what}: weight ${w.label} does not belong to the wasm backend`);
     if (w.desc === 0) throw new Error(`${what}: weight ${w.label} was freed`);
+    if (!mine.has(w)) throw new Error(`${what}: weight ${w.label} belongs to another wasm backend`);
     return w.desc;
   };
   /** The limits of assembly/attention.ts: its forward keeps a 64-score block and one row of D in scratch. */
@@ -293,7 +297,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const p = km.alloc(bytes);
       // contents are undefined by contract; zeroed here so a forgotten init is at least reproducible
       k.fill(p, alignUp(Math.max(bytes, 1), 4) >> 2, 0, 4);
-      return new WasmTensor(type, length, label, p);
+      const t = new WasmTensor(type, length, label, p);
+      mine.add(t);
+      return t;
     },
 
     free(t) {
@@ -346,7 +352,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       checkQuantUpload(w);
       const base = km.alloc(wasmQuantLayout(w.N, w.K, w.blocksize, w.dq ? w.dq.nestedBlocksize : null).total);
       writeWasmQuant(km.memory.buffer, base, w);
-      return new WasmQuant(w, base);
+      const q = new WasmQuant(w, base);
+      mine.add(q);
+      return q;
     },
 
     writeQuant(w, src) {

@@ -135,6 +135,7 @@ function makeBackend(rt: GpuRuntime): Backend {
   const live = (t: Tensor, what: string): Buf => {
     if (!(t instanceof GpuTensor)) throw new Error(`${what}: tensor ${t?.label} does not belong to the webgpu backend`);
     if (!t.buf) throw new Error(`${what}: tensor ${t.label} was freed`);
+    if (!tensors.has(t)) throw new Error(`${what}: tensor ${t.label} belongs to another webgpu backend`);
     return t.buf;
   };
   /** The buffer of an operand of `type` holding at least n elements (validate.ts checkOperand). */
@@ -147,6 +148,7 @@ function makeBackend(rt: GpuRuntime): Backend {
   const qlive = (w: QuantWeight, what: string): GpuQuant & { buf: Buf } => {
     if (!(w instanceof GpuQuant)) throw new Error(`${what}: weight ${w?.label} does not belong to the webgpu backend`);
     if (!w.buf) throw new Error(`${what}: weight ${w.label} was freed`);
+    if (!quants.has(w)) throw new Error(`${what}: weight ${w.label} belongs to another webgpu backend`);
     return w as GpuQuant & { buf: Buf };
   };
   // tensors larger than one binding: calls cut into windows (windows.ts)
