@@ -191,8 +191,7 @@ function rows(w: Weights): Row[] {
       return () => s.be.gegluBackward(dg, du, d, g, u, 8);
     }),
     short('softcap x', /^softcap x: x holds 7 elements, 8 needed$/, (s) => { const x = s.f32(7, 'x'); return () => s.be.softcap(x, 8, 30); }),
-    // webgpu names this call by its WGSL entry point (add_uniform_noise out): only the operand is matched
-    short('addUniformNoise x', /: x holds 7 elements, 8 needed$/, (s) => { const x = s.f32(7, 'x'); return () => s.be.addUniformNoise(x, 8, 0.1, 1); }),
+    short('addUniformNoise x', /^addUniformNoise x: x holds 7 elements, 8 needed$/, (s) => { const x = s.f32(7, 'x'); return () => s.be.addUniformNoise(x, 8, 0.1, 1); }),
     short('add out', /^add out: out holds 7 elements, 8 needed$/, (s) => { const o = s.f32(7, 'out'), x = s.f32(8, 'x'); return () => s.be.add(o, x, 8); }),
     short('dropout x', /^dropout x: x holds 7 elements, 8 needed$/, (s) => { const o = s.f32(8, 'out'), x = s.f32(7, 'x'); return () => s.be.dropout(o, x, 8, 0.1, 1); }),
     short('crossEntropy targets', /^crossEntropy targets: targets holds 1 elements, 2 needed$/, (s) => {

@@ -737,8 +737,9 @@ function makeBackend(rt: GpuRuntime): Backend {
 
   /** add / dropout: o (op)= x over n elements, in ranges that fit a binding; x may alias o. */
   function elementwise(entry: 'add' | 'dropout' | 'add_uniform_noise', out: Tensor, x: Tensor, n: number, params: Record<string, number>): void {
-    const what = entry;
-    const bo = f32(out, n, `${what} out`), bx = f32(x, n, `${what} x`);
+    // messages name the Backend call and its operands (addUniformNoise has one, x, noised in place)
+    const what = entry === 'add_uniform_noise' ? 'addUniformNoise' : entry;
+    const bo = f32(out, n, entry === 'add_uniform_noise' ? `${what} x` : `${what} out`), bx = f32(x, n, `${what} x`);
     const inPlace = bo === bx;
     for (const [i0, i1] of ranges(n, [bo, bx])) {
       const c = i1 - i0, ov = win(bo, 4, i0, c, `${what} out`);
