@@ -5,17 +5,15 @@
 // sentence (llama.cpp's LoRA GGUF has no magnitudes) and writes nothing.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSource } from '../../src/io/node.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
-import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
+import { cliRunner } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
-const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+const run = cliRunner();
 
 test('train --use-dora: QDoRA adapter in PEFT format, exact resume, merge; GGUF adapter export refused', async () => {
   assert.match(run('train', '--help').stdout, /--use-dora\s.*DoRA/);
@@ -26,12 +24,12 @@ test('train --use-dora: QDoRA adapter in PEFT format, exact resume, merge; GGUF 
     const runDir = join(tmp, 'run');
     const common = ['--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '4', '--seq-len', '64', '--batch-size', '2', '--use-dora', '--lr', '2e-3', '--backend', 'wasm', '--save-every', '2'];
     const r = run('train', ...common, '--out', runDir, '--json');
-    assert.is(r.status, 0, r.stderr);
+    assert.is(r.code, 0, r.stderr);
     // PEFT's init: a fresh DoRA adapter computes the base model, so its first step's loss is plain
     // LoRA's (whose fresh B = 0 adapter does too)
     const firstLoss = (stdout: string) => (stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { step?: number; loss?: number }).find((o) => o.step === 1)?.loss);
     const lora = run('train', '--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '1', '--seq-len', '64', '--batch-size', '2', '--lr', '2e-3', '--backend', 'wasm', '--out', join(tmp, 'lora'), '--json');
-    assert.is(lora.status, 0, lora.stderr);
+    assert.is(lora.code, 0, lora.stderr);
     const l0 = firstLoss(lora.stdout), d0 = firstLoss(r.stdout);
     assert.ok(l0 !== undefined && d0 !== undefined && Math.abs(d0 - l0) <= 1e-5 * l0, `first-step loss: DoRA ${d0}, LoRA ${l0}`);
     const cfg = JSON.parse(readFileSync(join(runDir, 'adapter_config.json'), 'utf8')) as { use_dora: boolean; r: number };
@@ -59,17 +57,17 @@ test('train --use-dora: QDoRA adapter in PEFT format, exact resume, merge; GGUF 
     cpSync(runDir, cut, { recursive: true });
     for (const n of readdirSync(cut)) if (n !== 'checkpoint-2') rmSync(join(cut, n), { recursive: true, force: true });
     const res = run('train', ...common, '--out', cut, '--resume');
-    assert.is(res.status, 0, res.stderr);
+    assert.is(res.code, 0, res.stderr);
     assert.ok(readFileSync(join(cut, 'adapter_model.safetensors')).equals(readFileSync(join(runDir, 'adapter_model.safetensors'))), 'resumed DoRA run ends byte-identical');
 
     const merged = join(tmp, 'merged');
     const m = run('merge', '--model', STORIES_GGUF, '--adapter', runDir, '--out', merged);
-    assert.is(m.status, 0, m.stderr);
+    assert.is(m.code, 0, m.stderr);
     assert.ok(existsSync(join(merged, 'config.json')));
 
     const out = join(tmp, 'a.gguf');
     const e = run('export', '--model', STORIES_GGUF, '--adapter', runDir, '--out', out);
-    assert.is.not(e.status, 0);
+    assert.is.not(e.code, 0);
     assert.match(e.stderr, /DoRA adapter, which llama\.cpp's LoRA GGUF cannot express/);
     assert.not.ok(e.stderr.includes('    at '), 'no stack trace');
     assert.not.ok(existsSync(out), 'nothing written');

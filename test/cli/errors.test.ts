@@ -2,24 +2,17 @@
 // (the prefix said once), no stack.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, STORIES_BIN, STORIES_GGUF } from '../helpers/index.ts';
+import { STORIES_BIN, STORIES_GGUF } from '../helpers/index.ts';
+import { assertUserError, runCli } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-err-'));
 
 function userError(args: string[], re: RegExp): void {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  assert.is(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
-  const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
-  assert.is(lines.length, 1, r.stderr);
-  assert.match(lines[0]!, re);
-  assert.not.match(lines[0]!, /^webqlora(?: [a-z]+)?: webqlora/, 'the prefix said once');
-  assert.not.match(r.stderr, /\n\s+at /);
+  const line = assertUserError(runCli(args), re, { what: args.join(' ') });
+  assert.not.match(line, /^webqlora(?: [a-z]+)?: webqlora/, 'the prefix said once');
 }
 
 test('unknown command and flag ranges', () => {

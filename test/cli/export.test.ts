@@ -3,8 +3,7 @@
 // left behind. (llama.cpp itself loads what export and merge write in test/llamacpp/deploy.test.ts.)
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
@@ -12,14 +11,10 @@ import { FileSource } from '../../src/io/node.ts';
 import { openModelPath } from '../../src/io/node-model.ts';
 import { readGgufAdapter } from '../../src/model/gguf-adapter.ts';
 import { adapterConfigAt } from '../../src/cli/common.ts';
-import { FIXTURES, REPO, loadAdapterAt } from '../helpers/index.ts';
+import { FIXTURES, loadAdapterAt } from '../helpers/index.ts';
+import { assertUserError, cliRunner } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
-const run = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-};
+const run = cliRunner();
 const ARCHS = join(FIXTURES, 'archs');
 
 test('export: f32 is exact, f16/bf16/q8_0 within their rounding; a GGUF adapter reads back as the PEFT one (phi3: fused modules)', async () => {
@@ -67,12 +62,7 @@ test('export and merge --out .gguf refuse what llama.cpp cannot load: one senten
       [['merge', '--model', join(ARCHS, 'llama3'), '--adapter', join(ARCHS, 'llama3', 'adapter'), '--out', join(tmp, 'l.gguf'), '--quant', 'none'], /no tokenizer\.model and no byte-level BPE tokenizer\.json/],
     ];
     for (const [args, re] of cases) {
-      const r = run(...args);
-      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      const lines = r.stderr.trimEnd().split('\n').filter((l) => l.startsWith('webqlora'));
-      assert.is(lines.length, 1, r.stderr);
-      assert.match(lines[0]!, re);
-      assert.not.match(r.stderr, /\n\s+at /);
+      assertUserError(run(...args), re, { what: args.join(' '), lines: /^webqlora/ });
     }
     assert.equal(readdirSync(tmp), [], 'no file left behind');
   } finally {

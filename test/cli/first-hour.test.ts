@@ -16,32 +16,28 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { assertUserError, CLI, type CliResult, NO_DEBUG, runCli } from '../helpers/cli.ts';
 import { parseFlags, type FlagTable } from '../../src/cli/args.ts';
 import { COMMANDS } from '../../src/cli/commands/index.ts';
 import { commandHelp, defaultText, flagUsage, withReadmeBlock } from '../../src/cli/help.ts';
 import { SmoothedLoss } from '../../src/cli/progress.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-first-hour-'));
 const LLAMA3 = join(FIXTURES, 'archs', 'llama3'); // an HF directory without tokenizer files (vocab 512)
 
-function run(...args: string[]): { code: number; stdout: string; stderr: string; ms: number } {
+function run(...args: string[]): CliResult & { ms: number } {
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, WEBQLORA_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, ms: performance.now() - t0 };
+  const r = runCli(args, { env: NO_DEBUG });
+  return { ...r, ms: performance.now() - t0 };
 }
 
 /** Exit 2 and exactly one stderr line, `webqlora <cmd>: …` with the prefix said once, no stack. */
-function userError(cmd: string, r: { code: number; stderr: string }, re: RegExp): string {
-  assert.is(r.code, 2, r.stderr);
-  const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora/.test(l));
-  assert.is(lines.length, 1, r.stderr);
-  assert.ok(lines[0]!.startsWith(`webqlora ${cmd}: `), lines[0]);
-  assert.not.match(lines[0]!, /^webqlora [a-z]+: webqlora/, 'the prefix said once');
-  assert.not.match(r.stderr, /ambiguous|\n\s+at /, r.stderr);
-  assert.match(lines[0]!, re);
-  return lines[0]!;
+function userError(cmd: string, r: CliResult, re: RegExp): string {
+  const line = assertUserError(r, re, { lines: /^webqlora/ });
+  assert.ok(line.startsWith(`webqlora ${cmd}: `), line);
+  assert.not.match(line, /^webqlora [a-z]+: webqlora/, 'the prefix said once');
+  assert.not.match(r.stderr, /ambiguous/, r.stderr);
+  return line;
 }
 
 const stories = readFileSync(join(FIXTURES, 'data', 'tinystories_sample.txt'), 'utf8').split('\n<|endoftext|>\n').map((s) => s.trim()).filter(Boolean);

@@ -1,11 +1,11 @@
 // generate, eval, merge and demo end to end through the built CLI on stories260K.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, STORIES_GGUF, FIXTURES, Rng } from '../helpers/index.ts';
+import { STORIES_GGUF, FIXTURES, Rng } from '../helpers/index.ts';
+import { assertUserError, cliRunner } from '../helpers/cli.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { NodeOutDir } from '../../src/io/node.ts';
 import { openModelPath } from '../../src/io/node-model.ts';
@@ -13,20 +13,8 @@ import { LoraAdapters } from '../../src/model/lora.ts';
 import { saveAdapter } from '../../src/model/peft.ts';
 import { loadModel } from '../../src/model/load.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-gen-'));
-const run = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-};
-function userError(r: { code: number; stderr: string }, re: RegExp): void {
-  assert.is(r.code, 2, r.stderr);
-  const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
-  assert.is(lines.length, 1, r.stderr);
-  assert.match(lines[0]!, re);
-  assert.not.match(r.stderr, /\n\s+at /);
-}
+const run = cliRunner();
 
 const storiesJsonl = join(TMP, 'stories.jsonl');
 writeFileSync(storiesJsonl, readFileSync(join(FIXTURES, 'data', 'tinystories_sample.txt'), 'utf8').split('\n<|endoftext|>\n').slice(0, 12).map((t) => JSON.stringify({ text: t.trim() })).join('\n') + '\n');
@@ -43,10 +31,10 @@ test('generate: streamed text, --json record, --prompt-ids, and mistakes', () =>
   assert.type(rec.text, 'string');
   const again = run('generate', '--model', STORIES_GGUF, '--prompt-ids', '1,403,407', '--max-new-tokens', '12', '--temperature', '0.8', '--top-p', '0.9', '--seed', '3', '--json', '--backend', 'wasm');
   assert.equal(JSON.parse(again.stdout.trim().split('\n').pop()!).output_ids, rec.output_ids, 'same seed, same tokens');
-  userError(run('generate', '--model', STORIES_GGUF), /exactly one of --prompt TEXT or --prompt-ids/);
-  userError(run('generate', '--model', STORIES_GGUF, '--prompt-ids', '1,9999'), /token id 9999 is outside the vocabulary \[0, 512\)/);
-  userError(run('generate', '--model', STORIES_GGUF, '--prompt', 'x', '--temperature', 'hot'), /--temperature must be a number ≥ 0, got 'hot'/);
-  userError(run('generate', '--model', join(TMP, 'nope.gguf'), '--prompt', 'x'), /nope\.gguf: no such file/);
+  assertUserError(run('generate', '--model', STORIES_GGUF), /exactly one of --prompt TEXT or --prompt-ids/);
+  assertUserError(run('generate', '--model', STORIES_GGUF, '--prompt-ids', '1,9999'), /token id 9999 is outside the vocabulary \[0, 512\)/);
+  assertUserError(run('generate', '--model', STORIES_GGUF, '--prompt', 'x', '--temperature', 'hot'), /--temperature must be a number ≥ 0, got 'hot'/);
+  assertUserError(run('generate', '--model', join(TMP, 'nope.gguf'), '--prompt', 'x'), /nope\.gguf: no such file/);
 });
 
 test('eval: loss, perplexity = exp(loss), tokens; a malformed line names file:line', () => {
@@ -58,7 +46,7 @@ test('eval: loss, perplexity = exp(loss), tokens; a malformed line names file:li
   assert.ok(rec.tokens > 1000);
   const bad = join(TMP, 'bad.jsonl');
   writeFileSync(bad, '{"text": "a"}\n{"text": "b"\n');
-  userError(run('eval', '--model', STORIES_GGUF, '--data', bad), /bad\.jsonl:2: invalid JSON/);
+  assertUserError(run('eval', '--model', STORIES_GGUF, '--data', bad), /bad\.jsonl:2: invalid JSON/);
 });
 
 test('merge: deq(W4) + s·B·A in f32 evaluates like the 4-bit base with the adapter', async () => {
@@ -80,8 +68,8 @@ test('merge: deq(W4) + s·B·A in f32 evaluates like the 4-bit base with the ada
   const baseOnly = evalOf('--model', STORIES_GGUF);
   assert.ok(Math.abs(withAdapter - baseOnly) > 1e-3, 'the adapter changes the model');
   assert.ok(Math.abs(mergedLoss - withAdapter) < 1e-4 * withAdapter, `merged ${mergedLoss} vs base+adapter ${withAdapter}`);
-  userError(run('merge', '--model', STORIES_GGUF, '--adapter', adapter, '--out', merged), /already holds a model/);
-  userError(run('merge', '--model', STORIES_GGUF, '--adapter', join(FIXTURES, 'models', 'smollm2-135m-prompt-tuning'), '--out', join(TMP, 'm2')), /peft_type PROMPT_TUNING is not supported/);
+  assertUserError(run('merge', '--model', STORIES_GGUF, '--adapter', adapter, '--out', merged), /already holds a model/);
+  assertUserError(run('merge', '--model', STORIES_GGUF, '--adapter', join(FIXTURES, 'models', 'smollm2-135m-prompt-tuning'), '--out', join(TMP, 'm2')), /peft_type PROMPT_TUNING is not supported/);
 });
 
 test('demo: before and after generations, adapter saved', () => {

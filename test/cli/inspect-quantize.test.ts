@@ -3,11 +3,11 @@
 // mistakes that exit 2 with one line on stderr and leave no output behind.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, STORIES_BIN, STORIES_GGUF, STORIES_HF, VECTORS, assertBitsEqual, mathConfig } from '../helpers/index.ts';
+import { STORIES_BIN, STORIES_GGUF, STORIES_HF, VECTORS, assertBitsEqual, mathConfig } from '../helpers/index.ts';
+import { cliRunner, NO_DEBUG } from '../helpers/cli.ts';
 import { NodeDirSource } from '../../src/io/node.ts';
 import { openHfDir } from '../../src/io/hf.ts';
 import { effectiveAbsmax } from '../../src/quant/quantize.ts';
@@ -15,15 +15,9 @@ import { NF4_CODE, FP4_CODE } from '../../src/quant/tables.ts';
 import { LINEAR_NAMES, linearWeightName, paramCount } from '../../src/model/config.ts';
 import { configFromHf } from '../../src/io/hf-config.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
-
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-cli-'));
 
-function run(...args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, WEBQLORA_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+const run = cliRunner({ env: NO_DEBUG });
 
 /** A user mistake: exit 2, exactly one stderr line "webqlora <command>: ...", no stack trace. */
 function assertUserError(r: { code: number; stderr: string }, re: RegExp, what: string): void {

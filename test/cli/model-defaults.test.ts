@@ -4,24 +4,19 @@
 // dist/node/cli.js; the paging message is checked through loadModelFrom with a small limit.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIXTURES, REPO, Rng } from '../helpers/index.ts';
+import { FIXTURES, Rng } from '../helpers/index.ts';
+import { cliRunner } from '../helpers/cli.ts';
 import { createWasmBackend } from '../../src/backend/wasm/index.ts';
 import { parseFlags } from '../../src/cli/args.ts';
 import { loadModelFrom, MODEL_FLAGS } from '../../src/cli/common.ts';
 import { Progress } from '../../src/cli/progress.ts';
 import { estimateInferenceMemory } from '../../src/model/memory.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-defaults-'));
-const run = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-};
+const run = cliRunner();
 
 // test/fixtures/archs/llama3: max_position_embeddings 256, vocab 512, no tokenizer (token ids)
 const LLAMA3 = join(FIXTURES, 'archs', 'llama3');

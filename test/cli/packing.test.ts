@@ -4,43 +4,23 @@
 // checkpoint trained without packing refuses to continue with it.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
+import { NO_DEBUG, trainUntil } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-packing-'));
 const ALPACA = join(FIXTURES, 'data', 'identity_alpaca.json');
-
-/** Runs train, SIGKILLs it right after it prints step `killAfter` (or lets it finish); exit code and stderr. */
-function trainUntil(args: string[], killAfter: number | null): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEBQLORA_DEBUG: '' } });
-    let buf = '', stderr = '';
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n').slice(0, -1)) {
-        const rec = JSON.parse(line) as { step?: number };
-        if (killAfter !== null && rec.step === killAfter) child.kill('SIGKILL');
-      }
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    child.on('exit', (code) => resolve({ code, stderr }));
-  });
-}
 
 test('--packing: packs the alpaca fixture, records it, and resumes bit for bit', async () => {
   const common = ['train', '--model', STORIES_GGUF, '--data', ALPACA, '--packing', '--steps', '6', '--batch-size', '2', '--seq-len', '512',
     '--save-every', '2', '--lr', '1e-3', '--lora-r', '4', '--backend', 'wasm', '--json'];
   const whole = join(TMP, 'whole'), cut = join(TMP, 'cut');
-  const w = await trainUntil([...common, '--out', whole], null);
+  const w = await trainUntil([...common, '--out', whole], null, { env: NO_DEBUG });
   assert.is(w.code, 0, w.stderr);
   // without --json, one line says what packing made of the data
-  const human = await trainUntil([...common.filter((a) => a !== '--json'), '--steps', '1', '--out', join(TMP, 'human')], null);
+  const human = await trainUntil([...common.filter((a) => a !== '--json'), '--steps', '1', '--out', join(TMP, 'human')], null, { env: NO_DEBUG });
   assert.is(human.code, 0, human.stderr);
   assert.match(human.stderr, /packing: 82 examples in \d+ rows of ≤ 512 tokens \(\d+\.\d% filled\)/);
   const state = JSON.parse(readFileSync(join(whole, 'checkpoint-4', 'trainer_state.json'), 'utf8'));
@@ -51,9 +31,9 @@ test('--packing: packs the alpaca fixture, records it, and resumes bit for bit',
   assert.ok(results.history.every((h: { loss: number; tokens: number }) => Number.isFinite(h.loss) && h.tokens <= 2 * 512));
   assert.ok(Number.isFinite(results.valid.loss), 'validation (unpacked) ran');
 
-  assert.is.not((await trainUntil([...common, '--out', cut], 3)).code, 0, 'killed');
+  assert.is.not((await trainUntil([...common, '--out', cut], 3, { env: NO_DEBUG })).code, 0, 'killed');
   assert.ok(existsSync(join(cut, 'checkpoint-2', 'trainer_state.json')) && !existsSync(join(cut, 'checkpoint-4')), 'killed after checkpoint-2, before checkpoint-4');
-  const r = await trainUntil([...common, '--out', cut, '--resume'], null);
+  const r = await trainUntil([...common, '--out', cut, '--resume'], null, { env: NO_DEBUG });
   assert.is(r.code, 0, r.stderr);
   assert.ok(readFileSync(join(whole, 'adapter_model.safetensors')).equals(readFileSync(join(cut, 'adapter_model.safetensors'))), 'adapter bytes differ after resuming');
   const b = JSON.parse(readFileSync(join(cut, 'train_results.json'), 'utf8'));
@@ -63,9 +43,9 @@ test('--packing: packs the alpaca fixture, records it, and resumes bit for bit',
 test('a run trained without packing does not resume with --packing', async () => {
   const out = join(TMP, 'plain');
   const args = ['train', '--model', STORIES_GGUF, '--data', ALPACA, '--steps', '2', '--save-every', '1', '--batch-size', '2', '--seq-len', '512', '--lora-r', '2', '--backend', 'wasm', '--json', '--valid', 'none', '--out', out];
-  const first = await trainUntil(args, null);
+  const first = await trainUntil(args, null, { env: NO_DEBUG });
   assert.is(first.code, 0, first.stderr);
-  const r = await trainUntil([...args, '--resume', '--packing'], null);
+  const r = await trainUntil([...args, '--resume', '--packing'], null, { env: NO_DEBUG });
   assert.is(r.code, 2, r.stderr);
   assert.match(r.stderr, /--packing true differs from .*checkpoint-1's false/);
 });

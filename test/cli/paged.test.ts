@@ -4,15 +4,13 @@
 // eval. Its adapter is byte-identical to the resident run's; generation gives the same ids.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIXTURES, REPO, Rng } from '../helpers/index.ts';
+import { FIXTURES, Rng } from '../helpers/index.ts';
+import { cliRunner } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
-const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+const run = cliRunner();
 const MISTRAL = join(FIXTURES, 'archs', 'mistral');
 
 test('--page-weights on an untied safetensors model: train, validate, generate as the resident run does', () => {
@@ -25,11 +23,11 @@ test('--page-weights on an untied safetensors model: train, validate, generate a
     for (const paged of [false, true]) {
       const out = join(tmp, paged ? 'paged' : 'resident');
       const r = run('train', '--model', MISTRAL, '--data', data, '--out', out, '--steps', '4', '--seq-len', '32', '--batch-size', '4', '--eval-every', '2', '--backend', 'wasm', ...(paged ? ['--page-weights'] : []));
-      assert.is(r.status, 0, r.stderr);
+      assert.is(r.code, 0, r.stderr);
       if (paged) assert.match(r.stderr, /base layers paged from/);
       outs.push(out);
       const g = run('generate', '--model', MISTRAL, '--adapter', out, '--prompt-ids', '1,5,9,12', '--max-new-tokens', '6', '--backend', 'wasm', ...(paged ? ['--page-weights'] : []));
-      assert.is(g.status, 0, g.stderr);
+      assert.is(g.code, 0, g.stderr);
       outs.push(g.stdout.trim().split('\n')[0]!);
     }
     assert.ok(readFileSync(join(outs[0]!, 'adapter_model.safetensors')).equals(readFileSync(join(outs[2]!, 'adapter_model.safetensors'))), 'the same adapter bytes');

@@ -5,16 +5,14 @@
 // method, SFT-only data flags) are one sentence with exit code 2.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { STORIES_GGUF } from '../helpers/index.ts';
+import { assertUserError, cliRunner, NO_DEBUG } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-pref-'));
-const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, WEBQLORA_DEBUG: '' } });
+const run = cliRunner({ env: NO_DEBUG });
 
 // the chosen answer repeats the prompt's adjective, the rejected one names another
 const adjs = ['big', 'small', 'red', 'happy', 'sad'], nouns = ['dog', 'cat', 'ball', 'bird'];
@@ -31,7 +29,7 @@ test('train --method dpo: writes the adapter, logs rewards/margins and accuracie
   assert.match(help, /--beta X\s+DPO's β .*\(default: 0\.1\)/s);
   const out = join(TMP, 'dpo');
   const r = run('train', ...COMMON, '--method', 'dpo', '--steps', '8', '--save-every', '4', '--eval-every', '4', '--out', out, '--json');
-  assert.is(r.status, 0, r.stderr);
+  assert.is(r.code, 0, r.stderr);
   const recs = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Rec);
   const steps = recs.filter((x) => typeof x.step === 'number' && 'loss' in x);
   assert.is(steps.length, 8);
@@ -54,13 +52,13 @@ test('train --method dpo: writes the adapter, logs rewards/margins and accuracie
 
   // resume keeps the method: another one is refused in one sentence
   const again = run('train', ...COMMON, '--method', 'orpo', '--out', out, '--resume');
-  assert.is(again.status, 2, again.stderr);
+  assert.is(again.code, 2, again.stderr);
   assert.match(again.stderr, /--method orpo differs from .*checkpoint-4's dpo: a resumed run keeps its checkpoint's settings/);
 });
 
 test('train --method orpo: the progress line shows margin, accuracy, NLL and log-odds', () => {
   const r = run('train', ...COMMON, '--method', 'orpo', '--beta', '0.2', '--steps', '2', '--valid', 'none', '--out', join(TMP, 'orpo'));
-  assert.is(r.status, 0, r.stderr);
+  assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /data .*pairs\.jsonl: 20 preference pairs \(standard\), \d+ tokens, \d+ scored\n/);
   assert.match(r.stderr, /step 2\/2 \| loss [\d.]+ \(smoothed [\d.]+\) \| margin -?[\d.]+ \| acc [\d.]+ \| nll [\d.]+ \| log-odds -?[\d.]+ \| lr/);
 });
@@ -77,12 +75,7 @@ test('refusals: a pair missing "rejected" on line 3, --beta without a preference
   cases.push([['--method', 'dpo', '--packing'], /--packing .* does not apply to --method dpo/]);
   for (const [extra, re] of cases) {
     const out = join(TMP, `bad-${cases.indexOf(cases.find((c) => c[0] === extra)!)}`);
-    const r = run('train', ...COMMON, '--steps', '1', '--out', out, ...extra);
-    assert.is(r.status, 2, `${extra.join(' ')}: ${r.stderr}`);
-    const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
-    assert.is(lines.length, 1, r.stderr);
-    assert.match(lines[0]!, re);
-    assert.not.match(r.stderr, /\n\s+at /);
+    assertUserError(run('train', ...COMMON, '--steps', '1', '--out', out, ...extra), re, { what: extra.join(' ') });
     assert.not.ok(existsSync(join(out, 'adapter_model.safetensors')));
   }
 });

@@ -4,15 +4,13 @@
 // kept flag is refused in one sentence, and so is a resume on another base model (fingerprint).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FIXTURES, REPO, STORIES_GGUF, STORIES_HF } from '../helpers/index.ts';
+import { FIXTURES, STORIES_GGUF, STORIES_HF } from '../helpers/index.ts';
+import { cliRunner } from '../helpers/cli.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
-const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+const run = cliRunner();
 
 test('--resume keeps --quant and --format from the checkpoint; another value is refused', () => {
   const tmp = mkdtempSync(join(tmpdir(), 'webqlora-resume-kept-'));
@@ -22,15 +20,15 @@ test('--resume keeps --quant and --format from the checkpoint; another value is 
     const common = ['--model', STORIES_GGUF, '--data', data, '--valid', 'none', '--steps', '3', '--seq-len', '64', '--backend', 'wasm', '--save-every', '1'];
     const full = join(tmp, 'full');
     const r = run('train', ...common, '--quant', 'fp4', '--format', 'text', '--out', full);
-    assert.is(r.status, 0, r.stderr);
+    assert.is(r.code, 0, r.stderr);
     const cut = join(tmp, 'cut');
     cpSync(full, cut, { recursive: true });
     for (const n of readdirSync(cut)) if (n !== 'checkpoint-1') rmSync(join(cut, n), { recursive: true, force: true });
     const bad = run('train', ...common, '--quant', 'nf4', '--out', cut, '--resume');
-    assert.is(bad.status, 2, bad.stderr);
+    assert.is(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /--quant nf4 differs from .*checkpoint-1's fp4: a resumed run keeps its checkpoint's settings/);
     const res = run('train', ...common, '--out', cut, '--resume');
-    assert.is(res.status, 0, res.stderr);
+    assert.is(res.code, 0, res.stderr);
     assert.ok(readFileSync(join(cut, 'adapter_model.safetensors')).equals(readFileSync(join(full, 'adapter_model.safetensors'))), 'the resumed run trained on the same fp4 base and data');
   } finally {
     rmSync(tmp, { recursive: true, force: true });
@@ -54,13 +52,13 @@ test("--resume on another base model is refused (the checkpoint records its base
     // a checkpoint of step 1 of a 3-step run: cut the finished run back to it
     const full = join(tmp, 'full');
     const f = run('train', '--model', STORIES_HF, ...common, '--out', full);
-    assert.is(f.status, 0, f.stderr);
+    assert.is(f.code, 0, f.stderr);
     for (const n of readdirSync(full)) if (n !== 'checkpoint-1') rmSync(join(full, n), { recursive: true, force: true });
     const bad = run('train', '--model', other, ...common, '--out', full, '--resume');
-    assert.is(bad.status, 2, bad.stderr);
+    assert.is(bad.code, 2, bad.stderr);
     assert.match(bad.stderr, /checkpoint-1: the checkpoint was trained on another base model \(.*stories260K.*, fingerprint [0-9a-f]{16}\) than the one loaded \(fingerprint [0-9a-f]{16}\); resume with the same --model/);
     const good = run('train', '--model', STORIES_HF, ...common, '--out', full, '--resume');
-    assert.is(good.status, 0, good.stderr);
+    assert.is(good.code, 0, good.stderr);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

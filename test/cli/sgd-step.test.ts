@@ -7,17 +7,13 @@
 // PEFT computed the gradient.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileSource } from '../../src/io/node.ts';
 import { openSafetensors } from '../../src/io/safetensors.ts';
 import { ORACLES, peftGrad, readReference } from '../model/archs.ts';
-import { REPO } from '../helpers/index.ts';
-
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
+import { runCli } from '../helpers/cli.ts';
 
 async function tensors(path: string): Promise<Map<string, Float32Array>> {
   const f = await FileSource.open(path);
@@ -42,11 +38,11 @@ for (const [fam, dir] of ORACLES) {
       }
       const data = join(tmp, 'batch.jsonl');
       writeFileSync(data, lines.join('\n') + '\n');
-      const r = spawnSync(process.execPath, [CLI, 'train', '--model', dir, '--init-adapter', join(dir, 'adapter'), '--data', data, '--valid', data,
+      const r = runCli(['train', '--model', dir, '--init-adapter', join(dir, 'adapter'), '--data', data, '--valid', data,
         '--format', 'tokens', '--optimizer', 'sgd', '--lr', '1', '--max-grad-norm', '0', '--lora-dropout', '0', '--warmup-ratio', '0',
         '--weight-decay', '0', '--steps', '1', '--batch-size', String(B), '--seq-len', String(T), '--quant', 'none', '--backend', 'wasm',
-        '--out', join(tmp, 'run')], { encoding: 'utf8' });
-      assert.is(r.status, 0, r.stderr);
+        '--out', join(tmp, 'run')]);
+      assert.is(r.code, 0, r.stderr);
       const before = await tensors(join(dir, 'adapter', 'adapter_model.safetensors'));
       const after = await tensors(join(tmp, 'run', 'adapter_model.safetensors'));
       assert.equal([...after.keys()].sort(), [...before.keys()].sort());

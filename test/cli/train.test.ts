@@ -7,11 +7,11 @@
 //  - user mistakes exit 2 with one sentence.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, Rng, STORIES_GGUF, FIXTURES } from '../helpers/index.ts';
+import { Rng, STORIES_GGUF, FIXTURES } from '../helpers/index.ts';
+import { assertUserError, NO_DEBUG, runCli, trainUntil } from '../helpers/cli.ts';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
 import { NodeDirSource, NodeOutDir, FileSource } from '../../src/io/node.ts';
 import { openModelPath } from '../../src/io/node-model.ts';
@@ -24,14 +24,9 @@ import { tokenizerFromVocab } from '../../src/tokenizer/load.ts';
 import { batcherFor, loadDataset } from '../../src/data/index.ts';
 import { forwardLoss, scoredTokens } from '../../src/train/step.ts';
 
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
-if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
 const TMP = mkdtempSync(join(tmpdir(), 'webqlora-train-'));
 
-function run(args: string[]): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, WEBQLORA_DEBUG: '' } });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+const run = (args: string[]) => runCli(args, { env: NO_DEBUG });
 
 /** All float32 values of an adapter directory, in key order. */
 async function adapterValues(dir: string): Promise<Map<string, Float32Array>> {
@@ -135,37 +130,20 @@ async function assertNothingTorn(dir: string): Promise<void> {
   }
 }
 
-/** Runs train and SIGKILLs it right after it prints step `killAfter` (or lets it finish). */
-function trainUntil(args: string[], killAfter: number | null): Promise<number | null> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buf = '';
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n').slice(0, -1)) {
-        const rec = JSON.parse(line) as { step?: number };
-        if (killAfter !== null && rec.step === killAfter) child.kill('SIGKILL');
-      }
-      buf = buf.slice(buf.lastIndexOf('\n') + 1);
-    });
-    child.on('exit', (code) => resolve(code));
-  });
-}
-
 test('killed at several points and resumed: the final adapter is byte-identical, no file torn', async () => {
   const data = writeJsonl('resume.jsonl', stories.slice(0, 40));
   const common = ['train', '--model', STORIES_GGUF, '--data', data, '--steps', '14', '--batch-size', '2', '--grad-accum', '2', '--seq-len', '64',
     '--save-every', '2', '--lr', '1e-3', '--lora-r', '4', '--backend', 'wasm', '--json'];
   const whole = join(TMP, 'whole'), cut = join(TMP, 'cut');
-  assert.is(await trainUntil([...common, '--out', whole], null), 0);
-  let code = await trainUntil([...common, '--out', cut], 3);
+  assert.is((await trainUntil([...common, '--out', whole], null)).code, 0);
+  let code = (await trainUntil([...common, '--out', cut], 3)).code;
   assert.is.not(code, 0, 'killed');
   await assertNothingTorn(cut);
   for (const k of [7, 8, 12]) {
-    code = await trainUntil([...common, '--out', cut, '--resume'], k);
+    code = (await trainUntil([...common, '--out', cut, '--resume'], k)).code;
     await assertNothingTorn(cut);
   }
-  assert.is(await trainUntil([...common, '--out', cut, '--resume'], null), 0);
+  assert.is((await trainUntil([...common, '--out', cut, '--resume'], null)).code, 0);
   assert.ok(readFileSync(join(whole, 'adapter_model.safetensors')).equals(readFileSync(join(cut, 'adapter_model.safetensors'))), 'adapter bytes differ after resuming');
   const a = JSON.parse(readFileSync(join(whole, 'train_results.json'), 'utf8')), b = JSON.parse(readFileSync(join(cut, 'train_results.json'), 'utf8'));
   assert.equal(b.history.map((h: { loss: number }) => h.loss), a.history.map((h: { loss: number }) => h.loss));
@@ -201,12 +179,7 @@ test('user mistakes: one sentence, exit 2, nothing written', () => {
   ];
   for (const [extra, re] of cases) {
     const out = join(TMP, `bad-${Math.random().toString(36).slice(2)}`);
-    const r = run(['train', '--model', STORIES_GGUF, '--out', out, '--backend', 'wasm', ...extra]);
-    assert.is(r.code, 2, `${extra.join(' ')}: ${r.stderr}`);
-    const lines = r.stderr.trimEnd().split('\n').filter((l) => /^webqlora( [a-z]+)?: /.test(l));
-    assert.is(lines.length, 1, r.stderr);
-    assert.match(lines[0]!, re);
-    assert.not.match(r.stderr, /\n\s+at /);
+    assertUserError(run(['train', '--model', STORIES_GGUF, '--out', out, '--backend', 'wasm', ...extra]), re, { what: extra.join(' ') });
     assert.not.ok(existsSync(join(out, 'adapter_model.safetensors')));
   }
 });

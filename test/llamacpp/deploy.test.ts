@@ -8,8 +8,7 @@
 //      tokenization of a few strings equals webqlora's for that vocabulary.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Backend } from '../../src/backend/backend.ts';
@@ -25,15 +24,15 @@ import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { generate } from '../../src/generate/generate.ts';
 import { tokenizerFromGguf } from '../../src/tokenizer/load.ts';
 import { vocabFromHfDir } from '../../src/tokenizer/to-gguf.ts';
-import { FIXTURES, REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { FIXTURES, STORIES_GGUF } from '../helpers/index.ts';
+import { runCli } from '../helpers/cli.ts';
 import { LlamaCppModel, testLlamaCpp } from '../helpers/llamacpp.ts';
 import { batchLogits, logSoftmaxRows } from '../helpers/logits.ts';
 
 const ATOL = 1e-4, RTOL = 1e-5;
-const CLI = join(REPO, 'dist', 'node', 'cli.js');
 const cli = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
-  assert.is(r.status, 0, `webqlora ${args.join(' ')}:\n${r.stderr}`);
+  const r = runCli(args);
+  assert.is(r.code, 0, `webqlora ${args.join(' ')}:\n${r.stderr}`);
   return r;
 };
 
@@ -80,7 +79,6 @@ function assertAdapterMatters(base: Float64Array, tuned: Float64Array): void {
 test('stories260K: train → export → llama.cpp base + adapter = webqlora; merged GGUF alone = the same tokens; GGUF round trip byte-stable', async () => {
   const llama = await testLlamaCpp();
   if (!llama) return;
-  if (!existsSync(CLI)) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
   const tmp = mkdtempSync(join(tmpdir(), 'webqlora-deploy-'));
   try {
     const data = join(tmp, 'stories.jsonl');

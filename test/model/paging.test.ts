@@ -9,10 +9,9 @@ import { loadModel } from '../../src/model/load.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
 import { Workspace } from '../../src/model/llama.ts';
-import { forwardBackward, scoredTokens } from '../../src/train/step.ts';
 import { generate } from '../../src/generate/generate.ts';
 import { Rng, assertBitsEqual } from '../helpers/index.ts';
-import { TINY, randomBatch } from './tiny.ts';
+import { TINY, microBatchGrads, randomBatch } from './tiny.ts';
 
 for (const quant of ['nf4', 'none'] as const) {
   for (const checkpointing of [false, true]) {
@@ -24,20 +23,12 @@ for (const quant of ['nf4', 'none'] as const) {
         const model = await loadModel(src, be, { quant, blocksize: 32, pageWeights });
         assert.is(model.pager !== null, pageWeights);
         const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false }, true);
-        const rng = new Rng(9);
-        for (const p of lora.pairs) { be.write(p.A, rng.f32(p.A.length, 0.3)); be.write(p.B, rng.f32(p.B.length, 0.3)); }
-        lora.zeroGrads();
         const mb = randomBatch(new Rng(4), 2, 6, TINY.vocabSize);
         const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2 });
-        const acc = be.alloc('f32', 12, 'acc');
-        be.fill(acc, 0);
-        await model.stageInput(ws, mb.ids);
-        forwardBackward(model, ws, lora, mb, 1 / scoredTokens(mb), 77, acc);
-        const grads = [];
-        for (const p of lora.pairs) grads.push((await be.read(p.dA)) as Float32Array, (await be.read(p.dB)) as Float32Array);
+        const { loss, grads } = await microBatchGrads(model, ws, lora, mb);
         const gen = await generate(model, [1, 5, 9], { maxNewTokens: 6, adapters: lora });
-        results.push({ loss: (await be.read(acc)) as Float32Array, grads, gen: gen.outputIds });
-        ws.free(); lora.free(); model.free(); be.free(acc);
+        results.push({ loss, grads, gen: gen.outputIds });
+        ws.free(); lora.free(); model.free();
       }
       const [a, b] = results as [typeof results[0], typeof results[0]];
       assertBitsEqual(b.loss, a.loss, 'losses');
@@ -55,19 +46,10 @@ test('paged QDoRA == resident QDoRA: PEFT init at the first forward, norms refre
   for (const pageWeights of [false, true]) {
     const model = await loadModel(src, be, { quant: 'nf4', blocksize: 32, pageWeights });
     const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout: 0.1, targets: 'all-linear', useRslora: false, useDora: true }, true);
-    const rng = new Rng(9);
-    for (const p of lora.pairs) { be.write(p.A, rng.f32(p.A.length, 0.3)); be.write(p.B, rng.f32(p.B.length, 0.3)); }
-    lora.zeroGrads();
     const mb = randomBatch(new Rng(4), 2, 6, TINY.vocabSize);
     const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing: true, loraRank: 2, loraDropout: 0.1, dora: true });
-    const acc = be.alloc('f32', 12, 'acc');
-    be.fill(acc, 0);
-    await model.stageInput(ws, mb.ids);
-    forwardBackward(model, ws, lora, mb, 1 / scoredTokens(mb), 77, acc);
-    const grads = [];
-    for (const p of lora.params) grads.push((await be.read(p.grad)) as Float32Array);
-    results.push({ loss: (await be.read(acc)) as Float32Array, grads });
-    ws.free(); lora.free(); model.free(); be.free(acc);
+    results.push(await microBatchGrads(model, ws, lora, mb));
+    ws.free(); lora.free(); model.free();
   }
   const [a, b] = results as [typeof results[0], typeof results[0]];
   assertBitsEqual(b.loss, a.loss, 'losses');

@@ -15,12 +15,12 @@ import { StreamedEmbedding, Workspace } from '../../src/model/llama.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { generate } from '../../src/generate/generate.ts';
-import { forwardBackward, forwardLoss, scoredTokens } from '../../src/train/step.ts';
+import { forwardLoss } from '../../src/train/step.ts';
 import { WebqloraError } from '../../src/errors.ts';
 import { Rng, assertBitsEqual } from '../helpers/index.ts';
 import { synthHfFiles, tinyHfConfig } from '../helpers/synth-hf.ts';
 import { testWebGpu } from '../webgpu/gpu.ts';
-import { randomBatch, TINY } from './tiny.ts';
+import { microBatchGrads, randomBatch, TINY } from './tiny.ts';
 
 async function hfDir(dtype: string, over: Record<string, unknown> = {}) {
   const { files } = await synthHfFiles(tinyHfConfig({ torch_dtype: dtype, ...over }), 11);
@@ -34,23 +34,14 @@ async function run(be: Backend, dir: MapDirSource, pageWeights: boolean) {
   const model = await loadModel(src, be, { quant: 'nf4', blocksize: 32, pageWeights });
   const streamed = model.embed instanceof StreamedEmbedding;
   const lora = new LoraAdapters(be, c, { r: 2, alpha: 4, dropout: 0.1, targets: 'all-linear', useRslora: false }, true);
-  const rng = new Rng(9);
-  for (const p of lora.pairs) { be.write(p.A, rng.f32(p.A.length, 0.3)); be.write(p.B, rng.f32(p.B.length, 0.3)); }
-  lora.zeroGrads();
   // ids with repeats and runs of consecutive ids (read as one row slice)
   const mb = randomBatch(new Rng(4), 2, 7, c.vocabSize);
   mb.ids.set([3, 4, 5, 3, 39, 0, 5], 0);
   const ws = new Workspace(be, c, { batch: 2, seqLen: 7, training: true, checkpointing: true, loraRank: 2, loraDropout: 0.1 });
-  const acc = be.alloc('f32', 14, 'acc');
-  be.fill(acc, 0);
-  await model.stageInput(ws, mb.ids);
-  forwardBackward(model, ws, lora, mb, 1 / scoredTokens(mb), 77, acc);
-  const grads = [];
-  for (const p of lora.params) grads.push((await be.read(p.grad)) as Float32Array);
-  const loss = (await be.read(acc)) as Float32Array;
+  const { loss, grads } = await microBatchGrads(model, ws, lora, mb);
   const gen = await generate(model, [1, 5, 9, 5], { maxNewTokens: 5, adapters: lora, prefillChunk: 3 });
   const bytes = be.memory().liveBytes;
-  ws.free(); lora.free(); be.free(acc);
+  ws.free(); lora.free();
   const owns = ownsSource(model);
   model.free();
   if (!owns) await src.close();

@@ -6,13 +6,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO, STORIES_GGUF } from '../helpers/index.ts';
+import { ensureCli, runCli } from '../helpers/cli.ts';
 
 const DIST = join(REPO, 'dist', 'node');
-if (!existsSync(join(DIST, 'cli.js'))) spawnSync(process.execPath, [join(REPO, 'scripts', 'build.mjs')], { stdio: 'inherit' });
+ensureCli();
 
 test('importing the Node library turns relaxed SIMD on: createBackend picks the relaxed kernels', () => {
   const script = `const m = await import(${JSON.stringify(pathToFileURL(join(DIST, 'index.js')).href)});
@@ -26,8 +26,8 @@ test('importing the Node library turns relaxed SIMD on: createBackend picks the 
 });
 
 test('the CLI runs the relaxed kernels and says so', () => {
-  const r = spawnSync(process.execPath, [join(DIST, 'cli.js'), 'generate', '--model', STORIES_GGUF, '--prompt-ids', '1,403', '--max-new-tokens', '2', '--backend', 'wasm'], { encoding: 'utf8' });
-  assert.is(r.status, 0, r.stderr);
+  const r = runCli(['generate', '--model', STORIES_GGUF, '--prompt-ids', '1,403', '--max-new-tokens', '2', '--backend', 'wasm']);
+  assert.is(r.code, 0, r.stderr);
   assert.match(r.stderr, /relaxed SIMD/);
 });
 
