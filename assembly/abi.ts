@@ -6,6 +6,12 @@ export const ELEM_TYPE_F32: i32 = 0;
 export const ELEM_TYPE_F16: i32 = 1;
 export const ELEM_TYPE_BF16: i32 = 2;
 
+// The attention tiling the host cuts the two-pass backward by (src/backend/abi.ts).
+/** query rows per tile of the backward */
+export const ATTN_TQ: i32 = 16;
+/** keys scored per block (forward and backward) */
+export const ATTN_KB: i32 = 64;
+
 // The 4-bit weight descriptor at d, one accessor per field.
 /** packed codes u8 [ceil(N·K / 2)] */
 @inline export function descPacked(d: usize): usize { return <usize>load<u32>(d); }

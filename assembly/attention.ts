@@ -17,9 +17,11 @@
 // the reference: expect relative differences ~1e-6·sqrt(S).
 import { dot } from './panel';
 import { madd, hmax } from './simd';
+import { ATTN_KB, ATTN_TQ } from './abi';
 
-/** keys scored per block of the online softmax */
-const KB: i32 = 64;
+/** keys scored per block of the online softmax and of the backward; query rows per backward tile (abi.ts: the host splits by them) */
+const KB: i32 = ATTN_KB;
+const TQ: i32 = ATTN_TQ;
 
 @inline function zero(p: usize, n: i32): void {
   memory.fill(p, 0, <usize>n << 2);
@@ -192,8 +194,6 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
   }
 }
 
-/** query rows per tile of the backward */
-const TQ: i32 = 16;
 
 /**
  * P and dS of the tile's rows [0, tq) (queries t0 + i of sequence b, head h) against keys

@@ -10,6 +10,12 @@ export const ELEM_TYPE = { f32: 0, f16: 1, bf16: 2 } as const;
 /** Bytes reserved for the WASM 4-bit weight descriptor (assembly/abi.ts reads its fields). */
 export const Q4_DESC_BYTES = 64;
 
+// The WASM attention tiling (assembly/attention.ts): the host cuts the two-pass backward by it.
+/** query rows per tile of the backward */
+export const ATTN_TQ = 16;
+/** keys scored per block (forward and backward) */
+export const ATTN_KB = 64;
+
 /** The descriptor's fields, each 4 bytes, in this order. */
 export interface Q4Desc {
   /** packed codes u8 [ceil(N·K / 2)] */

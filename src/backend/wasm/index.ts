@@ -16,6 +16,7 @@
 // tensor.
 import type { AdamWParams, AttentionShape, Backend, BufferType, GemmOptions, MemoryStats, QuantUpload, QuantWeight, RopeTables, Tensor } from '../backend.ts';
 import { dropScale, dropThreshold } from '../rng.ts';
+import { ATTN_KB, ATTN_TQ } from '../abi.ts';
 import { f32ToBf16, f32ToF16 } from '../../num.ts';
 import {
   attentionParams,
@@ -129,8 +130,6 @@ export interface ParOptions {
  * caller alone, sparing the wake-up of the workers.
  */
 const MIN_CHUNK_WORK = 1 << 16;
-/** assembly/attention.ts: query rows per tile (TQ) and keys per block (KB) of the backward */
-const ATTN_TQ = 16, ATTN_KB = 64;
 /** Chunks per thread: enough to even out threads the OS slows down, few enough to stay coarse. */
 const CHUNKS_PER_THREAD = 4;
 /** sumSquares: chunks of this many elements (more for huge n), each summed alone, then in order. */
