@@ -39,6 +39,11 @@ export interface Parsed {
   flags: FlagTable;
   /** the flags given on the command line, checked and typed */
   values: Map<string, Value>;
+  /**
+   * Values a resumed run keeps from its checkpoint for flags not given (train --resume): read
+   * after the command line's and before the table's default. given() does not see them.
+   */
+  resumed?: Map<string, Value>;
   positionals: string[];
   /** --help or -h was given: nothing else was checked */
   help: boolean;
@@ -184,6 +189,11 @@ export function given(p: Parsed, name: string): boolean {
   return p.values.has(name);
 }
 
+/** A flag's value: given, else kept by a resumed run, else the table's default. */
+function valueOf(p: Parsed, name: string): unknown {
+  return p.values.get(name) ?? p.resumed?.get(name) ?? (def(p, name) as { default?: unknown }).default;
+}
+
 function def(p: Parsed, name: string): FlagDef {
   const d = p.flags[name];
   if (!d) throw new Error(`webqlora ${p.cmd}: no flag --${name} in its table`);
@@ -191,7 +201,7 @@ function def(p: Parsed, name: string): FlagDef {
 }
 
 export function str(p: Parsed, name: string): string | undefined {
-  const v = p.values.get(name) ?? (def(p, name) as { default?: unknown }).default;
+  const v = valueOf(p, name);
   return typeof v === 'string' ? v : undefined;
 }
 
@@ -203,7 +213,7 @@ export function required(p: Parsed, name: string): string {
 
 /** A number flag: its value, else its table default (undefined when it has none). */
 export function optNum(p: Parsed, name: string): number | undefined {
-  const v = p.values.get(name) ?? (def(p, name) as { default?: unknown }).default;
+  const v = valueOf(p, name);
   return typeof v === 'number' ? v : undefined;
 }
 
@@ -215,7 +225,7 @@ export function num(p: Parsed, name: string): number {
 }
 
 export function bool(p: Parsed, name: string): boolean {
-  const v = p.values.get(name) ?? (def(p, name) as { default?: unknown }).default;
+  const v = valueOf(p, name);
   return v === true;
 }
 

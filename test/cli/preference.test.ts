@@ -1,11 +1,11 @@
 // `webqlora train --method dpo|orpo` through the built CLI on stories260K: a DPO run on a written
 // JSONL of pairs writes its adapter and logs TRL's rewards (margins, accuracies) per step and for
 // the held-out pairs; an ORPO run shows its NLL and log-odds on the progress line; resume refuses
-// another method; the refusals (a pair missing "rejected" on line 3, --beta without a preference
+// another method and continues a cut DPO run bit for bit; the refusals (a pair missing "rejected" on line 3, --beta without a preference
 // method, SFT-only data flags) are one sentence with exit code 2.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { STORIES_GGUF } from '../helpers/index.ts';
@@ -54,6 +54,15 @@ test('train --method dpo: writes the adapter, logs rewards/margins and accuracie
   const again = run('train', ...COMMON, '--method', 'orpo', '--out', out, '--resume');
   assert.is(again.code, 2, again.stderr);
   assert.match(again.stderr, /--method orpo differs from .*checkpoint-4's dpo: a resumed run keeps its checkpoint's settings/);
+
+  // a DPO run cut back to checkpoint-4 resumes (its kept SFT data flags are not flags the user
+  // gave, so they are not refused) and ends with the uninterrupted run's adapter bytes
+  const cut = join(TMP, 'dpo-cut');
+  cpSync(out, cut, { recursive: true });
+  for (const n of readdirSync(cut)) if (n !== 'checkpoint-4') rmSync(join(cut, n), { recursive: true, force: true });
+  const res2 = run('train', ...COMMON, '--method', 'dpo', '--save-every', '4', '--eval-every', '4', '--out', cut, '--resume');
+  assert.is(res2.code, 0, res2.stderr);
+  assert.ok(readFileSync(join(cut, 'adapter_model.safetensors')).equals(readFileSync(join(out, 'adapter_model.safetensors'))), 'the resumed DPO run ends bit for bit as the uninterrupted one');
 });
 
 test('train --method orpo: the progress line shows margin, accuracy, NLL and log-odds', () => {

@@ -19,7 +19,7 @@ import { DEFAULT_BETA, evaluatePreference, isPreference, TRAIN_METHODS, type Pre
 import { logPreferenceDataset, rewardsText, validMetrics } from '../preference.ts';
 import { Trainer, type OptimizerName, type StepRecord, type TrainOptions } from '../../train/trainer.ts';
 import type { Schedule } from '../../train/schedule.ts';
-import { bool, choice, given, num, optNum, required, str, type Command, type FlagTable, type Parsed } from '../args.ts';
+import { bool, choice, given, num, optNum, required, str, type Command, type FlagTable, type Parsed, type Value } from '../args.ts';
 import { adapterConfigAt, backendFrom, backendThreads, checkPaths, jsonLine, loadAdapterDir, loadModelFrom, quantFlags, withDir } from '../common.ts';
 import { estimateTrainingMemory } from '../../model/memory.ts';
 import type { ModelConfig } from '../../model/config.ts';
@@ -152,7 +152,7 @@ function checkResumeFlags(p: Parsed, state: TrainerState, dir: string): void {
     const v = p.values.get(flag), was = get(state);
     if (v !== undefined && v !== was) throw new WebqloraError(`--${flag} ${String(v)} differs from ${dir}'s ${String(was)}: a resumed run keeps its checkpoint's settings (drop --${flag}, or train into a new --out).`);
   }
-  for (const [flag, was] of Object.entries(state.options.kept ?? {})) if (!p.values.has(flag)) p.values.set(flag, was);
+  p.resumed = new Map(Object.entries(state.options.kept ?? {}) as Array<[string, Value]>);
 }
 
 /** One line on what --packing made of the training set: rows, and the padding left. */
