@@ -76,7 +76,7 @@ const FLAGS: FlagTable = {
   backend: BACKEND, threads: THREADS,
   out: { kind: 'string', arg: 'DIR', group: 'output', required: true, help: 'where the adapter, loss.svg, train_results.json and checkpoint-N/ go' },
   'save-every': { kind: 'int', arg: 'N', min: 0, default: 0, group: 'output', help: 'write checkpoint-N/ every N steps (0: only the final adapter)' },
-  resume: { kind: 'bool', group: 'output', help: 'continue from the newest complete checkpoint in --out, bit for bit' },
+  resume: { kind: 'bool', group: 'output', help: 'continue from the newest complete checkpoint in --out, bit for bit, with its settings, data and quantization flags (another value, or another base model, is refused)' },
   'eval-every': { kind: 'int', arg: 'N', min: 0, default: 0, group: 'output', help: 'validation loss every N steps, also drawn in loss.svg (0: only at the end)' },
   json: JSON_OUT, verbose: VERBOSE,
 };
