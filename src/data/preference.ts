@@ -257,7 +257,8 @@ export class PreferenceBatcher {
   private readonly inner: Batcher;
   private readonly padId: number;
 
-  constructor(private readonly pairs: readonly PreferencePair[], opts: BatcherOptions) {
+  /** opts as the Batcher's, without packing: a pair's two rows stay whole sequences */
+  constructor(private readonly pairs: readonly PreferencePair[], opts: Omit<BatcherOptions, 'packing'>) {
     // the Batcher orders and positions; each pair stands in as its longer side
     const proxies = pairs.map((p) => (p.chosen.inputIds.length >= p.rejected.inputIds.length ? p.chosen : p.rejected));
     this.inner = new Batcher(proxies, opts);

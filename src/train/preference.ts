@@ -149,6 +149,8 @@ class Tally {
 function pairBatch(mb: MicroBatch): PairBatch {
   const pb = mb as Partial<PairBatch>;
   if (!(typeof pb.pairs === 'number' && mb.B === 2 * pb.pairs)) throw new Error('preference tuning needs micro-batches of pairs (data/preference.ts PreferenceBatcher)');
+  // a pair's rows are whole sequences: a packed micro-batch would need docStart in every pass
+  if (mb.docStart) throw new Error('preference tuning takes unpacked micro-batches of pairs (docStart given)');
   return mb as PairBatch;
 }
 

@@ -117,6 +117,10 @@ test('DPO step loss on a tiny model equals −log σ(β·Δ) on log-probabilitie
   near(got.loss, expected.loss, 1e-6 * expected.loss, 'DPO loss');
   near(got.metrics['rewards/margins'], expected.margin, 1e-6, 'margin');
   assert.ok(Math.abs(expected.margin) > 1e-3, 'the adapter moves the policy away from the reference');
+  // a packed micro-batch (docStart) is refused: a pair's rows are whole sequences in every pass
+  let err: unknown = null;
+  await new PreferenceObjective(model, 'dpo', 0.1).accumulate(ws, lora, [{ ...mb, docStart: new Int32Array(mb.B * mb.T) }], () => undefined).catch((e) => { err = e; });
+  assert.match(String(err), /preference tuning takes unpacked micro-batches of pairs/);
 });
 
 for (const method of ['dpo', 'orpo'] as const) {
