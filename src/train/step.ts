@@ -4,6 +4,7 @@
 // whole accumulated batch), known on the host before the first micro-batch runs.
 import type { Tensor } from '../backend/backend.ts';
 import { WebqloraError } from '../errors.ts';
+import { checkDocStartValues } from '../backend/validate.ts';
 import type { LlamaModel, Workspace } from '../model/llama.ts';
 import type { LoraAdapters } from '../model/lora.ts';
 
@@ -40,6 +41,9 @@ export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters
   model.setInputIds(ws, mb.ids.subarray(0, R));
   if (mb.docStart) {
     if (ws.docStart.length < R) throw new Error('a packed micro-batch needs a workspace made with { packing: true }');
+    // checked here, on the host, for every backend: WebGPU's kernels cannot see the values, and a
+    // bad layout would read outside the RoPE tables and mix examples without a word
+    checkDocStartValues(mb.docStart, R, mb.T, 'packed micro-batch');
     be.write(ws.docStart, mb.docStart.subarray(0, R));
   }
   model.forward(ws, mb.B, mb.T, { lora, seed, neftuneAlpha, docStart: mb.docStart ? ws.docStart : undefined });

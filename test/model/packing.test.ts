@@ -14,7 +14,7 @@ import { loadModel } from '../../src/model/load.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { LoraAdapters } from '../../src/model/lora.ts';
 import { Workspace, type LlamaModel } from '../../src/model/llama.ts';
-import { forwardBackward, scoredTokens, type MicroBatch } from '../../src/train/step.ts';
+import { forwardBackward, forwardLoss, scoredTokens, type MicroBatch } from '../../src/train/step.ts';
 import { Rng } from '../helpers/index.ts';
 import { testWebGpu } from '../webgpu/gpu.ts';
 import { TINY } from './tiny.ts';
@@ -106,6 +106,21 @@ test('packed == unpacked (loss and LoRA gradients, 1e-5): webgpu', async () => {
   const be = await testWebGpu();
   if (!be) return; // no WebGPU here (CI=true makes that a failure)
   try { await packedEqualsUnpacked('webgpu', be); } finally { await be.destroy(); }
+});
+
+test('a packed micro-batch with a bad docStart is refused before it reaches any backend (WebGPU cannot check the values)', async () => {
+  const be = await testWebGpu();
+  if (process.env.CI === 'true') assert.ok(be, 'WebGPU adapter');
+  if (!be) return;
+  try {
+    const model = await loadModel(syntheticFromConfig(TINY, 5), be, { quant: 'nf4', doubleQuant: true, blocksize: 32, maxPositions: SEQ });
+    const ws = new Workspace(be, TINY, { batch: 1, seqLen: 6, training: false, checkpointing: false, loraRank: 0, packing: true });
+    const mb = { ids: Int32Array.of(3, 4, 5, 6, 7, 8), targets: new Int32Array(6).fill(-100), B: 1, T: 6, docStart: Int32Array.of(0, 0, 0, 3, 1, 1) };
+    assert.throws(() => forwardLoss(model, ws, null, mb, undefined), /^packed micro-batch: docStart\[4\] = 1 at position 4 of its row: an example starts at 0 or where the previous one ends \(expected 4 or 3\)$/);
+    ws.free(); model.free();
+  } finally {
+    await be.destroy();
+  }
 });
 
 test.run();
