@@ -90,13 +90,8 @@ async function modelSource(m) {
  */
 async function loadTokenizer(picked, file, source) {
   if (picked.length === 1 && /\.gguf$/i.test(picked[0].name)) {
-    const g = await lib.openGguf(new lib.BlobSource(picked[0]));
-    try {
-      if (!g.vocab) throw new Error(`${picked[0].name}: this GGUF file carries no vocabulary.`);
-      return { tok: lib.tokenizerFromVocab(g.vocab, null, picked[0].name), from: picked[0].name };
-    } finally {
-      await g.close();
-    }
+    // as --tokenizer X.gguf: the vocabulary and its chat template, from a model or a vocabulary-only file
+    return { tok: await lib.tokenizerFromGguf(new lib.BlobSource(picked[0])), from: picked[0].name };
   }
   if (picked.length > 0) {
     // the files under the names loadTokenizerFromDir looks for, whatever they are called here
