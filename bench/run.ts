@@ -33,7 +33,7 @@ const mark = (pass: boolean) => (pass ? 'met' : 'NOT met');
 /** What bench/torch_lora.py prints last (its JSON line). */
 interface TorchResult {
   tokens_per_s: number;
-  settings: { tuned: boolean; jemalloc: string | null; blas: { openblas_config: string | null }; summary: string };
+  settings: { tuned: boolean; jemalloc: string | null; blas: { openblas_config: string | null }; threads: number; cores: number; warmup_steps: number; summary: string };
 }
 
 /**
@@ -43,7 +43,11 @@ interface TorchResult {
  */
 function addRatio(what: string, value: string, goal: string, pass: boolean, tr: TorchResult): void {
   const st = tr.settings;
-  const missing = [!st.tuned && 'the tuned environment', !st.jemalloc && 'jemalloc', !st.blas.openblas_config && 'OpenBLAS'].filter(Boolean);
+  const missing = [
+    !st.tuned && 'the tuned environment', !st.jemalloc && 'jemalloc',
+    !st.blas.openblas_config && 'OpenBLAS (the tuning here is for OpenBLAS; another BLAS is not measured)',
+    st.threads !== st.cores && `a thread per core (${st.threads} threads, ${st.cores} cores)`, !(st.warmup_steps >= 1) && 'a warm-up step',
+  ].filter(Boolean);
   if (missing.length) add(what, `no ratio quoted: the yardstick ran without ${missing.join(', ')}`, goal, 'not measured');
   else add(what, value, goal, mark(pass));
   add('  PyTorch yardstick ran with', st.summary);

@@ -2,8 +2,10 @@
 // tokens), reporting tokens/s, achieved GFLOP/s (bench/flops.ts), peak RSS and backend memory.
 // Run one configuration per process so peak RSS belongs to it alone:
 //   node --import tsx bench/train.ts --model synthetic:stories15M --batch 4 --seq 256 --steps 4
-//     [--threads N] [--dropout P] [--lora-r R] [--checkpointing] [--page-weights] [--decode 64]
+//     [--threads N] [--dropout P] [--lora-r R] [--dora] [--checkpointing] [--page-weights] [--decode 64]
 //     [--backend wasm|webgpu] [--profile] [--json]
+// --dora: PEFT's DoRA adapters; tokens/s only (bench/flops.ts counts no DoRA work, so no GFLOP/s).
+// --profile with --data is refused (the profile step runs on random full rows).
 //     [--data FILE --tokenizer DIR [--packing] [--dump-batches OUT.json]]
 // The first step is a warm-up (JIT, first touch of memory, shader compiles). WASM: tokens/s of the
 // median later step (a shared machine slows single steps). WebGPU: a step only enqueues most of
@@ -32,8 +34,8 @@ import { LoraAdapters, DEFAULT_LORA } from '../src/model/lora.ts';
 import { autoPageReason, backendCapacity, estimateTrainingMemory } from '../src/model/memory.ts';
 import { Trainer, TRAIN_DEFAULTS, type MicroBatchSource } from '../src/train/trainer.ts';
 import { batcherFor, loadDataset, type Batch, type Batcher } from '../src/data/index.ts';
-import { FileSource, NodeDirSource } from '../src/io/node.ts';
-import { loadTokenizerFromDir } from '../src/tokenizer/load.ts';
+import { FileSource } from '../src/io/node.ts';
+import { loadTokenizerPath } from '../src/cli/common.ts';
 import { generate } from '../src/generate/generate.ts';
 import { SampleRng } from '../src/generate/sample.ts';
 import type { MicroBatch } from '../src/train/step.ts';
@@ -43,7 +45,7 @@ import { printTable } from './util.ts';
 import { writeFileSync } from 'node:fs';
 
 export interface TrainBenchResult {
-  model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number; loraDropout: number;
+  model: string; seq: number; batch: number; checkpointing: boolean; pageWeights: boolean; threads: number; loraRank: number; loraDropout: number; dora: boolean;
   /** why the layers were paged without --page-weights (null: not paged by itself) */
   autoPaged: string | null;
   loadSeconds: number; loadPeakRssBytes: number; stepSeconds: number[]; trainTokensPerS: number | null;
@@ -127,9 +129,7 @@ const tokensOf = (b: Batch, lengths: number[], seq: number) => b.indices.reduce(
 /** --data: the batcher of the run and one epoch's positions and example tokens (from a twin batcher). */
 async function dataBatcher(o: TrainBenchOptions, vocabSize: number): Promise<{ batcher: Batcher; lengths: number[]; epoch: Pick<DataBenchResult, 'examples' | 'epochBatches' | 'epochPositions' | 'epochTokens'> }> {
   if (!o.tokenizer) throw new Error('--data needs --tokenizer DIR (a directory with tokenizer.json or tokenizer.model)');
-  const dir = new NodeDirSource(o.tokenizer);
-  const tok = await loadTokenizerFromDir(dir);
-  if (!tok) throw new Error(`--tokenizer ${o.tokenizer}: no tokenizer.json or tokenizer.model there`);
+  const tok = await loadTokenizerPath(o.tokenizer);
   const src = await FileSource.open(o.data!);
   const ds = await loadDataset(src, { tokenizer: tok, vocabSize, maxLen: o.seq }).finally(() => src.close());
   const make = () => batcherFor(ds, tok, { batchSize: o.batch, order: 'grouped', seed: 0, packing: o.packing ? o.seq : 0 });
@@ -148,6 +148,7 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
   const { be: raw, adapter } = await benchBackend(o.backend ?? 'wasm', o.threads);
   const src = await openModelPath(o.model);
   // the profiler's proxy before loading: it refuses WebGPU before any work
+  if (o.profile && o.data) throw new Error('--profile times one step of random full rows: drop --data (or --profile)');
   const prof = o.profile ? new KernelProfile(src.config.vocabSize) : null;
   const backend = prof ? prof.wrap(raw) : raw;
   const r = o.loraRank ?? DEFAULT_LORA.r;
@@ -235,10 +236,10 @@ export async function benchTrain(o: TrainBenchOptions): Promise<TrainBenchResult
     decodeTokensPerS = res.outputIds.length / ((performance.now() - t1) / 1000);
   }
   const out: TrainBenchResult = {
-    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r, loraDropout: lcfg.dropout,
+    model: o.model, seq: o.seq, batch: o.batch, checkpointing: o.checkpointing, pageWeights, autoPaged, threads, loraRank: r, loraDropout: lcfg.dropout, dora: lcfg.useDora,
     loadSeconds, loadPeakRssBytes, stepSeconds, trainTokensPerS, decodeTokensPerS, peakRssBytes: peakRss(), backendPeakBytes: backend.memory().peakBytes, backend: raw.name,
     wasmVariant: wasmInfo?.variant ?? null, relaxedSimd: wasmInfo?.relaxedSimd ?? null, adapter, stepFlops,
-    trainGflops: trainTokensPerS === null || data ? null : (stepFlops.total * trainTokensPerS) / (o.batch * o.seq) / 1e9, profile, data,
+    trainGflops: trainTokensPerS === null || data || o.dora ? null : (stepFlops.total * trainTokensPerS) / (o.batch * o.seq) / 1e9, profile, data,
   };
   await src.close();
   await raw.destroy();
