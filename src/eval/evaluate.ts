@@ -26,7 +26,7 @@ export async function evaluate(
   let tokens = 0, n = 0;
   try {
     for (const b of batches) {
-      await model.stageInput(ws, b.ids.subarray(0, b.B * b.T));
+      await model.stageInput(ws, b.ids.subarray(0, b.B * b.T), b.T);
       forwardLoss(model, ws, lora, b, undefined);
       be.add(acc, ws.losses, b.B * b.T); // ignored rows add 0
       tokens += scoredTokens(b);

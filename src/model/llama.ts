@@ -111,11 +111,27 @@ export class LayerPager {
  * loadModel makes one when layers are paged and the format reads row slices (HF safetensors,
  * synthetic); GGUF and llama2.c tables stay resident.
  */
+/**
+ * Input ids are checked on the host, before they are uploaded, as the user's mistake they are
+ * (row r = sequence r / T, position r % T). WebGPU's embedding cannot check them (the ids are on
+ * the GPU; the loss came out NaN) and WASM's only as an internal error. Targets are checked by
+ * LlamaModel.lossHead; generate() checks its prompt itself and samples only ids below V.
+ */
+export function checkInputIds(ids: ArrayLike<number>, T: number, V: number): void {
+  for (let r = 0; r < ids.length; r++) {
+    const id = ids[r]!;
+    if (!(id >= 0 && id < V)) {
+      throw new WebqloraError(`input token id ${id} (row ${r} of the batch: sequence ${Math.floor(r / T)}, position ${r % T}) is outside the model's vocabulary of ${V} tokens (does the tokenizer belong to this model?).`);
+    }
+  }
+}
+
 export class StreamedEmbedding {
   private staging: Tensor | null = null;
   private stagingRows = 0;
-  /** what the last stageInput wrote: the workspace and the ids (checked by forwardLoss) */
-  private staged: { ws: Workspace; ids: Int32Array } | null = null;
+  /** host copies of the staged rows (f32 as read, and their half bits), kept for the next batch */
+  private host = new Float32Array(0);
+  private bits = new Uint16Array(0);
   constructor(
     private readonly backend: Backend,
     readonly source: WeightSource,
@@ -131,60 +147,45 @@ export class StreamedEmbedding {
     return this.staging;
   }
 
+  /** Reads the rows of ids' distinct tokens (ids checked by the caller) and writes ws.ids as rows of the table. */
   async stage(ws: Workspace, ids: Int32Array): Promise<void> {
-    // nothing counts as staged until this one is complete (a read that fails leaves the table half-written)
-    this.staged = null;
     const R = ids.length, C = this.C;
-    for (let r = 0; r < R; r++) {
-      const id = ids[r]!;
-      if (!(Number.isInteger(id) && id >= 0 && id < this.V)) throw new WebqloraError(`input token id ${id} (row ${r}) is outside the model's vocabulary of ${this.V} tokens (does the tokenizer belong to this model?).`);
-    }
-    const distinct = [...new Set(ids)].sort((a, b) => a - b);
-    if (distinct.length > this.stagingRows) {
+    const distinct = [...new Set(ids)].sort((a, b) => a - b), U = distinct.length;
+    if (U > this.stagingRows) {
       // grown to the largest input seen (batch × seq rows at most): a training run allocates once
       if (this.staging) this.backend.free(this.staging);
       this.staging = null;
-      const rows = Math.max(distinct.length, Math.min(R, this.V));
+      const rows = Math.max(U, Math.min(R, this.V));
       this.staging = this.backend.alloc(this.dtype, rows * C, `${this.name} (streamed rows)`);
       this.stagingRows = rows;
+      this.host = new Float32Array(rows * C);
+      if (this.dtype !== 'f32') this.bits = new Uint16Array(rows * C);
     }
     const local = new Map<number, number>();
-    const cvt = this.dtype === 'f16' ? f32ToF16 : f32ToBf16;
-    // runs of consecutive ids are read as one row slice
-    for (let i = 0; i < distinct.length;) {
+    // runs of consecutive ids are read as one row slice, into one host buffer written at once
+    for (let i = 0; i < U;) {
       let j = i + 1;
-      while (j < distinct.length && distinct[j] === distinct[j - 1]! + 1) j++;
-      const rows = await this.source.readFloatRows!(this.name, distinct[i]!, j - i);
-      if (this.dtype === 'f32') this.backend.write(this.staging!, rows, i * C);
-      else {
-        const h = new Uint16Array(rows.length);
-        for (let e = 0; e < rows.length; e++) h[e] = cvt(rows[e]!);
-        this.backend.write(this.staging!, h, i * C);
-      }
+      while (j < U && distinct[j] === distinct[j - 1]! + 1) j++;
+      const into = this.host.subarray(i * C, j * C);
+      const rows = await this.source.readFloatRows!(this.name, distinct[i]!, j - i, into);
+      if (rows !== into) into.set(rows);
       for (let k = i; k < j; k++) local.set(distinct[k]!, k);
       i = j;
     }
+    if (this.dtype === 'f32') this.backend.write(this.staging!, this.host.subarray(0, U * C));
+    else {
+      // rounded as loadModel rounds a resident table
+      const cvt = this.dtype === 'f16' ? f32ToF16 : f32ToBf16;
+      for (let e = 0; e < U * C; e++) this.bits[e] = cvt(this.host[e]!);
+      this.backend.write(this.staging!, this.bits.subarray(0, U * C));
+    }
     this.backend.write(ws.ids, Int32Array.from(ids, (id) => local.get(id)!));
-    this.staged = { ws, ids: ids.slice() };
-  }
-
-  /** Throws unless the last stage() was for ws (LlamaModel.forward: the staging table holds that workspace's rows). */
-  checkWorkspace(ws: Workspace): void {
-    if (this.staged?.ws !== ws) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids (none was staged for this workspace)');
-  }
-
-  /** Throws unless `ids` are what the last stage() wrote into ws (a forward must not run on another batch's rows). */
-  checkStaged(ws: Workspace, ids: Int32Array): void {
-    const s = this.staged;
-    const same = s !== null && s.ws === ws && s.ids.length === ids.length && s.ids.every((v, i) => v === ids[i]);
-    if (!same) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids');
   }
 
   free(): void {
     if (this.staging) this.backend.free(this.staging);
     this.staging = null;
     this.stagingRows = 0;
-    this.staged = null;
     void this.source.close().catch(() => {});
   }
 }
@@ -201,6 +202,8 @@ export class LlamaModel {
    * loadModel: a checkpoint records it, and a resume on another base is refused.
    */
   fingerprint = '';
+  /** what the last stageInput uploaded: its workspace and ids */
+  private staged: { ws: Workspace; ids: Int32Array } | null = null;
 
   constructor(
     readonly backend: Backend,
@@ -253,20 +256,31 @@ export class LlamaModel {
   // ---- forward -------------------------------------------------------------------------
 
   /**
-   * Uploads the input of the next forward: ids (R = B·T, host values) into ws.ids; with a
-   * streamed embedding, first reads their rows from the weight source. Training and eval go
-   * through forwardLoss (train/step.ts), which writes the ids itself for a resident table and
-   * checks, for a streamed one, that they were staged here.
+   * Uploads the input of the next forward: ids (R = B·T rows of sequences of T, host values) into
+   * ws.ids, checked against the vocabulary; with a streamed embedding, first reads their rows from
+   * the weight source. Training and eval stage each micro-batch; forwardLoss (train/step.ts) then
+   * finds its ids staged, or uploads them itself where the table is resident.
    */
-  async stageInput(ws: Workspace, ids: Int32Array): Promise<void> {
+  async stageInput(ws: Workspace, ids: Int32Array, T = ids.length): Promise<void> {
+    // nothing counts as staged until this one is complete (a read that fails leaves the table half-written)
+    this.staged = null;
+    checkInputIds(ids, T, this.config.vocabSize);
     if (this.embed instanceof StreamedEmbedding) await this.embed.stage(ws, ids);
     else this.backend.write(ws.ids, ids);
+    this.staged = { ws, ids: ids.slice() };
   }
 
-  /** Writes ids into ws.ids for the next forward, or (streamed embedding) checks that stageInput did. */
-  setInputIds(ws: Workspace, ids: Int32Array): void {
-    if (this.embed instanceof StreamedEmbedding) this.embed.checkStaged(ws, ids);
-    else this.backend.write(ws.ids, ids);
+  /**
+   * The ids of the next forward in ws.ids: nothing to do where stageInput staged exactly these;
+   * otherwise uploaded (checked) for a resident table, refused for a streamed one.
+   */
+  setInputIds(ws: Workspace, ids: Int32Array, T = ids.length): void {
+    const s = this.staged;
+    if (s !== null && s.ws === ws && s.ids.length === ids.length && s.ids.every((v, i) => v === ids[i])) return;
+    if (this.embed instanceof StreamedEmbedding) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids');
+    checkInputIds(ids, T, this.config.vocabSize);
+    this.backend.write(ws.ids, ids);
+    this.staged = null;
   }
 
   /**
@@ -286,7 +300,7 @@ export class LlamaModel {
     const noise = (x: Tensor) => {
       if (alpha > 0 && opts.seed !== undefined) be.addUniformNoise(x, R * c.hiddenSize, alpha / Math.sqrt(T * c.hiddenSize), deriveSeed(opts.seed, c.numLayers, LINEAR_NAMES.length));
     };
-    if (this.embed instanceof StreamedEmbedding) this.embed.checkWorkspace(ws);
+    if (this.embed instanceof StreamedEmbedding && this.staged?.ws !== ws) throw new Error('a model with a streamed embedding needs `await model.stageInput(ws, ids)` before each forward of new ids (none was staged for this workspace)');
     const table = this.embed instanceof StreamedEmbedding ? this.embed.table : this.embed;
     if (this.variant.embedScale) {
       // Gemma: x_0 = E[ids] · f32(√C), as r(0 + r(√C·e)) through the scratch row buffer

@@ -194,7 +194,7 @@ function scoredOf(mb: PairBatch, chosenOnly: boolean): number {
 async function sequenceLogps(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: PairBatch, method: PreferenceMethod, seed: number | undefined, neftuneAlpha: number): Promise<{ pol: { ce: Float64Array; n: Int32Array }; ref: { ce: Float64Array } | null }> {
   const be = model.backend, R = mb.B * mb.T;
   if (ws.refLosses.length < 2 * R) throw new Error('preference tuning needs a workspace made with { preference: true }');
-  await model.stageInput(ws, mb.ids.subarray(0, R));
+  await model.stageInput(ws, mb.ids.subarray(0, R), mb.T);
   if (method === 'dpo') {
     forwardLoss(model, ws, null, mb, undefined);
     be.copy(ws.refLosses, 0, ws.losses, 0, R);

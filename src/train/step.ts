@@ -3,7 +3,6 @@
 // (DESIGN.md), so each micro-batch's logit gradient is scaled by 1 / (scored tokens of the
 // whole accumulated batch), known on the host before the first micro-batch runs.
 import type { Tensor } from '../backend/backend.ts';
-import { WebqloraError } from '../errors.ts';
 import { checkDocStartValues } from '../backend/validate.ts';
 import type { LlamaModel, Workspace } from '../model/llama.ts';
 import type { LoraAdapters } from '../model/lora.ts';
@@ -31,14 +30,15 @@ export function forwardBackward(model: LlamaModel, ws: Workspace, lora: LoraAdap
 }
 
 /**
- * Forward and per-row losses into ws.losses. A model with a streamed embedding (paged, untied)
- * needs `await model.stageInput(ws, mb.ids)` first; this checks that it was done. With `gradScale`, ws.dh is left holding the
- * gradient of the loss (scaled by it) w.r.t. the final normed hidden state, ready for model.backward.
+ * Forward and per-row losses into ws.losses. The ids are those `await model.stageInput(ws, ids, T)`
+ * staged (the trainer, eval and preference tuning stage each micro-batch; a model with a streamed
+ * embedding needs it), else uploaded here (LlamaModel.setInputIds). With `gradScale`, ws.dh is left
+ * holding the gradient of the loss (scaled by it) w.r.t. the final normed hidden state, ready for
+ * model.backward.
  */
 export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters | null, mb: MicroBatch, seed: number | undefined, gradScale?: number, neftuneAlpha = 0): void {
   const be = model.backend, R = mb.B * mb.T;
-  checkInputIds(mb, model.config.vocabSize);
-  model.setInputIds(ws, mb.ids.subarray(0, R));
+  model.setInputIds(ws, mb.ids.subarray(0, R), mb.T);
   if (mb.docStart) {
     if (ws.docStart.length < R) throw new Error('a packed micro-batch needs a workspace made with { packing: true }');
     // checked here, on the host, for every backend: WebGPU's kernels cannot see the values, and a
@@ -48,22 +48,6 @@ export function forwardLoss(model: LlamaModel, ws: Workspace, lora: LoraAdapters
   }
   model.forward(ws, mb.B, mb.T, { lora, seed, neftuneAlpha, docStart: mb.docStart ? ws.docStart : undefined });
   model.lossHead(ws, R, mb.targets, gradScale);
-}
-
-/**
- * Input ids are checked here, on the host, before they are uploaded (training and eval both come
- * through forwardLoss), as the user's mistake they are. WebGPU's embedding cannot check them (the
- * ids are on the GPU; the loss came out NaN) and WASM's only as an internal error. Targets are
- * checked by LlamaModel.lossHead; generate() checks its prompt itself and samples only ids below V.
- */
-function checkInputIds(mb: MicroBatch, V: number): void {
-  const ids = mb.ids;
-  for (let r = 0; r < mb.B * mb.T; r++) {
-    const id = ids[r]!;
-    if (!(id >= 0 && id < V)) {
-      throw new WebqloraError(`input token id ${id} (row ${r} of the batch: sequence ${Math.floor(r / mb.T)}, position ${r % mb.T}) is outside the model's vocabulary of ${V} tokens (does the tokenizer belong to this model?).`);
-    }
-  }
 }
 
 /** Number of scored rows (target ≠ −100) of a micro-batch. */

@@ -235,7 +235,7 @@ export class Trainer {
       for (let i = 0; i < mbs.length; i++) {
         const seed = deriveSeed(o.seed, this.step, i);
         const noise = (o.neftuneAlpha ?? 0) > 0;
-        await this.model.stageInput(this.ws, mbs[i]!.ids.subarray(0, mbs[i]!.B * mbs[i]!.T));
+        await this.model.stageInput(this.ws, mbs[i]!.ids.subarray(0, mbs[i]!.B * mbs[i]!.T), mbs[i]!.T);
         forwardBackward(this.model, this.ws, this.lora, mbs[i]!, 1 / scored, this.lora.config.dropout > 0 || noise ? seed : undefined, this.lossAcc, o.neftuneAlpha ?? 0);
       }
     }
