@@ -59,3 +59,10 @@ export function f32ToBf16(x: number): number {
   if ((f & 0x7fffffff) > 0x7f800000) return ((f >>> 16) | 0x40) & 0xffff;
   return ((f + 0x7fff + ((f >>> 16) & 1)) >>> 16) & 0xffff;
 }
+
+/** out[i] = the f16 or bf16 bits of values[i] (round to nearest even), for i < values.length; returns out. */
+export function toHalfBits(values: Float32Array, type: 'f16' | 'bf16', out: Uint16Array): Uint16Array {
+  if (type === 'f16') for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]!);
+  else for (let i = 0; i < values.length; i++) out[i] = f32ToBf16(values[i]!);
+  return out;
+}

@@ -1,7 +1,7 @@
 // Element types of tensor files and conversions of whole tensors to and from float32 (one
 // element at a time: src/num.ts).
 import { WebqloraError } from '../errors.ts';
-import { f16ToF32, f32ToBf16, f32ToF16 } from '../num.ts';
+import { f16ToF32, toHalfBits } from '../num.ts';
 
 /** safetensors dtype names (also used for tensors from every other format). */
 export type DType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'U16' | 'U32' | 'U64' | 'BOOL';
@@ -60,8 +60,5 @@ export function toFloat32(bytes: Uint8Array, dtype: DType, what: string, into?: 
 /** float32 values → little-endian raw bytes of `dtype` (F32, F16 or BF16; round to nearest even). */
 export function fromFloat32(values: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
   if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-  const out = new Uint16Array(values.length);
-  if (dtype === 'F16') for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]!);
-  else for (let i = 0; i < values.length; i++) out[i] = f32ToBf16(values[i]!);
-  return new Uint8Array(out.buffer);
+  return new Uint8Array(toHalfBits(values, dtype === 'F16' ? 'f16' : 'bf16', new Uint16Array(values.length)).buffer);
 }

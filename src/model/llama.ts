@@ -25,7 +25,7 @@ import { deriveSeed } from '../backend/rng.ts';
 import { WebqloraError } from '../errors.ts';
 import { LINEAR_NAMES, variantOf, type LinearName, type ModelConfig, type Variant } from './config.ts';
 import type { WeightSource } from '../io/weights.ts';
-import { f32ToBf16, f32ToF16 } from '../num.ts';
+import { toHalfBits } from '../num.ts';
 import type { LoraAdapters, LoraPair } from './lora.ts';
 import { quantBytes, type QuantMode } from '../quant/types.ts';
 
@@ -175,8 +175,7 @@ export class StreamedEmbedding {
     if (this.dtype === 'f32') this.backend.write(this.staging!, this.host.subarray(0, U * C));
     else {
       // rounded as loadModel rounds a resident table
-      const cvt = this.dtype === 'f16' ? f32ToF16 : f32ToBf16;
-      for (let e = 0; e < U * C; e++) this.bits[e] = cvt(this.host[e]!);
+      toHalfBits(this.host.subarray(0, U * C), this.dtype, this.bits);
       this.backend.write(this.staging!, this.bits.subarray(0, U * C));
     }
     this.backend.write(ws.ids, Int32Array.from(ids, (id) => local.get(id)!));

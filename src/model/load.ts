@@ -5,7 +5,7 @@
 // transformers + bitsandbytes keep them (QLORA_SPEC §4.3).
 import { WebqloraError } from '../errors.ts';
 import type { Backend, QuantUpload, Tensor } from '../backend/backend.ts';
-import { f32ToBf16, f32ToF16 } from '../num.ts';
+import { toHalfBits } from '../num.ts';
 import type { WeightSource } from '../io/weights.ts';
 import { checkBlocksize, quantize4bit, sliceQuantRows } from '../quant/quantize.ts';
 import type { Quant4Tensor, QuantMode } from '../quant/types.ts';
@@ -87,17 +87,18 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
     progress(name);
     return t;
   };
+  // the [V, C] tables stay in the checkpoint's precision
+  const tableType = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : 'f32';
   const tableTensor = async (name: string, label: string): Promise<Tensor> => {
-    const half = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : null;
+    const half = tableType === 'f32' ? null : tableType;
     const [V, C] = [c.vocabSize, c.hiddenSize];
-    const t = backend.alloc(half ?? 'f32', V * C, label);
+    const t = backend.alloc(tableType, V * C, label);
     allocated.push(t);
     // row slices of ~4 MiB of float32 where the format can read them, so a [V, C] table never
     // exists whole in float32 next to its half copy (Llama 3's 128K × 2048 would be 1 GB)
     const step = src.readFloatRows ? Math.max(1, Math.floor((1 << 20) / C)) : V;
     const buf = src.readFloatRows ? new Float32Array(step * C) : null;
     const slice = half ? new Uint16Array(Math.min(step * C, 1 << 20)) : null;
-    const cvt = half === 'f16' ? f32ToF16 : f32ToBf16;
     for (let r0 = 0; r0 < V; r0 += step) {
       const rows = Math.min(step, V - r0), n = rows * C;
       const v = src.readFloatRows ? await src.readFloatRows(name, r0, rows, buf!.subarray(0, n)) : await src.readFloat(name);
@@ -105,7 +106,7 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
       // whole-tensor reads convert in slices too, so no second full-size host copy exists
       for (let s0 = 0; s0 < n; s0 += slice!.length) {
         const m = Math.min(slice!.length, n - s0);
-        for (let i = 0; i < m; i++) slice![i] = cvt(v[s0 + i]!);
+        toHalfBits(v.subarray(s0, s0 + m), half, slice!);
         backend.write(t, m === slice!.length ? slice! : slice!.subarray(0, m), r0 * C + s0);
       }
     }
@@ -115,9 +116,8 @@ export async function loadModel(src: WeightSource, backend: Backend, opts: LoadO
 
   try {
     const streamed = paging && !c.tieWordEmbeddings && src.readFloatRows !== undefined;
-    const half = c.torchDtype === 'F16' ? 'f16' : c.torchDtype === 'BF16' ? 'bf16' : 'f32';
     const embed = streamed
-      ? new StreamedEmbedding(backend, src, 'model.embed_tokens.weight', half, c.vocabSize, c.hiddenSize)
+      ? new StreamedEmbedding(backend, src, 'model.embed_tokens.weight', tableType, c.vocabSize, c.hiddenSize)
       : await tableTensor('model.embed_tokens.weight', 'embed_tokens');
     if (streamed) progress('model.embed_tokens.weight');
     const lmHead = embed instanceof StreamedEmbedding ? await tableTensor('lm_head.weight', 'lm_head') : c.tieWordEmbeddings ? embed : await tableTensor('lm_head.weight', 'lm_head');
