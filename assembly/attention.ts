@@ -274,6 +274,29 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
   }
 }
 
+/**
+ * dq of one query tile (rows t0 .. t0 + TQ of head h; qh: byte offset of head h's query row 0):
+ * zeroed, then dS·K over the tile's key blocks from its first key, then scaled. With withKeys, each
+ * block's dK/dV contributions are accumulated too (the one-pass kernel); attention_backward_dq
+ * runs the same blocks without them, so its dq has the same bits.
+ */
+@inline function queryTile(scratch: usize, dq: usize, dout: usize, q: usize, out: usize, kb: usize, vb: usize, lse: usize, dkb: usize, dvb: usize, withKeys: bool,
+  b: i32, h: i32, H: i32, T: i32, S: i32, D: i32, t0: i32, pos0: i32, window: i32, docStart: usize, scale: f32, softcap: f32, qh: usize, rowQ: usize, rowKV: usize): void {
+  const P = scratch, dS = scratch + (<usize>(TQ * KB) << 2), Dt = scratch + (<usize>(2 * TQ * KB) << 2);
+  const tq = min(TQ, T - t0);
+  const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
+  for (let i: i32 = 0; i < tq; i++) zero(dq0 + <usize>i * rowQ, D);
+  tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
+  const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
+  const firstTile = firstKey(docStart, b, T, t0, pos0, window); // first key seen by its first query
+  for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
+    const ns = min(KB, nkTile - s0);
+    tileBlock(P, dS, Dt, q0, do0, dq0, kb, vb, lse, b, h, H, T, S, D, t0, tq, s0, ns, pos0, window, docStart, scale, softcap, rowQ, rowKV);
+    if (withKeys) keyAccum(dkb, dvb, P, dS, q0, do0, b, T, t0, tq, s0, s0, s0 + ns, pos0, window, docStart, scale, rowQ, rowKV, D);
+  }
+  for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+}
+
 /** Dt[i] = dout_i·out_i for the tile's rows (Σ_s p·dp, the softmax backward's row term). */
 @inline function tileDi(Dt: usize, do0: usize, o0: usize, tq: i32, rowQ: usize, D: i32): void {
   for (let i: i32 = 0; i < tq; i++) store<f32>(Dt + (<usize>i << 2), dot(do0 + <usize>i * rowQ, o0 + <usize>i * rowQ, D));
@@ -301,9 +324,8 @@ export function attention(out: usize, lse: usize, q: usize, k: usize, v: usize, 
  */
 export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, g0: i32, g1: i32): void {
   const rep = H / KVH;
-  const P = scratch; // f32 [TQ][KB]: probabilities of the tile × block
-  const dS = scratch + (<usize>(TQ * KB) << 2); // f32 [TQ][KB]: dp, then ds
-  const Dt = scratch + (<usize>(2 * TQ * KB) << 2); // f32 [TQ]: dout·out of the tile's rows
+  // scratch (queryTile): P f32 [TQ][KB] probabilities of the tile × block, dS [TQ][KB] dp then ds,
+  // Dt [TQ] dout·out of the tile's rows
   const rowKV = (<usize>KVH * <usize>D) << 2; // bytes from key s to s + 1
   const rowQ = (<usize>H * <usize>D) << 2; // bytes from query t to t + 1 (same head)
   for (let bg = g0; bg < g1; bg++) {
@@ -317,18 +339,7 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
     for (let h = g * rep; h < (g + 1) * rep; h++) {
       const qh = (<usize>((b * T) * H + h) * <usize>D) << 2; // byte offset of query row t = 0, head h
       for (let t0: i32 = 0; t0 < T; t0 += TQ) {
-        const tq = min(TQ, T - t0);
-        const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
-        for (let i: i32 = 0; i < tq; i++) zero(dq0 + <usize>i * rowQ, D);
-        tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
-        const nkTile = min(S, pos0 + t0 + tq); // keys seen by the tile's last query
-        const firstTile = firstKey(docStart, b, T, t0, pos0, window); // first key seen by its first query
-        for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
-          const ns = min(KB, nkTile - s0);
-          tileBlock(P, dS, Dt, q0, do0, dq0, kb, vb, lse, b, h, H, T, S, D, t0, tq, s0, ns, pos0, window, docStart, scale, softcap, rowQ, rowKV);
-          keyAccum(dkb, dvb, P, dS, q0, do0, b, T, t0, tq, s0, s0, s0 + ns, pos0, window, docStart, scale, rowQ, rowKV, D);
-        }
-        for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+        queryTile(scratch, dq, dout, q, out, kb, vb, lse, dkb, dvb, true, b, h, H, T, S, D, t0, pos0, window, docStart, scale, softcap, qh, rowQ, rowKV);
       }
     }
   }
@@ -340,21 +351,12 @@ export function attention_backward(dq: usize, dk: usize, dv: usize, dout: usize,
  */
 export function attention_backward_dq(dq: usize, dout: usize, q: usize, k: usize, v: usize, out: usize, lse: usize, B: i32, T: i32, S: i32, H: i32, KVH: i32, D: i32, pos0: i32, kvStride: i32, scale: f32, softcap: f32, window: i32, docStart: usize, scratch: usize, u0: i32, u1: i32): void {
   const rep = H / KVH, tiles = (T + TQ - 1) / TQ;
-  const P = scratch, dS = scratch + (<usize>(TQ * KB) << 2), Dt = scratch + (<usize>(2 * TQ * KB) << 2);
   const rowKV = (<usize>KVH * <usize>D) << 2, rowQ = (<usize>H * <usize>D) << 2;
   for (let u = u0; u < u1; u++) {
     const bh = u / tiles, t0 = (u % tiles) * TQ, b = bh / H, h = bh % H, g = h / rep;
     const base = (<usize>(b * kvStride * KVH + g) * <usize>D) << 2;
     const qh = (<usize>((b * T) * H + h) * <usize>D) << 2;
-    const tq = min(TQ, T - t0);
-    const q0 = q + qh + <usize>t0 * rowQ, do0 = dout + qh + <usize>t0 * rowQ, dq0 = dq + qh + <usize>t0 * rowQ;
-    for (let i: i32 = 0; i < tq; i++) zero(dq0 + <usize>i * rowQ, D);
-    tileDi(Dt, do0, out + qh + <usize>t0 * rowQ, tq, rowQ, D);
-    const nkTile = min(S, pos0 + t0 + tq), firstTile = firstKey(docStart, b, T, t0, pos0, window);
-    for (let s0: i32 = firstTile; s0 < nkTile; s0 += KB) {
-      tileBlock(P, dS, Dt, q0, do0, dq0, k + base, v + base, lse, b, h, H, T, S, D, t0, tq, s0, min(KB, nkTile - s0), pos0, window, docStart, scale, softcap, rowQ, rowKV);
-    }
-    for (let i: i32 = 0; i < tq; i++) scaleTo(dq0 + <usize>i * rowQ, scale, dq0 + <usize>i * rowQ, D);
+    queryTile(scratch, dq, dout, q, out, k + base, v + base, lse, 0, 0, false, b, h, H, T, S, D, t0, pos0, window, docStart, scale, softcap, qh, rowQ, rowKV);
   }
 }
 

@@ -14,6 +14,7 @@ import { Rng, REPO, assertBitsEqual } from '../helpers/index.ts';
 import { createWasmBackend, wasmBackendInfo, wasmInternals, splitRange } from '../../src/backend/wasm/index.ts';
 import { KERNEL_WASM_BASE64 } from '../../src/generated/kernels-wasm.ts';
 import { relaxedSimdSupported } from '../../src/backend/wasm/module.ts';
+import { docStartOf } from '../../src/data/pack.ts';
 import type { AttentionShape, Backend, QuantWeight, Tensor } from '../../src/backend/backend.ts';
 import { quantize4bit } from '../../src/quant/quantize.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
@@ -114,7 +115,7 @@ const attn = (shape: AttentionShape, docs?: number[]) => cases.push({
   name: `attention${shape.pos0 === 0 ? ' + attentionBackward' : ''} ${JSON.stringify(shape)}${docs ? ` packed ${docs.join('+')}` : ''}`,
   async setup(be) {
     const rng = new Rng(17 + shape.T);
-    const s = docs ? { ...shape, docStart: put(be, Int32Array.from({ length: shape.B * shape.T }, (_, r) => { let t = r % shape.T, st = 0; for (const n of docs) { if (t < st + n) return st; st += n; } return st; }), 'docStart') } : shape;
+    const s = docs ? { ...shape, docStart: put(be, docStartOf(Array.from({ length: shape.B }, () => docs), shape.T), 'docStart') } : shape;
     const nq = s.B * s.T * s.H * s.D, nkv = s.B * s.kvStride * s.KVH * s.D;
     const q = put(be, rng.f32(nq), 'q'), k = put(be, rng.f32(nkv), 'k'), v = put(be, rng.f32(nkv), 'v'), dout = put(be, rng.f32(nq), 'dout');
     const o = put(be, rng.f32(nq), 'out'), lse = put(be, rng.f32(s.B * s.H * s.T), 'lse');
