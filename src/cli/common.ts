@@ -219,7 +219,7 @@ export async function adapterConfigAt(path: string): Promise<(c: ModelConfig) =>
     };
   }
   const file = join(path, ADAPTER_CONFIG);
-  const config = await readFile(file, 'utf8').then((t) => parseAdapterConfig(t, file), () => null).catch(() => null);
+  const config = await readFile(file, 'utf8').then((t) => parseAdapterConfig(t, file)).catch(() => null);
   return () => config;
 }
 

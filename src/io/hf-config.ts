@@ -28,7 +28,7 @@ const COMMON_KEYS = new Set([
 ]);
 
 /** The family of a config.json, by "architectures" (or "model_type" when that is absent). */
-export function familyOf(j: Record<string, unknown>, fail: (m: string) => never): Family {
+function familyOf(j: Record<string, unknown>, fail: (m: string) => never): Family {
   const known = FAMILIES.flatMap((f) => f.architectures).join(', ');
   if (j.architectures !== undefined && j.architectures !== null) {
     const archs = j.architectures;

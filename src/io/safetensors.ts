@@ -15,6 +15,7 @@
 import { WebqloraError } from '../errors.ts';
 import { DTYPE_BYTES, isDType, toFloat32, type DType } from './dtype.ts';
 import { MemoryOutDir, type ByteSink, type ByteSource } from './source.ts';
+import { checkRowRange } from './weights.ts';
 
 /** Rust `MAX_HEADER_SIZE` (safetensors/src/tensor.rs). */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -75,7 +76,7 @@ export class SafetensorsFile {
     const t = this.info(name);
     const cols = t.shape[1]!, bytes = DTYPE_BYTES_OF[t.dtype as keyof typeof DTYPE_BYTES_OF];
     if (t.shape.length !== 2 || !bytes) throw new WebqloraError(`${this.src.name}: tensor ${name} is not a 2-D float tensor.`);
-    if (!(Number.isInteger(row0) && Number.isInteger(rows) && row0 >= 0 && rows >= 0 && row0 + rows <= t.shape[0]!)) throw new Error(`readFloatRows: rows [${row0}, ${row0 + rows}) of ${name} [${t.shape.join(', ')}]`);
+    checkRowRange(name, t.shape, row0, rows);
     const raw = await this.src.read(this.dataOffset + t.begin + row0 * cols * bytes, rows * cols * bytes);
     return toFloat32(raw, t.dtype, `${this.src.name}: tensor ${name}`, into);
   }

@@ -43,6 +43,11 @@ export interface EmbeddedVocab {
   chatTemplate?: string | null;
 }
 
+/** readFloatRows' range check: rows [row0, row0 + rows) must lie in the tensor (an internal error otherwise). */
+export function checkRowRange(name: string, shape: readonly number[], row0: number, rows: number): void {
+  if (!(Number.isInteger(row0) && Number.isInteger(rows) && row0 >= 0 && rows >= 0 && row0 + rows <= shape[0]!)) throw new Error(`readFloatRows: rows [${row0}, ${row0 + rows}) of ${name} [${shape.join(', ')}]`);
+}
+
 export interface WeightSource {
   readonly format: WeightFormat;
   /** Path or name, for messages. */

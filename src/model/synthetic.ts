@@ -2,7 +2,7 @@
 // random weights, generated one tensor at a time on request (no file on disk). For benchmarks
 // and memory tests.
 import { WebqloraError } from '../errors.ts';
-import type { TensorRef, WeightSource } from '../io/weights.ts';
+import { checkRowRange, type TensorRef, type WeightSource } from '../io/weights.ts';
 import { expectedTensors, variantOf, type ModelConfig } from './config.ts';
 import { configFromHf } from '../io/hf-config.ts';
 
@@ -143,7 +143,7 @@ export function syntheticFromConfig(config: ModelConfig, seed = 0, spec = 'synth
     async readFloatRows(tname: string, row0: number, rows: number, into?: Float32Array): Promise<Float32Array> {
       const t = byName.get(tname);
       if (!t || t.shape.length !== 2) throw new WebqloraError(`${spec}: no 2-D tensor ${tname}.`);
-      if (!(Number.isInteger(row0) && Number.isInteger(rows) && row0 >= 0 && rows >= 0 && row0 + rows <= t.shape[0]!)) throw new Error(`readFloatRows: rows [${row0}, ${row0 + rows}) of ${tname} [${t.shape.join(', ')}]`);
+      checkRowRange(tname, t.shape, row0, rows);
       const cols = t.shape[1]!, out = into && into.length === rows * cols ? into : new Float32Array(rows * cols);
       genRows(tname, cols, row0, out);
       return out;

@@ -35,7 +35,7 @@ export async function tokenizerFromGguf(src: ByteSource): Promise<Tokenizer> {
   const md = (await readGguf(src)).metadata;
   const vocab = readVocab(md, src.name);
   if (!vocab) throw new WebqloraError(`${src.name}: this GGUF file carries no vocabulary (no tokenizer.ggml.tokens).`);
-  return tokenizerFromVocab(vocab, vocab.chatTemplate ?? null, src.name);
+  return tokenizerFromVocab(vocab, undefined, src.name);
 }
 
 /** A tokenizer.json (text or parsed) with an optional tokenizer_config.json (text or parsed). */

@@ -9,7 +9,7 @@ import { Q4_DESC_BYTES, writeQ4Desc } from '../abi.ts';
 const PART_ALIGN = 64;
 
 /** Indices into WasmQuantLayout.offs. */
-export const QPART = { DESC: 0, MAP: 1, NESTED_MAP: 2, NESTED_ABSMAX: 3, ABSMAX_OR_CODES: 4, PACKED: 5 } as const;
+const QPART = { DESC: 0, MAP: 1, NESTED_MAP: 2, NESTED_ABSMAX: 3, ABSMAX_OR_CODES: 4, PACKED: 5 } as const;
 
 export interface WasmQuantLayout {
   /** byte offset of each part from the start of the allocation (QPART order) */
