@@ -228,15 +228,16 @@ export class Trainer {
     this.lora.zeroGrads();
     be.fill(this.lossAcc, 0);
     let pref: { loss: number; metrics: PreferenceMetrics } | null = null;
+    // micro-batch i's seed for LoRA dropout and NEFTune noise; none when neither is on
+    const alpha = o.neftuneAlpha ?? 0;
+    const seedOf = (i: number) => (this.lora.config.dropout > 0 || alpha > 0 ? deriveSeed(o.seed, this.step, i) : undefined);
     if (scored > 0 && this.preference) {
-      const seedOf = (i: number) => (this.lora.config.dropout > 0 || (o.neftuneAlpha ?? 0) > 0 ? deriveSeed(o.seed, this.step, i) : undefined);
-      pref = await this.preference.accumulate(this.ws, this.lora, mbs, seedOf, o.neftuneAlpha ?? 0);
+      pref = await this.preference.accumulate(this.ws, this.lora, mbs, seedOf, alpha);
     } else if (scored > 0) {
       for (let i = 0; i < mbs.length; i++) {
-        const seed = deriveSeed(o.seed, this.step, i);
-        const noise = (o.neftuneAlpha ?? 0) > 0;
-        await this.model.stageInput(this.ws, mbs[i]!.ids.subarray(0, mbs[i]!.B * mbs[i]!.T), mbs[i]!.T);
-        forwardBackward(this.model, this.ws, this.lora, mbs[i]!, 1 / scored, this.lora.config.dropout > 0 || noise ? seed : undefined, this.lossAcc, o.neftuneAlpha ?? 0);
+        const mb = mbs[i]!;
+        await this.model.stageInput(this.ws, mb.ids.subarray(0, mb.B * mb.T), mb.T);
+        forwardBackward(this.model, this.ws, this.lora, mb, 1 / scored, seedOf(i), this.lossAcc, alpha);
       }
     }
     let first = true;
