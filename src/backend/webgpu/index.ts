@@ -597,7 +597,8 @@ function makeBackend(rt: GpuRuntime): Backend {
       // bindings are all a stage may have)
       const dsAt = roundUp(nl + rt.align / 4 + 4, 4), rowsBT = s.B * s.T;
       const di = rt.scratchBuf('attention Di', (dsAt + (s.docStart ? rowsBT : 0)) * 4);
-      if (s.docStart) copyBytes(di, dsAt * 4, buf(s.docStart, 'i32', rowsBT, 'attentionBackward docStart'), 0, rowsBT * 4);
+      // (word-aligned on both sides: a buffer copy, no shader)
+      if (s.docStart) rt.copyBuffer(buf(s.docStart, 'i32', rowsBT, 'attentionBackward docStart'), 0, di, dsAt * 4, rowsBT * 4);
       const consts = { D4: s.D / 4, KT: attnTile(s.D), WG: ATTN_WG };
       attentionCalls(s, 'attentionBackward', {
         q: [['dq', F(dq, nq, 'dq')], ['q', F(q, nq, 'q')], ['dout', F(dout, nq, 'dout')], ['out', F(out, nq, 'out')]],
