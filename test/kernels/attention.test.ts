@@ -316,6 +316,18 @@ test('attentionBackward parity with scale, softcap, window (kvStride > S rows co
   await parity(cases, { atol: 2e-5, rtol: 2e-5, why: 'recomputed softmax and soft-cap + f32 sums over D and over queries in another order' });
 });
 
+
+/** Each case on one thread and on the pool: the same bits, and the pool really ran (some job reached it). */
+async function assertPoolBits(be1: Backend, be3: Backend, pool: { jobs: number }, cases: Case[]): Promise<void> {
+  for (const c of cases) {
+    const want = await runCase(be1, c);
+    const jobs = pool.jobs;
+    const got = await runCase(be3, c);
+    assert.ok(pool.jobs > jobs, `${c.what}: the call ran on the caller alone (no job reached the pool)`);
+    for (const name of Object.keys(want)) assertBitsEqual(got[name] as Float32Array, want[name] as Float32Array, `${c.what}: ${name}`);
+  }
+}
+
 test('wasm attention with scale, softcap, window: 1 thread == 3 threads, bit for bit', async () => {
   const be1 = await createWasmBackend({ threads: 1 }), be3 = await createWasmBackend({ threads: 3 });
   try {
@@ -332,13 +344,7 @@ test('wasm attention with scale, softcap, window: 1 thread == 3 threads, bit for
       fwd(withOpts(shape(1, 4, 150, 8, 2, 32, 146, 160), { window: 70, softcap: 50 })),
       ...(await backwardCases(rng, [[withOpts(shape(2, 70, 70, 6, 3, 20, 0, 72), { window: 33, softcap: 2, scale: 0.3 }), false]])),
     ];
-    for (const c of cases) {
-      const want = await runCase(be1, c);
-      const jobs = pool.jobs;
-      const got = await runCase(be3, c);
-      assert.ok(pool.jobs > jobs, `${c.what}: the call ran on the caller alone (no job reached the pool)`);
-      for (const name of Object.keys(want)) assertBitsEqual(got[name] as Float32Array, want[name] as Float32Array, `${c.what}: ${name}`);
-    }
+    await assertPoolBits(be1, be3, pool, cases);
   } finally {
     await be1.destroy();
     await be3.destroy();
@@ -507,13 +513,7 @@ test('wasm attention with docStart: 1 thread == 3 threads, bit for bit', async (
       what: `attentionBackward ${label(s)} packed`, inputs: { ...fc.inputs, dout: randn(rng, nq), out: fwd.out!, lse: fwd.lse! }, outputs: { dq: nq, dk: nkv, dv: nkv },
       run: (be, t) => be.attentionBackward(t.dq!, t.dk!, t.dv!, t.dout!, t.q!, t.k!, t.v!, t.out!, t.lse!, { ...s, docStart: t.ds! }),
     };
-    for (const c of [fc, bc]) {
-      const want = await runCase(be1, c);
-      const jobs = pool.jobs;
-      const got = await runCase(be3, c);
-      assert.ok(pool.jobs > jobs, `${c.what}: the call ran on the caller alone`);
-      for (const name of Object.keys(want)) assertBitsEqual(got[name] as Float32Array, want[name] as Float32Array, `${c.what}: ${name}`);
-    }
+    await assertPoolBits(be1, be3, pool, [fc, bc]);
   } finally {
     await be1.destroy();
     await be3.destroy();
