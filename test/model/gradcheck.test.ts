@@ -1,7 +1,8 @@
 // Whole-model LoRA gradients against finite differences, in float64 on the reference backend:
 // every adapter tensor of a tiny 2-layer GQA model with a 4-bit (NF4 + double quant) base,
 // LoRA dropout on, checkpointing on and off; DoRA (QDoRA) with and without dropout, magnitudes
-// included. The loss is the mean over scored tokens.
+// included; NEFTune noise on the embeddings (the same seed draws the same noise in both the
+// training pass and the finite-difference forwards). The loss is the mean over scored tokens.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createReferenceBackend, type ReferenceBackend } from '../../src/backend/reference/index.ts';
@@ -10,6 +11,7 @@ import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { LoraAdapters, type LoraPair } from '../../src/model/lora.ts';
 import { Workspace } from '../../src/model/llama.ts';
 import { forwardBackward, forwardLoss, scoredTokens } from '../../src/train/step.ts';
+import { fdCheck } from '../helpers/fd.ts';
 import { Rng } from '../helpers/index.ts';
 import { TINY, randomBatch } from './tiny.ts';
 import type { Tensor } from '../../src/backend/backend.ts';
@@ -20,8 +22,9 @@ async function peek(be: ReferenceBackend, t: Tensor): Promise<Float64Array> {
   return Float64Array.from(be.peekF(t));
 }
 
-for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false, 0.1], [false, true, 0.1], [true, true, 0], [false, true, 0]] as const) {
-  test(`${dora ? 'DoRA' : 'LoRA'} gradients match finite differences (nf4+dq base, dropout ${dropout}, checkpointing ${checkpointing})`, async () => {
+const CASES = [[false, false, 0.1, 0], [true, false, 0.1, 0], [false, true, 0.1, 0], [true, true, 0, 0], [false, true, 0, 0], [false, false, 0, 5], [true, false, 0.1, 5]] as const;
+for (const [checkpointing, dora, dropout, neftuneAlpha] of CASES) {
+  test(`${dora ? 'DoRA' : 'LoRA'} gradients match finite differences (nf4+dq base, dropout ${dropout}, checkpointing ${checkpointing}${neftuneAlpha > 0 ? `, NEFTune alpha ${neftuneAlpha}` : ''})`, async () => {
     const be = createReferenceBackend({ precision: 'f64' });
     const model = await loadModel(syntheticFromConfig(TINY, 7), be, { quant: 'nf4', doubleQuant: true, blocksize: 32 });
     const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false, useDora: dora }, true);
@@ -37,17 +40,18 @@ for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false,
     }
     lora.zeroGrads();
     const mb = randomBatch(rng, 2, 6, TINY.vocabSize);
-    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2, dora });
+    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2, loraDropout: dropout, dora });
     const seed = 12345;
     const n = scoredTokens(mb);
     const lossAcc = be.alloc('f32', 12, 'lossAcc');
     be.fill(lossAcc, 0);
-    forwardBackward(model, ws, lora, mb, 1 / n, seed, lossAcc);
-    const loss = async () => {
-      forwardLoss(model, ws, lora, mb, seed);
+    forwardBackward(model, ws, lora, mb, 1 / n, seed, lossAcc, neftuneAlpha);
+    const lossWith = async (alpha: number) => {
+      forwardLoss(model, ws, lora, mb, seed, undefined, alpha);
       const l = await peek(be, ws.losses);
       return l.reduce((a, b) => a + b, 0) / n;
     };
+    const loss = () => lossWith(neftuneAlpha);
     const l0 = (await peek(be, lossAcc)).reduce((a, b) => a + b, 0) / n;
     // DoRA's row norm is a constant of the backward (PEFT detaches it): the finite differences
     // hold ‖W + s·B·A‖² at the value the first forward computed, while g = m / ‖·‖ follows m
@@ -57,27 +61,12 @@ for (const [checkpointing, dora, dropout] of [[false, false, 0.1], [true, false,
       };
     }
     assert.ok(Math.abs(l0 - (await loss())) < 1e-12, 'forward loss reproducible');
-    const eps = 1e-6;
-    let checked = 0, worst = 0;
+    // the noise is there: the seeded forward moves with it (else the case would test nothing new)
+    if (neftuneAlpha > 0) assert.ok(Math.abs(l0 - (await lossWith(0))) > 1e-4, 'NEFTune noise changes the loss');
+    let checked = 0;
     for (const p of lora.pairs) {
       for (const [param, grad] of [[p.A, p.dA], [p.B, p.dB], ...(p.dora ? [[p.dora.m, p.dora.dm]] : [])] as const) {
-        const g = await peek(be, grad);
-        const w = await peek(be, param);
-        for (let k = 0; k < 3; k++) {
-          const i = rng.int(w.length);
-          const orig = w[i]!;
-          const live = be.peekF(param); // the f64 array itself: perturb without rounding
-          live[i] = orig + eps;
-          const lp = await loss();
-          live[i] = orig - eps;
-          const lm = await loss();
-          live[i] = orig;
-          const fd = (lp - lm) / (2 * eps);
-          const err = Math.abs(fd - g[i]!) / Math.max(1e-4, Math.abs(fd));
-          worst = Math.max(worst, err);
-          assert.ok(err < 1e-5, `${param.label}[${i}]: analytic ${g[i]} vs finite difference ${fd} (rel err ${err})`);
-          checked++;
-        }
+        checked += (await fdCheck(be, param, grad, loss, { rng, probes: 3, tol: 1e-5 })).checked;
       }
     }
     assert.is(checked, lora.pairs.length * (dora ? 9 : 6));

@@ -25,6 +25,7 @@ import { tokenizerFromVocab } from '../../src/tokenizer/load.ts';
 import { pairTerms, PreferenceObjective, type PreferenceMethod } from '../../src/train/preference.ts';
 import { forwardLoss, type MicroBatch } from '../../src/train/step.ts';
 import { Trainer, TRAIN_DEFAULTS, type StepRecord } from '../../src/train/trainer.ts';
+import { fdCheck } from '../helpers/fd.ts';
 import { Rng, STORIES_GGUF } from '../helpers/index.ts';
 import { TINY } from '../model/tiny.ts';
 
@@ -138,25 +139,11 @@ for (const method of ['dpo', 'orpo'] as const) {
     const got = await new PreferenceObjective(model, method, beta).accumulate(ws, lora, mbs, (i) => seeds[i]);
     const loss = async () => (await stepLoss(method, beta, be, model, ws, lora, mbs, seeds)).loss;
     near(got.loss, await loss(), 1e-6, 'step loss');
-    const eps = 1e-6;
     let checked = 0;
     for (const p of lora.pairs) {
       for (const [param, grad] of [[p.A, p.dA], [p.B, p.dB]] as const) {
-        const g = await peek(be, grad);
-        const live = be.peekF(param);
-        for (let k = 0; k < 2; k++) {
-          const i = rng.int(live.length), orig = live[i]!;
-          live[i] = orig + eps;
-          const lp = await loss();
-          live[i] = orig - eps;
-          const lm = await loss();
-          live[i] = orig;
-          const fd = (lp - lm) / (2 * eps);
-          // the objective weighs rows with float32-read log-probabilities: ~1e-7 relative
-          const err = Math.abs(fd - g[i]!) / Math.max(1e-4, Math.abs(fd));
-          assert.ok(err < 1e-4, `${param.label}[${i}]: analytic ${g[i]} vs finite difference ${fd} (rel err ${err})`);
-          checked++;
-        }
+        // the objective weighs rows with float32-read log-probabilities: ~1e-7 relative
+        checked += (await fdCheck(be, param, grad, loss, { rng, probes: 2, tol: 1e-4 })).checked;
       }
     }
     assert.is(checked, lora.pairs.length * 4);
