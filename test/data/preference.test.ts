@@ -118,7 +118,29 @@ test('errors name the file and line, one sentence each', async () => {
   await rejects(load(['text']), 'p.jsonl:1: expected a preference pair {"prompt", "chosen", "rejected"}, got the string "text".');
   await rejects(loadPreferenceDataset(new MemorySource('p.jsonl', enc('{"prompt": "a",\n')), { tokenizer: new FakeTokenizer(), maxLen: 8 }), /^p\.jsonl:1: invalid JSON/);
   await rejects(loadPreferenceDataset(new MemorySource('p.txt', enc('hello')), { tokenizer: new FakeTokenizer(), maxLen: 8 }), /^p\.txt: preference pairs are JSON records/);
-  await rejects(loadPreferenceDataset(jsonl('p.jsonl', [ok]), { tokenizer: null, maxLen: 8 }), /needs? a tokenizer/);
+  await rejects(loadPreferenceDataset(jsonl('p.jsonl', [ok]), { tokenizer: null, maxLen: 8 }), 'p.jsonl: preference pairs need a tokenizer (the model has none: give one with --tokenizer PATH).');
+});
+
+test('a file where no pair leaves a response token to score on both sides is refused', async () => {
+  // empty responses (and no EOS to score in their place): every pair is dropped
+  await rejects(load([{ prompt: 'a', chosen: '', rejected: 'c' }, { prompt: 'a', chosen: 'b', rejected: '' }], new FakeTokenizer({ eos: null })),
+    'p.jsonl: none of the 2 pairs leaves a response token to score on both sides (responses cut off by the sequence length of 64?).');
+  // a sequence length that holds BOS and one prompt token: truncation cuts every response off
+  await rejects(load([{ prompt: 'ab', chosen: 'c', rejected: 'de' }], new FakeTokenizer(), 2),
+    /^p\.jsonl: none of the 1 pairs leaves a response token to score on both sides \(responses cut off by the sequence length of 2\?\)\.$/);
+});
+
+test('a validation file must have the training pairs\' form: one form for both', async () => {
+  const std = [{ prompt: 'a', chosen: 'b', rejected: 'c' }];
+  const conv = [{ prompt: [{ role: 'user', content: 'a' }], chosen: [{ role: 'assistant', content: 'b' }], rejected: [{ role: 'assistant', content: 'c' }] }];
+  const opts = { tokenizer: new FakeTokenizer(), maxLen: 16 };
+  await rejects(loadPreferenceTrainValid(jsonl('t.jsonl', std), jsonl('v.jsonl', conv), opts),
+    /^v\.jsonl: conversational pairs, but the training pairs are standard \(use one form for both\)\.$/);
+  await rejects(loadPreferenceTrainValid(jsonl('t.jsonl', conv), jsonl('v.jsonl', std), opts),
+    /^v\.jsonl: standard pairs, but the training pairs are conversational \(use one form for both\)\.$/);
+  const same = await loadPreferenceTrainValid(jsonl('t.jsonl', std), jsonl('v.jsonl', std), opts);
+  assert.is(same.validSource, 'file');
+  assert.is(same.valid!.pairs.length, 1);
 });
 
 test('a JSON array of pairs reads as JSONL does', async () => {

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createReferenceBackend } from '../../src/backend/reference/index.ts';
 import { WebqloraError } from '../../src/errors.ts';
-import { MapDirSource } from '../../src/io/source.ts';
+import { MapDirSource, MemoryOutDir } from '../../src/io/source.ts';
 import { serializeSafetensors } from '../../src/io/safetensors.ts';
 import { configFromHf } from '../../src/io/hf-config.ts';
 import { loadModel } from '../../src/model/load.ts';
@@ -12,7 +12,7 @@ import { checkLoraConfig, DEFAULT_LORA, LoraAdapters, parseTargets, peftKey } fr
 import { adapterConfigJson, loadAdapter, parseAdapterConfig } from '../../src/model/peft.ts';
 import { syntheticFromConfig } from '../../src/model/synthetic.ts';
 import { generate } from '../../src/generate/generate.ts';
-import { readTrainerState, restoreCheckpoint, STATE_VERSION } from '../../src/train/checkpoint.ts';
+import { readTrainerState, restoreCheckpoint, saveCheckpoint, STATE_VERSION } from '../../src/train/checkpoint.ts';
 import { Trainer, TRAIN_DEFAULTS } from '../../src/train/trainer.ts';
 import { Batcher } from '../../src/data/batch.ts';
 import { readRecords } from '../../src/data/read.ts';
@@ -104,7 +104,12 @@ test('adapter directories: missing files, tensors, shapes and dtypes', async () 
   await rejectsUser(withW(await tensors((e) => e.splice(1, 1))), /missing tensor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_B\.weight/);
   await rejectsUser(withW(await tensors((e) => { e[0]!.shape = [16, 2]; })), /lora_A\.weight: expected \[2, 16\], got \[16, 2\] \(does the adapter belong to this model\?\)/);
   await rejectsUser(withW(await tensors((e) => { e[0]!.dtype = 'U8'; e[0]!.data = new Uint8Array(32); })), /dtype U8 is not supported \(expected F32, F16 or BF16\)/);
-  await rejectsUser(withW(await tensors((e) => e.push({ name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [1], data: new Uint8Array(4) }))), /tensor base_model\.model\.lm_head\.lora_A\.weight is not a LoRA weight of a targeted module \(1 such tensors\)/);
+  await rejectsUser(withW(await tensors((e) => e.push({ name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [1], data: new Uint8Array(4) }))), /tensor base_model\.model\.lm_head\.lora_A\.weight is not a LoRA weight of a targeted module \(1 such tensors\)\.$/);
+  // DoRA magnitudes in the weights while adapter_config.json leaves use_dora out: the refusal says why
+  const magnitudes = (e: Array<{ name: string; dtype: 'F32' | 'U8'; shape: number[]; data: Uint8Array }>) => {
+    for (let l = 0; l < TINY.numLayers; l++) e.push({ name: peftKey(`model.layers.${l}.self_attn.q_proj`, 'magnitude'), dtype: 'F32', shape: [16], data: new Uint8Array(16 * 4) });
+  };
+  await rejectsUser(withW(await tensors(magnitudes)), /^ad\/adapter_model\.safetensors: tensor base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_magnitude_vector is not a LoRA weight of a targeted module \(2 such tensors\) \(DoRA magnitudes, but adapter_config\.json does not set use_dora\)\.$/);
   const lora = await withW(await tensors(() => {}));
   assert.is(lora.pairs.length, TINY.numLayers);
 });
@@ -124,6 +129,55 @@ test('checkpoints: incomplete, foreign or mismatched state is refused', async ()
   const ck = new MapDirSource('run/checkpoint-1', new Map([['adapter_config.json', other], ['adapter_model.safetensors', await serializeSafetensors([])]]));
   await rejectsUser(restoreCheckpoint(ck, trainer, state), /^run\/checkpoint-1: the checkpoint's adapter \(r 4, alpha 32, targets .*\) does not match this run's LoRA settings\.$/);
   throwsUser(() => trainer.importOptimizer(new Map()), /^optimizer state: layers\.0\.q_proj\.lora_A\.exp_avg is missing or has the wrong size \(expected \d+ values\)\.$/);
+});
+
+test('trainer: sample packing with a preference method is refused', async () => {
+  const be = createReferenceBackend();
+  const model = await loadModel(syntheticFromConfig(TINY, 1), be, { quant: 'none' });
+  const lora = new LoraAdapters(be, TINY, { ...DEFAULT_LORA, r: 2 }, true);
+  const noData = { next: () => { throw new Error('unused'); }, state: () => null, restore: () => {} };
+  for (const method of ['dpo', 'orpo'] as const) {
+    throwsUser(() => new Trainer(model, lora, noData, { ...TRAIN_DEFAULTS, batchSize: 1, seqLen: 4, totalSteps: 1, method, packing: true }),
+      /^sample packing is for SFT examples: preference pairs are not packed \(drop --packing\)\.$/, method);
+  }
+  // SFT packs
+  new Trainer(model, lora, noData, { ...TRAIN_DEFAULTS, batchSize: 1, seqLen: 4, totalSteps: 1, packing: true }).free();
+});
+
+test('checkpoints: a saved checkpoint resumes only with the method and beta it was trained with', async () => {
+  const be = createReferenceBackend();
+  const model = await loadModel(syntheticFromConfig(TINY, 1), be, { quant: 'none' });
+  const noData = { next: () => { throw new Error('unused'); }, state: () => null, restore: () => {} };
+  const trainer = (o: { method?: 'sft' | 'dpo' | 'orpo'; beta?: number }) =>
+    new Trainer(model, new LoraAdapters(be, TINY, { ...DEFAULT_LORA, r: 2 }, true), noData, { ...TRAIN_DEFAULTS, batchSize: 1, seqLen: 4, totalSteps: 2, ...o });
+  // a run saves checkpoint-1 the way the CLI and the browser page do, into memory
+  const saved = async (o: { method?: 'sft' | 'dpo' | 'orpo'; beta?: number }) => {
+    const t = trainer(o);
+    t.step = 1;
+    const out = new MemoryOutDir('run');
+    const name = await saveCheckpoint(out, t, [], 'base');
+    t.free();
+    const files = new Map([...out.files].filter(([k]) => k.startsWith(`${name}/`)).map(([k, v]) => [k.slice(name.length + 1), v]));
+    const dir = new MapDirSource(`run/${name}`, files);
+    return { dir, state: await readTrainerState(dir) };
+  };
+  const resume = async (from: { method?: 'sft' | 'dpo' | 'orpo'; beta?: number }, to: { method?: 'sft' | 'dpo' | 'orpo'; beta?: number }) => {
+    const { dir, state } = await saved(from);
+    const t = trainer(to);
+    try {
+      await restoreCheckpoint(dir, t, state);
+      return t.step;
+    } finally {
+      t.free();
+    }
+  };
+  await rejectsUser(resume({}, { method: 'dpo' }), /^run\/checkpoint-1: the checkpoint was trained with --method sft, not dpo \(beta 0\.1\); resume with the same method and beta\.$/);
+  await rejectsUser(resume({ method: 'dpo' }, {}), /^run\/checkpoint-1: the checkpoint was trained with --method dpo \(beta 0\.1\), not sft; resume with the same method and beta\.$/);
+  await rejectsUser(resume({ method: 'dpo', beta: 0.1 }, { method: 'dpo', beta: 0.5 }), /^run\/checkpoint-1: the checkpoint was trained with --method dpo \(beta 0\.1\), not dpo \(beta 0\.5\); resume with the same method and beta\.$/);
+  await rejectsUser(resume({ method: 'orpo' }, { method: 'dpo' }), /^run\/checkpoint-1: the checkpoint was trained with --method orpo \(beta 0\.1\), not dpo \(beta 0\.1\); resume with the same method and beta\.$/);
+  // the same method and beta (β given or left at its default) resume
+  assert.is(await resume({ method: 'dpo' }, { method: 'dpo', beta: 0.1 }), 1);
+  assert.is(await resume({}, { method: 'sft' }), 1);
 });
 
 test('model configs, generation and data: the remaining sentences', async () => {
