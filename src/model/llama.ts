@@ -292,6 +292,10 @@ export class LlamaModel {
   forward(ws: Workspace, B: number, T: number, opts: { pos0?: number; seed?: number; lora?: LoraAdapters | null; neftuneAlpha?: number; docStart?: Tensor } = {}): void {
     const c = this.config, be = this.backend, R = B * T;
     ws.checkRows(B, T);
+    // LoRA dropout runs at the workspace's rate (its buffer is sized for it): a workspace made for
+    // another rate than the adapter's would train with it, or without any, and say nothing
+    const p = opts.lora?.config.dropout ?? 0;
+    if (opts.seed !== undefined && opts.lora && p !== ws.dropout) throw new Error(`the workspace was made for LoRA dropout ${ws.dropout}, the adapter's is ${p} (Workspace option loraDropout)`);
     // NEFTune (Jain et al.; TRL's hook on the embedding module): training only, uniform noise of
     // magnitude alpha / √(T·C) on the embedding module's output: before Gemma 2's √C normalizer,
     // after Gemma 3's (its embedding module scales)

@@ -24,7 +24,7 @@ for (const quant of ['nf4', 'none'] as const) {
         assert.is(model.pager !== null, pageWeights);
         const lora = new LoraAdapters(be, TINY, { r: 2, alpha: 4, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'], useRslora: false }, true);
         const mb = randomBatch(new Rng(4), 2, 6, TINY.vocabSize);
-        const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2 });
+        const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing, loraRank: 2, loraDropout: 0.1 });
         const { loss, grads } = await microBatchGrads(model, ws, lora, mb);
         const gen = await generate(model, [1, 5, 9], { maxNewTokens: 6, adapters: lora });
         results.push({ loss, grads, gen: gen.outputIds });

@@ -27,7 +27,7 @@ test('a repeated training step creates no pipelines, bind groups or buffers afte
   const rng = new Rng(5);
   lora.initPeft(() => rng.next());
   const B = 2, T = 6;
-  const ws = new Workspace(be, TINY, { batch: B, seqLen: T, training: true, checkpointing: true, loraRank: 2 });
+  const ws = new Workspace(be, TINY, { batch: B, seqLen: T, training: true, checkpointing: true, loraRank: 2, loraDropout: 0.1 });
   const m = lora.pairs.flatMap((p) => [be.alloc('f32', p.A.length, 'mA'), be.alloc('f32', p.B.length, 'mB')]);
   const v = lora.pairs.flatMap((p) => [be.alloc('f32', p.A.length, 'vA'), be.alloc('f32', p.B.length, 'vB')]);
   for (const t of [...m, ...v]) be.fill(t, 0);
@@ -81,7 +81,7 @@ test('freeing buffers drops their bind groups everywhere: workspaces reallocated
   for (let round = 1; round <= 4; round++) {
     // a fresh workspace each round, as a trainer does when it changes batch shape or restarts:
     // its buffers bind together with the long-lived weights, LoRA tensors and dummies
-    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing: true, loraRank: 2 });
+    const ws = new Workspace(be, TINY, { batch: 2, seqLen: 6, training: true, checkpointing: true, loraRank: 2, loraDropout: 0.1 });
     lora.zeroGrads();
     be.fill(lossAcc, 0);
     const mb = randomBatch(rng, 2, 6, TINY.vocabSize);

@@ -64,7 +64,7 @@ async function run(be: Backend, quant: 'none' | 'nf4'): Promise<Run> {
     be.write(p.B, init.f32(p.B.length, 0.2));
   }
   lora.zeroGrads();
-  const ws = new Workspace(be, c, { batch: B, seqLen: T, training: true, checkpointing: false, loraRank: 4 });
+  const ws = new Workspace(be, c, { batch: B, seqLen: T, training: true, checkpointing: false, loraRank: 4, loraDropout: 0.1 });
   const lossAcc = be.alloc('f32', B * T, 'lossAcc');
   be.fill(lossAcc, 0);
   const mb = batches[0]!;
