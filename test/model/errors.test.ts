@@ -17,6 +17,7 @@ import { Trainer, TRAIN_DEFAULTS } from '../../src/train/trainer.ts';
 import { Batcher } from '../../src/data/batch.ts';
 import { readRecords } from '../../src/data/read.ts';
 import type { ByteSource } from '../../src/io/source.ts';
+import { Workspace } from '../../src/model/llama.ts';
 import { TINY } from './tiny.ts';
 
 function throwsUser(fn: () => unknown, re: RegExp, what = re.source): void {
@@ -207,6 +208,16 @@ test('a fused Phi-3 module whose row split falls inside a quantization block is 
   const src = await openModelPath(join(FIXTURES, 'archs', 'phi3'));
   await rejectsUser(loadModel(src, createReferenceBackend(), { quant: 'nf4', blocksize: 4096 }), /qkv_proj\.weight: the fused module is quantized whole .* its split at row 96 falls inside a block of 4096 values; use a blocksize that divides 6144/);
   await src.close();
+});
+
+test('a forward with LoRA dropout refuses a workspace made for another rate (it would train without the adapter\'s dropout)', async () => {
+  const be = createReferenceBackend();
+  const model = await loadModel(syntheticFromConfig(TINY, 1), be, { quant: 'nf4', blocksize: 32 });
+  const lora = new LoraAdapters(be, TINY, { ...DEFAULT_LORA, r: 2, dropout: 0.1 }, true);
+  const ws = new Workspace(be, TINY, { batch: 1, seqLen: 4, training: true, checkpointing: false, loraRank: 2 });
+  be.write(ws.ids, Int32Array.of(1, 2, 3, 4));
+  assert.throws(() => model.forward(ws, 1, 4, { lora, seed: 7 }), /^the workspace was made for LoRA dropout 0, the adapter's is 0\.1 \(Workspace option loraDropout\)$/);
+  model.forward(ws, 1, 4, { lora }); // no seed: no dropout, as in eval
 });
 
 test.run();
